@@ -1,0 +1,85 @@
+// A backend: one address of a configured target instance, and its live state.
+//
+// Backends live in a BackendTable, created and appended to on the main loop
+// only; they are never freed while the process runs (a backend whose DNS
+// address disappeared is drained and then stays in state kRemoved), so a
+// Backend* held by a session, a pin lookup or a health check never dangles.
+// Counters are atomics because every worker loop reads and bumps them; the
+// state is written by the main loop (health checks, admin) and by workers
+// (passive ejection) through the helpers below.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tether::balancer {
+
+enum class BackendState : std::uint8_t { kUnknown, kUp, kDown, kDraining, kRemoved };
+const char* toString(BackendState s);  // "unknown", "up", "down", "draining", "removed"
+
+struct Backend {
+  std::uint32_t id = 0;       // stable, dense: 0, 1, 2 ... in order of creation
+  std::string url;            // the configured URL it came from
+  std::string name;           // "ip:port": the metric label and the pin value
+  std::string host_header;    // host[:port] of the URL, for health checks
+  sockaddr_storage addr{};    // resolved address
+  socklen_t addr_len = 0;
+  std::uint32_t config_index = 0;  // which configured backend it came from
+
+  std::atomic<std::uint32_t> weight{100};            // configured / admin-set
+  std::atomic<BackendState> state{BackendState::kUnknown};
+  std::atomic<bool> admin_drain{false};               // set by POST .../drain
+  std::atomic<std::int64_t> ejected_until_ms{0};      // passive ejection, loop time
+  std::atomic<std::int64_t> up_since_ms{0};           // for slow start
+  std::atomic<std::uint32_t> active_requests{0};
+  std::atomic<std::uint32_t> active_tunnels{0};
+  std::atomic<std::uint32_t> connections{0};          // upstream connections open
+  std::atomic<std::int64_t> last_check_ms{0};         // wall clock, ms since epoch
+  std::atomic<std::uint16_t> last_check_status{0};
+  std::string last_check_reason;  // main loop only
+
+  // May this backend take a new request, tunnel or pin? Up (or unknown when
+  // no health check is configured ... callers decide), not draining, not
+  // ejected at now_ms.
+  bool available(std::int64_t now_ms) const {
+    BackendState s = state.load(std::memory_order_relaxed);
+    return s == BackendState::kUp && !admin_drain.load(std::memory_order_relaxed) &&
+           ejected_until_ms.load(std::memory_order_relaxed) <= now_ms;
+  }
+  std::uint32_t load() const {
+    return active_requests.load(std::memory_order_relaxed) +
+           active_tunnels.load(std::memory_order_relaxed);
+  }
+  // Weight after slow start: ramps linearly from 1 to weight over window_ms
+  // after up_since_ms. window_ms == 0 disables the ramp.
+  std::uint32_t effectiveWeight(std::int64_t now_ms, std::int64_t window_ms) const;
+};
+
+// Append-only table of backends. Capacity is reserved up front so that the
+// vector never reallocates: readers on other loops may index it while the
+// main loop appends (size is published with release semantics).
+class BackendTable {
+ public:
+  static constexpr std::size_t kMaxBackends = 4096;
+  BackendTable() { backends_.reserve(kMaxBackends); }
+  BackendTable(const BackendTable&) = delete;
+  BackendTable& operator=(const BackendTable&) = delete;
+
+  // Main loop only. Returns nullptr when the table is full.
+  Backend* add(std::unique_ptr<Backend> b);
+  std::size_t size() const { return size_.load(std::memory_order_acquire); }
+  Backend* at(std::size_t i) const { return backends_[i].get(); }
+  Backend* findByName(const std::string& name) const;
+
+ private:
+  std::vector<std::unique_ptr<Backend>> backends_;
+  std::atomic<std::size_t> size_{0};
+};
+
+}  // namespace tether::balancer

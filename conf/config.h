@@ -1,0 +1,172 @@
+// tether's configuration: plain structs, no behaviour.
+//
+// A Config is built once by conf::load() (loader.h) from defaults, the YAML
+// file, the TETHER_* environment and the command line, in that order of
+// increasing precedence, then validated. Once loaded it is immutable and held
+// through std::shared_ptr<const Config> so that a reload can swap it while
+// sessions still finish on the one they started with.
+//
+// Every duration is in milliseconds, every size in bytes. The defaults written
+// here are the ones of SPEC.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tether::conf {
+
+using Millis = std::int64_t;
+using Bytes = std::uint64_t;
+
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
+enum class LogFormat { kText, kJson };
+enum class Balance { kRoundRobin, kLeastConn, kP2c, kConsistentHash };
+enum class OnTargetDown { kRedispatch, kStrict };
+
+// "host:port" split; host may be a name, an IPv4 or a bracketed IPv6 literal
+// (brackets stripped here).
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string str() const;  // "host:port", IPv6 re-bracketed
+  bool operator==(const HostPort&) const = default;
+};
+
+struct TlsCertificate {
+  std::string cert;
+  std::string key;
+};
+
+struct Listener {
+  HostPort address{"0.0.0.0", 8000};
+  bool tls = false;
+  std::vector<TlsCertificate> certificates;
+};
+
+struct Admin {
+  HostPort address{"127.0.0.1", 9901};
+  std::string token_file;
+  std::string token;  // read from token_file at load time; empty = none
+};
+
+struct BackendConf {
+  std::string url;  // as written
+  std::string scheme = "http";
+  HostPort address;  // from the url; host may be a DNS name
+  std::uint32_t weight = 100;
+  Millis resolve_interval = 10'000;
+};
+
+struct Health {
+  std::string path = "/health";
+  Millis interval = 5'000;
+  Millis timeout = 2'000;
+  std::uint32_t rise = 2;
+  std::uint32_t fall = 3;
+  std::uint16_t expect_status_min = 200;
+  std::uint16_t expect_status_max = 299;
+  std::string expect_body;  // substring; empty = any body
+  Millis slow_start = 30'000;  // 0 = off
+};
+
+struct Passive {
+  std::uint32_t consecutive_failures = 5;
+  Millis eject_for = 30'000;
+  Millis eject_max = 300'000;
+};
+
+struct AffinityCookie {
+  std::string name = "tether_affinity";
+  bool insert = false;
+  Millis max_age = 3'600'000;
+};
+
+struct Affinity {
+  std::vector<std::string> keys;  // SOURCE[:NAME[:CLAIM]], tried in order
+  AffinityCookie cookie;
+  Millis ttl = 3'600'000;
+  std::string store = "memory";  // "memory" or a redis:// URL
+  OnTargetDown on_target_down = OnTargetDown::kRedispatch;
+  Millis lookup_timeout = 5;
+  std::uint64_t memory_max_entries = 1'000'000;
+};
+
+struct Timeouts {
+  Millis connect = 5'000;
+  Millis request_header = 10'000;
+  Millis downstream_idle = 75'000;
+  Millis upstream_first_byte = 1'800'000;
+  Millis upstream_idle = 1'800'000;
+  Millis tunnel_idle = 3'600'000;
+  Millis shutdown_grace = 30'000;
+  Millis upstream_keepalive = 60'000;  // idle pooled upstream connection
+  Millis websocket_close = 5'000;      // wait for the peer's close frame
+  Millis websocket_close_spread = 0;   // spread going-away closes over this window
+};
+
+struct Limits {
+  std::uint64_t max_connections = 20'000;
+  Bytes max_request_header_bytes = 64 * 1024;
+  Bytes max_request_body_bytes = 0;  // 0 = unlimited
+  std::uint64_t max_connections_per_backend = 0;  // 0 = unlimited
+  Millis queue_timeout = 5'000;
+  std::uint64_t max_queue = 1024;          // per backend
+  std::uint32_t max_idle_upstream_per_backend = 64;
+};
+
+struct Retries {
+  std::uint32_t attempts = 2;
+};
+
+// The parts of the top level that a route may override.
+struct RouteMatch {
+  std::string path_prefix;
+};
+
+struct Route {
+  RouteMatch match;
+  std::optional<Affinity> affinity;
+  std::optional<Balance> balance;
+};
+
+struct Cidr {
+  std::uint8_t family = 4;  // 4 or 6
+  std::uint8_t bytes[16] = {};
+  std::uint8_t prefix = 0;
+  bool contains(const std::uint8_t* addr, std::uint8_t family) const;
+};
+
+struct AccessLog {
+  bool enabled = true;
+  LogFormat format = LogFormat::kJson;
+};
+
+struct Config {
+  std::string source;  // path of the file it came from, or empty
+  std::vector<Listener> listeners{Listener{}};
+  Admin admin;
+  std::uint32_t workers = 1;  // resolved: "auto" becomes the CPU count
+  std::vector<BackendConf> backends;
+  Balance balance = Balance::kLeastConn;
+  Health health;
+  Passive passive;
+  Affinity affinity;
+  std::vector<Route> routes;
+  Timeouts timeouts;
+  Limits limits;
+  Retries retries;
+  std::vector<Cidr> trusted_proxies;
+  AccessLog access_log;
+  LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kText;
+};
+
+using ConfigPtr = std::shared_ptr<const Config>;
+
+const char* toString(Balance b);
+const char* toString(LogLevel l);
+
+}  // namespace tether::conf

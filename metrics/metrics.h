@@ -1,0 +1,159 @@
+// Every metric of SPEC.md, declared once.
+//
+// The data path counts through plain lock-free cells (relaxed atomics, no
+// allocation, no lock, label children resolved once per backend); the scrape
+// turns them into prometheus-cpp MetricFamily values and the text format
+// 0.0.4. prometheus-cpp is included only inside metrics/.
+//
+// Threads: counters may be bumped from any worker loop. backend() entries are
+// created on the main loop (addBackend) before any worker can see the backend
+// id, and are never freed. scrape() may run on any thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tether::metrics {
+
+class Counter {
+ public:
+  void inc(std::uint64_t n = 1) { v_.fetch_add(n, std::memory_order_relaxed); }
+  std::uint64_t value() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> v_{0};
+};
+
+class Gauge {
+ public:
+  void add(std::int64_t n) { v_.fetch_add(n, std::memory_order_relaxed); }
+  void inc() { add(1); }
+  void dec() { add(-1); }
+  void set(std::int64_t n) { v_.store(n, std::memory_order_relaxed); }
+  std::int64_t value() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::int64_t> v_{0};
+};
+
+// Cumulative histogram over fixed upper bounds (seconds). observe() is a
+// binary search plus two relaxed atomic adds (the sum is kept in
+// nanoseconds as an integer so that it needs no CAS loop).
+class Histogram {
+ public:
+  explicit Histogram(const std::vector<double>& bounds);
+  void observe(double seconds);
+  const std::vector<double>& bounds() const { return bounds_; }
+  std::uint64_t bucketCount(std::size_t i) const;  // non-cumulative, i <= bounds().size() (+Inf last)
+  std::uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  double sum() const;
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<std::uint64_t> sum_ns_{0};
+};
+
+// Bucket sets of SPEC.md.
+const std::vector<double>& requestDurationBuckets();  // 5ms .. 1h
+const std::vector<double>& firstByteBuckets();        // 1ms .. 30m
+const std::vector<double>& connectBuckets();          // 0.5ms .. 10s
+const std::vector<double>& websocketDurationBuckets();  // 1s .. 24h
+const std::vector<double>& storeBuckets();            // 0.1ms .. 1s
+
+// HTTP methods that get their own label value; anything else counts as "OTHER".
+enum class Method : std::uint8_t { kGet, kHead, kPost, kPut, kDelete, kPatch, kOptions, kConnect, kTrace, kOther, kCount };
+Method methodFromString(std::string_view m);
+const char* toString(Method m);
+
+enum class Direction : std::uint8_t { kDownstream, kUpstream };  // downstream = towards the client
+enum class ClosedBy : std::uint8_t { kClient, kBackend, kTether };
+enum class HealthResult : std::uint8_t { kOk, kFail, kTimeout };
+
+// One backend's children, resolved once.
+class BackendMetrics {
+ public:
+  explicit BackendMetrics(std::string name);
+  ~BackendMetrics();
+  const std::string& name() const { return name_; }
+
+  // tether_http_requests_total{backend,method,code}; code 100..599, others clamp to 0.
+  void request(Method m, int code);
+  Histogram request_duration{requestDurationBuckets()};
+  Histogram first_byte{firstByteBuckets()};
+  Histogram upstream_connect{connectBuckets()};
+  Counter upstream_connect_errors;
+  Gauge upstream_active;   // tether_upstream_connections{state="active"}
+  Gauge upstream_idle;     // tether_upstream_connections{state="idle"}
+  Counter retries;
+  Gauge up;                // tether_backend_up
+  // tether_backend_state: set the current state (0 unknown, 1 up, 2 down, 3 draining, 4 removed).
+  void setState(int state) { state_.store(state, std::memory_order_relaxed); }
+  int state() const { return state_.load(std::memory_order_relaxed); }
+  void healthCheck(HealthResult r) { health_[static_cast<int>(r)].inc(); }
+  Counter ejections;
+  void websocketUpgrade(int code);          // result label: "101" or the refusing status
+  Gauge websocket_active;
+  Counter websocket_messages[2];            // indexed by Direction
+  void websocketClose(int code, ClosedBy by);  // code 0 = no close frame seen ("none")
+  Histogram websocket_duration{websocketDurationBuckets()};
+  Gauge sse_active;
+  Counter bytes[2];                         // indexed by Direction
+
+  // For the collector.
+  struct Impl;
+  Impl& impl() { return *impl_; }
+  std::uint64_t healthCount(HealthResult r) const { return health_[static_cast<int>(r)].value(); }
+
+ private:
+  std::string name_;
+  std::atomic<int> state_{0};
+  Counter health_[3];
+  std::unique_ptr<Impl> impl_;
+};
+
+enum class AffinityResult : std::uint8_t { kHit, kMiss, kRepin, kStoreError };
+enum class StoreOp : std::uint8_t { kGet, kSet, kRefresh };
+
+class Metrics {
+ public:
+  static constexpr std::size_t kMaxBackends = 4096;
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Main loop: creates the children of backend `id` (dense ids from 0).
+  BackendMetrics& addBackend(std::uint32_t id, const std::string& name);
+  // Any loop: O(1). The backend must have been added.
+  BackendMetrics& backend(std::uint32_t id) { return *backends_[id]; }
+
+  Gauge downstream_active;
+  Counter downstream_total;
+  void affinityLookup(AffinityResult r) { affinity_[static_cast<int>(r)].inc(); }
+  Gauge affinity_store_up;
+  Histogram& storeSeconds(StoreOp op) { return *store_seconds_[static_cast<int>(op)]; }
+  Counter config_reloads_ok;
+  Counter config_reloads_invalid;
+
+  // Text exposition format 0.0.4, every family of SPEC.md.
+  std::string scrape() const;
+  static constexpr const char* kContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+  std::uint64_t affinityCount(AffinityResult r) const { return affinity_[static_cast<int>(r)].value(); }
+
+ private:
+  std::array<BackendMetrics*, kMaxBackends> backends_{};
+  std::atomic<std::size_t> backend_count_{0};
+  std::vector<std::unique_ptr<BackendMetrics>> owned_;
+  Counter affinity_[4];
+  std::unique_ptr<Histogram> store_seconds_[3];
+};
+
+}  // namespace tether::metrics

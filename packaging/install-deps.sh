@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs every build, test and bench dependency of tether from Debian 12's packages.
+#   sh packaging/install-deps.sh            build + test + bench
+set -eu
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends \
+  build-essential cmake pkg-config ccache git ca-certificates \
+  libuv1-dev node-llhttp libssl-dev libhiredis-dev prometheus-cpp-dev \
+  libspdlog-dev libfmt-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev \
+  libsystemd-dev libgtest-dev libgmock-dev \
+  curl python3 python3-websockets python3-socketio python3-aiohttp uvicorn \
+  python3-requests redis-server prometheus \
+  haproxy nginx-light wrk procps psmisc valgrind
