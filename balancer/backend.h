@@ -41,6 +41,9 @@ struct Backend {
   std::atomic<std::uint32_t> active_tunnels{0};
   std::atomic<std::uint32_t> connections{0};          // upstream connections open
   std::atomic<std::int64_t> last_check_ms{0};         // wall clock, ms since epoch
+  std::atomic<std::uint32_t> consecutive_failures{0};  // passive health
+  std::atomic<std::uint32_t> ejections{0};            // in a row, for the doubling
+  std::atomic<bool> ejected{false};                   // down because of passive health
   std::atomic<std::uint16_t> last_check_status{0};
   std::string last_check_reason;  // main loop only
 

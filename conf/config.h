@@ -21,6 +21,9 @@ namespace tether::conf {
 using Millis = std::int64_t;
 using Bytes = std::uint64_t;
 
+inline constexpr std::uint32_t kMaxWorkers = 256;
+inline constexpr std::uint32_t kMaxWeight = 10'000;  // also the bound of POST .../weight
+
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
 enum class LogFormat { kText, kJson };
 enum class Balance { kRoundRobin, kLeastConn, kP2c, kConsistentHash };
@@ -55,9 +58,9 @@ struct Admin {
 struct BackendConf {
   std::string url;  // as written
   std::string scheme = "http";
-  HostPort address;  // from the url; host may be a DNS name
-  std::uint32_t weight = 100;
-  Millis resolve_interval = 10'000;
+  HostPort address;                  // from the url; host may be a DNS name
+  std::uint32_t weight = 100;        // 0..kMaxWeight; 0 = no new requests
+  Millis resolve_interval = 10'000;  // DNS names only; 0 = resolved once at start
 };
 
 struct Health {
@@ -68,12 +71,12 @@ struct Health {
   std::uint32_t fall = 3;
   std::uint16_t expect_status_min = 200;
   std::uint16_t expect_status_max = 299;
-  std::string expect_body;  // substring; empty = any body
+  std::string expect_body;     // substring; empty = any body
   Millis slow_start = 30'000;  // 0 = off
 };
 
 struct Passive {
-  std::uint32_t consecutive_failures = 5;
+  std::uint32_t consecutive_failures = 5;  // 0 = passive checks off
   Millis eject_for = 30'000;
   Millis eject_max = 300'000;
 };
@@ -84,11 +87,21 @@ struct AffinityCookie {
   Millis max_age = 3'600'000;
 };
 
+// affinity.store when it is "redis://[[user]:password@]host[:port][/db]".
+struct RedisUrl {
+  HostPort address;      // port 6379 when the URL names none
+  std::string username;  // empty = the default user
+  std::string password;  // empty = no AUTH
+  std::uint32_t db = 0;
+  bool operator==(const RedisUrl&) const = default;
+};
+
 struct Affinity {
-  std::vector<std::string> keys;  // SOURCE[:NAME[:CLAIM]], tried in order
+  std::vector<std::string> keys;  // SOURCE[:NAME[:CLAIM]], tried in order, checked by the loader
   AffinityCookie cookie;
   Millis ttl = 3'600'000;
-  std::string store = "memory";  // "memory" or a redis:// URL
+  std::string store = "memory";   // "memory" or a redis:// URL
+  std::optional<RedisUrl> redis;  // parsed from store by the loader; empty = memory
   OnTargetDown on_target_down = OnTargetDown::kRedispatch;
   Millis lookup_timeout = 5;
   std::uint64_t memory_max_entries = 1'000'000;
@@ -110,10 +123,10 @@ struct Timeouts {
 struct Limits {
   std::uint64_t max_connections = 20'000;
   Bytes max_request_header_bytes = 64 * 1024;
-  Bytes max_request_body_bytes = 0;  // 0 = unlimited
+  Bytes max_request_body_bytes = 0;               // 0 = unlimited
   std::uint64_t max_connections_per_backend = 0;  // 0 = unlimited
   Millis queue_timeout = 5'000;
-  std::uint64_t max_queue = 1024;          // per backend
+  std::uint64_t max_queue = 1024;  // per backend
   std::uint32_t max_idle_upstream_per_backend = 64;
 };
 
@@ -126,17 +139,25 @@ struct RouteMatch {
   std::string path_prefix;
 };
 
+// A route's affinity, when set, is the top-level one with the keys the route
+// names replaced; store, redis, lookup_timeout and memory_max_entries are
+// always the top-level ones (one store per process).
 struct Route {
-  RouteMatch match;
+  RouteMatch match;  // path_prefix starts with '/'
   std::optional<Affinity> affinity;
   std::optional<Balance> balance;
 };
 
+// A network; bytes beyond prefix are zero. Built by parseCidr() (loader.h).
 struct Cidr {
   std::uint8_t family = 4;  // 4 or 6
   std::uint8_t bytes[16] = {};
   std::uint8_t prefix = 0;
+  // addr holds 4 bytes (family 4) or 16 (family 6), network order. An
+  // IPv4-mapped IPv6 address (::ffff:a.b.c.d, as a dual-stack socket reports
+  // IPv4 clients) is matched against IPv4 networks too.
   bool contains(const std::uint8_t* addr, std::uint8_t family) const;
+  std::string str() const;  // "10.0.0.0/8", "fd00::/8"
 };
 
 struct AccessLog {
@@ -162,11 +183,17 @@ struct Config {
   AccessLog access_log;
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;
+  // False when no level (flag, environment, file) named a format: SPEC's
+  // default is text on a tty and json otherwise, which only main() can tell.
+  bool log_format_explicit = false;
 };
 
 using ConfigPtr = std::shared_ptr<const Config>;
 
+// The names used in the YAML file and on the command line.
 const char* toString(Balance b);
 const char* toString(LogLevel l);
+const char* toString(LogFormat f);
+const char* toString(OnTargetDown o);
 
 }  // namespace tether::conf

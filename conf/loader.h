@@ -9,7 +9,9 @@
 // no logging, no exit(). main() decides what to print and the exit code.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,10 +32,15 @@ struct Invocation {
   std::string help_text;  // filled when help is set
 };
 
+// With --version or --help nothing else is read: config stays empty, errors
+// too, and main() prints and exits 0. With --check-config the configuration is
+// loaded as usual and main() reports instead of starting.
 struct LoadResult {
-  std::shared_ptr<Config> config;  // set when errors is empty
-  std::vector<std::string> errors;
-  ExitCode exit_code = ExitCode::kOk;  // kBadCommandLine or kConfigInvalid on error
+  std::shared_ptr<Config> config;   // set when errors is empty (but see --version/--help)
+  std::vector<std::string> errors;  // each "path: what"; all of them, not the first
+  // kBadCommandLine when a flag is unknown or a flag's value is bad (nothing
+  // else is then read), kConfigInvalid for the file or the environment.
+  ExitCode exit_code = ExitCode::kOk;
   Invocation invocation;
 };
 
@@ -42,21 +49,49 @@ using EnvLookup = std::function<std::optional<std::string>(std::string_view)>;
 EnvLookup processEnv();
 
 // Full load: argv (argv[0] ignored) + environment + file named by -c or
-// TETHER_CONFIG.
+// TETHER_CONFIG. Never throws. Reads the config file and admin.token_file.
+// Errors name where they come from: a dotted path into the file
+// ("health.rise: ..."), the variable ("TETHER_BACKENDS: ...") or the flag
+// ("--backend: ..."). An empty variable counts as unset.
 LoadResult load(int argc, const char* const* argv, const EnvLookup& env);
 
 // Re-load for SIGHUP and POST /admin/reload: the same command line and
-// environment as at start, the file read again.
+// environment as at start, the file read again. args is argv[1..argc), without
+// the program name.
 LoadResult reload(const std::vector<std::string>& args, const EnvLookup& env);
 
-// Building blocks, exposed for tests and for other modules.
-std::optional<Millis> parseDuration(std::string_view s);   // "250ms" "5s" "30m" "1h" "1d"
-std::optional<Bytes> parseSize(std::string_view s);        // "64KiB" "100MiB" "1GiB" "512"
-// Expands ${VAR} and ${VAR:-default}; an unset VAR without default is an
-// error appended to errors ("${VAR} is not set").
-std::string expandEnv(std::string_view text, const EnvLookup& env, std::vector<std::string>& errors);
+// Building blocks, exposed for tests and for other modules. Those taking
+// `why` set it (when not null) to a message without a path on failure.
+
+// "250ms" "5s" "30m" "1h" "1d", or several in a row ("1h30m"); "0" is the
+// only number allowed without a unit.
+std::optional<Millis> parseDuration(std::string_view s);
+// "512" (bytes), "64KiB" "100MiB" "1GiB" "1TiB" (1024-based), "64KB" "100MB"
+// "1GB" "1TB" (1000-based), "512B".
+std::optional<Bytes> parseSize(std::string_view s);
+// Expands ${VAR} and ${VAR:-default} (default also when VAR is empty, as in
+// sh); "$${" is a literal "${". Lines whose first non-blank character is '#'
+// (YAML comments) are left alone. An unset VAR without default is an error
+// appended to errors ("line 3: ${VAR} is not set"), and expands to "".
+std::string expandEnv(std::string_view text, const EnvLookup& env,
+                      std::vector<std::string>& errors);
+// "0.0.0.0:8000", ":8000" (host 0.0.0.0), "[::1]:9901", "localhost:80";
+// port 0..65535 (0: any free port).
 std::optional<HostPort> parseHostPort(std::string_view s, std::string* why);
+// "10.0.0.0/8", "fd00::/8"; a bare address is /32 or /128. Host bits are cleared.
 std::optional<Cidr> parseCidr(std::string_view s);
+// localhost, 127.0.0.0/8 and ::1.
 bool isLoopback(const HostPort& hp);
+// "http://host:port" with an optional trailing "/"; "https://" is parsed (the
+// loader then refuses it: not supported yet). weight and resolve_interval are
+// the defaults.
+std::optional<BackendConf> parseBackendUrl(std::string_view url, std::string* why);
+// "redis://[[user]:password@]host[:port][/db]", password percent-decoded.
+std::optional<RedisUrl> parseRedisUrl(std::string_view url, std::string* why);
+// engineio_sid, client_ip, cookie:NAME, header:NAME, query:NAME,
+// jwt:cookie:NAME:CLAIM, jwt:header:NAME:CLAIM.
+bool checkAffinityKey(std::string_view key, std::string* why);
+// "1".."256" or "auto" (the CPU count, at most kMaxWorkers).
+std::optional<std::uint32_t> parseWorkers(std::string_view s, std::string* why);
 
 }  // namespace tether::conf

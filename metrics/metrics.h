@@ -7,7 +7,29 @@
 //
 // Threads: counters may be bumped from any worker loop. backend() entries are
 // created on the main loop (addBackend) before any worker can see the backend
-// id, and are never freed. scrape() may run on any thread.
+// id, and are never freed. scrape() may run on any thread, concurrently with
+// the data path; it reads each cell once with a relaxed load, so a scrape is a
+// consistent-enough snapshot (a histogram's _count is the sum of its buckets,
+// never smaller than a bucket it shows).
+//
+// Hot path cost (per call, steady state): Counter/Gauge one relaxed RMW;
+// Histogram::observe a binary search over <= 20 bounds plus two relaxed adds;
+// BackendMetrics::request / websocketUpgrade / websocketClose one acquire load
+// of a row pointer plus one relaxed add. The rows behind those three are
+// allocated lazily, once per (backend, method) / backend / (backend, closer),
+// by whichever thread counts first (CAS on an atomic pointer; the loser frees
+// its copy). Nothing here ever takes a lock.
+//
+// Label values written by the scrape:
+//   method   toString(Method): GET HEAD POST PUT DELETE PATCH OPTIONS CONNECT TRACE OTHER
+//   code     (requests) the status as a decimal string, "0" for anything outside 100..599
+//   result   (websocket upgrades) the same: "101", or the refusing status
+//   code     (websocket closes) 1000..1015 and 3000..4999 as decimal strings,
+//            "none" for 0 (no close frame seen), "other" for anything else
+//   by       client | backend | tether
+//   direction downstream (towards the client) | upstream (towards the backend)
+//   state    (tether_backend_state) unknown | up | down | draining; a removed
+//            backend reports all four as 0 and tether_backend_up 0
 #pragma once
 
 #include <array>
@@ -43,33 +65,50 @@ class Gauge {
 
 // Cumulative histogram over fixed upper bounds (seconds). observe() is a
 // binary search plus two relaxed atomic adds (the sum is kept in
-// nanoseconds as an integer so that it needs no CAS loop).
+// nanoseconds as an integer so that it needs no CAS loop). A value lands in
+// the first bucket whose bound is >= it (Prometheus "le"); negative values and
+// NaN count as 0, values above the last bound go to +Inf. bounds must be
+// sorted ascending and finite.
 class Histogram {
  public:
   explicit Histogram(const std::vector<double>& bounds);
   void observe(double seconds);
   const std::vector<double>& bounds() const { return bounds_; }
-  std::uint64_t bucketCount(std::size_t i) const;  // non-cumulative, i <= bounds().size() (+Inf last)
-  std::uint64_t count() const { return count_.load(std::memory_order_relaxed); }
-  double sum() const;
+  // Non-cumulative; i <= bounds().size(), the last one is +Inf; beyond that 0.
+  std::uint64_t bucketCount(std::size_t i) const;
+  // Sum of all buckets (there is no separate count cell, so that the scrape's
+  // _count always equals its +Inf bucket).
+  std::uint64_t count() const;
+  double sum() const;  // seconds, nanosecond resolution
 
  private:
   std::vector<double> bounds_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
-  std::atomic<std::uint64_t> count_{0};
+  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;  // bounds_.size() + 1
   std::atomic<std::uint64_t> sum_ns_{0};
 };
 
 // Bucket sets of SPEC.md.
-const std::vector<double>& requestDurationBuckets();  // 5ms .. 1h
-const std::vector<double>& firstByteBuckets();        // 1ms .. 30m
-const std::vector<double>& connectBuckets();          // 0.5ms .. 10s
+const std::vector<double>& requestDurationBuckets();    // 5ms .. 1h
+const std::vector<double>& firstByteBuckets();          // 1ms .. 30m
+const std::vector<double>& connectBuckets();            // 0.5ms .. 10s
 const std::vector<double>& websocketDurationBuckets();  // 1s .. 24h
-const std::vector<double>& storeBuckets();            // 0.1ms .. 1s
+const std::vector<double>& storeBuckets();              // 0.1ms .. 1s
 
 // HTTP methods that get their own label value; anything else counts as "OTHER".
-enum class Method : std::uint8_t { kGet, kHead, kPost, kPut, kDelete, kPatch, kOptions, kConnect, kTrace, kOther, kCount };
-Method methodFromString(std::string_view m);
+enum class Method : std::uint8_t {
+  kGet,
+  kHead,
+  kPost,
+  kPut,
+  kDelete,
+  kPatch,
+  kOptions,
+  kConnect,
+  kTrace,
+  kOther,
+  kCount
+};
+Method methodFromString(std::string_view m);  // exact, case-sensitive (RFC 9110); else kOther
 const char* toString(Method m);
 
 enum class Direction : std::uint8_t { kDownstream, kUpstream };  // downstream = towards the client
@@ -84,32 +123,39 @@ class BackendMetrics {
   const std::string& name() const { return name_; }
 
   // tether_http_requests_total{backend,method,code}; code 100..599, others clamp to 0.
+  // kCount counts as kOther.
   void request(Method m, int code);
   Histogram request_duration{requestDurationBuckets()};
   Histogram first_byte{firstByteBuckets()};
   Histogram upstream_connect{connectBuckets()};
   Counter upstream_connect_errors;
-  Gauge upstream_active;   // tether_upstream_connections{state="active"}
-  Gauge upstream_idle;     // tether_upstream_connections{state="idle"}
+  Gauge upstream_active;  // tether_upstream_connections{state="active"}
+  Gauge upstream_idle;    // tether_upstream_connections{state="idle"}
   Counter retries;
-  Gauge up;                // tether_backend_up
+  Gauge up;  // tether_backend_up
   // tether_backend_state: set the current state (0 unknown, 1 up, 2 down, 3 draining, 4 removed).
   void setState(int state) { state_.store(state, std::memory_order_relaxed); }
   int state() const { return state_.load(std::memory_order_relaxed); }
   void healthCheck(HealthResult r) { health_[static_cast<int>(r)].inc(); }
   Counter ejections;
-  void websocketUpgrade(int code);          // result label: "101" or the refusing status
+  void websocketUpgrade(int code);  // result label: "101" or the refusing status
   Gauge websocket_active;
-  Counter websocket_messages[2];            // indexed by Direction
+  Counter websocket_messages[2];               // indexed by Direction
   void websocketClose(int code, ClosedBy by);  // code 0 = no close frame seen ("none")
   Histogram websocket_duration{websocketDurationBuckets()};
   Gauge sse_active;
-  Counter bytes[2];                         // indexed by Direction
+  Counter bytes[2];  // indexed by Direction
 
-  // For the collector.
+  // Readers (collector, tests, admin JSON); same clamping as the writers.
+  std::uint64_t requestCount(Method m, int code) const;
+  std::uint64_t websocketUpgradeCount(int code) const;
+  std::uint64_t websocketCloseCount(int code, ClosedBy by) const;
+  std::uint64_t healthCount(HealthResult r) const { return health_[static_cast<int>(r)].value(); }
+
+  // For the collector; defined in metrics/backend_cells.h.
   struct Impl;
   Impl& impl() { return *impl_; }
-  std::uint64_t healthCount(HealthResult r) const { return health_[static_cast<int>(r)].value(); }
+  const Impl& impl() const { return *impl_; }
 
  private:
   std::string name_;
@@ -129,10 +175,20 @@ class Metrics {
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  // Main loop: creates the children of backend `id` (dense ids from 0).
+  // Main loop: creates the children of backend `id` (dense ids from 0,
+  // id < kMaxBackends, else std::length_error; a start-up/reload error, never
+  // on the data path). Adding an id again with the same name returns the
+  // existing entry (counts survive a reload); with another name it installs a
+  // fresh entry, and the old one stays allocated (a worker may still hold it)
+  // but is no longer scraped.
   BackendMetrics& addBackend(std::uint32_t id, const std::string& name);
   // Any loop: O(1). The backend must have been added.
-  BackendMetrics& backend(std::uint32_t id) { return *backends_[id]; }
+  BackendMetrics& backend(std::uint32_t id) {
+    return *backends_[id].load(std::memory_order_acquire);
+  }
+  // Any thread: the added backends in id order (gaps skipped). Pointers live
+  // as long as this Metrics.
+  std::vector<const BackendMetrics*> backends() const;
 
   Gauge downstream_active;
   Counter downstream_total;
@@ -142,15 +198,21 @@ class Metrics {
   Counter config_reloads_ok;
   Counter config_reloads_invalid;
 
-  // Text exposition format 0.0.4, every family of SPEC.md.
+  // Text exposition format 0.0.4, every family of SPEC.md with HELP and TYPE,
+  // even when it has no sample yet. Allocates; never call it on a worker loop's
+  // hot path. Label-less counters and fixed label sets (affinity results,
+  // reload results, store ops) always appear; per-(method, code), upgrade and
+  // close samples appear once non-zero.
   std::string scrape() const;
   static constexpr const char* kContentType = "text/plain; version=0.0.4; charset=utf-8";
 
-  std::uint64_t affinityCount(AffinityResult r) const { return affinity_[static_cast<int>(r)].value(); }
+  std::uint64_t affinityCount(AffinityResult r) const {
+    return affinity_[static_cast<int>(r)].value();
+  }
 
  private:
-  std::array<BackendMetrics*, kMaxBackends> backends_{};
-  std::atomic<std::size_t> backend_count_{0};
+  std::array<std::atomic<BackendMetrics*>, kMaxBackends> backends_{};
+  std::atomic<std::size_t> backend_count_{0};  // highest added id + 1
   std::vector<std::unique_ptr<BackendMetrics>> owned_;
   Counter affinity_[4];
   std::unique_ptr<Histogram> store_seconds_[3];

@@ -12,5 +12,5 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libspdlog-dev libfmt-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev \
   libsystemd-dev libgtest-dev libgmock-dev \
   curl python3 python3-websockets python3-socketio python3-aiohttp uvicorn \
-  python3-requests redis-server prometheus \
+  python3-requests python3-redis redis-server prometheus nodejs node-ws \
   haproxy nginx-light wrk procps psmisc valgrind

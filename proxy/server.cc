@@ -1,1 +1,566 @@
-namespace tether::proxy {}
+#include "proxy/server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "proxy/log.h"
+
+#ifdef TETHER_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+namespace tether::proxy {
+
+using balancer::Backend;
+using balancer::BackendState;
+
+namespace {
+
+std::string addrName(const sockaddr* sa) {
+  char ip[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(sa);
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  auto* a = reinterpret_cast<const sockaddr_in*>(sa);
+  inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+  return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
+}
+
+bool isIpLiteral(const std::string& host) {
+  in6_addr a6;
+  in_addr a4;
+  return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+std::string hostHeader(const conf::BackendConf& bc) {
+  const std::string& h = bc.address.host;
+  std::string host = h.find(':') != std::string::npos ? "[" + h + "]" : h;
+  return host + ":" + std::to_string(bc.address.port);
+}
+
+}  // namespace
+
+// Re-resolves one backend URL's DNS name every resolve_interval, off the
+// loop (uv_getaddrinfo runs in libuv's thread pool). Every address returned
+// is a backend; an address that disappears is drained.
+struct Server::Resolver {
+  Server* server;
+  std::size_t config_index;
+  conf::BackendConf bc;
+  uv_timer_t timer;
+  uv_getaddrinfo_t req;
+  bool busy = false;
+  bool stopped = false;
+
+  void schedule() {
+    if (stopped || bc.resolve_interval <= 0) return;
+    uv_timer_start(&timer, [](uv_timer_t* t) { static_cast<Resolver*>(t->data)->resolve(); },
+                   static_cast<std::uint64_t>(bc.resolve_interval), 0);
+  }
+
+  void resolve() {
+    if (busy || stopped) return;
+    busy = true;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    req.data = this;
+    std::string port = std::to_string(bc.address.port);
+    int rc = uv_getaddrinfo(uv_default_loop() == nullptr ? nullptr : timer.loop, &req, onResolved,
+                            bc.address.host.c_str(), port.c_str(), &hints);
+    if (rc != 0) {
+      busy = false;
+      log::warn("resolve failed", {{"backend", bc.url}, {"error", uv_strerror(rc)}});
+      schedule();
+    }
+  }
+
+  static void onResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+    Resolver* r = static_cast<Resolver*>(req->data);
+    r->busy = false;
+    if (r->stopped) {
+      uv_freeaddrinfo(res);
+      return;
+    }
+    if (status != 0) {
+      // Keep the last good answer: a DNS hiccup must not empty the pool.
+      log::warn("resolve failed", {{"backend", r->bc.url}, {"error", uv_strerror(status)}});
+      uv_freeaddrinfo(res);
+      r->schedule();
+      return;
+    }
+    std::set<std::string> seen;
+    for (addrinfo* a = res; a; a = a->ai_next) {
+      std::string name = addrName(a->ai_addr);
+      if (!seen.insert(name).second) continue;
+      Backend* b = r->server->rt_.backends.findByName(name);
+      if (!b) {
+        r->server->addBackend(r->config_index, r->bc, a->ai_addr, a->ai_addrlen);
+      } else if (b->state.load() == BackendState::kRemoved || (b->admin_drain.load() && b->config_index == r->config_index && b->last_check_reason == "dns: address gone")) {
+        b->admin_drain.store(false);
+        if (b->state.load() == BackendState::kRemoved) b->state.store(BackendState::kUnknown);
+        log::info("backend address back", {{"backend", name}, {"url", r->bc.url}});
+      }
+    }
+    uv_freeaddrinfo(res);
+    std::size_t n = r->server->rt_.backends.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      Backend* b = r->server->rt_.backends.at(i);
+      if (b->url != r->bc.url || seen.count(b->name) || b->admin_drain.load()) continue;
+      b->admin_drain.store(true);
+      b->last_check_reason = "dns: address gone";
+      log::info("backend address gone: draining", {{"backend", b->name}, {"url", r->bc.url}});
+    }
+    r->schedule();
+  }
+};
+
+Server::Server(std::vector<std::string> args, conf::EnvLookup env, std::shared_ptr<conf::Config> config)
+    : args_(std::move(args)), env_(std::move(env)) {
+  rt_.setConfig(config);
+}
+
+Server::~Server() = default;
+
+Backend* Server::addBackend(std::size_t config_index, const conf::BackendConf& bc, const sockaddr* addr,
+                            socklen_t len) {
+  auto b = std::make_unique<Backend>();
+  b->url = bc.url;
+  b->name = addrName(addr);
+  b->host_header = hostHeader(bc);
+  std::memcpy(&b->addr, addr, len);
+  b->addr_len = len;
+  b->config_index = static_cast<std::uint32_t>(config_index);
+  b->weight.store(bc.weight);
+  Backend* added = rt_.backends.add(std::move(b));
+  if (!added) {
+    log::error("too many backends", {{"max", static_cast<std::uint64_t>(balancer::BackendTable::kMaxBackends)}});
+    return nullptr;
+  }
+  metrics::BackendMetrics& bm = rt_.metrics.addBackend(added->id, added->name);
+  bm.setState(static_cast<int>(BackendState::kUnknown));
+  log::info("backend added", {{"backend", added->name}, {"url", added->url}, {"id", added->id}});
+  if (health_) health_->add(added, rt_.config()->health);
+  return added;
+}
+
+std::string Server::addBackendsFor(std::size_t config_index, const conf::BackendConf& bc) {
+  if (isIpLiteral(bc.address.host)) {
+    sockaddr_storage ss{};
+    if (uv_ip4_addr(bc.address.host.c_str(), bc.address.port, reinterpret_cast<sockaddr_in*>(&ss)) != 0)
+      uv_ip6_addr(bc.address.host.c_str(), bc.address.port, reinterpret_cast<sockaddr_in6*>(&ss));
+    addBackend(config_index, bc, reinterpret_cast<sockaddr*>(&ss),
+               ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+    return {};
+  }
+  // A DNS name: resolved now (start-up may block), then again every
+  // resolve_interval off the loop.
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(bc.address.port);
+  int rc = getaddrinfo(bc.address.host.c_str(), port.c_str(), &hints, &res);
+  if (rc == 0) {
+    std::set<std::string> seen;
+    for (addrinfo* a = res; a; a = a->ai_next) {
+      if (!seen.insert(addrName(a->ai_addr)).second) continue;
+      addBackend(config_index, bc, a->ai_addr, a->ai_addrlen);
+    }
+    freeaddrinfo(res);
+  } else {
+    log::warn("resolve failed", {{"backend", bc.url}, {"error", gai_strerror(rc)}});
+  }
+  auto r = std::make_unique<Resolver>();
+  r->server = this;
+  r->config_index = config_index;
+  r->bc = bc;
+  uv_timer_init(workers_[0]->loop(), &r->timer);
+  r->timer.data = r.get();
+  resolvers_.push_back(std::move(r));
+  return {};
+}
+
+void Server::startResolvers() {
+  for (auto& r : resolvers_) r->schedule();
+}
+
+int Server::run() {
+  conf::ConfigPtr cfg = rt_.config();
+  signal(SIGPIPE, SIG_IGN);
+
+  for (std::uint32_t i = 0; i < cfg->workers; ++i) workers_.push_back(std::make_unique<Worker>(rt_, i));
+  uv_loop_t* loop = workers_[0]->loop();
+  health_ = std::make_unique<HealthChecker>(loop, rt_.metrics);
+
+  for (std::size_t i = 0; i < cfg->backends.size(); ++i) addBackendsFor(i, cfg->backends[i]);
+
+  std::vector<std::string> bound;
+  std::string err = workers_[0]->bind(*cfg, &bound, nullptr);
+  for (std::size_t i = 1; i < workers_.size() && err.empty(); ++i) err = workers_[i]->bind(*cfg, nullptr, &bound);
+  std::string admin_bound;
+  admin_ = std::make_unique<AdminServer>(loop, [this](const AdminRequest& q, AdminResponse& r) { handleAdmin(q, r); });
+  if (err.empty()) err = admin_->listen(cfg->admin.address.host, cfg->admin.address.port, &admin_bound);
+  if (!err.empty()) {
+    log::error("cannot start", {{"error", err}});
+    health_->stop();
+    admin_->close();
+    for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
+    for (auto& w : workers_) {
+      w->requestStop();
+      uv_run(w->loop(), UV_RUN_NOWAIT);
+    }
+    for (auto& w : workers_) uv_run(w->loop(), UV_RUN_DEFAULT);
+    return static_cast<int>(conf::ExitCode::kCannotStart);
+  }
+  for (const std::string& b : bound) log::info("listening", {{"kind", "proxy"}, {"address", b}});
+  log::info("listening", {{"kind", "admin"}, {"address", admin_bound}});
+  rt_.listening = true;
+
+  uv_signal_init(loop, &sig_term_);
+  uv_signal_init(loop, &sig_int_);
+  uv_signal_init(loop, &sig_hup_);
+  sig_term_.data = sig_int_.data = sig_hup_.data = this;
+  uv_signal_start(&sig_term_, onSignal, SIGTERM);
+  uv_signal_start(&sig_int_, onSignal, SIGINT);
+  uv_signal_start(&sig_hup_, onSignal, SIGHUP);
+  uv_timer_init(loop, &grace_timer_);
+  grace_timer_.data = this;
+  uv_timer_init(loop, &watchdog_timer_);
+  watchdog_timer_.data = this;
+  uv_async_init(loop, &drained_async_, [](uv_async_t* a) {
+    Server* s = static_cast<Server*>(a->data);
+    if (s->drained_workers_.load() == s->workers_.size()) s->finishStop();
+  });
+  drained_async_.data = this;
+  for (auto& w : workers_) {
+    w->setOnDrained([this] {
+      drained_workers_.fetch_add(1);
+      uv_async_send(&drained_async_);
+    });
+  }
+
+  startResolvers();
+  for (std::size_t i = 1; i < workers_.size(); ++i) {
+    Worker* w = workers_[i].get();
+    threads_.emplace_back([w] { w->run(); });
+  }
+
+#ifdef TETHER_HAVE_SYSTEMD
+  std::uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+    watchdog_ = true;
+    uv_timer_start(&watchdog_timer_, [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, 0, usec / 2000);
+  }
+#endif
+  notify("READY=1");
+  log::info("started", {{"version", TETHER_VERSION}, {"workers", cfg->workers},
+                        {"backends", static_cast<std::uint64_t>(rt_.backends.size())}});
+  workers_[0]->run();
+  for (auto& t : threads_) t.join();
+  // Every loop is done; close what is left on each (nothing should be).
+  for (auto& w : workers_) uv_run(w->loop(), UV_RUN_NOWAIT);
+  log::info("stopped", {});
+  return 0;
+}
+
+void Server::onSignal(uv_signal_t* s, int signum) {
+  Server* self = static_cast<Server*>(s->data);
+  if (signum == SIGHUP) {
+    self->reload();
+  } else {
+    self->beginStop(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  }
+}
+
+void Server::notify(const char* state) {
+#ifdef TETHER_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
+}
+
+void Server::beginStop(const char* why) {
+  if (stopping_) {
+    // A second signal: stop waiting.
+    log::warn("stopping now", {{"signal", why}});
+    for (auto& w : workers_) w->requestForceStop();
+    return;
+  }
+  stopping_ = true;
+  rt_.stopping = true;
+  notify("STOPPING=1");
+  const conf::Config& cfg = *rt_.config();
+  log::info("stopping", {{"signal", why}, {"grace_ms", cfg.timeouts.shutdown_grace}});
+  uv_timer_start(&grace_timer_, [](uv_timer_t* t) {
+    Server* s = static_cast<Server*>(t->data);
+    log::warn("shutdown grace over: closing what is left", {});
+    for (auto& w : s->workers_) w->requestForceStop();
+  }, static_cast<std::uint64_t>(cfg.timeouts.shutdown_grace), 0);
+  health_->stop();
+  for (auto& r : resolvers_) {
+    r->stopped = true;
+    uv_timer_stop(&r->timer);
+  }
+  for (auto& w : workers_) w->requestStop();
+}
+
+void Server::finishStop() {
+  if (stopped_) return;
+  stopped_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&grace_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&watchdog_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drained_async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sig_term_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sig_int_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sig_hup_), nullptr);
+  for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
+  admin_->close();
+}
+
+void Server::reload() {
+  notify("RELOADING=1");
+  conf::LoadResult r = conf::reload(args_, env_);
+  if (!r.errors.empty() || !r.config) {
+    for (const std::string& e : r.errors) log::error("reload refused", {{"error", e}});
+    rt_.metrics.config_reloads_invalid.inc();
+    notify("READY=1");
+    return;
+  }
+  std::shared_ptr<conf::Config> next = r.config;
+  conf::ConfigPtr prev = rt_.config();
+  // What cannot change without a restart keeps its running value.
+  if (next->workers != prev->workers) {
+    log::warn("reload: workers changes need a restart", {{"running", prev->workers}});
+    next->workers = prev->workers;
+  }
+  bool listeners_same = next->listeners.size() == prev->listeners.size();
+  for (std::size_t i = 0; listeners_same && i < next->listeners.size(); ++i)
+    listeners_same = next->listeners[i].address == prev->listeners[i].address;
+  if (!listeners_same) {
+    log::warn("reload: listener changes need a restart", {});
+    next->listeners = prev->listeners;
+  }
+  if (!(next->admin.address == prev->admin.address)) {
+    log::warn("reload: admin address changes need a restart", {});
+    next->admin.address = prev->admin.address;
+  }
+  if (!next->log_format_explicit) next->log_format = prev->log_format;
+  rt_.setConfig(next);
+  log::setLevel(next->log_level);
+  health_->setConfig(next->health);
+
+  // Backends: new URLs are added (unknown until checked), vanished ones drained.
+  std::set<std::string> urls;
+  for (std::size_t i = 0; i < next->backends.size(); ++i) {
+    const conf::BackendConf& bc = next->backends[i];
+    urls.insert(bc.url);
+    bool known = false;
+    std::size_t n = rt_.backends.size();
+    for (std::size_t k = 0; k < n; ++k) {
+      Backend* b = rt_.backends.at(k);
+      if (b->url != bc.url) continue;
+      known = true;
+      b->weight.store(bc.weight);
+      if (b->admin_drain.load() && b->last_check_reason == "removed by reload") {
+        b->admin_drain.store(false);
+        b->last_check_reason.clear();
+      }
+    }
+    if (!known) addBackendsFor(i, bc);
+  }
+  std::size_t n = rt_.backends.size();
+  for (std::size_t k = 0; k < n; ++k) {
+    Backend* b = rt_.backends.at(k);
+    if (urls.count(b->url) || b->admin_drain.load()) continue;
+    b->admin_drain.store(true);
+    b->last_check_reason = "removed by reload";
+    log::info("backend removed by reload: draining", {{"backend", b->name}, {"url", b->url}});
+  }
+  startResolvers();
+  for (auto& w : workers_) w->requestConfigUpdate();
+  rt_.metrics.config_reloads_ok.inc();
+  log::info("reloaded", {{"source", next->source}});
+  notify("READY=1");
+}
+
+bool Server::ready() const {
+  if (!rt_.listening || rt_.stopping) return false;
+  std::int64_t now = Worker::nowWallMs();
+  std::size_t n = rt_.backends.size();
+  for (std::size_t i = 0; i < n; ++i)
+    if (rt_.backends.at(i)->available(now)) return true;
+  return false;
+}
+
+std::string Server::backendsJson() const {
+  nlohmann::json arr = nlohmann::json::array();
+  std::size_t n = rt_.backends.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const Backend* b = rt_.backends.at(i);
+    BackendState s = b->state.load();
+    const char* state = balancer::toString(s);
+    if (b->admin_drain.load() && s != BackendState::kRemoved) state = "draining";
+    nlohmann::json j = {
+        {"id", b->id},
+        {"url", b->url},
+        {"address", b->name},
+        {"state", state},
+        {"health", balancer::toString(s)},
+        {"weight", b->weight.load()},
+        {"active_requests", b->active_requests.load()},
+        {"active_tunnels", b->active_tunnels.load()},
+        {"connections", b->connections.load()},
+        {"ejected", b->ejected.load()},
+    };
+    std::int64_t last = b->last_check_ms.load();
+    if (last) {
+      j["last_check"] = {{"time_ms", last}, {"status", b->last_check_status.load()}, {"result", b->last_check_reason}};
+    } else {
+      j["last_check"] = nullptr;
+    }
+    arr.push_back(std::move(j));
+  }
+  return arr.dump(2) + "\n";
+}
+
+namespace {
+
+std::string queryValue(const std::string& query, const std::string& name) {
+  std::size_t p = 0;
+  while (p <= query.size()) {
+    std::size_t q = query.find('&', p);
+    if (q == std::string::npos) q = query.size();
+    std::string part = query.substr(p, q - p);
+    std::size_t eq = part.find('=');
+    if (part.substr(0, eq) == name) return eq == std::string::npos ? "" : part.substr(eq + 1);
+    p = q + 1;
+  }
+  return {};
+}
+
+}  // namespace
+
+void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
+  const conf::Config& cfg = *rt_.config();
+  auto json = [&res](int status, const std::string& body) {
+    res.status = status;
+    res.content_type = "application/json";
+    res.body = body;
+  };
+  auto error = [&json](int status, const std::string& message) {
+    json(status, nlohmann::json{{"error", message}}.dump() + "\n");
+  };
+  bool get = req.method == "GET" || req.method == "HEAD";
+  if (req.path == "/metrics") {
+    if (!get) return error(405, "use GET");
+    res.content_type = metrics::Metrics::kContentType;
+    res.body = rt_.metrics.scrape();
+    return;
+  }
+  if (req.path == "/healthz") {
+    if (!get) return error(405, "use GET");
+    res.body = "ok\n";
+    return;
+  }
+  if (req.path == "/readyz") {
+    if (!get) return error(405, "use GET");
+    bool ok = ready();
+    res.status = ok ? 200 : 503;
+    res.body = ok ? "ready\n" : (rt_.stopping ? "stopping\n" : "no backend up\n");
+    return;
+  }
+  if (req.path == "/admin/backends") {
+    if (!get) return error(405, "use GET");
+    return json(200, backendsJson());
+  }
+  if (req.path.rfind("/admin/", 0) != 0) return error(404, "no such endpoint");
+
+  // Everything else changes state: POST, and the token when one is set.
+  if (req.method != "POST") return error(405, "use POST");
+  if (!cfg.admin.token.empty()) {
+    const std::string prefix = "Bearer ";
+    if (req.authorization.size() <= prefix.size() || req.authorization.compare(0, prefix.size(), prefix) != 0) {
+      res.extra_headers = "WWW-Authenticate: Bearer\r\n";
+      return error(401, "missing bearer token");
+    }
+    std::string given = req.authorization.substr(prefix.size());
+    bool same = given.size() == cfg.admin.token.size() &&
+                CRYPTO_memcmp(given.data(), cfg.admin.token.data(), given.size()) == 0;
+    if (!same) return error(403, "wrong token");
+  } else if (!req.loopback_peer) {
+    return error(403, "admin POST needs a token when not on loopback");
+  }
+  if (req.path == "/admin/reload") {
+    std::uint64_t before = rt_.metrics.config_reloads_ok.value();
+    reload();
+    bool ok = rt_.metrics.config_reloads_ok.value() != before;
+    return json(ok ? 200 : 400, nlohmann::json{{"reloaded", ok}}.dump() + "\n");
+  }
+  // /admin/backends/{id}/{action}
+  const std::string base = "/admin/backends/";
+  if (req.path.rfind(base, 0) != 0) return error(404, "no such endpoint");
+  std::string rest = req.path.substr(base.size());
+  std::size_t slash = rest.find('/');
+  if (slash == std::string::npos) return error(404, "no such endpoint");
+  std::string id_text = rest.substr(0, slash);
+  std::string action = rest.substr(slash + 1);
+  char* end = nullptr;
+  unsigned long id = std::strtoul(id_text.c_str(), &end, 10);
+  if (id_text.empty() || *end != 0 || id >= rt_.backends.size()) return error(404, "no backend " + id_text);
+  Backend* b = rt_.backends.at(id);
+  if (action == "drain") {
+    b->admin_drain.store(true);
+    log::info("backend draining", {{"backend", b->name}, {"by", "admin"}});
+    std::string deadline = queryValue(req.query, "deadline");
+    if (!deadline.empty()) {
+      std::optional<conf::Millis> ms = conf::parseDuration(deadline);
+      if (!ms) return error(400, "deadline: not a duration: " + deadline);
+      // After the deadline, tunnels still open to it get close frames 1001.
+      struct Deadline {
+        uv_timer_t timer;
+        Server* server;
+        std::uint32_t id;
+      };
+      auto* d = new Deadline{{}, this, b->id};
+      uv_timer_init(workers_[0]->loop(), &d->timer);
+      d->timer.data = d;
+      uv_timer_start(&d->timer, [](uv_timer_t* t) {
+        auto* d = static_cast<Deadline*>(t->data);
+        if (d->server->rt_.backends.at(d->id)->admin_drain.load())
+          for (auto& w : d->server->workers_) w->requestTunnelDrain(d->id);
+        uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete static_cast<Deadline*>(h->data); });
+      }, static_cast<std::uint64_t>(*ms), 0);
+    }
+    return json(200, nlohmann::json{{"id", b->id}, {"state", "draining"}}.dump() + "\n");
+  }
+  if (action == "enable") {
+    b->admin_drain.store(false);
+    log::info("backend enabled", {{"backend", b->name}, {"by", "admin"}});
+    return json(200, nlohmann::json{{"id", b->id}, {"state", balancer::toString(b->state.load())}}.dump() + "\n");
+  }
+  if (action == "weight") {
+    std::string v = queryValue(req.query, "value");
+    char* e = nullptr;
+    unsigned long w = std::strtoul(v.c_str(), &e, 10);
+    if (v.empty() || *e != 0 || w > conf::kMaxWeight) {
+      return error(400, "value: expected an integer 0.." + std::to_string(conf::kMaxWeight));
+    }
+    b->weight.store(static_cast<std::uint32_t>(w));
+    log::info("backend weight", {{"backend", b->name}, {"weight", static_cast<std::uint64_t>(w)}, {"by", "admin"}});
+    return json(200, nlohmann::json{{"id", b->id}, {"weight", w}}.dump() + "\n");
+  }
+  return error(404, "no such action: " + action);
+}
+
+}  // namespace tether::proxy

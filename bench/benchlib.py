@@ -1,0 +1,418 @@
+"""Shared parts of tether's load scenarios (bench/run_http.py, bench/run_ws.py).
+
+Starts the proxies under test (tether, HAProxy, nginx; one worker each) and the
+upstreams on loopback ports, reads CPU time and RSS of a proxy's whole process
+tree from /proc, and formats markdown. Every process started here is in its own
+process group and is killed at exit. Standard library only.
+"""
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TETHER_BIN = os.environ.get("TETHER_BIN", os.path.join(ROOT, "build", "proxy", "tether"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"  # loopback only, always
+
+_procs = []
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def workdir():
+    d = tempfile.mkdtemp(prefix="tether-bench-")
+    os.chmod(d, 0o755)  # nginx workers (nobody) read below it
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
+
+def spawn(argv, name, stdout=None, stderr=None, env=None, cwd=None):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout or subprocess.DEVNULL,
+                         stderr=stderr or subprocess.DEVNULL, start_new_session=True,
+                         env=full_env, cwd=cwd)
+    p.bench_name = name
+    _procs.append(p)
+    return p
+
+
+def stop(p, timeout=5.0):
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+
+
+@atexit.register
+def _stop_all():
+    for p in reversed(_procs):
+        try:
+            stop(p)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def wait_until(pred, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except Exception:  # noqa: BLE001 - "not yet"
+            pass
+        time.sleep(interval)
+    raise RuntimeError("timed out after %.0fs waiting for %s" % (timeout, what))
+
+
+def http_ok(port, path="/"):
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            "http://%s:%d%s" % (HOST, port, path), timeout=2) as r:
+        return 200 <= r.status < 300
+
+
+def wait_http(port, proc, path="/", timeout=15):
+    def ready():
+        if proc.poll() is not None:
+            raise SystemExit("%s exited with %s while starting" % (proc.bench_name, proc.returncode))
+        return http_ok(port, path)
+    wait_until(ready, timeout, "%s to answer on %d" % (proc.bench_name, port))
+
+
+# ---- /proc -----------------------------------------------------------------------------
+
+def _children(pid):
+    out = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo += _children(p)
+    return seen
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid's whole process tree (all threads), in seconds."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except (OSError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+def rss_kib(pid):
+    """VmRSS summed over pid's process tree, KiB."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+# ---- the upstream: a second nginx serving a ~100-byte answer --------------------------
+
+UPSTREAM_BODY = "tether bench upstream: a small static answer of about one hundred bytes, " \
+                "the same for all proxies.\n"
+
+
+def start_nginx_upstream(wd):
+    """nginx, 1 worker, on a free loopback port: 200 with UPSTREAM_BODY on every path,
+    {"status": true} on /health. Returns (proc, port)."""
+    for _ in range(5):
+        port = free_port()
+        d = os.path.join(wd, "upstream-nginx")
+        os.makedirs(os.path.join(d, "logs"), exist_ok=True)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""
+worker_processes 1;
+daemon off;
+pid %(d)s/nginx.pid;
+error_log %(d)s/logs/error.log warn;
+events { worker_connections 20000; }
+worker_rlimit_nofile 20000;
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path %(d)s/client_body;
+  proxy_temp_path %(d)s/proxy;
+  fastcgi_temp_path %(d)s/fastcgi;
+  uwsgi_temp_path %(d)s/uwsgi;
+  scgi_temp_path %(d)s/scgi;
+  server {
+    listen %(host)s:%(port)d backlog=4096;
+    location = /health { default_type application/json; return 200 '{"status": true}\\n'; }
+    location / { default_type text/plain; return 200 '%(body)s'; }
+  }
+}
+""" % {"d": d, "host": HOST, "port": port, "body": UPSTREAM_BODY.replace("\n", "\\n")})
+        p = spawn(["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "logs", "error.log")],
+                  "upstream-nginx")
+        try:
+            wait_http(port, p, "/health", timeout=10)
+            return p, port
+        except (RuntimeError, SystemExit):
+            stop(p)
+    raise SystemExit("could not start the upstream nginx")
+
+
+# ---- the proxies -------------------------------------------------------------------------
+
+def nginx_proxy_conf(d, port, upstream_port, websocket=False):
+    """nginx as its documentation recommends for reverse proxying with upstream keep-alive
+    (and, for WebSocket, the Upgrade/Connection map)."""
+    ws_map = """
+  map $http_upgrade $connection_upgrade { default upgrade; '' close; }""" if websocket else ""
+    ws_headers = """
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;""" if websocket else """
+      proxy_set_header Connection "";"""
+    return """
+worker_processes 1;
+daemon off;
+pid %(d)s/nginx.pid;
+error_log %(d)s/logs/error.log warn;
+events { worker_connections 20000; }
+worker_rlimit_nofile 20000;
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path %(d)s/client_body;
+  proxy_temp_path %(d)s/proxy;
+  fastcgi_temp_path %(d)s/fastcgi;
+  uwsgi_temp_path %(d)s/uwsgi;
+  scgi_temp_path %(d)s/scgi;%(ws_map)s
+  upstream backend {
+    server %(host)s:%(up)d;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen %(host)s:%(port)d backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;%(ws_headers)s
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }
+  }
+}
+""" % {"d": d, "host": HOST, "port": port, "up": upstream_port, "ws_map": ws_map,
+       "ws_headers": ws_headers}
+
+
+def haproxy_conf(port, upstream_port):
+    """HAProxy 2.6 as its documentation recommends: mode http, keep-alive both sides
+    (option http-keep-alive is the default), http-reuse safe, one thread, no logging."""
+    return """
+global
+  nbthread 1
+  # 2 fds per proxied connection; 9000 fits the usual 20000-fd hard limit here
+  maxconn 9000
+  # no "log" line: no access log
+
+defaults
+  mode http
+  option http-keep-alive
+  option forwardfor
+  http-reuse safe
+  timeout connect 5s
+  timeout client 75s
+  timeout server 30m
+  timeout http-keep-alive 75s
+  timeout tunnel 1h
+
+frontend fe
+  bind %(host)s:%(port)d
+  maxconn 9000
+  default_backend be
+
+backend be
+  option httpchk GET /health
+  server s1 %(host)s:%(up)d check inter 5s
+""" % {"host": HOST, "port": port, "up": upstream_port}
+
+
+TETHER_CONF = """# tether for the benchmark: access log off (as for the peers), health checks on.
+access_log: { enabled: false }
+health:
+  path: /health
+  interval: 5s
+limits:
+  max_connections: 20000
+timeouts:
+  downstream_idle: 75s
+  tunnel_idle: 1h
+"""
+
+
+class Proxy:
+    def __init__(self, name, proc, port):
+        self.name, self.proc, self.port = name, proc, port
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+
+def start_nginx_proxy(wd, upstream_port, websocket=False):
+    for _ in range(5):
+        port = free_port()
+        d = os.path.join(wd, "nginx-proxy")
+        os.makedirs(os.path.join(d, "logs"), exist_ok=True)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_proxy_conf(d, port, upstream_port, websocket))
+        p = spawn(["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "logs", "error.log")],
+                  "nginx")
+        try:
+            wait_http(port, p, "/health")
+            return Proxy("nginx", p, port)
+        except (RuntimeError, SystemExit):
+            stop(p)
+    raise SystemExit("could not start nginx as proxy")
+
+
+def start_haproxy(wd, upstream_port):
+    for _ in range(5):
+        port = free_port()
+        conf = os.path.join(wd, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(haproxy_conf(port, upstream_port))
+        p = spawn(["haproxy", "-f", conf, "-db"], "haproxy",
+                  stderr=open(os.path.join(wd, "haproxy.log"), "w"))
+        try:
+            wait_http(port, p, "/health")
+            return Proxy("haproxy", p, port)
+        except (RuntimeError, SystemExit):
+            stop(p)
+    raise SystemExit("could not start haproxy; see %s/haproxy.log" % wd)
+
+
+def tether_available():
+    if not os.access(TETHER_BIN, os.X_OK):
+        return False, "no binary at %s" % TETHER_BIN
+    try:
+        r = subprocess.run([TETHER_BIN, "--version"], capture_output=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, "%s --version failed: %s" % (TETHER_BIN, e)
+    if r.returncode != 0:
+        return False, "%s --version exited %d" % (TETHER_BIN, r.returncode)
+    return True, (r.stdout or r.stderr).decode().strip()
+
+
+def start_tether(wd, upstream_port):
+    conf = os.path.join(wd, "tether.yaml")
+    with open(conf, "w") as f:
+        f.write(TETHER_CONF)
+    for _ in range(5):
+        port = free_port()
+        p = spawn([TETHER_BIN, "-c", conf, "-l", "%s:%d" % (HOST, port), "--admin", HOST + ":0",
+                   "-b", "http://%s:%d" % (HOST, upstream_port), "--log-level", "warn"],
+                  "tether", stderr=open(os.path.join(wd, "tether.log"), "w"))
+        try:
+            wait_http(port, p, "/health")
+            return Proxy("tether", p, port)
+        except (RuntimeError, SystemExit):
+            stop(p)
+    raise SystemExit("could not start tether; see %s/tether.log" % wd)
+
+
+# ---- formatting --------------------------------------------------------------------------
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def table(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def versions():
+    def first_line(argv):
+        try:
+            r = subprocess.run(argv, capture_output=True, timeout=5)
+            return (r.stdout or r.stderr).decode().strip().splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            return "?"
+    return {"haproxy": first_line(["haproxy", "-v"]), "nginx": first_line(["nginx", "-v"]),
+            "wrk": first_line(["wrk", "--version"]), "node": first_line(["node", "--version"])}
+
+
+def save(kind, text):
+    d = os.path.join(HERE, "results")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "%s-%s.md" % (kind, time.strftime("%Y%m%d-%H%M%S")))
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def to_ms(text):
+    m = re.match(r"^([\d.]+)(us|ms|s|m)$", text.strip())
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")

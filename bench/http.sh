@@ -1,0 +1,18 @@
+#!/bin/sh
+# HTTP/1.1 keep-alive benchmark: tether vs HAProxy vs nginx, one worker each, same upstream.
+#
+# Measures requests/s, p50/p99 latency (wrk --latency) and CPU time per request of each
+# proxy (from /proc/<pid>/stat). Access logs are OFF for every proxy; upstream keep-alive
+# is ON for every proxy. Everything binds 127.0.0.1; each run is bounded by --duration.
+# Details and set-up: bench/run_http.py.
+#
+#   bench/http.sh                                   3 rounds x 10 s x 3 proxies (~100 s)
+#   bench/http.sh --rounds 1 --duration 3           a quick look
+#   TETHER_BIN=/path/to/tether bench/http.sh --proxies tether,haproxy
+#
+# Needs: wrk, haproxy, nginx (sh packaging/install-deps.sh), and a built tether
+# (skipped with a note if $TETHER_BIN, default build/proxy/tether, does not run).
+set -eu
+cd "$(dirname "$0")"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+exec /usr/bin/python3 run_http.py "$@"

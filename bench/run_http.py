@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""HTTP/1.1 keep-alive throughput of tether, HAProxy and nginx in front of one upstream.
+
+What it measures: requests/s, p50 and p99 latency (wrk --latency), and CPU time per
+request of each proxy (utime+stime of its whole process tree, from /proc/<pid>/stat,
+over the measured run, divided by the requests wrk completed).
+
+Set-up, all on loopback: one upstream (a separate nginx, 1 worker, 200 with a ~100-byte
+body, /health too); each proxy with one worker (tether --workers 1, HAProxy nbthread 1,
+nginx worker_processes 1), configured as its own documentation recommends for reverse
+proxying with upstream keep-alive on; access logging OFF for all three; active health
+checks on /health every 5s for tether and HAProxy (nginx open source has none). Runs are
+interleaved (the order rotates each round) and the median of the rounds is reported.
+
+Usage: bench/http.sh [--rounds 3] [--duration 10] [--connections 50] [--threads 1]
+                     [--proxies tether,haproxy,nginx] [--baseline]
+tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
+The markdown is printed and saved under bench/results/.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+
+
+def run_wrk(port, args, duration):
+    argv = ["wrk", "-t%d" % args.threads, "-c%d" % args.connections, "-d%ds" % duration,
+            "--latency", "--timeout", "5s", "http://%s:%d/" % (B.HOST, port)]
+    r = subprocess.run(argv, capture_output=True, timeout=duration + 30)
+    out = r.stdout.decode()
+    if r.returncode != 0:
+        raise SystemExit("wrk failed: %s %s" % (out, r.stderr.decode()))
+    res = {"raw": out}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for pct in ("50", "99"):
+        m = re.search(r"^\s+%s(?:\.000)?%%\s+(\S+)" % pct, out, re.M)
+        res["p" + pct] = B.to_ms(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    res["errors"] = m.group(1).strip() if m else ""
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run (max 60)")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--proxies", default="tether,haproxy,nginx")
+    ap.add_argument("--baseline", action="store_true", help="also load the upstream directly")
+    args = ap.parse_args()
+    args.duration = max(1, min(args.duration, 60))
+    args.rounds = max(1, min(args.rounds, 10))
+    wanted = [p for p in args.proxies.split(",") if p]
+    notes = []
+
+    wd = B.workdir()
+    up_proc, up_port = B.start_nginx_upstream(wd)
+    proxies = []
+    if "tether" in wanted:
+        ok, info = B.tether_available()
+        if ok:
+            proxies.append(B.start_tether(wd, up_port))
+            notes.append("tether: %s" % info)
+        else:
+            notes.append("tether skipped: %s" % info)
+    if "haproxy" in wanted:
+        proxies.append(B.start_haproxy(wd, up_port))
+    if "nginx" in wanted:
+        proxies.append(B.start_nginx_proxy(wd, up_port))
+    if args.baseline:
+        proxies.append(B.Proxy("direct (no proxy)", up_proc, up_port))
+    if not proxies:
+        raise SystemExit("nothing to measure")
+
+    for p in proxies:  # warm-up: connections, caches, page faults
+        run_wrk(p.port, args, 1)
+
+    results = {p.name: [] for p in proxies}
+    for rnd in range(args.rounds):
+        order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
+        for p in order:
+            cpu0 = B.cpu_seconds(p.pid)
+            r = run_wrk(p.port, args, args.duration)
+            r["cpu"] = B.cpu_seconds(p.pid) - cpu0
+            results[p.name].append(r)
+            B.log("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs%s" % (
+                rnd + 1, p.name, r["rps"], r["p50"], r["p99"], r["cpu"],
+                ("  non-2xx %d" % r["non2xx"]) if r["non2xx"] else ""))
+
+    rows, summary = [], {}
+    for p in proxies:
+        rs = results[p.name]
+        reqs = sum(r["requests"] for r in rs)
+        cpu_us = 1e6 * sum(r["cpu"] for r in rs) / reqs if reqs else float("nan")
+        s = {"rps": B.median([r["rps"] for r in rs]), "p50": B.median([r["p50"] for r in rs]),
+             "p99": B.median([r["p99"] for r in rs]), "cpu_us": cpu_us,
+             "non2xx": sum(r["non2xx"] for r in rs),
+             "errors": "; ".join(r["errors"] for r in rs if r["errors"])}
+        summary[p.name] = s
+        rows.append([p.name, "%.0f" % s["rps"], "%.3f" % s["p50"], "%.3f" % s["p99"],
+                     "%.1f" % cpu_us, s["non2xx"], s["errors"] or "0"])
+
+    v = B.versions()
+    text = ["## HTTP keep-alive: wrk -t%d -c%d -d%ds, %d interleaved rounds (medians)" % (
+        args.threads, args.connections, args.duration, args.rounds), "",
+        B.table(["proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "non-2xx", "socket errors"],
+                rows), ""]
+    peers = [n for n in summary if n in ("haproxy", "nginx")]
+    if "tether" in summary and peers:
+        best = max(peers, key=lambda n: summary[n]["rps"])
+        lean = min(peers, key=lambda n: summary[n]["cpu_us"])
+        text.append("- tether / best peer req/s (%s): **%.2f**" % (
+            best, summary["tether"]["rps"] / summary[best]["rps"]))
+        text.append("- tether / leanest peer CPU per request (%s): **%.2f**" % (
+            lean, summary["tether"]["cpu_us"] / summary[lean]["cpu_us"]))
+    text += ["- one worker each; upstream: nginx, 1 worker, %d-byte body; access logs off; "
+             "upstream keep-alive on; loopback; %d cores shared by wrk, proxy and upstream"
+             % (len(B.UPSTREAM_BODY), os.cpu_count()),
+             "- CPU: utime+stime of the proxy's process tree (/proc/<pid>/stat, %d Hz ticks) "
+             "over the measured runs / requests" % B.CLK_TCK,
+             "- versions: %s; %s; %s" % (v["haproxy"], v["nginx"], v["wrk"])]
+    text += ["- " + n for n in notes]
+    out = "\n".join(text)
+    print(out)
+    B.log("saved to %s" % B.save("http", out))
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    try:
+        main()
+    finally:
+        B.log("took %.0fs" % (time.time() - t0))

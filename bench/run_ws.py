@@ -1,0 +1,204 @@
+#!/usr/bin/python3
+"""WebSocket scenarios: tether vs HAProxy vs nginx (one worker each), same echo upstream.
+
+1. Echo load: bench/ws_load.js opens C WebSockets through the proxy to a node `ws` echo
+   upstream (bench/ws_echo_server.js); each sends a 64-byte message and waits for the echo,
+   then the next, for D seconds. Reported: round trips/s, p50/p99 round-trip latency, and
+   CPU time per round trip of the proxy (utime+stime of its process tree, /proc/<pid>/stat;
+   a round trip is one message each way through the proxy). Rounds are interleaved.
+2. Idle memory: bench/ws_idle.js opens N (default 4000) WebSockets through the proxy, each
+   exchanging one message then idling; reported: (VmRSS after - VmRSS before) / N in KiB,
+   summed over the proxy's processes (/proc/<pid>/status). The client needs N fds and the
+   proxy 2N: bench/ws.sh raises `ulimit -n` to the hard limit.
+
+Set-up, all on loopback: tether (-b the echo upstream, access log off, health checks on
+/health), HAProxy 2.6 (mode http, timeout tunnel 1h, nbthread 1, no log), nginx
+(proxy_http_version 1.1, Upgrade/Connection map, worker_processes 1, access_log off).
+
+Usage: bench/ws.sh [--rounds 3] [--duration 10] [--connections 50] [--idle 4000]
+                   [--proxies tether,haproxy,nginx] [--skip-load] [--skip-idle]
+tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
+The markdown is printed and saved under bench/results/.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+
+NODE = "node"
+
+
+def start_echo(wd):
+    p = B.spawn([NODE, os.path.join(B.HERE, "ws_echo_server.js"), "0", B.HOST], "ws-echo",
+                stdout=subprocess.PIPE, stderr=open(os.path.join(wd, "ws-echo.log"), "w"))
+    line = p.stdout.readline().decode().strip()  # bounded: the process exits on error
+    if not line.startswith("PORT "):
+        raise SystemExit("ws echo upstream did not start: %r (see ws-echo.log)" % line)
+    return p, int(line.split()[1])
+
+
+def ws_url(port):
+    return "ws://%s:%d/" % (B.HOST, port)
+
+
+def run_load(port, connections, duration):
+    r = subprocess.run([NODE, os.path.join(B.HERE, "ws_load.js"), ws_url(port),
+                        str(connections), str(duration), "64"],
+                       capture_output=True, timeout=duration + 60)
+    if r.returncode != 0:
+        raise SystemExit("ws_load failed: %s %s" % (r.stdout.decode(), r.stderr.decode()))
+    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def settle_rss(pid, timeout=5.0):
+    """RSS once two readings 0.25 s apart differ by less than 1% (or after timeout)."""
+    deadline = time.monotonic() + timeout
+    last = B.rss_kib(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        cur = B.rss_kib(pid)
+        if abs(cur - last) <= 0.01 * max(last, 1):
+            return cur
+        last = cur
+    return last
+
+
+def run_idle(proxy, n):
+    before = settle_rss(proxy.pid)
+    client = subprocess.Popen([NODE, os.path.join(B.HERE, "ws_idle.js"), ws_url(proxy.port),
+                               str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        line = client.stdout.readline().decode().split()  # ws_idle reports within 60 s
+        if len(line) != 3 or line[0] != "OPEN":
+            raise SystemExit("ws_idle failed: %r" % line)
+        opened, errors = int(line[1]), int(line[2])
+        after = settle_rss(proxy.pid)
+    finally:
+        client.stdin.close()
+        try:
+            client.wait(15)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            client.wait(5)
+    return {"before": before, "after": after, "opened": opened, "errors": errors,
+            "per_conn": (after - before) / opened if opened else float("nan")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--idle", type=int, default=4000)
+    ap.add_argument("--proxies", default="tether,haproxy,nginx")
+    ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--skip-idle", action="store_true")
+    args = ap.parse_args()
+    args.duration = max(1, min(args.duration, 60))
+    args.rounds = max(1, min(args.rounds, 10))
+    args.idle = max(1, min(args.idle, 8000))
+    wanted = [p for p in args.proxies.split(",") if p]
+    notes = []
+
+    wd = B.workdir()
+    _, echo_port = start_echo(wd)
+    proxies = []
+    if "tether" in wanted:
+        ok, info = B.tether_available()
+        if ok:
+            proxies.append(B.start_tether(wd, echo_port))
+            notes.append("tether: %s" % info)
+        else:
+            notes.append("tether skipped: %s" % info)
+    if "haproxy" in wanted:
+        proxies.append(B.start_haproxy(wd, echo_port))
+    if "nginx" in wanted:
+        proxies.append(B.start_nginx_proxy(wd, echo_port, websocket=True))
+    if not proxies:
+        raise SystemExit("nothing to measure")
+
+    text = []
+    summary = {}
+    if not args.skip_load:
+        for p in proxies:
+            run_load(p.port, args.connections, 1)  # warm-up
+        results = {p.name: [] for p in proxies}
+        for rnd in range(args.rounds):
+            order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
+            for p in order:
+                cpu0 = B.cpu_seconds(p.pid)
+                r = run_load(p.port, args.connections, args.duration)
+                r["cpu"] = B.cpu_seconds(p.pid) - cpu0
+                results[p.name].append(r)
+                B.log("round %d %-8s %8.0f round trips/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs"
+                      "  errors %d" % (rnd + 1, p.name, r["rate"], r["p50_ms"] or 0,
+                                       r["p99_ms"] or 0, r["cpu"], r["errors"]))
+        rows = []
+        for p in proxies:
+            rs = results[p.name]
+            msgs = sum(r["messages"] for r in rs)
+            s = {"rate": B.median([r["rate"] for r in rs]),
+                 "p50": B.median([r["p50_ms"] or 0 for r in rs]),
+                 "p99": B.median([r["p99_ms"] or 0 for r in rs]),
+                 "cpu_us": 1e6 * sum(r["cpu"] for r in rs) / msgs if msgs else float("nan"),
+                 "errors": sum(r["errors"] for r in rs)}
+            summary[p.name] = s
+            rows.append([p.name, "%.0f" % s["rate"], "%.3f" % s["p50"], "%.3f" % s["p99"],
+                         "%.1f" % s["cpu_us"], s["errors"]])
+        text += ["## WebSocket echo: %d connections, 64-byte messages, %d s x %d interleaved "
+                 "rounds (medians)" % (args.connections, args.duration, args.rounds), "",
+                 B.table(["proxy", "round trips/s", "p50 ms", "p99 ms", "CPU µs/round trip",
+                          "errors"], rows), ""]
+        peers = [n for n in summary if n in ("haproxy", "nginx")]
+        if "tether" in summary and peers:
+            best = max(peers, key=lambda n: summary[n]["rate"])
+            lean = min(peers, key=lambda n: summary[n]["cpu_us"])
+            text.append("- tether / best peer round trips/s (%s): **%.2f**" % (
+                best, summary["tether"]["rate"] / summary[best]["rate"]))
+            text.append("- tether / leanest peer CPU per round trip (%s): **%.2f**" % (
+                lean, summary["tether"]["cpu_us"] / summary[lean]["cpu_us"]))
+        text.append("")
+
+    if not args.skip_idle:
+        rows, idle = [], {}
+        for p in proxies:
+            r = run_idle(p, args.idle)
+            idle[p.name] = r
+            B.log("idle %-8s opened %d errors %d  RSS %d -> %d KiB  %.1f KiB/conn" % (
+                p.name, r["opened"], r["errors"], r["before"], r["after"], r["per_conn"]))
+            rows.append([p.name, r["opened"], r["errors"], r["before"], r["after"],
+                         "%.1f" % r["per_conn"]])
+        text += ["## Idle WebSockets: %d through each proxy" % args.idle, "",
+                 B.table(["proxy", "opened", "errors", "RSS before KiB", "RSS after KiB",
+                          "KiB per WebSocket"], rows), ""]
+        peers = [n for n in idle if n in ("haproxy", "nginx")]
+        if "tether" in idle and peers:
+            lean = min(peers, key=lambda n: idle[n]["per_conn"])
+            text.append("- tether / leanest peer KiB per idle WebSocket (%s): **%.2f**" % (
+                lean, idle["tether"]["per_conn"] / idle[lean]["per_conn"]))
+        text.append("")
+
+    v = B.versions()
+    text += ["- one worker each; echo upstream: node %s + ws; loopback; %d cores shared by the "
+             "client, proxy and upstream; access logs off" % (v["node"], os.cpu_count()),
+             "- CPU: utime+stime of the proxy's process tree (/proc/<pid>/stat, %d Hz ticks); "
+             "RSS: VmRSS summed over the proxy's processes" % B.CLK_TCK,
+             "- versions: %s; %s" % (v["haproxy"], v["nginx"])]
+    text += ["- " + n for n in notes]
+    out = "\n".join(text)
+    print(out)
+    B.log("saved to %s" % B.save("ws", out))
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    try:
+        main()
+    finally:
+        B.log("took %.0fs" % (time.time() - t0))

@@ -1,0 +1,20 @@
+#!/bin/sh
+# WebSocket benchmark: tether vs HAProxy vs nginx, one worker each, same node `ws` echo upstream.
+#
+# 1. echo load: round trips/s, p50/p99 round-trip latency, proxy CPU per round trip (/proc)
+# 2. idle memory: (RSS after - RSS before) / N for N idle WebSockets (default 4000) per proxy
+# Access logs are OFF for every proxy. Everything binds 127.0.0.1; every run is bounded.
+# Details and set-up: bench/run_ws.py.
+#
+#   bench/ws.sh                                     3 rounds x 10 s + 4000 idle (~2 min)
+#   bench/ws.sh --rounds 1 --duration 3 --idle 1000 a quick look
+#   bench/ws.sh --skip-load                         idle memory only
+#
+# Needs: node with the ws module (Debian's node-ws, or `npm install` in bench/), haproxy,
+# nginx (sh packaging/install-deps.sh), and a built tether (skipped with a note if
+# $TETHER_BIN, default build/proxy/tether, does not run).
+set -eu
+cd "$(dirname "$0")"
+# N idle WebSockets need N fds in the client and 2N in the proxy.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+exec /usr/bin/python3 run_ws.py "$@"

@@ -1,0 +1,56 @@
+// Active health checks' rise/fall state machine, one per backend.
+//
+// Pure: the caller (the main loop's health checker in proxy/) runs a check,
+// classifies it with evaluate() (check_response.h) and feeds the verdict to
+// observe(), which says whether the status flipped so the caller can update
+// Backend::state, log once and count the transition. Not thread-safe; the
+// health checker owns one per backend on the main loop.
+//
+// Semantics (HAProxy's rise/fall, but starting unknown rather than
+// up-going-down): a backend starts kUnknown and takes no traffic until
+// `rise` consecutive successes make it kUp; `fall` consecutive failures make
+// it kDown, from kUnknown or kUp. kDown needs `rise` consecutive successes to
+// return. Each streak resets when the other outcome arrives, so ok, fail, ok
+// never rises with rise = 2. A rise or fall of 0 is treated as 1.
+#pragma once
+
+#include <cstdint>
+
+#include "balancer/backend.h"
+
+namespace tether::health {
+
+class HealthState {
+ public:
+  enum class Status : std::uint8_t { kUnknown, kUp, kDown };
+  struct Transition {
+    bool changed = false;
+    Status from = Status::kUnknown;
+    Status to = Status::kUnknown;
+  };
+
+  HealthState(std::uint32_t rise, std::uint32_t fall);
+
+  // One check's outcome. `changed` is true exactly when status() flipped.
+  Transition observe(bool ok);
+
+  Status status() const { return status_; }
+  // Current streaks, saturated at rise and fall (for /admin/backends).
+  std::uint32_t okStreak() const { return ok_streak_; }
+  std::uint32_t failStreak() const { return fail_streak_; }
+
+ private:
+  std::uint32_t rise_;
+  std::uint32_t fall_;
+  Status status_ = Status::kUnknown;
+  std::uint32_t ok_streak_ = 0;
+  std::uint32_t fail_streak_ = 0;
+};
+
+const char* toString(HealthState::Status s);  // "unknown", "up", "down"
+
+// The backend state a health status stands for (drain and removal are the
+// caller's business: they override whatever the checks say).
+balancer::BackendState toBackendState(HealthState::Status s);
+
+}  // namespace tether::health

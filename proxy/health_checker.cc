@@ -1,0 +1,250 @@
+#include "proxy/health_checker.h"
+
+#include <llhttp.h>
+
+#include <cstring>
+#include <random>
+
+#include "health/check_response.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace tether::proxy {
+
+using balancer::Backend;
+using balancer::BackendState;
+
+struct HealthChecker::Check {
+  HealthChecker* owner;
+  Backend* backend;
+  conf::Health cfg;
+  health::HealthState state;
+  uv_timer_t timer;       // next check, then this check's timeout
+  uv_tcp_t* tcp = nullptr;  // the connection of the check in progress
+  uv_connect_t connect_req;
+  uv_write_t write_req;
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  std::string request;
+  std::unique_ptr<health::BodyMatcher> matcher;
+  std::uint64_t generation = 0;  // a stale callback sees another generation
+  int status = 0;
+  bool complete = false;
+  bool running = false;
+  bool stopped = false;
+  char buf[8192];
+  std::mt19937 rng{std::random_device{}()};
+
+  Check(HealthChecker* o, Backend* b, const conf::Health& c)
+      : owner(o), backend(b), cfg(c), state(c.rise, c.fall) {}
+
+  std::uint64_t jittered(std::int64_t ms) {
+    // ±10 % so that checks of many tethers do not beat in step.
+    std::int64_t j = ms / 10;
+    if (j <= 0) return static_cast<std::uint64_t>(ms);
+    std::uniform_int_distribution<std::int64_t> d(-j, j);
+    return static_cast<std::uint64_t>(ms + d(rng));
+  }
+
+  void schedule(std::uint64_t ms) {
+    if (stopped) return;
+    uv_timer_start(&timer, onTimer, ms, 0);
+  }
+
+  static void onTimer(uv_timer_t* t) {
+    Check* c = static_cast<Check*>(t->data);
+    if (c->running) {
+      c->finish(health::CheckVerdict{health::CheckResult::kTimeout, "timeout after " + std::to_string(c->cfg.timeout) + "ms"});
+    } else {
+      c->begin();
+    }
+  }
+
+  void begin() {
+    running = true;
+    complete = false;
+    status = 0;
+    ++generation;
+    matcher = std::make_unique<health::BodyMatcher>(cfg.expect_body);
+    llhttp_settings_init(&settings);
+    settings.on_body = [](llhttp_t* p, const char* at, std::size_t len) {
+      static_cast<Check*>(p->data)->matcher->feed(std::string_view(at, len));
+      return 0;
+    };
+    settings.on_message_complete = [](llhttp_t* p) {
+      static_cast<Check*>(p->data)->complete = true;
+      return static_cast<int>(HPE_PAUSED);
+    };
+    llhttp_init(&parser, HTTP_RESPONSE, &settings);
+    parser.data = this;
+    request = "GET " + cfg.path + " HTTP/1.1\r\nHost: " + backend->host_header +
+              "\r\nUser-Agent: tether-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+    tcp = new uv_tcp_t;
+    uv_tcp_init(owner->loop_, tcp);
+    tcp->data = this;
+    connect_req.data = reinterpret_cast<void*>(generation);
+    uv_timer_start(&timer, onTimer, static_cast<std::uint64_t>(cfg.timeout), 0);
+    int rc = uv_tcp_connect(&connect_req, tcp, reinterpret_cast<const sockaddr*>(&backend->addr), onConnect);
+    if (rc != 0) finish(health::CheckVerdict{health::CheckResult::kFail, std::string("connect: ") + uv_strerror(rc)});
+  }
+
+  static void onConnect(uv_connect_t* req, int status) {
+    auto* tcp = reinterpret_cast<uv_tcp_t*>(req->handle);
+    Check* c = static_cast<Check*>(tcp->data);
+    if (!c || !c->running || c->tcp != tcp) return;
+    if (status != 0) {
+      c->finish(health::CheckVerdict{health::CheckResult::kFail, std::string("connect: ") + uv_strerror(status)});
+      return;
+    }
+    uv_buf_t b = uv_buf_init(c->request.data(), static_cast<unsigned>(c->request.size()));
+    c->write_req.data = c;
+    uv_write(&c->write_req, reinterpret_cast<uv_stream_t*>(tcp), &b, 1, [](uv_write_t*, int) {});
+    uv_read_start(reinterpret_cast<uv_stream_t*>(tcp),
+                  [](uv_handle_t* h, std::size_t, uv_buf_t* out) {
+                    Check* c = static_cast<Check*>(h->data);
+                    *out = uv_buf_init(c->buf, sizeof c->buf);
+                  },
+                  onRead);
+  }
+
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* b) {
+    Check* c = static_cast<Check*>(s->data);
+    if (!c || !c->running) return;
+    if (nread > 0) {
+      llhttp_errno_t err = llhttp_execute(&c->parser, b->base, static_cast<std::size_t>(nread));
+      if (err != HPE_OK && err != HPE_PAUSED) {
+        c->finish(health::CheckVerdict{health::CheckResult::kFail, std::string("bad response: ") + llhttp_errno_name(err)});
+        return;
+      }
+      c->status = c->parser.status_code;
+      if (c->complete || (c->status && c->matcher->done() && c->cfg.expect_body.size())) {
+        c->conclude();
+      }
+      return;
+    }
+    if (nread == 0) return;
+    if (nread == UV_EOF && llhttp_finish(&c->parser) == HPE_OK && c->parser.status_code) {
+      c->status = c->parser.status_code;
+      c->conclude();
+      return;
+    }
+    c->finish(health::CheckVerdict{health::CheckResult::kFail,
+                                   c->status ? "connection closed mid-response" : std::string("read: ") + uv_strerror(static_cast<int>(nread))});
+  }
+
+  void conclude() {
+    health::CheckExpect e;
+    e.status_min = cfg.expect_status_min;
+    e.status_max = cfg.expect_status_max;
+    e.body_substring = cfg.expect_body;
+    finish(health::evaluateMatched(e, status, matcher->found()));
+  }
+
+  void closeConnection() {
+    if (!tcp) return;
+    tcp->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    tcp = nullptr;
+  }
+
+  void finish(const health::CheckVerdict& v) {
+    running = false;
+    closeConnection();
+    uv_timer_stop(&timer);
+    metrics::HealthResult r = v.result == health::CheckResult::kOk       ? metrics::HealthResult::kOk
+                              : v.result == health::CheckResult::kTimeout ? metrics::HealthResult::kTimeout
+                                                                          : metrics::HealthResult::kFail;
+    owner->metrics_.backend(backend->id).healthCheck(r);
+    backend->last_check_ms.store(Worker::nowWallMs(), std::memory_order_relaxed);
+    backend->last_check_status.store(static_cast<std::uint16_t>(status), std::memory_order_relaxed);
+    backend->last_check_reason = v.ok() ? "ok" : v.reason;
+    apply(v);
+    schedule(jittered(cfg.interval));
+  }
+
+  void apply(const health::CheckVerdict& v) {
+    std::int64_t now = Worker::nowWallMs();
+    // Passive ejection: the backend is down until its time is over and then
+    // until `rise` good checks in a row.
+    if (backend->ejected.load(std::memory_order_relaxed)) {
+      if (state.status() == health::HealthState::Status::kUp) {
+        state = health::HealthState(cfg.rise, cfg.fall);
+        for (std::uint32_t i = 0; i < cfg.fall; ++i) state.observe(false);
+        setState(BackendState::kDown, "ejected by passive health");
+      }
+      if (now < backend->ejected_until_ms.load(std::memory_order_relaxed)) return;
+    }
+    BackendState before = backend->state.load(std::memory_order_relaxed);
+    health::HealthState::Transition t = state.observe(v.ok());
+    if (!t.changed && before != BackendState::kDraining && before != BackendState::kRemoved) {
+      // Still in step with the machine.
+      return;
+    }
+    if (t.changed) {
+      if (t.to == health::HealthState::Status::kUp) {
+        backend->ejected.store(false, std::memory_order_relaxed);
+        backend->up_since_ms.store(now, std::memory_order_relaxed);
+      }
+      setState(health::toBackendState(t.to), v.ok() ? "check passed" : v.reason);
+    }
+  }
+
+  void setState(BackendState s, const std::string& reason) {
+    BackendState before = backend->state.load(std::memory_order_relaxed);
+    if (before == BackendState::kRemoved) return;
+    if (before == s) return;
+    backend->state.store(s, std::memory_order_relaxed);
+    metrics::BackendMetrics& bm = owner->metrics_.backend(backend->id);
+    bm.setState(static_cast<int>(s));
+    bm.up.set(s == BackendState::kUp ? 1 : 0);
+    log::info("backend state", {{"backend", backend->name}, {"from", balancer::toString(before)},
+                                {"to", balancer::toString(s)}, {"reason", reason}});
+  }
+};
+
+HealthChecker::HealthChecker(uv_loop_t* loop, metrics::Metrics& metrics) : loop_(loop), metrics_(metrics) {}
+
+HealthChecker::~HealthChecker() {
+  for (Check* c : checks_) delete c;
+}
+
+void HealthChecker::add(Backend* b, const conf::Health& cfg) {
+  Check* c = new Check(this, b, cfg);
+  uv_timer_init(loop_, &c->timer);
+  c->timer.data = c;
+  checks_.push_back(c);
+  c->schedule(0);  // the first check now: a backend is unknown until checked
+}
+
+void HealthChecker::setConfig(const conf::Health& cfg) {
+  for (Check* c : checks_) {
+    bool reset = c->cfg.rise != cfg.rise || c->cfg.fall != cfg.fall;
+    c->cfg = cfg;
+    if (reset) {
+      // Keep the status; only the thresholds change.
+      c->state = health::HealthState(cfg.rise, cfg.fall);
+      if (c->backend->state.load() == BackendState::kUp)
+        for (std::uint32_t i = 0; i < cfg.rise; ++i) c->state.observe(true);
+      if (c->backend->state.load() == BackendState::kDown)
+        for (std::uint32_t i = 0; i < cfg.fall; ++i) c->state.observe(false);
+    }
+  }
+}
+
+void HealthChecker::stop() {
+  for (Check* c : checks_) {
+    c->stopped = true;
+    c->running = false;
+    c->closeConnection();
+    uv_timer_stop(&c->timer);
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), nullptr);
+  }
+}
+
+bool HealthChecker::anyUp() const {
+  for (Check* c : checks_)
+    if (c->backend->state.load() == BackendState::kUp) return true;
+  return false;
+}
+
+}  // namespace tether::proxy

@@ -1,0 +1,63 @@
+// The process: configuration, backends, workers, the admin listener, health
+// checks, DNS, signals and systemd. Runs on the main thread; worker 0's loop
+// is the main loop.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "conf/loader.h"
+#include "proxy/admin.h"
+#include "proxy/health_checker.h"
+#include "proxy/runtime.h"
+#include "proxy/worker.h"
+
+namespace tether::proxy {
+
+class Server {
+ public:
+  // args: the command line without argv[0], kept for reloads.
+  Server(std::vector<std::string> args, conf::EnvLookup env, std::shared_ptr<conf::Config> config);
+  ~Server();
+  // Runs until stopped; returns the process exit code.
+  int run();
+
+ private:
+  struct Resolver;  // one per backend URL with a DNS name
+
+  std::string addBackendsFor(std::size_t config_index, const conf::BackendConf& bc);
+  balancer::Backend* addBackend(std::size_t config_index, const conf::BackendConf& bc, const sockaddr* addr,
+                                socklen_t len);
+  void startResolvers();
+  void handleAdmin(const AdminRequest& req, AdminResponse& res);
+  std::string backendsJson() const;
+  bool ready() const;
+  void reload();
+  void beginStop(const char* why);
+  void finishStop();
+  void notify(const char* state);
+  static void onSignal(uv_signal_t* s, int signum);
+
+  std::vector<std::string> args_;
+  conf::EnvLookup env_;
+  Runtime rt_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<HealthChecker> health_;
+  std::vector<std::unique_ptr<Resolver>> resolvers_;
+  uv_signal_t sig_term_, sig_int_, sig_hup_;
+  uv_timer_t grace_timer_;
+  uv_timer_t watchdog_timer_;
+  uv_async_t drained_async_;
+  std::atomic<std::uint32_t> drained_workers_{0};
+  bool watchdog_ = false;
+  bool stopping_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace tether::proxy

@@ -1,0 +1,1892 @@
+#include "proxy/session.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "balancer/backend.h"
+#include "proxy/log.h"
+#include "proxy/upstream.h"
+#include "proxy/worker.h"
+
+namespace tether::proxy {
+namespace {
+
+using balancer::Backend;
+
+constexpr std::int64_t kLingerMs = 2'000;
+enum : std::uint8_t { kFaultNone, kFault413, kFault431 };
+
+const char* reasonPhrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+  }
+}
+
+bool idempotent(std::uint8_t m) {
+  switch (static_cast<llhttp_method>(m)) {
+    case HTTP_GET: case HTTP_HEAD: case HTTP_OPTIONS: case HTTP_PUT: case HTTP_DELETE: case HTTP_TRACE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+metrics::Method metricMethod(std::uint8_t m) {
+  switch (static_cast<llhttp_method>(m)) {
+    case HTTP_GET: return metrics::Method::kGet;
+    case HTTP_HEAD: return metrics::Method::kHead;
+    case HTTP_POST: return metrics::Method::kPost;
+    case HTTP_PUT: return metrics::Method::kPut;
+    case HTTP_DELETE: return metrics::Method::kDelete;
+    case HTTP_PATCH: return metrics::Method::kPatch;
+    case HTTP_OPTIONS: return metrics::Method::kOptions;
+    case HTTP_CONNECT: return metrics::Method::kConnect;
+    case HTTP_TRACE: return metrics::Method::kTrace;
+    default: return metrics::Method::kOther;
+  }
+}
+
+// Headers that never cross tether (RFC 9110 §7.6.1), besides those named by
+// Connection. Transfer-Encoding is not among them: bodies are forwarded with
+// their framing, so it must travel with them.
+bool isHopByHop(std::string_view name) {
+  switch (name.size()) {
+    case 2: return iequals(name, "TE");
+    case 7: return iequals(name, "Trailer") || iequals(name, "Upgrade");
+    case 10: return iequals(name, "Connection") || iequals(name, "Keep-Alive");
+    case 16: return iequals(name, "Proxy-Connection");
+    default: return false;
+  }
+}
+
+void append(IoBuffer& b, std::string_view s) {
+  std::memcpy(b.data + b.end, s.data(), s.size());
+  b.end += static_cast<std::uint32_t>(s.size());
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+Session* fromParser(llhttp_t* p) { return static_cast<Session*>(p->data); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Lifetime
+
+Session::Session(Worker& worker, const ListenerHandle& listener)
+    : worker_(worker), listener_(listener) {
+  llhttp_init(&req_parser_, HTTP_REQUEST, &requestSettings());
+  req_parser_.data = this;
+  llhttp_init(&resp_parser_, HTTP_RESPONSE, &responseSettings());
+  resp_parser_.data = this;
+  client_ip_[0] = 0;
+}
+
+Session::~Session() {
+  if (head_) worker_.giveScratch(head_);
+  if (resp_head_) worker_.giveScratch(resp_head_);
+}
+
+void Session::countActive(bool on) {
+  if (on == active_counted_ || !backend_) return;
+  active_counted_ = on;
+  if (on) {
+    backend_->active_requests.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    backend_->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+HeadScratch& Session::respHead() {
+  if (!resp_head_) {
+    resp_head_ = worker_.takeScratch();
+    resp_head_->reset();
+  }
+  return *resp_head_;
+}
+
+void Session::start(uv_stream_t* server) {
+  uv_loop_t* loop = worker_.loop();
+  uv_tcp_init(loop, &client_);
+  client_.data = this;
+  ++open_handles_;
+  uv_timer_init(loop, &timer_);
+  timer_.data = this;
+  ++open_handles_;
+  last_activity_ = worker_.now();
+  timer_deadline_ = last_activity_;
+  worker_.metrics().downstream_total.inc();
+  worker_.metrics().downstream_active.inc();
+  counted_active_ = true;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&client_)) != 0) {
+    close();
+    return;
+  }
+  uv_tcp_nodelay(&client_, 1);
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&client_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      client_family_ = 4;
+      std::memcpy(client_addr_, &a->sin_addr, 4);
+      inet_ntop(AF_INET, &a->sin_addr, client_ip_, sizeof client_ip_);
+    } else if (ss.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      client_family_ = 6;
+      std::memcpy(client_addr_, &a->sin6_addr, 16);
+      inet_ntop(AF_INET6, &a->sin6_addr, client_ip_, sizeof client_ip_);
+    }
+    client_ip_len_ = static_cast<std::uint8_t>(std::strlen(client_ip_));
+  }
+  std::uint64_t limit = worker_.config().limits.max_connections;
+  if (limit && worker_.runtime().downstream_connections.fetch_add(1) >= limit) {
+    refused_ = true;
+    worker_.newRequestId(request_id_);
+    log::warn("connection refused", {{"reason", "max_connections"}, {"client", std::string_view(client_ip_, client_ip_len_)}});
+    respondError(503, "tether: too many connections\n");
+    return;
+  }
+  transition(State::kIdle);
+  updateReading();
+}
+
+void Session::close() {
+  if (closing_) return;
+  closing_ = true;
+  state_ = State::kClosing;
+  if (down_write_) { down_write_->session = nullptr; down_write_ = nullptr; }
+  if (up_write_) { up_write_->session = nullptr; up_write_ = nullptr; }
+  if (tunnel_counted_) finishTunnelMetrics();
+  countActive(false);
+  if (sse_ && backend_) worker_.metrics().backend(backend_->id).sse_active.dec();
+  sse_ = false;
+  releaseUpstream(false);
+  releaseBuffer(in_);
+  releaseBuffer(up_in_);
+  releaseBuffer(up_head_);
+  releaseBuffer(down_head_);
+  if (head_) { worker_.giveScratch(head_); head_ = nullptr; }
+  if (resp_head_) { worker_.giveScratch(resp_head_); resp_head_ = nullptr; }
+  if (counted_active_) {
+    worker_.metrics().downstream_active.dec();
+    if (!refused_) worker_.runtime().downstream_connections.fetch_sub(1);
+    counted_active_ = false;
+  }
+  if (refused_) worker_.runtime().downstream_connections.fetch_sub(1);
+  refused_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&client_), onClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
+}
+
+void Session::onClosed(uv_handle_t* h) {
+  Session* s = static_cast<Session*>(h->data);
+  if (--s->open_handles_ == 0) {
+    Worker& w = s->worker_;
+    w.sessionClosed(s);  // unlinks and deletes
+  }
+}
+
+void Session::goAway() {
+  switch (state_) {
+    case State::kIdle:
+      close();
+      break;
+    case State::kHead:
+    case State::kUpstream:
+    case State::kExchange:
+      close_after_ = true;
+      break;
+    case State::kTunnel:
+      sendGoingAway();
+      break;
+    case State::kClosing:
+      break;
+  }
+}
+
+bool Session::tunnelTo(const Backend* b) const {
+  return state_ == State::kTunnel && (b == nullptr || backend_ == b);
+}
+
+// Every edge of the diagram in session.h; anything else is our bug.
+void Session::transition(State to) {
+  State from = state_;
+  bool ok = false;
+  switch (to) {
+    case State::kIdle: ok = from == State::kIdle || from == State::kExchange || from == State::kHead; break;
+    case State::kHead: ok = from == State::kIdle; break;
+    case State::kUpstream: ok = from == State::kHead || from == State::kUpstream || from == State::kExchange; break;
+    case State::kExchange: ok = from == State::kUpstream || from == State::kHead; break;
+    case State::kTunnel: ok = from == State::kExchange; break;
+    case State::kClosing: ok = true; break;
+  }
+  if (!ok) {
+    log::error("session state bug", {{"from", static_cast<int>(from)}, {"to", static_cast<int>(to)}});
+    close();
+    return;
+  }
+  state_ = to;
+  if (to == State::kHead) req_started_ms_ = worker_.now();
+  timer_deadline_ = worker_.now();
+  armTimer(0);
+}
+
+// ---------------------------------------------------------------------------
+// Timers: one timer per session. Activity only stamps last_activity_; the timer
+// re-arms itself for the remainder when it fires early (cheaper than
+// restarting it on every read).
+
+std::int64_t Session::deadline() const {
+  const conf::Timeouts& t = worker_.config().timeouts;
+  switch (state_) {
+    case State::kIdle: return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
+    case State::kHead: return req_started_ms_ + t.request_header;
+    case State::kUpstream: return timer_deadline_ + t.connect;
+    case State::kExchange:
+      if (request_sent_ && !response_started_) return timer_deadline_ + t.upstream_first_byte;
+      return last_activity_ + t.upstream_idle;
+    case State::kTunnel:
+      if (going_away_) return timer_deadline_ + t.websocket_close;
+      return last_activity_ + t.tunnel_idle;
+    case State::kClosing: return timer_deadline_ + kLingerMs;
+  }
+  return last_activity_ + t.downstream_idle;
+}
+
+void Session::armTimer(std::int64_t) {
+  if (closing_) return;
+  std::int64_t wait = deadline() - worker_.now();
+  if (wait < 0) wait = 0;
+  uv_timer_start(&timer_, onTimer, static_cast<std::uint64_t>(wait), 0);
+}
+
+void Session::touch() { last_activity_ = worker_.now(); }
+
+void Session::onTimer(uv_timer_t* t) {
+  Session* s = static_cast<Session*>(t->data);
+  if (s->closing_) return;
+  if (s->worker_.now() < s->deadline()) {
+    s->armTimer(0);
+    return;
+  }
+  s->onTimeout();
+}
+
+void Session::onTimeout() {
+  switch (state_) {
+    case State::kIdle:
+      close();
+      break;
+    case State::kHead:
+      log::debug("request header timeout", {{"client", std::string_view(client_ip_, client_ip_len_)}});
+      worker_.newRequestId(request_id_);
+      respondError(408, "tether: request header timeout\n");
+      break;
+    case State::kUpstream:
+      onUpstreamFailure(Fault::kConnect, UV_ETIMEDOUT);
+      break;
+    case State::kExchange:
+      if (request_sent_ && !response_started_) {
+        onUpstreamFailure(Fault::kFirstByteTimeout, UV_ETIMEDOUT);
+      } else {
+        onUpstreamFailure(Fault::kUpstreamTimeout, UV_ETIMEDOUT);
+      }
+      break;
+    case State::kTunnel:
+      if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kTether) + 1;
+      close();
+      break;
+    case State::kClosing:
+      close();
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Buffers and reading
+
+bool Session::ensureBuffer(IoBuffer& b) {
+  if (b.data) return true;
+  b.data = worker_.buffers().get();
+  b.cap = BufferPool::kSize;
+  b.end = 0;
+  b.heap = false;
+  return b.data != nullptr;
+}
+
+void Session::releaseBuffer(IoBuffer& b) {
+  if (!b.data) return;
+  if (b.heap) {
+    std::free(b.data);
+  } else {
+    worker_.buffers().put(b.data);
+  }
+  b = IoBuffer{};
+}
+
+void Session::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+  Session* s = static_cast<Session*>(h->data);
+  if (s->state_ == State::kClosing || s->closing_) {
+    *buf = uv_buf_init(s->worker_.discardBuffer(), 4096);
+    return;
+  }
+  s->ensureBuffer(s->in_);
+  *buf = uv_buf_init(s->in_.data + s->in_.end, s->in_.cap - s->in_.end);
+}
+
+void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
+  Session* s = static_cast<Session*>(st->data);
+  if (s->state_ == State::kClosing) {
+    if (nread < 0) s->close();  // lingering close: the client is done
+    return;
+  }
+  if (nread > 0) {
+    s->in_.end += static_cast<std::uint32_t>(nread);
+    s->bytes_in_ += static_cast<std::uint64_t>(nread);
+    s->touch();
+    s->onDownstreamData();
+  } else if (nread == 0) {
+    if (s->in_.end == 0) s->releaseBuffer(s->in_);
+  } else if (nread == UV_EOF) {
+    s->onDownstreamEof();
+  } else {
+    if (s->state_ == State::kTunnel && s->close_by_ == 0) {
+      s->close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kClient) + 1;
+    }
+    s->close();
+  }
+}
+
+void Session::updateReading() {
+  if (closing_) return;
+  bool want_down = false;
+  bool want_up = false;
+  bool in_room = !in_.data || in_.end < in_.cap;
+  bool up_room = !up_in_.data || up_in_.end < up_in_.cap;
+  switch (state_) {
+    case State::kIdle:
+    case State::kHead:
+      want_down = true;  // a full buffer is grown or refused in parseRequest
+      break;
+    case State::kUpstream:
+      want_down = in_room && !client_eof_;
+      break;
+    case State::kExchange:
+      want_down = in_room && !client_eof_ && !up_writing_;
+      want_up = up_room && !down_writing_;
+      break;
+    case State::kTunnel:
+      want_down = !client_half_closed_ && !up_writing_ && in_room && !going_away_;
+      want_up = !backend_half_closed_ && !down_writing_ && up_room && !going_away_;
+      if (going_away_) want_down = !client_half_closed_, want_up = !backend_half_closed_;
+      break;
+    case State::kClosing:
+      want_down = true;
+      break;
+  }
+  auto* down = reinterpret_cast<uv_stream_t*>(&client_);
+  if (want_down != down_reading_) {
+    if (want_down) {
+      uv_read_start(down, onAlloc, onRead);
+    } else {
+      uv_read_stop(down);
+    }
+    down_reading_ = want_down;
+  }
+  if (upstream_ && !upstream_->closing()) {
+    if (want_up != up_reading_) {
+      if (want_up) {
+        uv_read_start(upstream_->stream(),
+                      [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
+                        static_cast<UpstreamConn*>(h->data)->owner()->onUpstreamAlloc(b);
+                      },
+                      [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
+                        static_cast<UpstreamConn*>(st->data)->owner()->onUpstreamRead(n, b);
+                      });
+      } else {
+        uv_read_stop(upstream_->stream());
+      }
+      up_reading_ = want_up;
+    }
+  } else {
+    up_reading_ = false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Writes
+
+bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
+  auto* to = reinterpret_cast<uv_stream_t*>(&client_);
+  std::size_t total = 0;
+  for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
+  int w = uv_try_write(to, bufs, n);
+  if (w == static_cast<int>(total)) return true;
+  if (w < 0 && w != UV_EAGAIN) {
+    close();
+    return false;
+  }
+  std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
+  unsigned i = 0;
+  while (i < n && done >= bufs[i].len) done -= bufs[i++].len;
+  bufs[i].base += done;
+  bufs[i].len -= done;
+  down_write_ = worker_.takeWriteReq();
+  down_write_->session = this;
+  down_write_->upstream = false;
+  if (uv_write(&down_write_->req, to, bufs + i, n - i, onWritten) != 0) {
+    worker_.giveWriteReq(down_write_);
+    down_write_ = nullptr;
+    close();
+    return false;
+  }
+  down_writing_ = true;
+  updateReading();
+  return true;
+}
+
+bool Session::writeUpstream(uv_buf_t* bufs, unsigned n) {
+  uv_stream_t* to = upstream_->stream();
+  std::size_t total = 0;
+  for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
+  int w = uv_try_write(to, bufs, n);
+  if (w == static_cast<int>(total)) return true;
+  if (w < 0 && w != UV_EAGAIN) {
+    if (state_ == State::kTunnel) {
+      close();
+    } else {
+      onUpstreamFailure(Fault::kUpstreamReset, w);
+    }
+    return false;
+  }
+  std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
+  unsigned i = 0;
+  while (i < n && done >= bufs[i].len) done -= bufs[i++].len;
+  bufs[i].base += done;
+  bufs[i].len -= done;
+  up_write_ = worker_.takeWriteReq();
+  up_write_->session = this;
+  up_write_->upstream = true;
+  if (uv_write(&up_write_->req, to, bufs + i, n - i, onWritten) != 0) {
+    worker_.giveWriteReq(up_write_);
+    up_write_ = nullptr;
+    if (state_ == State::kTunnel) {
+      close();
+    } else {
+      onUpstreamFailure(Fault::kUpstreamReset, UV_EPIPE);
+    }
+    return false;
+  }
+  up_writing_ = true;
+  updateReading();
+  return true;
+}
+
+void Session::onWritten(uv_write_t* req, int status) {
+  WriteReq* wr = reinterpret_cast<WriteReq*>(req);
+  Session* s = wr->session;
+  bool upstream = wr->upstream;
+  if (!s) {
+    // The session closed first; the request's memory belongs to the worker pool,
+    // which we reach through the loop's data.
+    static_cast<Worker*>(req->handle->loop->data)->giveWriteReq(wr);
+    return;
+  }
+  s->worker_.giveWriteReq(wr);
+  if (upstream) {
+    s->up_write_ = nullptr;
+    s->onUpstreamWritten(status);
+  } else {
+    s->down_write_ = nullptr;
+    s->onDownstreamWritten(status);
+  }
+}
+
+void Session::onDownstreamWritten(int status) {
+  down_writing_ = false;
+  if (status != 0) {
+    close();
+    return;
+  }
+  switch (state_) {
+    case State::kExchange:
+      afterResponseWrite();
+      break;
+    case State::kTunnel:
+      if (up_in_.data && resp_body_sent_ == up_in_.end) {
+        resp_body_sent_ = 0;
+        releaseBuffer(up_in_);
+      }
+      pumpTunnel();
+      break;
+    case State::kClosing:
+      break;
+    default:
+      updateReading();
+  }
+}
+
+void Session::onUpstreamWritten(int status) {
+  up_writing_ = false;
+  if (status != 0) {
+    if (state_ == State::kTunnel) {
+      close();
+    } else {
+      onUpstreamFailure(Fault::kUpstreamReset, status);
+    }
+    return;
+  }
+  if (state_ == State::kTunnel) {
+    if (in_.data && body_sent_ == in_.end) {
+      body_sent_ = 0;
+      releaseBuffer(in_);
+    }
+    pumpTunnel();
+    return;
+  }
+  afterRequestWrite();
+}
+
+// Writes a few bytes we made ourselves (close frames); copied if they cannot
+// go out at once.
+void Session::writeRaw(uv_stream_t* to, const char* data, std::size_t len) {
+  uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  int w = uv_try_write(to, &b, 1);
+  if (w == static_cast<int>(len)) return;
+  std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
+  struct Raw {
+    uv_write_t req;
+    char data[kMaxCloseFrameBytes];
+  };
+  Raw* r = new Raw;
+  std::memcpy(r->data, data + done, len - done);
+  uv_buf_t rb = uv_buf_init(r->data, static_cast<unsigned>(len - done));
+  if (uv_write(&r->req, to, &rb, 1, [](uv_write_t* req, int) { delete reinterpret_cast<Raw*>(req); }) != 0) {
+    delete r;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Downstream: request heads and bodies
+
+void Session::onDownstreamData() {
+  switch (state_) {
+    case State::kIdle:
+      transition(State::kHead);
+      parseRequest();
+      break;
+    case State::kHead:
+      parseRequest();
+      break;
+    case State::kUpstream:
+    case State::kExchange:
+      if (!request_done_) {
+        parseRequest();
+        if (state_ == State::kExchange && !closing_) pumpRequest();
+      }
+      updateReading();
+      break;
+    case State::kTunnel:
+      pumpTunnel();
+      break;
+    case State::kClosing:
+      break;
+  }
+}
+
+void Session::onDownstreamEof() {
+  switch (state_) {
+    case State::kIdle:
+    case State::kHead:
+      close();
+      break;
+    case State::kUpstream:
+    case State::kExchange:
+      client_eof_ = true;
+      if (!request_done_) {
+        // The request can never complete: nothing to answer.
+        close();
+        return;
+      }
+      close_after_ = true;
+      updateReading();
+      break;
+    case State::kTunnel:
+      tunnelEof(true);
+      break;
+    case State::kClosing:
+      close();
+      break;
+  }
+}
+
+// One llhttp step over the unparsed bytes (possibly none: that is how a
+// request without body completes). Returns the parser's error, HPE_OK on
+// progress or pause.
+llhttp_errno_t Session::executeRequest() {
+  llhttp_errno_t err = llhttp_execute(&req_parser_, in_.data + parsed_, in_.end - parsed_);
+  if (err == HPE_OK) {
+    parsed_ = in_.end;
+  } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&req_parser_) - in_.data);
+    if (err == HPE_PAUSED_UPGRADE) {
+      request_done_ = true;
+    } else {
+      llhttp_resume(&req_parser_);
+    }
+    err = HPE_OK;
+  }
+  return err;
+}
+
+void Session::requestParseError(llhttp_errno_t err) {
+  int status = 400;
+  const char* why = "tether: bad request\n";
+  if (fault_ == kFault413) {
+    status = 413;
+    why = "tether: request body too large\n";
+  } else if (fault_ == kFault431) {
+    status = 431;
+    why = "tether: request header fields too large\n";
+  }
+  log::debug("bad request", {{"client", std::string_view(client_ip_, client_ip_len_)},
+                             {"error", llhttp_errno_name(err)},
+                             {"reason", req_parser_.reason ? req_parser_.reason : ""}});
+  if (state_ == State::kHead) worker_.newRequestId(request_id_);
+  if (!response_head_sent_) {
+    respondError(status, why);
+  } else {
+    close();
+  }
+}
+
+void Session::parseRequest() {
+  if (state_ != State::kHead) {
+    // Body bytes: parsed up to the end of this request, forwarded raw.
+    while (!closing_ && !request_done_ && parsed_ < in_.end) {
+      llhttp_errno_t err = executeRequest();
+      if (err != HPE_OK) return requestParseError(err);
+    }
+    return;
+  }
+  while (!closing_ && !head_done_ && parsed_ < in_.end) {
+    llhttp_errno_t err = executeRequest();
+    if (err != HPE_OK) return requestParseError(err);
+  }
+  if (closing_) return;
+  if (!head_done_) {
+    std::uint64_t head_bytes = in_.end - req_start_;
+    if (head_bytes > worker_.config().limits.max_request_header_bytes) {
+      worker_.newRequestId(request_id_);
+      respondError(431, "tether: request header fields too large\n");
+      return;
+    }
+    if (in_.end == in_.cap) {
+      // The head outgrows a pool buffer: move it into one big enough for the limit.
+      std::uint32_t want = static_cast<std::uint32_t>(
+          std::min<std::uint64_t>(worker_.config().limits.max_request_header_bytes + 4096, 1u << 30));
+      if (want <= in_.cap) {
+        worker_.newRequestId(request_id_);
+        respondError(431, "tether: request header fields too large\n");
+        return;
+      }
+      char* big = static_cast<char*>(std::malloc(want));
+      std::memcpy(big, in_.data, in_.end);
+      std::uint32_t end = in_.end;
+      releaseBuffer(in_);
+      in_.data = big;
+      in_.cap = want;
+      in_.end = end;
+      in_.heap = true;
+    }
+    return;
+  }
+  head_end_ = parsed_;
+  if (head_end_ - req_start_ > worker_.config().limits.max_request_header_bytes) {
+    worker_.newRequestId(request_id_);
+    respondError(431, "tether: request header fields too large\n");
+    return;
+  }
+  // One more step, over what follows the head (maybe nothing): completes a
+  // request without body, and catches framing errors the head alone does not
+  // show (an unknown Transfer-Encoding), before anything is forwarded.
+  llhttp_errno_t err = executeRequest();
+  if (err != HPE_OK) return requestParseError(err);
+  while (!closing_ && !request_done_ && parsed_ < in_.end) {
+    err = executeRequest();
+    if (err != HPE_OK) return requestParseError(err);
+  }
+  int status = 0;
+  const char* why = nullptr;
+  if (!validateHead(&status, &why)) {
+    worker_.newRequestId(request_id_);
+    respondError(status, why);
+    return;
+  }
+  dispatch();
+}
+
+bool Session::validateHead(int* status, const char** why) {
+  if (head_->too_many) {
+    *status = 431;
+    *why = "tether: too many header fields\n";
+    return false;
+  }
+  if (fault_ == kFault413) {
+    *status = 413;
+    *why = "tether: request body too large\n";
+    return false;
+  }
+  // RFC 9112 §3.2: a client MUST send Host in HTTP/1.1, and exactly one.
+  const char* base = in_.data;
+  int hosts = 0;
+  for (std::uint32_t i = 0; i < head_->count; ++i)
+    if (iequals(head_->headers[i].name.in(base), "Host")) ++hosts;
+  if ((http_minor_ >= 1 && hosts == 0) || hosts > 1) {
+    *status = 400;
+    *why = hosts ? "tether: more than one Host header\n" : "tether: missing Host header\n";
+    return false;
+  }
+  return true;
+}
+
+void Session::dispatch() {
+  const conf::Config& cfg = worker_.config();
+  if (log_path_.capacity() || cfg.access_log.enabled) {
+    std::string_view url = head_->url.in(in_.data);
+    log_path_.assign(url.substr(0, std::min<std::size_t>(url.size(), 512)));
+  }
+  if (!retrying_) buildUpstreamHead();
+  if (closing_) return;
+  Backend* b = worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), 0, false);
+  if (!b) {
+    respondError(503, "tether: no backend available\n");
+    return;
+  }
+  backend_ = b;
+  countActive(true);
+  connectUpstream();
+}
+
+void Session::connectUpstream() {
+  UpstreamConn* c = worker_.upstreams().takeIdle(*backend_);
+  if (c) {
+    upstream_ = c;
+    c->setOwner(this);
+    if (state_ == State::kHead) {
+      transition(State::kExchange);
+    } else {
+      transition(State::kUpstream);
+      transition(State::kExchange);
+    }
+    onUpstreamReady();
+    return;
+  }
+  c = worker_.upstreams().create(*backend_);
+  upstream_ = c;
+  transition(State::kUpstream);
+  int rc = c->connect(this);
+  if (rc != 0) onUpstreamFailure(Fault::kConnect, rc);
+}
+
+void Session::onUpstreamConnected(int status) {
+  if (closing_) return;
+  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
+  if (status != 0) {
+    onUpstreamFailure(Fault::kConnect, status);
+    return;
+  }
+  bm.upstream_connect.observe(static_cast<double>(worker_.now() - timer_deadline_) / 1000.0);
+  bm.upstream_active.inc();
+  upstream_->markConnected();
+  uv_tcp_nodelay(upstream_->tcp(), 1);
+  transition(State::kExchange);
+  onUpstreamReady();
+}
+
+void Session::onUpstreamReady() {
+  up_reading_ = false;
+  head_written_ = false;
+  body_sent_ = head_end_;
+  pumpRequest();
+  updateReading();
+}
+
+// The request head as the backend sees it: hop-by-hop headers gone, the
+// X-Forwarded-* set (appended to only for trusted peers), X-Request-Id kept
+// or added. Built once; kept in up_head_ for a retry.
+void Session::buildUpstreamHead() {
+  const conf::Config& cfg = worker_.config();
+  const char* base = in_.data;
+  bool trusted = false;
+  for (const conf::Cidr& c : cfg.trusted_proxies) {
+    if (c.contains(client_addr_, client_family_)) {
+      trusted = true;
+      break;
+    }
+  }
+  // Names listed in Connection are hop-by-hop too.
+  std::string_view conn_names[16];
+  int n_conn = 0;
+  std::string_view xff, xfp, xfh, host, upgrade_value;
+  std::string_view rid;
+  for (std::uint32_t i = 0; i < head_->count; ++i) {
+    std::string_view name = head_->headers[i].name.in(base);
+    std::string_view value = head_->headers[i].value.in(base);
+    if (iequals(name, "Connection")) {
+      std::size_t p = 0;
+      while (p <= value.size() && n_conn < 16) {
+        std::size_t q = value.find(',', p);
+        if (q == std::string_view::npos) q = value.size();
+        std::string_view t = trim(value.substr(p, q - p));
+        if (!t.empty()) conn_names[n_conn++] = t;
+        p = q + 1;
+      }
+    } else if (iequals(name, "Host")) {
+      host = value;
+    } else if (iequals(name, "Upgrade")) {
+      upgrade_value = value;
+    } else if (iequals(name, "X-Request-Id")) {
+      if (rid.empty()) rid = value;
+    }
+  }
+  if (!rid.empty() && rid.size() <= sizeof request_id_) {
+    std::memset(request_id_, 0, sizeof request_id_);
+    std::memcpy(request_id_, rid.data(), rid.size());
+    request_id_present_ = true;
+  } else {
+    worker_.newRequestId(request_id_);
+    request_id_present_ = false;
+  }
+
+  std::uint32_t need = (head_end_ - req_start_) + 512 + client_ip_len_ * 2 + static_cast<std::uint32_t>(host.size());
+  if (need <= BufferPool::kSize) {
+    ensureBuffer(up_head_);
+  } else {
+    up_head_.data = static_cast<char*>(std::malloc(need));
+    up_head_.cap = need;
+    up_head_.heap = true;
+  }
+  up_head_.end = 0;
+  std::string_view method = llhttp_method_name(static_cast<llhttp_method>(method_));
+  append(up_head_, method);
+  append(up_head_, " ");
+  append(up_head_, head_->url.in(base));
+  append(up_head_, " HTTP/1.1\r\n");
+  std::string xff_joined_first;  // only for trusted peers with several X-Forwarded-For lines
+  bool drop_rid = !rid.empty() && !request_id_present_;
+  for (std::uint32_t i = 0; i < head_->count; ++i) {
+    std::string_view name = head_->headers[i].name.in(base);
+    std::string_view value = head_->headers[i].value.in(base);
+    if (isHopByHop(name)) continue;
+    bool named = false;
+    for (int k = 0; k < n_conn; ++k) {
+      if (iequals(conn_names[k], name) && !iequals(name, "Transfer-Encoding")) {
+        named = true;
+        break;
+      }
+    }
+    if (named) continue;
+    if (name.size() >= 15 && (name[0] == 'X' || name[0] == 'x') && name[1] == '-') {
+      if (iequals(name, "X-Forwarded-For")) {
+        if (trusted) {
+          if (xff.empty()) {
+            xff = value;
+          } else {
+            if (xff_joined_first.empty()) xff_joined_first.assign(xff);
+            xff_joined_first.append(", ").append(value);
+            xff = xff_joined_first;
+          }
+        }
+        continue;
+      }
+      if (iequals(name, "X-Forwarded-Proto")) {
+        if (trusted && xfp.empty()) xfp = value;
+        continue;
+      }
+      if (iequals(name, "X-Forwarded-Host")) {
+        if (trusted && xfh.empty()) xfh = value;
+        continue;
+      }
+    }
+    if (drop_rid && iequals(name, "X-Request-Id")) continue;
+    append(up_head_, name);
+    append(up_head_, ": ");
+    append(up_head_, value);
+    append(up_head_, "\r\n");
+  }
+  if (xff.size() + client_ip_len_ + 64 > up_head_.cap - up_head_.end) xff = {};
+  append(up_head_, "X-Forwarded-For: ");
+  if (!xff.empty()) {
+    append(up_head_, xff);
+    append(up_head_, ", ");
+  }
+  append(up_head_, std::string_view(client_ip_, client_ip_len_));
+  append(up_head_, "\r\nX-Forwarded-Proto: ");
+  append(up_head_, !xfp.empty() && xfp.size() < 16 ? xfp : (listener_.tls ? "https" : "http"));
+  if (!host.empty() || !xfh.empty()) {
+    append(up_head_, "\r\nX-Forwarded-Host: ");
+    append(up_head_, !xfh.empty() && xfh.size() <= host.size() + 64 ? xfh : host);
+  }
+  if (!request_id_present_) {
+    append(up_head_, "\r\nX-Request-Id: ");
+    append(up_head_, std::string_view(request_id_, 32));
+  }
+  if (upgrade_ && !upgrade_value.empty()) {
+    append(up_head_, "\r\nConnection: upgrade\r\nUpgrade: ");
+    append(up_head_, upgrade_value);
+  }
+  append(up_head_, "\r\n\r\n");
+}
+
+void Session::pumpRequest() {
+  if (up_writing_ || closing_ || !upstream_) return;
+  uv_buf_t bufs[2];
+  unsigned n = 0;
+  if (!head_written_) {
+    bufs[n++] = uv_buf_init(up_head_.data, up_head_.end);
+    head_written_ = true;
+  }
+  // For an upgrade request the parser stopped at the end of the request:
+  // what follows belongs to the tunnel and waits for the 101.
+  if (parsed_ > body_sent_) {
+    bufs[n++] = uv_buf_init(in_.data + body_sent_, parsed_ - body_sent_);
+    body_sent_ = parsed_;
+  }
+  if (n == 0) {
+    afterRequestWrite();
+    return;
+  }
+  if (!writeUpstream(bufs, n)) return;
+  if (!up_writing_) afterRequestWrite();
+}
+
+void Session::afterRequestWrite() {
+  if (closing_ || state_ != State::kExchange) return;
+  if (request_done_ && body_sent_ == parsed_) {
+    if (!request_sent_) {
+      request_sent_ = true;
+      timer_deadline_ = worker_.now();
+      armTimer(0);
+    }
+  } else if (parsed_ == in_.end && body_sent_ == parsed_ && in_.end == in_.cap) {
+    // Every byte read so far went upstream and the buffer is full: start it
+    // over. The request can no longer be replayed.
+    request_trimmed_ = true;
+    in_.end = parsed_ = body_sent_ = head_end_ = req_start_ = 0;
+  }
+  if (!request_done_ && parsed_ < in_.end) {
+    parseRequest();
+    if (!closing_ && parsed_ > body_sent_) {
+      pumpRequest();
+      return;
+    }
+  }
+  updateReading();
+}
+
+// ---------------------------------------------------------------------------
+// Upstream: responses
+
+void Session::onUpstreamAlloc(uv_buf_t* buf) {
+  ensureBuffer(up_in_);
+  *buf = uv_buf_init(up_in_.data + up_in_.end, up_in_.cap - up_in_.end);
+}
+
+void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
+  if (closing_) return;
+  if (nread > 0) {
+    up_in_.end += static_cast<std::uint32_t>(nread);
+    touch();
+    if (state_ == State::kTunnel) {
+      pumpTunnel();
+      return;
+    }
+    if (!response_started_) {
+      response_started_ = true;
+      first_byte_ms_ = worker_.now();
+      releaseBuffer(up_head_);
+      armTimer(0);
+    }
+    parseResponse();
+    return;
+  }
+  if (nread == 0) {
+    if (up_in_.end == 0) releaseBuffer(up_in_);
+    return;
+  }
+  if (state_ == State::kTunnel) {
+    if (nread == UV_EOF) {
+      tunnelEof(false);
+    } else {
+      if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kBackend) + 1;
+      close();
+    }
+    return;
+  }
+  if (!response_started_) {
+    onUpstreamFailure(Fault::kUpstreamReset, static_cast<int>(nread));
+    return;
+  }
+  // The backend is gone mid-response. A close-delimited body ends here;
+  // anything else is truncated and the client must see a closed connection.
+  if (nread == UV_EOF && !response_done_ && llhttp_finish(&resp_parser_) == HPE_OK && response_done_) {
+    resp_keep_alive_ = false;
+    close_after_ = true;
+    releaseUpstream(false);
+    pumpResponse();
+    return;
+  }
+  if (!response_done_) {
+    log::warn("upstream closed mid-response", {{"backend", backend_->name}, {"request_id", std::string_view(request_id_, 32)}});
+    worker_.backendFailure(*backend_);
+    releaseUpstream(false);
+    abort_when_flushed_ = true;
+    if (!down_writing_) close();
+  } else {
+    releaseUpstream(false);
+  }
+}
+
+void Session::parseResponse() {
+  // After a head, one more step even over zero bytes: that is how a response
+  // without body (204, 304, Content-Length: 0) completes.
+  bool again = false;
+  while (!closing_ && !response_done_ && (resp_parsed_ < up_in_.end || again)) {
+    again = false;
+    std::uint32_t len = up_in_.end - resp_parsed_;
+    if (dechunk_) {
+      // Decoded bytes are staged in down_head_; never parse more than fits.
+      if (!down_head_.data) ensureBuffer(down_head_);
+      std::uint32_t room = down_head_.cap - down_head_.end;
+      if (room < 64) break;  // flush first
+      len = std::min(len, room - 64);
+    }
+    llhttp_errno_t err = llhttp_execute(&resp_parser_, up_in_.data + resp_parsed_, len);
+    if (err == HPE_OK) {
+      resp_parsed_ += len;
+    } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      resp_parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&resp_parser_) - up_in_.data);
+      if (err == HPE_PAUSED) llhttp_resume(&resp_parser_);
+      if (err == HPE_PAUSED_UPGRADE) {
+        if (!upgrade_) {
+          releaseUpstream(false);
+          respondError(502, "tether: backend switched protocols unasked\n");
+          return;
+        }
+        upgrade_accepted_ = true;
+        response_done_ = true;
+      }
+      if (resp_head_pending_) {
+        resp_head_pending_ = false;
+        buildDownstreamHead();
+        if (closing_) return;
+        resp_body_sent_ = resp_parsed_;
+        again = true;
+      }
+    } else {
+      log::warn("bad response", {{"backend", backend_->name},
+                                 {"error", llhttp_errno_name(err)},
+                                 {"reason", resp_parser_.reason ? resp_parser_.reason : ""}});
+      worker_.backendFailure(*backend_);
+      releaseUpstream(false);
+      if (!response_head_sent_) {
+        respondError(502, "tether: bad response from backend\n");
+      } else {
+        abort_when_flushed_ = true;
+        if (!down_writing_) close();
+      }
+      return;
+    }
+  }
+  if (!response_head_sent_ && !closing_ && up_in_.data && up_in_.end == up_in_.cap) {
+    // A response head larger than a pool buffer: grow once, up to the same
+    // bound as request heads.
+    std::uint32_t want = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(worker_.config().limits.max_request_header_bytes + 4096, 1u << 30));
+    if (up_in_.heap || want <= up_in_.cap) {
+      releaseUpstream(false);
+      respondError(502, "tether: response head too large\n");
+      return;
+    }
+    char* big = static_cast<char*>(std::malloc(want));
+    std::memcpy(big, up_in_.data, up_in_.end);
+    // The parser's spans are offsets: they survive the move.
+    std::uint32_t end = up_in_.end;
+    releaseBuffer(up_in_);
+    up_in_.data = big;
+    up_in_.cap = want;
+    up_in_.end = end;
+    up_in_.heap = true;
+  }
+  pumpResponse();
+}
+
+// The response head as the client sees it: hop-by-hop headers gone,
+// X-Request-Id added if the backend did not set one, Connection as we decide.
+void Session::buildDownstreamHead() {
+  HeadScratch& h = respHead();
+  const char* base = up_in_.data;
+  int status = resp_parser_.status_code;
+  bool informational = status >= 100 && status < 200 && status != 101;
+  std::uint32_t head_len = h.status.len + 64;
+  for (std::uint32_t i = 0; i < h.count; ++i) head_len += h.headers[i].name.len + h.headers[i].value.len + 4;
+  if (down_head_.data && down_head_.heap == false && down_head_.end + head_len + 256 > down_head_.cap) {
+    h.reset();
+    releaseUpstream(false);
+    respondError(502, "tether: response heads too large\n");
+    return;
+  }
+  if (!down_head_.data && head_len + 256 > BufferPool::kSize) {
+    down_head_.data = static_cast<char*>(std::malloc(head_len + 256));
+    down_head_.cap = head_len + 256;
+    down_head_.end = 0;
+    down_head_.heap = true;
+  }
+  if (!ensureBuffer(down_head_)) return;
+  if (down_head_.end + head_len + 256 > down_head_.cap) {
+    h.reset();
+    log::warn("response head too large", {{"backend", backend_->name}});
+    releaseUpstream(false);
+    respondError(502, "tether: response head too large\n");
+    return;
+  }
+  if (h.too_many) {
+    h.reset();
+    releaseUpstream(false);
+    respondError(502, "tether: too many response header fields\n");
+    return;
+  }
+  if (!informational) {
+    status_ = static_cast<std::uint16_t>(status);
+    resp_keep_alive_ = llhttp_should_keep_alive(&resp_parser_) != 0;
+    bool chunked = (resp_parser_.flags & F_CHUNKED) != 0;
+    bool has_length = (resp_parser_.flags & F_CONTENT_LENGTH) != 0;
+    bool no_body = head_request_ || status == 204 || status == 304 || upgrade_accepted_;
+    if (!no_body && !chunked && !has_length) close_after_ = true;  // close-delimited body
+    if (!no_body && chunked && http_minor_ == 0) {
+      dechunk_ = true;
+      close_after_ = true;
+    }
+    if (!keep_alive_ || worker_.stopping()) close_after_ = true;
+  }
+  std::string_view conn_names[16];
+  int n_conn = 0;
+  bool has_rid = false;
+  for (std::uint32_t i = 0; i < h.count; ++i) {
+    std::string_view name = h.headers[i].name.in(base);
+    if (iequals(name, "Connection")) {
+      std::string_view value = h.headers[i].value.in(base);
+      std::size_t p = 0;
+      while (p <= value.size() && n_conn < 16) {
+        std::size_t q = value.find(',', p);
+        if (q == std::string_view::npos) q = value.size();
+        std::string_view t = trim(value.substr(p, q - p));
+        if (!t.empty()) conn_names[n_conn++] = t;
+        p = q + 1;
+      }
+    } else if (iequals(name, "X-Request-Id")) {
+      has_rid = true;
+    } else if (!informational && iequals(name, "Content-Type")) {
+      std::string_view v = h.headers[i].value.in(base);
+      if (v.size() >= 17 && iequals(v.substr(0, 17), "text/event-stream")) sse_ = true;
+    }
+  }
+  char line[64];
+  int n = std::snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+  append(down_head_, std::string_view(line, static_cast<std::size_t>(n)));
+  append(down_head_, h.status.in(base));
+  append(down_head_, "\r\n");
+  for (std::uint32_t i = 0; i < h.count; ++i) {
+    std::string_view name = h.headers[i].name.in(base);
+    if (upgrade_accepted_ && (iequals(name, "Upgrade") || iequals(name, "Connection"))) {
+      // kept as is: the client must see the switch
+    } else {
+      if (isHopByHop(name)) continue;
+      bool named = false;
+      for (int k = 0; k < n_conn; ++k) named = named || iequals(conn_names[k], name);
+      if (named) continue;
+      if (dechunk_ && iequals(name, "Transfer-Encoding")) continue;
+    }
+    append(down_head_, name);
+    append(down_head_, ": ");
+    append(down_head_, h.headers[i].value.in(base));
+    append(down_head_, "\r\n");
+  }
+  if (!has_rid && !informational) {
+    append(down_head_, "X-Request-Id: ");
+    append(down_head_, std::string_view(request_id_, request_id_present_ ? ::strnlen(request_id_, 32) : 32));
+    append(down_head_, "\r\n");
+  }
+  if (!informational && !upgrade_accepted_) {
+    if (close_after_) {
+      append(down_head_, "Connection: close\r\n");
+    } else if (http_minor_ == 0) {
+      append(down_head_, "Connection: keep-alive\r\n");
+    }
+  }
+  append(down_head_, "\r\n");
+  worker_.giveScratch(resp_head_);
+  resp_head_ = nullptr;
+  if (!informational) {
+    response_head_sent_ = true;
+    if (sse_) worker_.metrics().backend(backend_->id).sse_active.inc();
+  }
+}
+
+void Session::pumpResponse() {
+  if (down_writing_ || closing_) return;
+  uv_buf_t bufs[2];
+  unsigned n = 0;
+  std::size_t bytes = 0;
+  if (down_head_.data && down_head_.end > down_head_sent_) {
+    bufs[n++] = uv_buf_init(down_head_.data + down_head_sent_, down_head_.end - down_head_sent_);
+    bytes += down_head_.end - down_head_sent_;
+    down_head_sent_ = down_head_.end;
+  }
+  if (!dechunk_ && response_head_sent_ && !upgrade_accepted_ && resp_parsed_ > resp_body_sent_) {
+    bufs[n++] = uv_buf_init(up_in_.data + resp_body_sent_, resp_parsed_ - resp_body_sent_);
+    bytes += resp_parsed_ - resp_body_sent_;
+    resp_body_sent_ = resp_parsed_;
+  }
+  if (n) {
+    bytes_out_ += bytes;
+    if (!writeDownstream(bufs, n)) return;
+    if (down_writing_) return;
+  }
+  afterResponseWrite();
+}
+
+void Session::afterResponseWrite() {
+  if (closing_) return;
+  if (abort_when_flushed_) {
+    close();
+    return;
+  }
+  if (down_head_.data && down_head_sent_ == down_head_.end) {
+    down_head_sent_ = 0;
+    releaseBuffer(down_head_);
+  }
+  if (up_in_.data && resp_body_sent_ == resp_parsed_ && resp_parsed_ == up_in_.end && !upgrade_accepted_) {
+    resp_body_sent_ = resp_parsed_ = 0;
+    releaseBuffer(up_in_);
+  }
+  if (response_done_) {
+    if (upgrade_accepted_) {
+      enterTunnel();
+    } else {
+      finishExchange();
+    }
+    return;
+  }
+  if (up_in_.data && resp_parsed_ < up_in_.end) {
+    parseResponse();
+    return;
+  }
+  if (up_in_.data && up_in_.end == up_in_.cap && resp_body_sent_ == up_in_.end) {
+    resp_body_sent_ = resp_parsed_ = 0;
+    up_in_.end = 0;
+  }
+  updateReading();
+}
+
+void Session::finishExchange() {
+  const conf::Config& cfg = worker_.config();
+  std::int64_t now = worker_.now();
+  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
+  bm.request(metricMethod(method_), status_);
+  bm.request_duration.observe(static_cast<double>(now - req_started_ms_) / 1000.0);
+  if (first_byte_ms_ >= 0) bm.first_byte.observe(static_cast<double>(first_byte_ms_ - req_started_ms_) / 1000.0);
+  bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(bytes_in_);
+  bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(bytes_out_);
+  if (sse_) bm.sse_active.dec();
+  sse_ = false;
+  if (status_ == 502 || status_ == 503 || status_ == 504) {
+    worker_.backendFailure(*backend_);
+  } else {
+    worker_.backendSuccess(*backend_);
+  }
+  if (cfg.access_log.enabled) logAccess();
+  countActive(false);
+  served_ = true;
+  bool reusable = resp_keep_alive_ && request_sent_ && (!up_in_.data || resp_parsed_ == up_in_.end);
+  releaseUpstream(reusable);
+  if (close_after_ || !keep_alive_ || client_eof_ || worker_.stopping()) {
+    closeGracefully();
+    return;
+  }
+  startNextRequest();
+}
+
+void Session::startNextRequest() {
+  // Keep the unparsed rest of the buffer (pipelined requests) at its start.
+  if (in_.data) {
+    std::uint32_t rest = in_.end - parsed_;
+    if (rest && parsed_) std::memmove(in_.data, in_.data + parsed_, rest);
+    in_.end = rest;
+    if (in_.heap && rest <= BufferPool::kSize) {
+      char* small = worker_.buffers().get();
+      std::memcpy(small, in_.data, rest);
+      std::free(in_.data);
+      in_.data = small;
+      in_.cap = BufferPool::kSize;
+      in_.heap = false;
+    }
+    if (rest == 0) releaseBuffer(in_);
+  }
+  backend_ = nullptr;
+  req_start_ = head_end_ = body_sent_ = parsed_ = 0;
+  resp_body_sent_ = resp_parsed_ = 0;
+  down_head_sent_ = 0;
+  attempts_ = tried_count_ = 0;
+  status_ = 0;
+  head_done_ = head_written_ = request_done_ = request_sent_ = request_trimmed_ = false;
+  upgrade_ = head_request_ = response_started_ = response_head_sent_ = response_done_ = false;
+  resp_keep_alive_ = dechunk_ = retrying_ = request_id_present_ = resp_head_pending_ = false;
+  abort_when_flushed_ = upgrade_accepted_ = false;
+  fault_ = kFaultNone;
+  body_bytes_ = bytes_in_ = bytes_out_ = 0;
+  bytes_in_ = in_.end;  // pipelined bytes already read belong to the next request
+  first_byte_ms_ = -1;
+  llhttp_resume_after_upgrade(&req_parser_);
+  llhttp_init(&resp_parser_, HTTP_RESPONSE, &responseSettings());
+  resp_parser_.data = this;
+  touch();
+  transition(State::kIdle);
+  if (in_.end > 0) {
+    onDownstreamData();
+  } else {
+    updateReading();
+  }
+}
+
+void Session::releaseUpstream(bool reusable) {
+  if (!upstream_) return;
+  UpstreamConn* c = upstream_;
+  upstream_ = nullptr;
+  if (up_reading_ && !c->closing()) uv_read_stop(c->stream());
+  up_reading_ = false;
+  if (up_write_) {
+    up_write_->session = nullptr;
+    up_write_ = nullptr;
+    up_writing_ = false;
+    reusable = false;
+  }
+  c->setOwner(nullptr);
+  if (reusable && !worker_.stopping()) {
+    worker_.upstreams().release(c);
+  } else {
+    c->close();
+  }
+}
+
+// One place maps a failure to a status, and decides whether to try again.
+void Session::onUpstreamFailure(Fault fault, int uv_status) {
+  if (closing_) return;
+  Backend* b = backend_;
+  bool reused = upstream_ && upstream_->reused();
+  metrics::BackendMetrics& bm = worker_.metrics().backend(b->id);
+  if (fault == Fault::kConnect) bm.upstream_connect_errors.inc();
+  releaseUpstream(false);
+  log::debug("upstream failure", {{"backend", b->name}, {"error", uv_strerror(uv_status)},
+                                  {"reused", reused ? "yes" : "no"}});
+  const conf::Config& cfg = worker_.config();
+  bool replayable = !response_started_ && !request_trimmed_ && !client_eof_ &&
+                    (fault == Fault::kConnect || fault == Fault::kUpstreamReset) && up_head_.data;
+  // A pooled connection the backend had closed: try once more on a fresh one,
+  // to the same backend; this is not the backend's failure.
+  if (replayable && reused && fault == Fault::kUpstreamReset && request_done_) {
+    retrying_ = true;
+    body_sent_ = head_end_;
+    head_written_ = false;
+    request_sent_ = false;
+    connectUpstream();
+    return;
+  }
+  worker_.backendFailure(*b);
+  bool safe = fault == Fault::kConnect || idempotent(method_);
+  if (replayable && safe && attempts_ < cfg.retries.attempts) {
+    ++attempts_;
+    bm.retries.inc();
+    if (tried_count_ < 4) tried_[tried_count_++] = b->id;
+    countActive(false);
+    backend_ = nullptr;
+    retrying_ = true;
+    body_sent_ = head_end_;
+    head_written_ = false;
+    request_sent_ = false;
+    Backend* next = worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), 0, false);
+    if (next) {
+      backend_ = next;
+      countActive(true);
+      connectUpstream();
+      return;
+    }
+    backend_ = b;
+  }
+  switch (fault) {
+    case Fault::kFirstByteTimeout:
+    case Fault::kUpstreamTimeout:
+      if (response_head_sent_) {
+        close();
+      } else {
+        respondError(504, "tether: backend timed out\n");
+      }
+      break;
+    default:
+      if (response_head_sent_) {
+        close();
+      } else {
+        respondError(502, "tether: backend unavailable\n");
+      }
+  }
+}
+
+void Session::respondError(int status, const char* reason, bool) {
+  if (closing_) return;
+  releaseUpstream(false);
+  if (response_head_sent_ || down_writing_) {
+    close();
+    return;
+  }
+  status_ = static_cast<std::uint16_t>(status);
+  releaseBuffer(down_head_);
+  down_head_sent_ = 0;
+  ensureBuffer(down_head_);
+  std::size_t body_len = std::strlen(reason);
+  int n = std::snprintf(down_head_.data, down_head_.cap,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\nX-Request-Id: %.*s\r\n%s\r\n%s",
+                        status, reasonPhrase(status), body_len,
+                        static_cast<int>(::strnlen(request_id_, 32)), request_id_,
+                        status == 503 ? "Retry-After: 1\r\n" : "", reason);
+  down_head_.end = static_cast<std::uint32_t>(n);
+  if (backend_) worker_.metrics().backend(backend_->id).request(metricMethod(method_), status);
+  countActive(false);
+  if (worker_.config().access_log.enabled && status != 408) {
+    if (log_path_.empty() && head_ && in_.data) log_path_.assign(head_->url.in(in_.data));
+    logAccess();
+  }
+  backend_ = nullptr;
+  head_done_ = false;
+  uv_buf_t b = uv_buf_init(down_head_.data, down_head_.end);
+  bytes_out_ += down_head_.end;
+  down_head_sent_ = down_head_.end;
+  if (!writeDownstream(&b, 1)) return;
+  closeGracefully();
+}
+
+// Lingering close: shut our side down after the last byte, then drain what the
+// client still sends for a moment, so that its unread bytes do not turn our
+// last response into a reset.
+void Session::closeGracefully() {
+  if (closing_) return;
+  if (head_) {
+    worker_.giveScratch(head_);
+    head_ = nullptr;
+  }
+  releaseUpstream(false);
+  state_ = State::kClosing;
+  timer_deadline_ = worker_.now();
+  armTimer(0);
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&client_), onShutdown) != 0) {
+    delete req;
+    close();
+    return;
+  }
+  ++open_handles_;  // the shutdown request keeps the session alive
+  if (!down_reading_) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&client_), onAlloc, onRead);
+    down_reading_ = true;
+  }
+}
+
+void Session::onShutdown(uv_shutdown_t* req, int status) {
+  Session* s = static_cast<Session*>(req->data);
+  delete req;
+  if (status != 0 && !s->closing_) s->close();
+  if (--s->open_handles_ == 0) s->worker_.sessionClosed(s);
+}
+
+void Session::logAccess() {
+  std::int64_t now = worker_.now();
+  double duration = static_cast<double>(now - req_started_ms_) / 1000.0;
+  double ttfb = first_byte_ms_ >= 0 ? static_cast<double>(first_byte_ms_ - req_started_ms_) / 1000.0 : -1.0;
+  log::info("access", {{"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))},
+                       {"client", std::string_view(client_ip_, client_ip_len_)},
+                       {"method", llhttp_method_name(static_cast<llhttp_method>(method_))},
+                       {"path", log_path_},
+                       {"status", static_cast<int>(status_)},
+                       {"backend", backend_ ? std::string_view(backend_->name) : std::string_view("-")},
+                       {"bytes_in", bytes_in_},
+                       {"bytes_out", bytes_out_},
+                       {"duration", duration},
+                       {"ttfb", ttfb}});
+}
+
+// ---------------------------------------------------------------------------
+// Tunnel
+
+void Session::enterTunnel() {
+  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
+  bm.websocketUpgrade(101);
+  bm.websocket_active.inc();
+  countActive(false);
+  backend_->active_tunnels.fetch_add(1, std::memory_order_relaxed);
+  tunnel_counted_ = true;
+  if (worker_.config().access_log.enabled) logAccess();
+  if (head_) {
+    worker_.giveScratch(head_);
+    head_ = nullptr;
+  }
+  releaseBuffer(up_head_);
+  std::string().swap(log_path_);
+  ws_client_ = FrameObserver(true);
+  ws_backend_ = FrameObserver(false);
+  tunnel_started_ms_ = worker_.now();
+  state_ = State::kExchange;
+  transition(State::kTunnel);
+  // Bytes the client sent behind its upgrade request, and the backend behind
+  // its 101, are the tunnel's first bytes.
+  body_sent_ = parsed_;
+  resp_body_sent_ = resp_parsed_;
+  pumpTunnel();
+}
+
+void Session::pumpTunnel() {
+  if (closing_) return;
+  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
+  if (going_away_) {
+    // After our close frames, the peers' answers are read and dropped.
+    if (in_.data) { in_.end = body_sent_ = 0; releaseBuffer(in_); }
+    if (up_in_.data) { up_in_.end = resp_body_sent_ = 0; releaseBuffer(up_in_); }
+    updateReading();
+    return;
+  }
+  if (!up_writing_ && in_.data && in_.end > body_sent_ && upstream_) {
+    std::uint32_t len = in_.end - body_sent_;
+    ws_client_.feed(in_.data + body_sent_, len);
+    bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
+    uv_buf_t b = uv_buf_init(in_.data + body_sent_, len);
+    body_sent_ = in_.end;
+    if (!writeUpstream(&b, 1)) return;
+    if (!up_writing_) {
+      body_sent_ = 0;
+      releaseBuffer(in_);
+    }
+  }
+  if (!down_writing_ && up_in_.data && up_in_.end > resp_body_sent_) {
+    std::uint32_t len = up_in_.end - resp_body_sent_;
+    ws_backend_.feed(up_in_.data + resp_body_sent_, len);
+    bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(len);
+    uv_buf_t b = uv_buf_init(up_in_.data + resp_body_sent_, len);
+    resp_body_sent_ = up_in_.end;
+    if (!writeDownstream(&b, 1)) return;
+    if (!down_writing_) {
+      resp_body_sent_ = 0;
+      releaseBuffer(up_in_);
+    }
+  }
+  std::uint32_t m = ws_client_.messages();
+  if (m != ws_counted_[0]) {
+    bm.websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - ws_counted_[0]);
+    ws_counted_[0] = m;
+  }
+  m = ws_backend_.messages();
+  if (m != ws_counted_[1]) {
+    bm.websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - ws_counted_[1]);
+    ws_counted_[1] = m;
+  }
+  if (close_by_ == 0) {
+    if (ws_client_.closeSeen()) {
+      close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kClient) + 1;
+      close_code_ = ws_client_.closeCode();
+    } else if (ws_backend_.closeSeen()) {
+      close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kBackend) + 1;
+      close_code_ = ws_backend_.closeCode();
+    }
+  }
+  updateReading();
+}
+
+void Session::tunnelEof(bool from_client) {
+  if (from_client) {
+    client_half_closed_ = true;
+    if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kClient) + 1;
+  } else {
+    backend_half_closed_ = true;
+    if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kBackend) + 1;
+  }
+  if ((client_half_closed_ && backend_half_closed_) || going_away_) {
+    if (client_half_closed_ && backend_half_closed_) close();
+    else updateReading();
+    return;
+  }
+  // Half-close: pass the FIN on once what we hold for that side is written.
+  uv_stream_t* to = from_client ? (upstream_ ? upstream_->stream() : nullptr)
+                                : reinterpret_cast<uv_stream_t*>(&client_);
+  if (!to) {
+    close();
+    return;
+  }
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  ++open_handles_;
+  if (uv_shutdown(req, to, [](uv_shutdown_t* r, int) {
+        Session* s = static_cast<Session*>(r->data);
+        delete r;
+        if (--s->open_handles_ == 0) s->worker_.sessionClosed(s);
+      }) != 0) {
+    delete req;
+    --open_handles_;
+    close();
+    return;
+  }
+  updateReading();
+}
+
+void Session::sendGoingAway() {
+  if (going_away_ || closing_) return;
+  // 1001 Going Away to both peers: unmasked to the client, masked to the backend
+  // (RFC 6455 §5.3). Injected only between frames; otherwise once the frame in
+  // flight has passed (checked again on the next pump).
+  going_away_ = true;
+  char frame[kMaxCloseFrameBytes];
+  if (!ws_backend_.frameBoundary()) {
+    // The client would see a frame cut in half: closing the TCP connection is
+    // the honest end (it still sees an abnormal closure, 1006).
+    close();
+    return;
+  }
+  std::size_t n = buildCloseFrame(1001, "", false, 0, frame);
+  writeRaw(reinterpret_cast<uv_stream_t*>(&client_), frame, n);
+  if (upstream_ && ws_client_.frameBoundary()) {
+    std::uint32_t key = static_cast<std::uint32_t>(worker_.now() * 2654435761u) ^ 0x5a5a1001u;
+    n = buildCloseFrame(1001, "", true, key, frame);
+    writeRaw(upstream_->stream(), frame, n);
+  }
+  if (close_by_ == 0) {
+    close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kTether) + 1;
+    close_code_ = 1001;
+  }
+  timer_deadline_ = worker_.now();
+  armTimer(0);
+  updateReading();
+}
+
+void Session::finishTunnelMetrics() {
+  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
+  bm.websocket_active.dec();
+  backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
+  bm.websocket_duration.observe(static_cast<double>(worker_.now() - tunnel_started_ms_) / 1000.0);
+  metrics::ClosedBy by = close_by_ ? static_cast<metrics::ClosedBy>(close_by_ - 1) : metrics::ClosedBy::kTether;
+  bm.websocketClose(close_code_, by);
+  tunnel_counted_ = false;
+}
+
+// ---------------------------------------------------------------------------
+// llhttp callbacks
+
+int Session::onReqMessageBegin(llhttp_t* p) {
+  Session* s = fromParser(p);
+  if (!s->head_) s->head_ = s->worker_.takeScratch();
+  s->head_->reset();
+  s->req_start_ = s->parsed_;
+  s->head_done_ = false;
+  return 0;
+}
+
+int Session::onReqUrl(llhttp_t* p, const char* at, std::size_t len) {
+  Session* s = fromParser(p);
+  Span& u = s->head_->url;
+  if (u.len == 0) u.off = static_cast<std::uint32_t>(at - s->in_.data);
+  u.len += static_cast<std::uint32_t>(len);
+  return 0;
+}
+
+int Session::onReqHeaderField(llhttp_t* p, const char* at, std::size_t len) {
+  Session* s = fromParser(p);
+  HeadScratch& h = *s->head_;
+  std::uint32_t off = static_cast<std::uint32_t>(at - s->in_.data);
+  if (h.in_value || h.count == 0) {
+    if (h.count == HeadScratch::kMaxHeaders) {
+      h.too_many = true;
+      s->fault_ = kFault431;
+      return -1;
+    }
+    h.headers[h.count++] = HeaderRef{{off, 0}, {0, 0}};
+    h.in_value = false;
+  }
+  h.headers[h.count - 1].name.len += static_cast<std::uint32_t>(len);
+  return 0;
+}
+
+int Session::onReqHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
+  Session* s = fromParser(p);
+  HeadScratch& h = *s->head_;
+  HeaderRef& r = h.headers[h.count - 1];
+  if (!h.in_value) {
+    r.value.off = static_cast<std::uint32_t>(at - s->in_.data);
+    h.in_value = true;
+  }
+  r.value.len += static_cast<std::uint32_t>(len);
+  // llhttp folds obs-fold lines into the value; RFC 9112 §5.2 lets a proxy
+  // reject them, and we do: a value never carries CR or LF onward.
+  if (std::memchr(at, '\r', len) || std::memchr(at, '\n', len)) return -1;
+  return 0;
+}
+
+int Session::onReqHeadersComplete(llhttp_t* p) {
+  Session* s = fromParser(p);
+  s->head_done_ = true;
+  s->method_ = p->method;
+  s->http_minor_ = p->http_major == 1 ? p->http_minor : 1;
+  s->keep_alive_ = llhttp_should_keep_alive(p) != 0;
+  s->upgrade_ = p->upgrade != 0;
+  s->head_request_ = p->method == HTTP_HEAD;
+  std::uint64_t limit = s->worker_.config().limits.max_request_body_bytes;
+  if (limit && (p->flags & F_CONTENT_LENGTH) && p->content_length > limit) {
+    s->fault_ = kFault413;
+  }
+  return HPE_PAUSED;
+}
+
+int Session::onReqBody(llhttp_t* p, const char*, std::size_t len) {
+  Session* s = fromParser(p);
+  s->body_bytes_ += len;
+  std::uint64_t limit = s->worker_.config().limits.max_request_body_bytes;
+  if (limit && s->body_bytes_ > limit) {
+    s->fault_ = kFault413;
+    return -1;
+  }
+  return 0;
+}
+
+int Session::onReqMessageComplete(llhttp_t* p) {
+  Session* s = fromParser(p);
+  s->request_done_ = true;
+  if (p->upgrade) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  return HPE_PAUSED;
+}
+
+int Session::onRespStatus(llhttp_t* p, const char* at, std::size_t len) {
+  Session* s = fromParser(p);
+  HeadScratch& h = s->respHead();
+  if (h.status.len == 0) h.status.off = static_cast<std::uint32_t>(at - s->up_in_.data);
+  h.status.len += static_cast<std::uint32_t>(len);
+  return 0;
+}
+
+int Session::onRespHeaderField(llhttp_t* p, const char* at, std::size_t len) {
+  Session* s = fromParser(p);
+  HeadScratch& h = s->respHead();
+  std::uint32_t off = static_cast<std::uint32_t>(at - s->up_in_.data);
+  if (h.in_value || h.count == 0) {
+    if (h.count == HeadScratch::kMaxHeaders) {
+      h.too_many = true;
+      return 0;  // reported when the head completes
+    }
+    h.headers[h.count++] = HeaderRef{{off, 0}, {0, 0}};
+    h.in_value = false;
+  }
+  h.headers[h.count - 1].name.len += static_cast<std::uint32_t>(len);
+  return 0;
+}
+
+int Session::onRespHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
+  Session* s = fromParser(p);
+  HeadScratch& h = s->respHead();
+  if (h.too_many || h.count == 0) return 0;
+  HeaderRef& r = h.headers[h.count - 1];
+  if (!h.in_value) {
+    r.value.off = static_cast<std::uint32_t>(at - s->up_in_.data);
+    h.in_value = true;
+  }
+  r.value.len += static_cast<std::uint32_t>(len);
+  return 0;
+}
+
+int Session::onRespHeadersComplete(llhttp_t* p) {
+  Session* s = fromParser(p);
+  s->resp_head_pending_ = true;
+  if (p->status_code == 101) s->upgrade_accepted_ = s->upgrade_;
+  // A HEAD response has no body whatever its headers say: tell the parser,
+  // and pause at the message's end instead.
+  if (s->head_request_ && p->status_code >= 200) return 1;
+  return HPE_PAUSED;
+}
+
+int Session::onRespBody(llhttp_t* p, const char* at, std::size_t len) {
+  Session* s = fromParser(p);
+  if (!s->dechunk_) return 0;
+  IoBuffer& b = s->down_head_;
+  if (!b.data) s->ensureBuffer(b);
+  // Decoded chunk data for an HTTP/1.0 client. Pause when the staging buffer
+  // fills; parsing resumes once it has been written.
+  std::size_t room = b.cap - b.end;
+  if (len > room) len = room;
+  std::memcpy(b.data + b.end, at, len);
+  b.end += static_cast<std::uint32_t>(len);
+  return 0;
+}
+
+int Session::onRespMessageComplete(llhttp_t* p) {
+  Session* s = fromParser(p);
+  int status = p->status_code;
+  if (status >= 100 && status < 200 && status != 101) {
+    return 0;  // an informational response: the final one follows
+  }
+  if (status == 101 && s->upgrade_) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
+  s->response_done_ = true;
+  return HPE_PAUSED;
+}
+
+const llhttp_settings_t& Session::requestSettings() {
+  static const llhttp_settings_t settings = [] {
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    st.on_message_begin = onReqMessageBegin;
+    st.on_url = onReqUrl;
+    st.on_header_field = onReqHeaderField;
+    st.on_header_value = onReqHeaderValue;
+    st.on_headers_complete = onReqHeadersComplete;
+    st.on_body = onReqBody;
+    st.on_message_complete = onReqMessageComplete;
+    return st;
+  }();
+  return settings;
+}
+
+const llhttp_settings_t& Session::responseSettings() {
+  static const llhttp_settings_t settings = [] {
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    st.on_status = onRespStatus;
+    st.on_header_field = onRespHeaderField;
+    st.on_header_value = onRespHeaderValue;
+    st.on_headers_complete = onRespHeadersComplete;
+    st.on_body = onRespBody;
+    st.on_message_complete = onRespMessageComplete;
+    return st;
+  }();
+  return settings;
+}
+
+}  // namespace tether::proxy

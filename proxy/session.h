@@ -1,0 +1,259 @@
+// A session: one downstream connection and everything it causes.
+//
+// The session owns the client's TCP handle, its timer, both HTTP parsers and
+// the upstream connection it borrowed from the pool for the current request.
+// It runs one request at a time (pipelined requests wait, unparsed, in the
+// read buffer and are answered in order) and, after a 101, becomes a tunnel.
+//
+//   kIdle ──bytes──▶ kHead ──head──▶ kUpstream ──connected──▶ kExchange ─┬─▶ kIdle
+//     ▲                                 ▲ (retry)                         ├─▶ kTunnel ─▶ kClosing
+//     └──────────── keep-alive ─────────┴─────────────────────────────────┴─▶ kClosing
+//
+// Memory: an idle session (keep-alive or tunnel) holds no buffer; buffers are
+// taken from the worker's pool when bytes arrive and given back when nothing
+// in them is pending.
+//
+// Lifetime: created by Worker::onConnection, destroyed in the close callback
+// of its last handle, after which it unlinks itself from the worker. Never
+// destroyed inside a read or write callback's stack frame other than via
+// uv_close.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "proxy/http_head.h"
+#include "proxy/intrusive_list.h"
+#include "proxy/websocket_frame.h"
+
+namespace tether::balancer {
+struct Backend;
+}
+
+namespace tether::proxy {
+
+class Worker;
+class UpstreamConn;
+class Session;
+struct ListenerHandle;
+
+// A write request from the worker's pool; `session` is cleared when the
+// session closes first, so a late callback only returns the request.
+struct WriteReq {
+  uv_write_t req;
+  Session* session = nullptr;
+  bool upstream = false;
+  WriteReq* next_free = nullptr;
+};
+
+// A byte buffer from the pool (or, for a request head larger than a pool
+// buffer, from the heap): [0, end) holds data.
+struct IoBuffer {
+  char* data = nullptr;
+  std::uint32_t cap = 0;
+  std::uint32_t end = 0;
+  bool heap = false;
+};
+
+class Session : public ListHook<> {
+ public:
+  Session(Worker& worker, const ListenerHandle& listener);
+  ~Session();
+
+  // Accepts from `server`. On failure the session closes itself.
+  void start(uv_stream_t* server);
+  // Worker shutdown: an idle session closes now, one in a request closes
+  // when the response is done, a tunnel gets close frames 1001.
+  void goAway();
+  // A backend went away: tunnels to it get close frames 1001.
+  bool tunnelTo(const balancer::Backend* b) const;
+  void close();
+
+  // UpstreamConn and pool callbacks.
+  void onUpstreamConnected(int status);
+  void onUpstreamAlloc(uv_buf_t* buf);
+  void onUpstreamRead(ssize_t nread, const uv_buf_t* buf);
+
+  enum class State : std::uint8_t { kIdle, kHead, kUpstream, kExchange, kTunnel, kClosing };
+  State state() const { return state_; }
+
+ private:
+  // Where an error came from decides its status and whether a retry is safe.
+  enum class Fault : std::uint8_t { kNone, kConnect, kUpstreamReset, kUpstreamTimeout, kFirstByteTimeout };
+
+  void transition(State to);
+
+  // Downstream side.
+  static void onAlloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onWritten(uv_write_t* req, int status);
+  void onDownstreamWritten(int status);
+  void onUpstreamWritten(int status);
+  std::int64_t deadline() const;
+  void onTimeout();
+  void afterRequestWrite();
+  void afterResponseWrite();
+  void writeRaw(uv_stream_t* to, const char* data, std::size_t len);
+  static void onTimer(uv_timer_t* t);
+  static void onClosed(uv_handle_t* h);
+  static void onShutdown(uv_shutdown_t* req, int status);
+
+  void onDownstreamData();
+  void onDownstreamEof();
+  void parseRequest();
+  llhttp_errno_t executeRequest();
+  void requestParseError(llhttp_errno_t err);
+  void countActive(bool on);
+  HeadScratch& respHead();
+  bool validateHead(int* status, const char** reason);
+  void dispatch();
+  void connectUpstream();
+  void onUpstreamReady();
+  void buildUpstreamHead();
+  void pumpRequest();
+  void onUpstreamFailure(Fault fault, int uv_status);
+  void parseResponse();
+  void buildDownstreamHead();
+  void pumpResponse();
+  void finishExchange();
+  void startNextRequest();
+  void respondError(int status, const char* reason, bool close_after = true);
+  void closeGracefully();
+  void releaseUpstream(bool reusable);
+  void armTimer(std::int64_t ms);
+  void touch();
+
+  // Tunnel.
+  void enterTunnel();
+  void pumpTunnel();
+  void tunnelEof(bool from_client);
+  void sendGoingAway();
+  void finishTunnelMetrics();
+
+  // Writes: the remainder of a partial try_write is queued; while a write is
+  // queued on a side, the source feeding that side is not read.
+  bool writeDownstream(uv_buf_t* bufs, unsigned n);
+  bool writeUpstream(uv_buf_t* bufs, unsigned n);
+  void updateReading();
+  void releaseBuffer(IoBuffer& b);
+  bool ensureBuffer(IoBuffer& b);
+
+  void logAccess();
+
+  static int onReqMessageBegin(llhttp_t* p);
+  static int onReqUrl(llhttp_t* p, const char* at, std::size_t len);
+  static int onReqHeaderField(llhttp_t* p, const char* at, std::size_t len);
+  static int onReqHeaderValue(llhttp_t* p, const char* at, std::size_t len);
+  static int onReqHeadersComplete(llhttp_t* p);
+  static int onReqBody(llhttp_t* p, const char* at, std::size_t len);
+  static int onReqMessageComplete(llhttp_t* p);
+  static int onRespStatus(llhttp_t* p, const char* at, std::size_t len);
+  static int onRespHeaderField(llhttp_t* p, const char* at, std::size_t len);
+  static int onRespHeaderValue(llhttp_t* p, const char* at, std::size_t len);
+  static int onRespHeadersComplete(llhttp_t* p);
+  static int onRespBody(llhttp_t* p, const char* at, std::size_t len);
+  static int onRespMessageComplete(llhttp_t* p);
+  static const llhttp_settings_t& requestSettings();
+  static const llhttp_settings_t& responseSettings();
+
+  Worker& worker_;
+  const ListenerHandle& listener_;
+  uv_tcp_t client_;
+  uv_timer_t timer_;
+  WriteReq* down_write_ = nullptr;  // queued write to the client, from the worker's pool
+  WriteReq* up_write_ = nullptr;    // queued write to the backend
+  llhttp_t req_parser_;
+  llhttp_t resp_parser_;
+  IoBuffer in_;       // downstream bytes: request heads, bodies, tunnel bytes to the backend
+  IoBuffer up_in_;    // upstream bytes: response heads, bodies, tunnel bytes to the client
+  IoBuffer up_head_;  // the request head as sent upstream (kept until the response starts, for a retry)
+  IoBuffer down_head_;  // response head(s) for the client
+  UpstreamConn* upstream_ = nullptr;
+  balancer::Backend* backend_ = nullptr;
+  HeadScratch* head_ = nullptr;  // request head spans, while parsing and dispatching
+  HeadScratch* resp_head_ = nullptr;  // response head spans, while one arrives
+
+  State state_ = State::kIdle;
+  std::uint8_t open_handles_ = 0;
+  bool down_writing_ = false;
+  bool up_writing_ = false;
+  bool down_reading_ = false;
+  bool closing_ = false;
+
+  // Per request. Offsets into in_: [req_start_, head_end_) head, [body_sent_, parsed_) body
+  // bytes parsed and not yet forwarded; parsed_ is where the parser stands.
+  std::uint32_t req_start_ = 0;
+  std::uint32_t head_end_ = 0;
+  std::uint32_t body_sent_ = 0;
+  std::uint32_t parsed_ = 0;
+  // Offsets into up_in_, the same way.
+  std::uint32_t resp_body_sent_ = 0;
+  std::uint32_t resp_parsed_ = 0;
+
+  std::uint8_t method_ = 0;        // llhttp_method
+  std::uint8_t http_minor_ = 1;
+  std::uint8_t attempts_ = 0;
+  std::uint8_t tried_count_ = 0;
+  std::uint32_t tried_[4] = {};
+  std::uint16_t status_ = 0;
+  bool head_done_ = false;
+  bool head_written_ = false;      // up_head_ queued to the backend
+  bool resp_head_pending_ = false; // the response parser paused at a head
+  bool abort_when_flushed_ = false;
+  bool upgrade_accepted_ = false;
+  bool up_reading_ = false;
+  bool refused_ = false;
+  bool active_counted_ = false;   // counted in backend_->active_requests
+  bool tunnel_counted_ = false;   // counted as an open tunnel
+  bool served_ = false;           // a request was answered on this connection
+  std::uint8_t fault_ = 0;         // why the request parser stopped (413, 431)
+  std::uint32_t down_head_sent_ = 0;
+  bool request_done_ = false;      // whole request parsed
+  bool request_sent_ = false;      // whole request written upstream
+  bool request_trimmed_ = false;   // request bytes were dropped from in_: no replay
+  bool keep_alive_ = true;         // the client's wish
+  bool close_after_ = false;       // close the client connection after this response
+  bool upgrade_ = false;           // request asked for an upgrade
+  bool head_request_ = false;
+  bool response_started_ = false;  // any response byte received from the backend
+  bool response_head_sent_ = false;  // final response head queued to the client
+  bool response_done_ = false;
+  bool resp_keep_alive_ = false;
+  bool dechunk_ = false;           // HTTP/1.0 client, chunked response: send the body plain
+  bool sse_ = false;
+  bool client_eof_ = false;
+  bool retrying_ = false;
+  bool request_id_present_ = false;
+  bool counted_active_ = false;
+  std::uint64_t body_bytes_ = 0;   // request body (decoded) so far, for max_request_body_bytes
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  std::int64_t req_started_ms_ = 0;
+  std::int64_t first_byte_ms_ = -1;
+  std::int64_t last_activity_ = 0;
+  std::int64_t timer_deadline_ = 0;
+  std::uint64_t req_started_ns_ = 0;
+  char request_id_[32];
+  std::string log_path_;           // for the access log, when enabled
+
+  // Tunnel.
+  FrameObserver ws_client_{true};   // frames from the client
+  FrameObserver ws_backend_{false}; // frames from the backend
+  std::uint32_t ws_counted_[2] = {};  // messages already added to the metrics
+  bool client_half_closed_ = false;
+  bool backend_half_closed_ = false;
+  bool going_away_ = false;
+  std::int64_t tunnel_started_ms_ = 0;
+  std::uint16_t close_code_ = 0;
+  std::uint8_t close_by_ = 0;
+
+  char client_ip_[46];
+  std::uint8_t client_ip_len_ = 0;
+  std::uint8_t client_family_ = 0;
+  std::uint8_t client_addr_[16] = {};
+};
+
+}  // namespace tether::proxy

@@ -1,0 +1,95 @@
+// Upstream connections and the per-loop pool of idle ones.
+//
+// An UpstreamConn is one TCP connection to one backend. While a session uses
+// it, its events go to that session (owner); while idle it sits in the pool,
+// keeps reading (a read of EOF or of any byte means the backend closed or
+// misbehaved: the connection is dropped at once, before a request can be
+// sent on it) and holds no buffer. Loop-affine: one pool per worker.
+//
+// Lifetime: owned by the pool while idle, by the session while active;
+// destroyed only in its close callback (libuv's rule). close() is idempotent.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "balancer/backend.h"
+#include "proxy/intrusive_list.h"
+
+namespace tether::proxy {
+
+class Session;
+class UpstreamPool;
+
+class UpstreamConn : public ListHook<> {
+ public:
+  UpstreamConn(UpstreamPool& pool, balancer::Backend& backend);
+  uv_tcp_t* tcp() { return &tcp_; }
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  balancer::Backend& backend() const { return backend_; }
+  bool reused() const { return reused_; }
+  bool closing() const { return closing_; }
+
+  // Starts a non-blocking connect; the owner's onUpstreamConnected(status)
+  // fires later (never synchronously). Returns a uv error when the connect
+  // could not even start.
+  int connect(Session* owner);
+  void setOwner(Session* s) { owner_ = s; }
+  void markConnected() { connected_ = true; }
+  Session* owner() const { return owner_; }
+  void close();
+
+ private:
+  friend class UpstreamPool;
+  static void onConnect(uv_connect_t* req, int status);
+  static void onClose(uv_handle_t* h);
+
+  uv_tcp_t tcp_;
+  uv_connect_t connect_req_;
+  UpstreamPool& pool_;
+  balancer::Backend& backend_;
+  Session* owner_ = nullptr;
+  std::int64_t idle_since_ = 0;
+  bool reused_ = false;
+  bool closing_ = false;
+  bool idle_ = false;
+  bool connected_ = false;  // counted in upstream_connections{state=active} while not idle
+};
+
+class Worker;
+
+class UpstreamPool {
+ public:
+  explicit UpstreamPool(Worker& worker) : worker_(worker) {}
+  ~UpstreamPool();
+  Worker& worker() { return worker_; }
+
+  // An idle connection to this backend, or nullptr. The caller becomes owner.
+  UpstreamConn* takeIdle(balancer::Backend& b);
+  // A new, not yet connected connection (the caller connects it).
+  UpstreamConn* create(balancer::Backend& b);
+  // Hands a connection back after a complete exchange. It is kept if the
+  // pool has room and it is reusable, else closed.
+  void release(UpstreamConn* c);
+  // Closes idle connections older than idle_ms; all of them with idle_ms < 0.
+  void sweep(std::int64_t now_ms, std::int64_t idle_ms);
+  std::size_t idleCount() const;
+  void setMaxIdlePerBackend(std::uint32_t n) { max_idle_ = n; }
+
+  // Internal: the connection's handle is gone.
+  void onClosed(UpstreamConn* c);
+
+ private:
+  friend class UpstreamConn;
+  static void onIdleAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf);
+  static void onIdleRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  IntrusiveList<UpstreamConn>& idleList(std::uint32_t backend_id);
+
+  Worker& worker_;
+  std::vector<IntrusiveList<UpstreamConn>*> idle_;  // by backend id
+  std::uint32_t max_idle_ = 64;
+};
+
+}  // namespace tether::proxy

@@ -1,0 +1,326 @@
+#include "proxy/worker.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include "proxy/log.h"
+#include "proxy/session.h"
+
+namespace tether::proxy {
+
+Worker::Worker(Runtime& rt, std::uint32_t index) : rt_(rt), index_(index), upstreams_(*this) {
+  uv_loop_init(&loop_);
+  loop_.data = this;
+  uv_async_init(&loop_, &async_, onAsync);
+  async_.data = this;
+  uv_timer_init(&loop_, &sweep_timer_);
+  sweep_timer_.data = this;
+  config_ = rt.config();
+  upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
+  picker_kind_ = config_->balance;
+  std::random_device rd;
+  std::uint64_t seed = (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ index;
+  picker_ = balancer::makePicker(picker_kind_, seed);
+  static const char* kHex = "0123456789abcdef";
+  for (int i = 0; i < 16; ++i) request_prefix_[i] = kHex[(seed >> (i * 4)) & 15];
+}
+
+Worker::~Worker() {
+  while (free_scratch_) {
+    HeadScratch* n = free_scratch_->next_free;
+    delete free_scratch_;
+    free_scratch_ = n;
+  }
+  while (free_writes_) {
+    WriteReq* n = free_writes_->next_free;
+    delete free_writes_;
+    free_writes_ = n;
+  }
+  uv_loop_close(&loop_);
+}
+
+namespace {
+
+// Binds a listening socket ourselves, for SO_REUSEPORT (one accept queue per
+// worker, spread by the kernel).
+int bindSocket(const conf::HostPort& hp, bool reuse_port, int* fd_out, std::string* err) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(hp.port);
+  int rc = getaddrinfo(hp.host.empty() ? nullptr : hp.host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) {
+    *err = hp.str() + ": " + gai_strerror(rc);
+    return -1;
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *err = hp.str() + ": " + std::strerror(errno);
+    freeaddrinfo(res);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    *err = hp.str() + ": " + std::strerror(errno);
+    ::close(fd);
+    freeaddrinfo(res);
+    return -1;
+  }
+  freeaddrinfo(res);
+  *fd_out = fd;
+  return 0;
+}
+
+std::string sockName(uv_tcp_t* t) {
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(t, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char ip[64];
+  int port = 0;
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    uv_ip6_name(a, ip, sizeof ip);
+    port = ntohs(a->sin6_port);
+    return "[" + std::string(ip) + "]:" + std::to_string(port);
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+  uv_ip4_name(a, ip, sizeof ip);
+  port = ntohs(a->sin_port);
+  return std::string(ip) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+std::string Worker::bind(const conf::Config& config, std::vector<std::string>* bound,
+                         const std::vector<std::string>* same) {
+  bool reuse_port = config.workers > 1;
+  for (std::size_t i = 0; i < config.listeners.size(); ++i) {
+    conf::HostPort hp = config.listeners[i].address;
+    if (same && i < same->size()) {
+      // Same port as worker 0 (which may have been given port 0).
+      const std::string& s = (*same)[i];
+      hp.port = static_cast<std::uint16_t>(std::stoi(s.substr(s.rfind(':') + 1)));
+    }
+    int fd = -1;
+    std::string err;
+    if (bindSocket(hp, reuse_port, &fd, &err) != 0) return "listeners[" + std::to_string(i) + "].address: " + err;
+    auto l = std::make_unique<ListenerHandle>();
+    l->worker = this;
+    l->index = i;
+    l->tls = config.listeners[i].tls;
+    uv_tcp_init(&loop_, &l->tcp);
+    l->tcp.data = l.get();
+    int rc = uv_tcp_open(&l->tcp, fd);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, onConnection);
+    if (rc != 0) {
+      std::string e = "listeners[" + std::to_string(i) + "].address: " + hp.str() + ": " + uv_strerror(rc);
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+      listeners_.push_back(std::move(l));
+      return e;
+    }
+    if (bound) bound->push_back(sockName(&l->tcp));
+    listeners_.push_back(std::move(l));
+  }
+  return {};
+}
+
+void Worker::run() {
+  uv_timer_start(&sweep_timer_, onSweep, 1000, 1000);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+}
+
+void Worker::requestStop() {
+  want_stop_ = true;
+  uv_async_send(&async_);
+}
+
+void Worker::requestForceStop() {
+  want_force_ = true;
+  uv_async_send(&async_);
+}
+
+void Worker::requestConfigUpdate() {
+  want_config_ = true;
+  uv_async_send(&async_);
+}
+
+void Worker::requestTunnelDrain(std::int64_t backend_id) {
+  {
+    std::lock_guard<std::mutex> lock(drain_mu_);
+    drain_requests_.push_back(backend_id);
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::onAsync(uv_async_t* a) {
+  Worker* w = static_cast<Worker*>(a->data);
+  if (w->want_config_.exchange(false)) w->applyConfig();
+  std::vector<std::int64_t> drains;
+  {
+    std::lock_guard<std::mutex> lock(w->drain_mu_);
+    drains.swap(w->drain_requests_);
+  }
+  for (std::int64_t id : drains) w->drainTunnels(id);
+  if (w->want_stop_.exchange(false)) w->beginStop();
+  if (w->want_force_.exchange(false)) w->forceStop();
+}
+
+void Worker::applyConfig() {
+  config_ = rt_.config();
+  upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
+  if (config_->balance != picker_kind_) {
+    picker_kind_ = config_->balance;
+    picker_ = balancer::makePicker(picker_kind_, request_counter_ ^ 0x9e3779b97f4a7c15ull);
+  }
+}
+
+void Worker::beginStop() {
+  if (stopping_) return;
+  stopping_ = true;
+  for (auto& l : listeners_) {
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&l->tcp)))
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+  }
+  sessions_.forEach([](Session* s) { s->goAway(); });
+  maybeFinishStop();
+}
+
+void Worker::forceStop() {
+  sessions_.forEach([](Session* s) { s->close(); });
+}
+
+void Worker::drainTunnels(std::int64_t backend_id) {
+  const balancer::Backend* b = backend_id < 0 ? nullptr : rt_.backends.at(static_cast<std::size_t>(backend_id));
+  sessions_.forEach([b](Session* s) {
+    if (s->tunnelTo(b)) s->goAway();
+  });
+}
+
+void Worker::maybeFinishStop() {
+  if (!stopping_ || !sessions_.empty() || finished_) return;
+  finished_ = true;
+  upstreams_.sweep(0, -1);
+  uv_timer_stop(&sweep_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  if (on_drained_) on_drained_();
+}
+
+void Worker::onSweep(uv_timer_t* t) {
+  Worker* w = static_cast<Worker*>(t->data);
+  w->upstreams_.sweep(w->now(), w->config_->timeouts.upstream_keepalive);
+}
+
+void Worker::onConnection(uv_stream_t* server, int status) {
+  auto* l = static_cast<ListenerHandle*>(server->data);
+  Worker* w = l->worker;
+  if (status != 0) {
+    log::warn("accept failed", {{"error", uv_strerror(status)}});
+    return;
+  }
+  auto* s = new Session(*w, *l);
+  w->sessions_.pushBack(s);
+  s->start(server);
+}
+
+void Worker::sessionClosed(Session* s) {
+  sessions_.remove(s);
+  delete s;
+  maybeFinishStop();
+}
+
+WriteReq* Worker::takeWriteReq() {
+  if (free_writes_) {
+    WriteReq* r = free_writes_;
+    free_writes_ = r->next_free;
+    return r;
+  }
+  return new WriteReq;
+}
+
+void Worker::giveWriteReq(WriteReq* r) {
+  r->session = nullptr;
+  r->next_free = free_writes_;
+  free_writes_ = r;
+}
+
+HeadScratch* Worker::takeScratch() {
+  if (free_scratch_) {
+    HeadScratch* s = free_scratch_;
+    free_scratch_ = s->next_free;
+    return s;
+  }
+  return new HeadScratch;
+}
+
+void Worker::giveScratch(HeadScratch* s) {
+  s->next_free = free_scratch_;
+  free_scratch_ = s;
+}
+
+balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key) {
+  std::size_t n = rt_.backends.size();
+  pick_scratch_.clear();
+  for (std::size_t i = 0; i < n; ++i) pick_scratch_.push_back(rt_.backends.at(i));
+  std::int64_t now_ms = now();
+  std::uint64_t per_backend = config_->limits.max_connections_per_backend;
+  auto accept = [&](const balancer::Backend& b) {
+    if (!b.available(now_ms)) return false;
+    for (std::uint32_t t : tried)
+      if (t == b.id) return false;
+    if (per_backend && b.load() >= per_backend) return false;
+    return true;
+  };
+  balancer::PickContext ctx;
+  ctx.now_ms = nowWallMs();
+  ctx.slow_start_ms = config_->health.slow_start;
+  ctx.key_hash = key_hash;
+  ctx.has_key = has_key;
+  return picker_->pick(pick_scratch_, accept, ctx);
+}
+
+std::int64_t Worker::nowWallMs() {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+void Worker::newRequestId(char out[32]) {
+  static const char* kHex = "0123456789abcdef";
+  std::memcpy(out, request_prefix_, 16);
+  std::uint64_t c = ++request_counter_;
+  for (int i = 31; i >= 16; --i) {
+    out[i] = kHex[c & 15];
+    c >>= 4;
+  }
+}
+
+void Worker::backendFailure(balancer::Backend& b) {
+  const conf::Passive& p = config_->passive;
+  if (p.consecutive_failures == 0) return;
+  std::uint32_t n = b.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (n < p.consecutive_failures || b.ejected.exchange(true)) return;
+  b.consecutive_failures.store(0, std::memory_order_relaxed);
+  std::uint32_t times = b.ejections.fetch_add(1, std::memory_order_relaxed);
+  std::int64_t for_ms = p.eject_for;
+  for (std::uint32_t i = 0; i < times && for_ms < p.eject_max; ++i) for_ms *= 2;
+  if (for_ms > p.eject_max) for_ms = p.eject_max;
+  b.ejected_until_ms.store(nowWallMs() + for_ms, std::memory_order_relaxed);
+  rt_.metrics.backend(b.id).ejections.inc();
+  log::warn("backend ejected", {{"backend", b.name}, {"consecutive_failures", n}, {"for_ms", for_ms}});
+}
+
+void Worker::backendSuccess(balancer::Backend& b) {
+  if (b.consecutive_failures.load(std::memory_order_relaxed) != 0)
+    b.consecutive_failures.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace tether::proxy

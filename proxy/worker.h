@@ -1,0 +1,145 @@
+// A worker: one libuv loop with its own listeners (SO_REUSEPORT), sessions,
+// buffer pool, upstream pool and pickers. Worker 0 runs on the main thread
+// and also carries the admin listener, health checks and signals (Server).
+//
+// Everything here is loop-affine except the few entry points marked
+// "any thread", which go through a uv_async_t.
+#pragma once
+
+#include <uv.h>
+
+#include <array>
+#include <functional>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "balancer/picker.h"
+#include "conf/config.h"
+#include "proxy/buffer_pool.h"
+#include "proxy/http_head.h"
+#include "proxy/intrusive_list.h"
+#include "proxy/runtime.h"
+#include "proxy/upstream.h"
+
+namespace tether::proxy {
+
+class Session;
+class Worker;
+struct WriteReq;
+
+struct ListenerHandle {
+  uv_tcp_t tcp;
+  Worker* worker = nullptr;
+  std::size_t index = 0;  // into config().listeners
+  bool tls = false;
+};
+
+class Worker {
+ public:
+  Worker(Runtime& rt, std::uint32_t index);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Main thread, before start(): binds every listener of `config`. With fds
+  // given (one per listener, from worker 0), binds the same addresses with
+  // SO_REUSEPORT. Appends the bound addresses to `bound` ("ip:port").
+  // Returns an error message, or empty on success.
+  std::string bind(const conf::Config& config, std::vector<std::string>* bound,
+                   const std::vector<std::string>* same_addresses);
+
+  // Runs the loop on the calling thread until it stops.
+  void run();
+  // Any thread: begin a graceful stop (stop accepting, drain sessions).
+  void requestStop();
+  // Any thread: close every session now (shutdown_grace is over).
+  void requestForceStop();
+  // Called on the loop once stopping and every session is gone.
+  void setOnDrained(std::function<void()> f) { on_drained_ = std::move(f); }
+  static std::int64_t nowWallMs();
+  // Any thread: take the runtime's current configuration.
+  void requestConfigUpdate();
+  // Any thread: send going-away closes to the tunnels of `backend_id`
+  // (all tunnels when backend_id < 0).
+  void requestTunnelDrain(std::int64_t backend_id);
+
+  uv_loop_t* loop() { return &loop_; }
+  Runtime& runtime() { return rt_; }
+  const conf::Config& config() const { return *config_; }
+  const conf::ConfigPtr& configPtr() const { return config_; }
+  BufferPool& buffers() { return buffers_; }
+  UpstreamPool& upstreams() { return upstreams_; }
+  metrics::Metrics& metrics() { return rt_.metrics; }
+  std::uint32_t index() const { return index_; }
+  std::int64_t now() const { return static_cast<std::int64_t>(uv_now(const_cast<uv_loop_t*>(&loop_))); }
+  bool stopping() const { return stopping_; }
+
+  WriteReq* takeWriteReq();
+  void giveWriteReq(WriteReq* r);
+  HeadScratch* takeScratch();
+  void giveScratch(HeadScratch* s);
+  HeadScratch& responseScratch() { return response_scratch_; }
+
+  // Picks a backend for a new request or tunnel, skipping those in `tried`.
+  // nullptr when none can take it.
+  balancer::Backend* pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key);
+
+  // Fills a 32-character request id.
+  void newRequestId(char out[32]);
+
+  // Passive health: a failure or a success of a backend seen by a session.
+  void backendFailure(balancer::Backend& b);
+  void backendSuccess(balancer::Backend& b);
+
+  void sessionClosed(Session* s);
+  IntrusiveList<Session>& sessions() { return sessions_; }
+
+  // Scratch space for reads we discard (idle pooled connections, lingering close).
+  char* discardBuffer() { return discard_; }
+
+ private:
+  static void onConnection(uv_stream_t* server, int status);
+  static void onAsync(uv_async_t* a);
+  static void onSweep(uv_timer_t* t);
+  void applyConfig();
+  void beginStop();
+  void drainTunnels(std::int64_t backend_id);
+  void maybeFinishStop();
+  void forceStop();
+
+  Runtime& rt_;
+  std::uint32_t index_;
+  uv_loop_t loop_;
+  uv_async_t async_;
+  uv_timer_t sweep_timer_;
+  conf::ConfigPtr config_;
+  std::vector<std::unique_ptr<ListenerHandle>> listeners_;
+  IntrusiveList<Session> sessions_;
+  BufferPool buffers_;
+  UpstreamPool upstreams_;
+  std::unique_ptr<balancer::Picker> picker_;
+  conf::Balance picker_kind_ = conf::Balance::kLeastConn;
+  std::vector<balancer::Backend*> pick_scratch_;
+  HeadScratch* free_scratch_ = nullptr;
+  WriteReq* free_writes_ = nullptr;
+  HeadScratch response_scratch_;
+  std::uint64_t request_counter_ = 0;
+  char request_prefix_[16];
+  char discard_[4096];
+  bool stopping_ = false;
+  bool finished_ = false;
+  std::function<void()> on_drained_;
+
+  // Cross-thread requests, applied on the loop.
+  std::atomic<bool> want_stop_{false};
+  std::atomic<bool> want_config_{false};
+  std::atomic<bool> want_force_{false};
+  std::mutex drain_mu_;
+  std::vector<std::int64_t> drain_requests_;  // -1 all, else a backend id
+};
+
+}  // namespace tether::proxy

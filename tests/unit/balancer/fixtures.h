@@ -1,0 +1,93 @@
+// Backends for picker tests: a small owned table plus the span pickers take.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "balancer/backend.h"
+#include "balancer/picker.h"
+
+namespace tether::balancer::testing {
+
+class Backends {
+ public:
+  // One backend per weight, named 10.0.0.<i+1>:8080, all up.
+  explicit Backends(std::vector<std::uint32_t> weights) {
+    for (std::size_t i = 0; i < weights.size(); ++i)
+      add("10.0.0." + std::to_string(i + 1) + ":8080", weights[i]);
+  }
+  Backend* add(const std::string& name, std::uint32_t weight = 100) {
+    auto b = std::make_unique<Backend>();
+    b->id = static_cast<std::uint32_t>(owned_.size());
+    b->name = name;
+    b->weight = weight;
+    b->state = BackendState::kUp;
+    ptrs_.push_back(b.get());
+    owned_.push_back(std::move(b));
+    return ptrs_.back();
+  }
+  std::span<Backend* const> span() const { return ptrs_; }
+  Backend& operator[](std::size_t i) { return *ptrs_[i]; }
+  std::size_t size() const { return ptrs_.size(); }
+  std::vector<Backend*>& ptrs() { return ptrs_; }
+
+ private:
+  std::vector<std::unique_ptr<Backend>> owned_;
+  std::vector<Backend*> ptrs_;
+};
+
+inline constexpr auto acceptAll = [](const Backend&) { return true; };
+
+// Picks n times with zero load (each request done before the next) and
+// returns the share of picks per backend name.
+inline std::map<std::string, double> shares(Picker& picker, std::span<Backend* const> backends,
+                                            int n, const PickContext& ctx = {}) {
+  std::map<std::string, int> counts;
+  for (int i = 0; i < n; ++i) {
+    Backend* b = picker.pick(backends, acceptAll, ctx);
+    if (b != nullptr) ++counts[b->name];
+  }
+  std::map<std::string, double> out;
+  for (auto& [name, c] : counts) out[name] = static_cast<double>(c) / n;
+  return out;
+}
+
+// A closed system: `in_flight` requests at all times; each step one random
+// request completes and a new one is picked. Returns the share of picks per
+// backend name. This is how least_conn and p2c honour weights: at zero load
+// they prefer the heaviest idle backend, under load they keep
+// (load + 1) / weight level.
+inline std::map<std::string, double> sharesUnderLoad(Picker& picker, Backends& backends,
+                                                     int in_flight, int n,
+                                                     const PickContext& ctx = {},
+                                                     std::uint64_t seed = 42) {
+  std::vector<Backend*> running;
+  std::map<std::string, int> counts;
+  std::uint64_t x = seed;
+  auto rnd = [&x] {  // xorshift64
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int i = 0; i < n + in_flight; ++i) {
+    if (static_cast<int>(running.size()) == in_flight) {
+      std::size_t k = rnd() % running.size();
+      running[k]->active_requests--;
+      running[k] = running.back();
+      running.pop_back();
+    }
+    Backend* b = picker.pick(backends.span(), acceptAll, ctx);
+    b->active_requests++;
+    running.push_back(b);
+    if (i >= in_flight) ++counts[b->name];  // count after warm-up
+  }
+  for (Backend* b : running) b->active_requests--;
+  std::map<std::string, double> out;
+  for (auto& [name, c] : counts) out[name] = static_cast<double>(c) / n;
+  return out;
+}
+
+}  // namespace tether::balancer::testing

@@ -1,0 +1,615 @@
+// conf::load() and conf::reload(): the file, the environment and the flags together.
+#include "conf/loader.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+
+namespace tether::conf {
+namespace {
+
+// A file under /tmp, removed at the end of the test.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& content) {
+    char name[] = "/tmp/tether_conf_XXXXXX";
+    int fd = mkstemp(name);
+    EXPECT_GE(fd, 0);
+    close(fd);
+    path_ = name;
+    write(content);
+  }
+  ~TempFile() { unlink(path_.c_str()); }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  void write(const std::string& content) const { std::ofstream(path_) << content; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+using Env = std::map<std::string, std::string>;
+
+EnvLookup envOf(Env vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(std::string(name));
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+LoadResult run(std::vector<std::string> args, Env env = {}) {
+  std::vector<const char*> argv{"tether"};
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  return load(static_cast<int>(argv.size()), argv.data(), envOf(std::move(env)));
+}
+
+std::string joined(const std::vector<std::string>& errors) {
+  std::string all;
+  for (const std::string& e : errors) all += e + "\n";
+  return all;
+}
+
+// Loads and expects success.
+Config ok(std::vector<std::string> args, Env env = {}) {
+  LoadResult r = run(std::move(args), std::move(env));
+  EXPECT_TRUE(r.errors.empty()) << joined(r.errors);
+  EXPECT_EQ(r.exit_code, ExitCode::kOk);
+  if (!r.config) return Config{};
+  return *r.config;
+}
+
+// Loads a file and expects failure; returns the errors.
+std::vector<std::string> fileErrors(const std::string& yaml, Env env = {}) {
+  TempFile file(yaml);
+  LoadResult r = run({"-c", file.path()}, std::move(env));
+  EXPECT_EQ(r.exit_code, ExitCode::kConfigInvalid);
+  EXPECT_FALSE(r.config);
+  return r.errors;
+}
+
+bool hasError(const std::vector<std::string>& errors, const std::string& expected) {
+  for (const std::string& e : errors) {
+    if (e.rfind(expected, 0) == 0) return true;
+  }
+  return false;
+}
+
+#define EXPECT_ERROR(errors, expected) \
+  EXPECT_TRUE(hasError(errors, expected)) << "want: " << (expected) << "\ngot:\n" << joined(errors)
+
+TEST(Load, NothingGivenMeansDefaults) {
+  Config c = ok({});
+  EXPECT_EQ(c.source, "");
+  ASSERT_EQ(c.listeners.size(), 1u);
+  EXPECT_EQ(c.listeners[0].address, (HostPort{"0.0.0.0", 8000}));
+  EXPECT_EQ(c.admin.address, (HostPort{"127.0.0.1", 9901}));
+  EXPECT_TRUE(c.backends.empty());  // not an error: tether answers 503
+  EXPECT_EQ(c.workers, 1u);
+  EXPECT_EQ(c.balance, Balance::kLeastConn);
+  EXPECT_EQ(c.affinity.store, "memory");
+  EXPECT_FALSE(c.affinity.redis);
+  EXPECT_EQ(c.log_level, LogLevel::kInfo);
+  EXPECT_FALSE(c.log_format_explicit);
+}
+
+TEST(Load, BackendFlagsAloneMakeADeployment) {
+  Config c = ok({"-b", "http://127.0.0.1:8080", "--backend", "http://127.0.0.1:8081"});
+  ASSERT_EQ(c.backends.size(), 2u);
+  EXPECT_EQ(c.backends[0].address, (HostPort{"127.0.0.1", 8080}));
+  EXPECT_EQ(c.backends[1].address, (HostPort{"127.0.0.1", 8081}));
+  EXPECT_EQ(c.backends[1].weight, 100u);
+}
+
+TEST(Load, ListFlagsAlsoTakeCommas) {
+  Config c = ok({"-b", "http://a:1,http://b:2", "-l", ":8000", "-l", "[::1]:8001"});
+  ASSERT_EQ(c.backends.size(), 2u);
+  EXPECT_EQ(c.backends[1].address, (HostPort{"b", 2}));
+  ASSERT_EQ(c.listeners.size(), 2u);
+  EXPECT_EQ(c.listeners[1].address, (HostPort{"::1", 8001}));
+}
+
+TEST(Load, PrecedenceIsFlagThenEnvThenFileThenDefault) {
+  TempFile file(R"(
+workers: 2
+admin: { address: "127.0.0.2:9000" }
+backends: ["http://file:1"]
+listeners: [":7000"]
+log: { level: debug }
+balance: p2c
+)");
+  // Each setting is given at every level down from the one that should win.
+  Config c = ok({"-c", file.path(), "--workers", "4", "-l", ":7002"},
+                {{"TETHER_WORKERS", "3"},
+                 {"TETHER_BACKENDS", " http://env:1 , http://env:2 ,"},
+                 {"TETHER_LISTEN", ":7001"},
+                 {"TETHER_ADMIN", "127.0.0.3:9000"}});
+  EXPECT_EQ(c.source, file.path());
+  EXPECT_EQ(c.workers, 4u);           // flag
+  ASSERT_EQ(c.listeners.size(), 1u);  // flag list replaces
+  EXPECT_EQ(c.listeners[0].address.port, 7002);
+  ASSERT_EQ(c.backends.size(), 2u);  // env list replaces the file's
+  EXPECT_EQ(c.backends[0].address, (HostPort{"env", 1}));
+  EXPECT_EQ(c.admin.address, (HostPort{"127.0.0.3", 9000}));  // env
+  EXPECT_EQ(c.log_level, LogLevel::kDebug);                   // file
+  EXPECT_EQ(c.balance, Balance::kP2c);                        // file
+  EXPECT_EQ(c.timeouts.connect, 5'000);                       // default
+}
+
+TEST(Load, ConfigFlagBeatsTetherConfig) {
+  TempFile from_env("workers: 2\n");
+  TempFile from_flag("workers: 3\n");
+  EXPECT_EQ(ok({}, {{"TETHER_CONFIG", from_env.path()}}).workers, 2u);
+  Config c = ok({"--config", from_flag.path()}, {{"TETHER_CONFIG", from_env.path()}});
+  EXPECT_EQ(c.workers, 3u);
+  EXPECT_EQ(c.source, from_flag.path());
+}
+
+TEST(Load, EmptyVariablesCountAsUnset) {
+  Config c = ok({}, {{"TETHER_BACKENDS", ""}, {"TETHER_WORKERS", ""}, {"TETHER_CONFIG", ""}});
+  EXPECT_TRUE(c.backends.empty());
+  EXPECT_EQ(c.workers, 1u);
+}
+
+TEST(Load, EveryEnvironmentVariable) {
+  Config c = ok({}, {{"TETHER_LISTEN", "127.0.0.1:0,[::1]:0"},
+                     {"TETHER_BACKENDS", "http://a:1"},
+                     {"TETHER_ADMIN", "127.0.0.1:0"},
+                     {"TETHER_REDIS_URL", "redis://:pw@redis:6379/1"},
+                     {"TETHER_WORKERS", "auto"},
+                     {"TETHER_LOG_LEVEL", "warn"},
+                     {"TETHER_LOG_FORMAT", "json"}});
+  EXPECT_EQ(c.listeners.size(), 2u);
+  EXPECT_EQ(c.backends.size(), 1u);
+  EXPECT_EQ(c.admin.address.port, 0);
+  ASSERT_TRUE(c.affinity.redis);
+  EXPECT_EQ(c.affinity.redis->password, "pw");
+  EXPECT_EQ(c.affinity.redis->db, 1u);
+  EXPECT_GE(c.workers, 1u);
+  EXPECT_EQ(c.log_level, LogLevel::kWarn);
+  EXPECT_EQ(c.log_format, LogFormat::kJson);
+  EXPECT_TRUE(c.log_format_explicit);
+}
+
+TEST(Load, BadEnvironmentValueIsAConfigError) {
+  LoadResult r = run({}, {{"TETHER_WORKERS", "0"}, {"TETHER_BACKENDS", "http://app"}});
+  EXPECT_EQ(r.exit_code, ExitCode::kConfigInvalid);
+  EXPECT_ERROR(r.errors, "TETHER_WORKERS: \"0\" is not 1..256 or auto");
+  EXPECT_ERROR(r.errors, "TETHER_BACKENDS: no port in \"http://app\"");
+}
+
+TEST(Load, RedisFlagSetsTheStoreEverywhere) {
+  TempFile file(R"(
+affinity: { keys: [client_ip], store: "redis://file:6379" }
+routes:
+  - match: { path_prefix: /ws/ }
+    affinity: { keys: [engineio_sid] }
+)");
+  Config c = ok({"-c", file.path(), "--redis", "redis://flag:6380/3"});
+  EXPECT_EQ(c.affinity.store, "redis://flag:6380/3");
+  ASSERT_TRUE(c.affinity.redis);
+  EXPECT_EQ(c.affinity.redis->address, (HostPort{"flag", 6380}));
+  ASSERT_EQ(c.routes.size(), 1u);
+  ASSERT_TRUE(c.routes[0].affinity);
+  EXPECT_EQ(c.routes[0].affinity->store, "redis://flag:6380/3");
+  EXPECT_EQ(c.routes[0].affinity->redis, c.affinity.redis);
+}
+
+TEST(Load, LogFormatExplicitOnlyWhenNamed) {
+  EXPECT_FALSE(ok({"--log-level", "debug"}).log_format_explicit);
+  Config c = ok({"--log-format", "text"});
+  EXPECT_TRUE(c.log_format_explicit);
+  EXPECT_EQ(c.log_format, LogFormat::kText);
+  TempFile file("log: { format: json, level: error }\n");
+  c = ok({"-c", file.path()});
+  EXPECT_TRUE(c.log_format_explicit);
+  EXPECT_EQ(c.log_format, LogFormat::kJson);
+  EXPECT_EQ(c.log_level, LogLevel::kError);
+}
+
+TEST(Load, TheSpecExampleParses) {
+  TempFile file(R"(
+listeners:
+  - address: 0.0.0.0:8000
+    tls:
+      certificates:
+        - { cert: /etc/tether/tls/chat.pem, key: /etc/tether/tls/chat.key }
+admin:
+  address: 127.0.0.1:9901
+  token_file: ""
+workers: 1
+backends:
+  - { url: "http://10.0.0.11:8080", weight: 100 }
+  - { url: "http://open-webui-headless.chat.svc.cluster.local:8080", resolve_interval: 10s }
+balance: least_conn
+health:
+  path: /health
+  interval: 5s
+  timeout: 2s
+  rise: 2
+  fall: 3
+  expect_status: "200-299"
+  expect_body: ""
+passive:
+  consecutive_failures: 5
+  eject_for: 30s
+affinity:
+  keys: []
+  cookie: { name: tether_affinity, insert: false, max_age: 1h }
+  ttl: 1h
+  store: memory
+  on_target_down: redispatch
+routes:
+  - match: { path_prefix: /ws/socket.io/ }
+    affinity: { keys: [engineio_sid, "jwt:cookie:token:id", "cookie:tether_affinity"] }
+timeouts:
+  connect: 5s
+  request_header: 10s
+  downstream_idle: 75s
+  upstream_first_byte: 30m
+  upstream_idle: 30m
+  tunnel_idle: 1h
+  shutdown_grace: 30s
+limits:
+  max_connections: 20000
+  max_request_header_bytes: 64KiB
+  max_request_body_bytes: 0
+  max_connections_per_backend: 0
+  queue_timeout: 5s
+retries:
+  attempts: 2
+trusted_proxies: []
+access_log: { enabled: true, format: json }
+)");
+  Config c = ok({"-c", file.path()});
+  ASSERT_EQ(c.listeners.size(), 1u);
+  EXPECT_TRUE(c.listeners[0].tls);
+  ASSERT_EQ(c.listeners[0].certificates.size(), 1u);
+  EXPECT_EQ(c.listeners[0].certificates[0].key, "/etc/tether/tls/chat.key");
+  ASSERT_EQ(c.backends.size(), 2u);
+  EXPECT_EQ(c.backends[1].address.host, "open-webui-headless.chat.svc.cluster.local");
+  EXPECT_EQ(c.health.expect_status_min, 200);
+  EXPECT_EQ(c.health.expect_status_max, 299);
+  EXPECT_EQ(c.timeouts.upstream_first_byte, 1'800'000);
+  EXPECT_EQ(c.limits.max_request_header_bytes, 65'536u);
+  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_EQ(c.routes[0].match.path_prefix, "/ws/socket.io/");
+  ASSERT_TRUE(c.routes[0].affinity);
+  EXPECT_EQ(
+      c.routes[0].affinity->keys,
+      (std::vector<std::string>{"engineio_sid", "jwt:cookie:token:id", "cookie:tether_affinity"}));
+  EXPECT_FALSE(c.routes[0].balance);
+}
+
+TEST(Load, ExtraKeysBeyondTheSpec) {
+  TempFile file(R"(
+health: { slow_start: 0 }
+passive: { eject_max: 10m }
+timeouts: { upstream_keepalive: 90s, websocket_close: 2s, websocket_close_spread: 1m }
+limits: { max_queue: 10, max_idle_upstream_per_backend: 8 }
+affinity: { lookup_timeout: 20ms, memory_max_entries: 5000 }
+)");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.health.slow_start, 0);
+  EXPECT_EQ(c.passive.eject_max, 600'000);
+  EXPECT_EQ(c.timeouts.upstream_keepalive, 90'000);
+  EXPECT_EQ(c.timeouts.websocket_close, 2'000);
+  EXPECT_EQ(c.timeouts.websocket_close_spread, 60'000);
+  EXPECT_EQ(c.limits.max_queue, 10u);
+  EXPECT_EQ(c.limits.max_idle_upstream_per_backend, 8u);
+  EXPECT_EQ(c.affinity.lookup_timeout, 20);
+  EXPECT_EQ(c.affinity.memory_max_entries, 5000u);
+}
+
+TEST(Load, EmptyFileMeansDefaults) {
+  TempFile file("# nothing yet\n");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.source, file.path());
+  EXPECT_EQ(c.listeners.size(), 1u);
+}
+
+TEST(Load, RoutesOverrideOnlyWhatTheyName) {
+  TempFile file(R"(
+balance: round_robin
+affinity:
+  keys: [client_ip]
+  ttl: 10m
+  on_target_down: strict
+routes:
+  - match: { path_prefix: /ws/ }
+    affinity: { keys: [engineio_sid, "cookie:sid"], ttl: 1h }
+    balance: consistent_hash
+  - match: { path_prefix: /api/ }
+)");
+  Config c = ok({"-c", file.path()});
+  ASSERT_EQ(c.routes.size(), 2u);
+  const Route& ws = c.routes[0];
+  ASSERT_TRUE(ws.affinity);
+  EXPECT_EQ(ws.affinity->keys, (std::vector<std::string>{"engineio_sid", "cookie:sid"}));
+  EXPECT_EQ(ws.affinity->ttl, 3'600'000);
+  EXPECT_EQ(ws.affinity->on_target_down, OnTargetDown::kStrict);  // inherited
+  EXPECT_EQ(ws.balance, Balance::kConsistentHash);
+  EXPECT_EQ(c.routes[1].match.path_prefix, "/api/");
+  EXPECT_FALSE(c.routes[1].affinity);
+  EXPECT_FALSE(c.routes[1].balance);
+}
+
+TEST(Load, PlainStringBackendsAndListeners) {
+  TempFile file(R"(
+listeners: ["127.0.0.1:0", "[::1]:0"]
+backends: ["http://10.0.0.1:80", { url: "http://10.0.0.2:80", weight: 0 }]
+trusted_proxies: [10.0.0.0/8, "fd00::/8", 192.168.1.1]
+health: { expect_status: 204 }
+)");
+  Config c = ok({"-c", file.path()});
+  ASSERT_EQ(c.listeners.size(), 2u);
+  EXPECT_FALSE(c.listeners[0].tls);
+  ASSERT_EQ(c.backends.size(), 2u);
+  EXPECT_EQ(c.backends[1].weight, 0u);
+  ASSERT_EQ(c.trusted_proxies.size(), 3u);
+  EXPECT_EQ(c.trusted_proxies[1].family, 6);
+  EXPECT_EQ(c.trusted_proxies[2].prefix, 32);
+  EXPECT_EQ(c.health.expect_status_min, 204);
+  EXPECT_EQ(c.health.expect_status_max, 204);
+}
+
+TEST(Load, ExpandsVariablesInTheFile) {
+  TempFile file(R"(
+backends: ["http://${APP_HOST}:${APP_PORT:-8080}"]
+affinity: { store: "${REDIS_URL:-memory}" }
+)");
+  Config c = ok({"-c", file.path()}, {{"APP_HOST", "app"}});
+  ASSERT_EQ(c.backends.size(), 1u);
+  EXPECT_EQ(c.backends[0].address, (HostPort{"app", 8080}));
+  EXPECT_EQ(c.affinity.store, "memory");
+}
+
+TEST(Load, UnsetVariableInTheFileIsAnError) {
+  TempFile file("workers: 1\nbackends: [\"http://${APP_HOST}:80\"]\n");
+  LoadResult r = run({"-c", file.path()});
+  EXPECT_EQ(r.exit_code, ExitCode::kConfigInvalid);
+  ASSERT_EQ(r.errors.size(), 1u) << joined(r.errors);
+  EXPECT_EQ(r.errors[0], "config: " + file.path() + ": line 2: ${APP_HOST} is not set");
+}
+
+TEST(Load, UnknownKeysAreErrorsWithTheirPath) {
+  auto errors = fileErrors(R"(
+timeouts: { conect: 5s }
+helth: { rise: 2 }
+backends: [{ url: "http://a:1", wieght: 3 }]
+)");
+  EXPECT_ERROR(errors, "timeouts.conect: unknown key (did you mean \"connect\"?)");
+  EXPECT_ERROR(errors, "helth: unknown key (did you mean \"health\"?)");
+  EXPECT_ERROR(errors, "backends[0].wieght: unknown key");
+  EXPECT_EQ(errors.size(), 3u) << joined(errors);
+}
+
+TEST(Load, EveryErrorIsReportedWithItsPath) {
+  auto errors = fileErrors(R"(
+listeners: [{ address: "0.0.0.0" }, "[::1]"]
+backends:
+  - http://a:1
+  - { url: "http://b:2", weight: 20000 }
+  - http://app
+health: { rise: 0, fall: two, interval: 0, timeout: 5, expect_status: "299-200" }
+affinity:
+  keys: [engineio_sid, foo, "cookie:"]
+  store: "redis//x"
+  on_target_down: retry
+balance: fastest
+workers: 0
+limits: { max_request_header_bytes: 10 }
+trusted_proxies: [10.0.0.0/40]
+access_log: { enabled: maybe }
+)");
+  EXPECT_ERROR(errors, "listeners[0].address: no port in \"0.0.0.0\"");
+  EXPECT_ERROR(errors, "listeners[1].address: no port in \"[::1]\"");
+  EXPECT_ERROR(errors, "backends[1].weight: must be 0..10000, got 20000");
+  EXPECT_ERROR(errors, "backends[2].url: no port in \"http://app\"");
+  EXPECT_ERROR(errors, "health.rise: must be at least 1, got 0");
+  EXPECT_ERROR(errors, "health.fall: \"two\" is not a whole number");
+  EXPECT_ERROR(errors, "health.interval: must be greater than 0");
+  EXPECT_ERROR(errors, "health.timeout: \"5\" is not a duration");
+  EXPECT_ERROR(errors, "health.expect_status: \"299-200\"");
+  EXPECT_ERROR(errors, "affinity.keys[1]: unknown source \"foo\"");
+  EXPECT_ERROR(errors, "affinity.keys[2]: \"cookie:\" is not cookie:NAME");
+  EXPECT_ERROR(errors, "affinity.store: \"redis//x\" is not \"memory\" or a redis:// URL");
+  EXPECT_ERROR(errors, "affinity.on_target_down: \"retry\" is not one of redispatch|strict");
+  EXPECT_ERROR(errors,
+               "balance: \"fastest\" is not one of round_robin|least_conn|p2c|consistent_hash");
+  EXPECT_ERROR(errors, "workers: \"0\" is not 1..256 or auto");
+  EXPECT_ERROR(errors, "limits.max_request_header_bytes: must be at least 1024 bytes");
+  EXPECT_ERROR(errors, "trusted_proxies[0]: \"10.0.0.0/40\" is not an address or a CIDR");
+  EXPECT_ERROR(errors, "access_log.enabled: \"maybe\" is not true or false");
+  EXPECT_EQ(errors.size(), 18u) << joined(errors);
+}
+
+TEST(Load, WrongShapesAreReported) {
+  auto errors = fileErrors(R"(
+listeners: { address: ":80" }
+health: [1, 2]
+backends: [[http://a:1]]
+timeouts: { connect: [5s] }
+)");
+  EXPECT_ERROR(errors, "listeners: expected a list");
+  EXPECT_ERROR(errors, "health: expected a mapping");
+  EXPECT_ERROR(errors, "backends[0]: expected a URL");
+  EXPECT_ERROR(errors, "timeouts.connect: expected a single value");
+  EXPECT_EQ(errors.size(), 4u) << joined(errors);
+}
+
+TEST(Load, RouteErrorsHaveRoutePaths) {
+  auto errors = fileErrors(R"(
+routes:
+  - match: { path_prefix: ws }
+    affinity: { keys: ["jwt:cookie:token"], store: memory }
+    balance: random
+  - affinity: { keys: [client_ip] }
+)");
+  EXPECT_ERROR(errors, "routes[0].match.path_prefix: missing or not starting with '/'");
+  EXPECT_ERROR(errors,
+               "routes[0].affinity.keys[0]: \"jwt:cookie:token\" is not jwt:cookie:NAME:CLAIM");
+  EXPECT_ERROR(errors, "routes[0].affinity.store: allowed only in the top-level affinity");
+  EXPECT_ERROR(errors, "routes[0].balance: \"random\" is not one of");
+  EXPECT_ERROR(errors, "routes[1].match.path_prefix: missing");
+  EXPECT_EQ(errors.size(), 5u) << joined(errors);
+}
+
+TEST(Load, TlsListenerNeedsCertificates) {
+  auto errors = fileErrors(R"(
+listeners:
+  - address: ":8443"
+    tls: { certificates: [] }
+  - address: ":8444"
+    tls: { certificates: [{ cert: /a.pem }] }
+)");
+  EXPECT_ERROR(errors,
+               "listeners[0].tls.certificates: a TLS listener needs at least one certificate");
+  EXPECT_ERROR(errors, "listeners[1].tls.certificates[0].key: missing");
+}
+
+TEST(Load, DuplicatesAndHttpsBackendsAreRefused) {
+  auto errors = fileErrors(R"(
+listeners: [":8000", ":8000", ":0", ":0"]
+admin: { address: "0.0.0.0:8000" }
+backends: ["http://a:1", "https://b:443", "http://a:1/"]
+)");
+  EXPECT_ERROR(errors, "listeners[1].address: 0.0.0.0:8000 is also listeners[0].address");
+  EXPECT_ERROR(errors, "admin.address: 0.0.0.0:8000 is also listeners[0].address");
+  EXPECT_ERROR(errors, "backends[1].url: https backends are not supported yet");
+  EXPECT_ERROR(errors, "backends[2].url: a:1 is also backends[0]");
+}
+
+TEST(Load, NonLoopbackAdminNeedsAToken) {
+  LoadResult r = run({"--admin", "0.0.0.0:9901"});
+  EXPECT_EQ(r.exit_code, ExitCode::kConfigInvalid);
+  ASSERT_EQ(r.errors.size(), 1u) << joined(r.errors);
+  EXPECT_EQ(r.errors[0],
+            "admin.address: 0.0.0.0:9901 is not loopback and admin.token_file is not set");
+  EXPECT_EQ(ok({"--admin", "[::1]:9901"}).admin.address.host, "::1");
+  EXPECT_EQ(ok({"--admin", "localhost:0"}).admin.address.port, 0);
+}
+
+TEST(Load, TokenFileIsReadAndTrimmed) {
+  TempFile token("  s3cret-token\n\n");
+  TempFile file("admin: { address: \"0.0.0.0:9901\", token_file: \"" + token.path() + "\" }\n");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.admin.token_file, token.path());
+  EXPECT_EQ(c.admin.token, "s3cret-token");
+}
+
+TEST(Load, UnreadableOrEmptyTokenFileIsAnError) {
+  auto errors = fileErrors("admin: { token_file: /nonexistent/tether-token }\n");
+  EXPECT_ERROR(errors, "admin.token_file: cannot read \"/nonexistent/tether-token\": No such file");
+  TempFile empty(" \n");
+  errors = fileErrors("admin: { token_file: " + empty.path() + " }\n");
+  EXPECT_ERROR(errors, "admin.token_file: \"" + empty.path() + "\" is empty");
+}
+
+TEST(Load, YamlSyntaxErrorNamesFileLineAndColumn) {
+  TempFile file("workers: 1\nbackends: [http://a:1\n");
+  LoadResult r = run({"-c", file.path()});
+  EXPECT_EQ(r.exit_code, ExitCode::kConfigInvalid);
+  ASSERT_EQ(r.errors.size(), 1u) << joined(r.errors);
+  EXPECT_EQ(r.errors[0].rfind("config: " + file.path() + ":", 0), 0u) << r.errors[0];
+}
+
+TEST(Load, ListenersMayNotBeEmpty) {
+  auto errors = fileErrors("listeners: []\n");
+  EXPECT_ERROR(errors, "listeners: at least one listener is needed");
+}
+
+TEST(Load, TopLevelMustBeAMapping) {
+  auto errors = fileErrors("- just\n- a list\n");
+  EXPECT_ERROR(errors, "config: expected a mapping at the top level");
+}
+
+TEST(Load, MissingFileIsAConfigError) {
+  LoadResult r = run({"-c", "/nonexistent/tether.yaml"});
+  EXPECT_EQ(r.exit_code, ExitCode::kConfigInvalid);
+  EXPECT_ERROR(r.errors, "config: cannot read \"/nonexistent/tether.yaml\"");
+}
+
+TEST(Load, CheckConfigIsReportedAndStillLoads) {
+  LoadResult r = run({"--check-config", "-b", "http://a:1"});
+  EXPECT_EQ(r.exit_code, ExitCode::kOk);
+  EXPECT_TRUE(r.invocation.check_config);
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->backends.size(), 1u);
+  EXPECT_FALSE(run({}).invocation.check_config);
+}
+
+TEST(Load, VersionAndHelpReadNothingElse) {
+  // Even a broken file does not stop --version.
+  LoadResult r = run({"--version"}, {{"TETHER_CONFIG", "/nonexistent/tether.yaml"}});
+  EXPECT_EQ(r.exit_code, ExitCode::kOk);
+  EXPECT_TRUE(r.invocation.version);
+  EXPECT_TRUE(r.errors.empty());
+  EXPECT_FALSE(r.config);
+
+  r = run({"-h"});
+  EXPECT_EQ(r.exit_code, ExitCode::kOk);
+  EXPECT_TRUE(r.invocation.help);
+  EXPECT_NE(r.invocation.help_text.find("--listen"), std::string::npos);
+  EXPECT_NE(r.invocation.help_text.find("TETHER_BACKENDS"), std::string::npos);
+  EXPECT_TRUE(run({"--help"}).invocation.help);
+}
+
+TEST(Load, BadCommandLineIsExitCode2) {
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {"--frobnicate"}, {"-l"}, {"stray"}, {"--workers", "1", "--workers", "2"}}) {
+    LoadResult r = run(args);
+    EXPECT_EQ(r.exit_code, ExitCode::kBadCommandLine) << args[0];
+    ASSERT_EQ(r.errors.size(), 1u);
+    EXPECT_EQ(r.errors[0].rfind("command line: ", 0), 0u) << r.errors[0];
+    EXPECT_FALSE(r.config);
+  }
+}
+
+TEST(Load, BadFlagValuesAreExitCode2WithTheFlagName) {
+  LoadResult r = run({"--workers", "0", "-b", "http://app", "--log-level", "loud", "--log-format",
+                      "xml", "--redis", "redis:/x", "--admin", "nope", "-l", "::1:80"});
+  EXPECT_EQ(r.exit_code, ExitCode::kBadCommandLine);
+  EXPECT_ERROR(r.errors, "--workers: \"0\" is not 1..256 or auto");
+  EXPECT_ERROR(r.errors, "--backend: no port in \"http://app\"");
+  EXPECT_ERROR(r.errors, "--log-level: \"loud\" is not one of trace|debug|info|warn|error");
+  EXPECT_ERROR(r.errors, "--log-format: \"xml\" is not one of text|json");
+  EXPECT_ERROR(r.errors, "--redis: ");
+  EXPECT_ERROR(r.errors, "--admin: no port in \"nope\"");
+  EXPECT_ERROR(r.errors, "--listen: an IPv6 address needs brackets");
+  EXPECT_EQ(r.errors.size(), 7u) << joined(r.errors);
+}
+
+TEST(Load, WorkersAutoIsTheCpuCount) {
+  Config c = ok({"--workers", "auto"});
+  EXPECT_GE(c.workers, 1u);
+  EXPECT_LE(c.workers, kMaxWorkers);
+}
+
+TEST(Reload, ReadsTheFileAgain) {
+  TempFile file("workers: 2\n");
+  std::vector<std::string> args{"-c", file.path(), "-b", "http://a:1"};
+  auto env = envOf({});
+  LoadResult first = reload(args, env);
+  ASSERT_TRUE(first.config) << joined(first.errors);
+  EXPECT_EQ(first.config->workers, 2u);
+
+  file.write("workers: 3\n");
+  LoadResult second = reload(args, env);
+  ASSERT_TRUE(second.config) << joined(second.errors);
+  EXPECT_EQ(second.config->workers, 3u);
+  EXPECT_EQ(second.config->backends.size(), 1u);  // the flags still apply
+
+  file.write("workers: lots\n");
+  LoadResult bad = reload(args, env);
+  EXPECT_EQ(bad.exit_code, ExitCode::kConfigInvalid);
+  EXPECT_ERROR(bad.errors, "workers: \"lots\" is not 1..256 or auto");
+}
+
+}  // namespace
+}  // namespace tether::conf
