@@ -9,6 +9,14 @@ HealthState::HealthState(std::uint32_t rise, std::uint32_t fall)
 
 HealthState::Transition HealthState::observe(bool ok) {
   Status from = status_;
+  if (status_ == Status::kUnknown) {
+    // The first verdict decides at once: a new backend should neither wait
+    // rise x interval to serve nor fall x interval to be known broken.
+    ok_streak_ = ok ? 1 : 0;
+    fail_streak_ = ok ? 0 : 1;
+    status_ = ok ? Status::kUp : Status::kDown;
+    return Transition{true, from, status_};
+  }
   if (ok) {
     fail_streak_ = 0;
     if (ok_streak_ < rise_) ++ok_streak_;  // saturate: no overflow on a long-lived backend

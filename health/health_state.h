@@ -7,9 +7,9 @@
 // health checker owns one per backend on the main loop.
 //
 // Semantics (HAProxy's rise/fall, but starting unknown rather than
-// up-going-down): a backend starts kUnknown and takes no traffic until
-// `rise` consecutive successes make it kUp; `fall` consecutive failures make
-// it kDown, from kUnknown or kUp. kDown needs `rise` consecutive successes to
+// up-going-down): a backend starts kUnknown and takes no traffic until its
+// first verdict, which decides at once (up on success, down on failure);
+// from then on `fall` consecutive failures take it from kUp to kDown. kDown needs `rise` consecutive successes to
 // return. Each streak resets when the other outcome arrives, so ok, fail, ok
 // never rises with rise = 2. A rise or fall of 0 is treated as 1.
 #pragma once

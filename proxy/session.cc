@@ -1558,8 +1558,9 @@ void Session::enterTunnel() {
   }
   releaseBuffer(up_head_);
   std::string().swap(log_path_);
-  ws_client_ = FrameObserver(true);
-  ws_backend_ = FrameObserver(false);
+  // RSV1 is allowed: permessage-deflate sets it on compressed data frames.
+  ws_client_ = FrameObserver(true, FrameObserver::kRsv1);
+  ws_backend_ = FrameObserver(false, FrameObserver::kRsv1);
   tunnel_started_ms_ = worker_.now();
   state_ = State::kExchange;
   transition(State::kTunnel);
