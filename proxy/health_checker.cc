@@ -183,7 +183,13 @@ struct HealthChecker::Check {
     if (t.changed) {
       if (t.to == health::HealthState::Status::kUp) {
         backend->ejected.store(false, std::memory_order_relaxed);
-        backend->up_since_ms.store(now, std::memory_order_relaxed);
+        // Slow start is for a backend coming back from down (HAProxy's
+        // slowstart does the same): the first verdict at start-up, or for a
+        // backend just added, leaves up_since_ms 0, i.e. full weight at once.
+        // Otherwise every backend ramps together from weight 1 and configured
+        // weights mean nothing for the first moments after a start.
+        if (t.from == health::HealthState::Status::kDown)
+          backend->up_since_ms.store(now, std::memory_order_relaxed);
       }
       setState(health::toBackendState(t.to), v.ok() ? "check passed" : v.reason);
     }

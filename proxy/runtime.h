@@ -14,6 +14,7 @@
 #include "balancer/backend.h"
 #include "conf/config.h"
 #include "metrics/metrics.h"
+#include "proxy/pin_store.h"
 
 namespace tether::proxy {
 
@@ -23,6 +24,7 @@ struct Runtime {
   std::atomic<std::uint64_t> downstream_connections{0};  // every worker's, for max_connections
   std::atomic<bool> stopping{false};
   std::atomic<bool> listening{false};
+  std::unique_ptr<SharedMemoryPins> memory_pins;  // set before any worker starts
 
   conf::ConfigPtr config() const {
     std::lock_guard<std::mutex> lock(mu_);

@@ -2,14 +2,18 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <signal.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "balancer/affinity_key.h"
+#include "balancer/picker.h"
 #include "proxy/log.h"
 
 #ifdef TETHER_HAVE_SYSTEMD
@@ -198,6 +202,7 @@ int Server::run() {
   conf::ConfigPtr cfg = rt_.config();
   signal(SIGPIPE, SIG_IGN);
 
+  rt_.memory_pins = std::make_unique<SharedMemoryPins>(cfg->affinity.memory_max_entries);
   for (std::uint32_t i = 0; i < cfg->workers; ++i) workers_.push_back(std::make_unique<Worker>(rt_, i));
   uv_loop_t* loop = workers_[0]->loop();
   health_ = std::make_unique<HealthChecker>(loop, rt_.metrics);
@@ -449,7 +454,77 @@ std::string queryValue(const std::string& query, const std::string& name) {
   return {};
 }
 
+std::string percentDecode(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i] == '+' ? ' ' : s[i];
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+// Where a key is pinned and why: for an operator following one user.
+std::string Server::affinityJson(const std::string& key) {
+  const conf::Config& cfg = *rt_.config();
+  std::string store_key = balancer::pinStoreKey(key);
+  Worker& w = *workers_[0];
+  nlohmann::json j = {{"key", key}, {"store_key", store_key}, {"store", w.pins().kind()},
+                      {"store_up", w.pins().up()}};
+  std::optional<std::string> pinned;
+  std::string source = "local";
+  if (cfg.affinity.redis) {
+    // Ask Redis itself (briefly blocking: an operator's request, not traffic).
+    const conf::RedisUrl& u = *cfg.affinity.redis;
+    timeval tv{0, 200'000};
+    redisContext* c = redisConnectWithTimeout(u.address.host.c_str(), u.address.port, tv);
+    if (c && !c->err) {
+      redisSetTimeout(c, tv);
+      if (!u.password.empty()) {
+        auto* a = static_cast<redisReply*>(u.username.empty() ? redisCommand(c, "AUTH %b", u.password.data(), u.password.size())
+                                                              : redisCommand(c, "AUTH %b %b", u.username.data(), u.username.size(), u.password.data(), u.password.size()));
+        if (a) freeReplyObject(a);
+      }
+      if (u.db) {
+        auto* a = static_cast<redisReply*>(redisCommand(c, "SELECT %d", u.db));
+        if (a) freeReplyObject(a);
+      }
+      auto* r = static_cast<redisReply*>(redisCommand(c, "GET %b", store_key.data(), store_key.size()));
+      auto* t = static_cast<redisReply*>(redisCommand(c, "PTTL %b", store_key.data(), store_key.size()));
+      if (r && r->type == REDIS_REPLY_STRING) pinned = std::string(r->str, r->len);
+      if (t && t->type == REDIS_REPLY_INTEGER) j["ttl_ms"] = t->integer;
+      source = "redis";
+      if (r) freeReplyObject(r);
+      if (t) freeReplyObject(t);
+    } else {
+      j["store_error"] = c ? c->errstr : "cannot connect";
+    }
+    if (c) redisFree(c);
+  }
+  if (!pinned && source == "local") pinned = w.pins().peek(store_key);
+  std::int64_t now = Worker::nowWallMs();
+  if (pinned) {
+    Backend* b = rt_.backends.findByName(*pinned);
+    bool ok = b && b->available(now);
+    j["pinned"] = {{"backend", *pinned}, {"from", source}, {"backend_state", b ? balancer::toString(b->state.load()) : "gone"},
+                   {"draining", b ? b->admin_drain.load() : false}, {"honoured", ok}};
+    j["why"] = ok ? "pinned, and its backend takes traffic"
+                  : (cfg.affinity.on_target_down == conf::OnTargetDown::kStrict ? "pinned, backend unavailable: strict answers 503"
+                                                                                 : "pinned, backend unavailable: the next request re-pins");
+  } else {
+    j["pinned"] = nullptr;
+    j["why"] = "not pinned: the next request is placed by consistent hashing";
+  }
+  Backend* placed = w.placeByHash(balancer::hashKey(key), {});
+  j["hash_placement"] = placed ? placed->name : "none available";
+  return j.dump(2) + "\n";
+}
 
 void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
   const conf::Config& cfg = *rt_.config();
@@ -483,6 +558,12 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
   if (req.path == "/admin/backends") {
     if (!get) return error(405, "use GET");
     return json(200, backendsJson());
+  }
+  if (req.path == "/admin/affinity") {
+    if (!get) return error(405, "use GET");
+    std::string key = percentDecode(queryValue(req.query, "key"));
+    if (key.empty()) return error(400, "key: expected ?key=SOURCE[:NAME]=value, e.g. cookie:tether_affinity=abc");
+    return json(200, affinityJson(key));
   }
   if (req.path.rfind("/admin/", 0) != 0) return error(404, "no such endpoint");
 

@@ -35,6 +35,7 @@ class Server {
   void startResolvers();
   void handleAdmin(const AdminRequest& req, AdminResponse& res);
   std::string backendsJson() const;
+  std::string affinityJson(const std::string& key);
   bool ready() const;
   void reload();
   void beginStop(const char* why);

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "balancer/affinity_key.h"
 #include "balancer/backend.h"
+#include "balancer/picker.h"
 #include "proxy/log.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
@@ -84,6 +86,19 @@ Session* fromParser(llhttp_t* p) { return static_cast<Session*>(p->data); }
 
 }  // namespace
 
+// One request's affinity: its key (hashed for the store), the lookup in
+// flight, and what the response must carry (an inserted cookie) or teach us
+// (an Engine.IO sid).
+struct AffinityState {
+  std::shared_ptr<const AffinityPlan> plan;
+  std::string key;        // "SOURCE[:NAME]=value"; empty = none
+  std::string store_key;  // balancer::pinStoreKey(key)
+  std::uint64_t hash = 0;
+  std::string set_cookie;  // Set-Cookie value for an inserted cookie
+  PinTicket* ticket = nullptr;
+  std::unique_ptr<balancer::EngineIoSidSniffer> sniffer;
+};
+
 // ---------------------------------------------------------------------------
 // Lifetime
 
@@ -99,6 +114,7 @@ Session::Session(Worker& worker, const ListenerHandle& listener)
 Session::~Session() {
   if (head_) worker_.giveScratch(head_);
   if (resp_head_) worker_.giveScratch(resp_head_);
+  endAffinity();
 }
 
 void Session::countActive(bool on) {
@@ -173,6 +189,7 @@ void Session::close() {
   if (up_write_) { up_write_->session = nullptr; up_write_ = nullptr; }
   if (tunnel_counted_) finishTunnelMetrics();
   countActive(false);
+  endAffinity();
   if (sse_ && backend_) worker_.metrics().backend(backend_->id).sse_active.dec();
   sse_ = false;
   releaseUpstream(false);
@@ -256,7 +273,9 @@ std::int64_t Session::deadline() const {
   switch (state_) {
     case State::kIdle: return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
     case State::kHead: return req_started_ms_ + t.request_header;
-    case State::kUpstream: return timer_deadline_ + t.connect;
+    case State::kUpstream:
+      if (looking_up_ && aff_) return timer_deadline_ + aff_->plan->cfg.lookup_timeout;
+      return timer_deadline_ + t.connect;
     case State::kExchange:
       if (request_sent_ && !response_started_) return timer_deadline_ + t.upstream_first_byte;
       return last_activity_ + t.upstream_idle;
@@ -298,6 +317,15 @@ void Session::onTimeout() {
       respondError(408, "tether: request header timeout\n");
       break;
     case State::kUpstream:
+      if (looking_up_ && aff_) {
+        // The store is slow: go on with what we know locally, then hashing.
+        if (aff_->ticket) worker_.pins().cancel(aff_->ticket);
+        aff_->ticket = nullptr;
+        worker_.metrics().affinityLookup(metrics::AffinityResult::kStoreError);
+        std::optional<std::string> local = worker_.pins().peek(aff_->store_key);
+        onPinLookup(false, local ? *local : std::string());
+        break;
+      }
       onUpstreamFailure(Fault::kConnect, UV_ETIMEDOUT);
       break;
     case State::kExchange:
@@ -767,13 +795,20 @@ bool Session::validateHead(int* status, const char** why) {
 
 void Session::dispatch() {
   const conf::Config& cfg = worker_.config();
+  std::string_view url = head_->url.in(in_.data);
   if (log_path_.capacity() || cfg.access_log.enabled) {
-    std::string_view url = head_->url.in(in_.data);
     log_path_.assign(url.substr(0, std::min<std::size_t>(url.size(), 512)));
   }
   if (!retrying_) buildUpstreamHead();
   if (closing_) return;
-  Backend* b = worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), 0, false);
+  std::string_view path = url.substr(0, url.find('?'));
+  const std::shared_ptr<const AffinityPlan>* plan = worker_.affinityFor(path);
+  if (plan && startAffinity(*plan)) return;  // the store answers later
+  if (closing_ || backend_) return;
+  proceed(worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), 0, false));
+}
+
+void Session::proceed(Backend* b) {
   if (!b) {
     respondError(503, "tether: no backend available\n");
     return;
@@ -781,6 +816,126 @@ void Session::dispatch() {
   backend_ = b;
   countActive(true);
   connectUpstream();
+}
+
+// Finds the request's affinity key and starts its pin lookup. Returns true
+// when the answer is still to come; otherwise the backend is chosen (or the
+// request answered) already, or no key applies (backend_ still null).
+bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
+  const char* base = in_.data;
+  std::vector<balancer::HeaderField>& fields = worker_.headerScratch();
+  fields.clear();
+  for (std::uint32_t i = 0; i < head_->count; ++i)
+    fields.push_back({head_->headers[i].name.in(base), head_->headers[i].value.in(base)});
+  std::string_view url = head_->url.in(base);
+  std::size_t q = url.find('?');
+  balancer::RequestView view;
+  view.method = llhttp_method_name(static_cast<llhttp_method>(method_));
+  view.path = url.substr(0, q);
+  view.query = q == std::string_view::npos ? std::string_view() : url.substr(q + 1);
+  view.headers = fields;
+  view.client_ip = std::string_view(client_ip_, client_ip_len_);
+
+  aff_ = std::make_unique<AffinityState>();
+  aff_->plan = plan;
+  for (const balancer::KeySpec& spec : plan->keys) {
+    if (balancer::extractKey(spec, view, &aff_->key)) break;
+    aff_->key.clear();
+  }
+  if (plan->engineio && balancer::isEngineIoHandshake(view)) {
+    aff_->sniffer = std::make_unique<balancer::EngineIoSidSniffer>();
+  }
+  bool inserted = false;
+  if (aff_->key.empty() && plan->cfg.cookie.insert) {
+    std::string value = balancer::makeAffinityCookieValue();
+    balancer::KeySpec spec{balancer::KeySpec::Source::kCookie, plan->cfg.cookie.name, ""};
+    aff_->key = balancer::makeKey(spec, value);
+    aff_->set_cookie = balancer::setCookieHeader(plan->cfg.cookie.name, value, plan->cfg.cookie.max_age, listener_.tls);
+    inserted = true;
+  }
+  if (aff_->key.empty()) {
+    if (!aff_->sniffer) aff_.reset();
+    return false;
+  }
+  aff_->store_key = balancer::pinStoreKey(aff_->key);
+  aff_->hash = balancer::hashKey(aff_->key);
+  if (inserted) {
+    // A brand-new key: nothing to look up.
+    worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
+    Backend* b = worker_.placeByHash(aff_->hash, std::span<const std::uint32_t>(tried_, tried_count_));
+    if (b) pinTo(b, false);
+    proceed(b);
+    return false;
+  }
+  looking_up_ = true;
+  transition(State::kUpstream);
+  PinTicket* t = worker_.pins().get(aff_->store_key, this);
+  if (aff_ && looking_up_) aff_->ticket = t;
+  return true;
+}
+
+void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
+  if (!looking_up_ || closing_ || !aff_) return;
+  looking_up_ = false;
+  aff_->ticket = nullptr;
+  const conf::Affinity& cfg = aff_->plan->cfg;
+  std::int64_t wall = Worker::nowWallMs();
+  std::span<const std::uint32_t> tried(tried_, tried_count_);
+  Backend* pinned = pinned_name.empty() ? nullptr : worker_.runtime().backends.findByName(pinned_name);
+  if (pinned && pinned->available(wall)) {
+    // A pin holds while its backend is up and not draining.
+    if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kHit);
+    worker_.pins().refresh(aff_->store_key, cfg.ttl);
+    proceed(pinned);
+    return;
+  }
+  if (pinned) {
+    if (cfg.on_target_down == conf::OnTargetDown::kStrict) {
+      respondError(503, "tether: the pinned backend is unavailable\n");
+      return;
+    }
+    worker_.metrics().affinityLookup(metrics::AffinityResult::kRepin);
+    Backend* b = worker_.placeByHash(aff_->hash, tried);
+    if (b) pinTo(b, true);
+    proceed(b);
+    return;
+  }
+  if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
+  Backend* b = worker_.placeByHash(aff_->hash, tried);
+  if (b) pinTo(b, false);
+  proceed(b);
+}
+
+void Session::pinTo(Backend* b, bool repin) {
+  if (!aff_ || aff_->key.empty()) return;
+  worker_.pins().set(aff_->store_key, b->name, aff_->plan->cfg.ttl);
+  if (repin) log::info("affinity repin", {{"backend", b->name}, {"request_id", std::string_view(request_id_, 32)}});
+}
+
+// The Engine.IO handshake's answer names the session id: pin it to the
+// backend that issued it, so that every later poll and the upgrade find it.
+void Session::sniffSid(std::string_view body) {
+  balancer::EngineIoSidSniffer& sn = *aff_->sniffer;
+  if (status_ != 200) {
+    aff_->sniffer.reset();
+    return;
+  }
+  sn.feed(body);
+  if (sn.state() == balancer::EngineIoSidSniffer::kNeedMore) return;
+  if (sn.state() == balancer::EngineIoSidSniffer::kFound && backend_) {
+    balancer::KeySpec spec{balancer::KeySpec::Source::kEngineIoSid, "", ""};
+    std::string key = balancer::makeKey(spec, sn.sid());
+    worker_.pins().set(balancer::pinStoreKey(key), backend_->name, aff_->plan->cfg.ttl);
+    log::debug("engine.io sid pinned", {{"backend", backend_->name}});
+  }
+  aff_->sniffer.reset();
+}
+
+void Session::endAffinity() {
+  if (!aff_) return;
+  if (aff_->ticket) worker_.pins().cancel(aff_->ticket);
+  aff_.reset();
+  looking_up_ = false;
 }
 
 void Session::connectUpstream() {
@@ -1228,6 +1383,11 @@ void Session::buildDownstreamHead() {
     append(down_head_, h.headers[i].value.in(base));
     append(down_head_, "\r\n");
   }
+  if (!informational && aff_ && !aff_->set_cookie.empty() && down_head_.end + aff_->set_cookie.size() + 64 < down_head_.cap) {
+    append(down_head_, "Set-Cookie: ");
+    append(down_head_, aff_->set_cookie);
+    append(down_head_, "\r\n");
+  }
   if (!has_rid && !informational) {
     append(down_head_, "X-Request-Id: ");
     append(down_head_, std::string_view(request_id_, request_id_present_ ? ::strnlen(request_id_, 32) : 32));
@@ -1350,6 +1510,7 @@ void Session::startNextRequest() {
     if (rest == 0) releaseBuffer(in_);
   }
   backend_ = nullptr;
+  endAffinity();
   req_start_ = head_end_ = body_sent_ = parsed_ = 0;
   resp_body_sent_ = resp_parsed_ = 0;
   down_head_sent_ = 0;
@@ -1430,8 +1591,13 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
     body_sent_ = head_end_;
     head_written_ = false;
     request_sent_ = false;
-    Backend* next = worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), 0, false);
+    std::span<const std::uint32_t> tried(tried_, tried_count_);
+    Backend* next = aff_ && !aff_->key.empty() ? worker_.placeByHash(aff_->hash, tried) : worker_.pick(tried, 0, false);
     if (next) {
+      if (aff_ && !aff_->key.empty()) {
+        worker_.metrics().affinityLookup(metrics::AffinityResult::kRepin);
+        pinTo(next, true);
+      }
       backend_ = next;
       countActive(true);
       connectUpstream();
@@ -1557,6 +1723,7 @@ void Session::enterTunnel() {
     head_ = nullptr;
   }
   releaseBuffer(up_head_);
+  endAffinity();
   std::string().swap(log_path_);
   // RSV1 is allowed: permessage-deflate sets it on compressed data frames.
   ws_client_ = FrameObserver(true, FrameObserver::kRsv1);
@@ -1836,6 +2003,7 @@ int Session::onRespHeadersComplete(llhttp_t* p) {
 
 int Session::onRespBody(llhttp_t* p, const char* at, std::size_t len) {
   Session* s = fromParser(p);
+  if (s->aff_ && s->aff_->sniffer) s->sniffSid(std::string_view(at, len));
   if (!s->dechunk_) return 0;
   IoBuffer& b = s->down_head_;
   if (!b.data) s->ensureBuffer(b);

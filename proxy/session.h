@@ -23,10 +23,12 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "proxy/http_head.h"
 #include "proxy/intrusive_list.h"
+#include "proxy/pin_store.h"
 #include "proxy/websocket_frame.h"
 
 namespace tether::balancer {
@@ -58,7 +60,10 @@ struct IoBuffer {
   bool heap = false;
 };
 
-class Session : public ListHook<> {
+struct AffinityPlan;
+struct AffinityState;
+
+class Session final : public ListHook<>, public PinWaiter {
  public:
   Session(Worker& worker, const ListenerHandle& listener);
   ~Session();
@@ -76,6 +81,9 @@ class Session : public ListHook<> {
   void onUpstreamConnected(int status);
   void onUpstreamAlloc(uv_buf_t* buf);
   void onUpstreamRead(ssize_t nread, const uv_buf_t* buf);
+
+  // The affinity store's answer (PinWaiter).
+  void onPinLookup(bool store_ok, const std::string& backend) override;
 
   enum class State : std::uint8_t { kIdle, kHead, kUpstream, kExchange, kTunnel, kClosing };
   State state() const { return state_; }
@@ -110,6 +118,11 @@ class Session : public ListHook<> {
   HeadScratch& respHead();
   bool validateHead(int* status, const char** reason);
   void dispatch();
+  bool startAffinity(const std::shared_ptr<const AffinityPlan>& plan);
+  void proceed(balancer::Backend* b);
+  void pinTo(balancer::Backend* b, bool repin);
+  void endAffinity();
+  void sniffSid(std::string_view body);
   void connectUpstream();
   void onUpstreamReady();
   void buildUpstreamHead();
@@ -175,6 +188,7 @@ class Session : public ListHook<> {
   balancer::Backend* backend_ = nullptr;
   HeadScratch* head_ = nullptr;  // request head spans, while parsing and dispatching
   HeadScratch* resp_head_ = nullptr;  // response head spans, while one arrives
+  std::unique_ptr<AffinityState> aff_;  // this request's affinity key and lookup, when it has one
 
   State state_ = State::kIdle;
   std::uint8_t open_handles_ = 0;
@@ -209,6 +223,7 @@ class Session : public ListHook<> {
   bool active_counted_ = false;   // counted in backend_->active_requests
   bool tunnel_counted_ = false;   // counted as an open tunnel
   bool served_ = false;           // a request was answered on this connection
+  bool looking_up_ = false;       // waiting for the pin store
   std::uint8_t fault_ = 0;         // why the request parser stopped (413, 431)
   std::uint32_t down_head_sent_ = 0;
   bool request_done_ = false;      // whole request parsed

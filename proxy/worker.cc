@@ -27,6 +27,50 @@ Worker::Worker(Runtime& rt, std::uint32_t index) : rt_(rt), index_(index), upstr
   picker_ = balancer::makePicker(picker_kind_, seed);
   static const char* kHex = "0123456789abcdef";
   for (int i = 0; i < 16; ++i) request_prefix_[i] = kHex[(seed >> (i * 4)) & 15];
+  pins_ = makePinStore(&loop_, config_->affinity, *rt.memory_pins, rt.metrics);
+  buildPlans();
+}
+
+void Worker::buildPlans() {
+  auto make = [](const conf::Affinity& a) -> std::shared_ptr<const AffinityPlan> {
+    auto p = std::make_shared<AffinityPlan>();
+    p->cfg = a;
+    for (const std::string& k : a.keys) {
+      std::string why;
+      std::optional<balancer::KeySpec> spec = balancer::parseKeySpec(k, &why);
+      if (!spec) continue;  // the loader has validated them
+      if (spec->source == balancer::KeySpec::Source::kEngineIoSid) p->engineio = true;
+      p->keys.push_back(*spec);
+    }
+    if (p->keys.empty() && !a.cookie.insert) return nullptr;
+    return p;
+  };
+  plans_ = AffinityPlans{};
+  plans_.top = make(config_->affinity);
+  for (const conf::Route& r : config_->routes) {
+    plans_.routes.emplace_back(r.match.path_prefix, r.affinity ? make(*r.affinity) : plans_.top);
+  }
+}
+
+const std::shared_ptr<const AffinityPlan>* Worker::affinityFor(std::string_view path) const {
+  for (const auto& [prefix, plan] : plans_.routes) {
+    if (path.substr(0, prefix.size()) == prefix) return plan ? &plan : nullptr;
+  }
+  return plans_.top ? &plans_.top : nullptr;
+}
+
+balancer::Backend* Worker::placeByHash(std::uint64_t key_hash, std::span<const std::uint32_t> tried) {
+  std::size_t n = rt_.backends.size();
+  pick_scratch_.clear();
+  for (std::size_t i = 0; i < n; ++i) pick_scratch_.push_back(rt_.backends.at(i));
+  std::int64_t wall = nowWallMs();
+  auto accept = [&](const balancer::Backend& b) {
+    if (!b.available(wall)) return false;
+    for (std::uint32_t t : tried)
+      if (t == b.id) return false;
+    return true;
+  };
+  return balancer::hashPick(pick_scratch_, accept, key_hash);
 }
 
 Worker::~Worker() {
@@ -176,6 +220,7 @@ void Worker::onAsync(uv_async_t* a) {
 void Worker::applyConfig() {
   config_ = rt_.config();
   upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
+  buildPlans();
   if (config_->balance != picker_kind_) {
     picker_kind_ = config_->balance;
     picker_ = balancer::makePicker(picker_kind_, request_counter_ ^ 0x9e3779b97f4a7c15ull);
@@ -208,6 +253,7 @@ void Worker::maybeFinishStop() {
   if (!stopping_ || !sessions_.empty() || finished_) return;
   finished_ = true;
   upstreams_.sweep(0, -1);
+  pins_->close();
   uv_timer_stop(&sweep_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
@@ -270,7 +316,7 @@ balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint6
   std::size_t n = rt_.backends.size();
   pick_scratch_.clear();
   for (std::size_t i = 0; i < n; ++i) pick_scratch_.push_back(rt_.backends.at(i));
-  std::int64_t now_ms = now();
+  std::int64_t now_ms = nowWallMs();
   std::uint64_t per_backend = config_->limits.max_connections_per_backend;
   auto accept = [&](const balancer::Backend& b) {
     if (!b.available(now_ms)) return false;
@@ -280,7 +326,7 @@ balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint6
     return true;
   };
   balancer::PickContext ctx;
-  ctx.now_ms = nowWallMs();
+  ctx.now_ms = now_ms;
   ctx.slow_start_ms = config_->health.slow_start;
   ctx.key_hash = key_hash;
   ctx.has_key = has_key;

@@ -17,11 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "balancer/affinity_key.h"
 #include "balancer/picker.h"
 #include "conf/config.h"
 #include "proxy/buffer_pool.h"
 #include "proxy/http_head.h"
 #include "proxy/intrusive_list.h"
+#include "proxy/pin_store.h"
 #include "proxy/runtime.h"
 #include "proxy/upstream.h"
 
@@ -30,6 +32,20 @@ namespace tether::proxy {
 class Session;
 class Worker;
 struct WriteReq;
+
+// How one route chooses its affinity key: the configuration plus its key
+// specs parsed once. Shared with the sessions that use it, so that a reload
+// never pulls it from under a lookup in flight.
+struct AffinityPlan {
+  conf::Affinity cfg;
+  std::vector<balancer::KeySpec> keys;
+  bool engineio = false;  // keys include engineio_sid: learn sids from handshakes
+};
+
+struct AffinityPlans {
+  std::shared_ptr<const AffinityPlan> top;           // nullptr: no affinity
+  std::vector<std::pair<std::string, std::shared_ptr<const AffinityPlan>>> routes;  // path prefix, plan
+};
 
 struct ListenerHandle {
   uv_tcp_t tcp;
@@ -84,6 +100,15 @@ class Worker {
   void giveScratch(HeadScratch* s);
   HeadScratch& responseScratch() { return response_scratch_; }
 
+  // The affinity plan for a request path (first matching route, else the
+  // top level); nullptr when none applies.
+  const std::shared_ptr<const AffinityPlan>* affinityFor(std::string_view path) const;
+  PinStore& pins() { return *pins_; }
+  std::vector<balancer::HeaderField>& headerScratch() { return header_scratch_; }
+  // Places a key by consistent hashing over the backends that take new
+  // sessions (the same answer on every tether).
+  balancer::Backend* placeByHash(std::uint64_t key_hash, std::span<const std::uint32_t> tried);
+
   // Picks a backend for a new request or tunnel, skipping those in `tried`.
   // nullptr when none can take it.
   balancer::Backend* pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key);
@@ -106,6 +131,7 @@ class Worker {
   static void onAsync(uv_async_t* a);
   static void onSweep(uv_timer_t* t);
   void applyConfig();
+  void buildPlans();
   void beginStop();
   void drainTunnels(std::int64_t backend_id);
   void maybeFinishStop();
@@ -124,6 +150,9 @@ class Worker {
   std::unique_ptr<balancer::Picker> picker_;
   conf::Balance picker_kind_ = conf::Balance::kLeastConn;
   std::vector<balancer::Backend*> pick_scratch_;
+  std::vector<balancer::HeaderField> header_scratch_;
+  AffinityPlans plans_;
+  std::unique_ptr<PinStore> pins_;
   HeadScratch* free_scratch_ = nullptr;
   WriteReq* free_writes_ = nullptr;
   HeadScratch response_scratch_;

@@ -28,6 +28,10 @@ streaming, so a 100 MB upload costs no memory.
 
 Usage: python3 http_upstream.py [--port 0] [--host 127.0.0.1] [--name NAME]
                                  [--health-status 200] [--ready-status 200]
+                                 [--idle-close-ms N] [--close-after-response]
+  --idle-close-ms N       close a keep-alive connection idle for N ms (no Connection: close)
+  --close-after-response  close every connection right after its first response, without
+                          announcing it (no Connection: close): a pooled connection that is dead
 """
 import argparse
 import hashlib
@@ -64,11 +68,15 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "http_upstream"
     sys_version = ""
     state: State = None  # set in main()
+    idle_close_s = None  # --idle-close-ms
+    close_after_response = False
 
     def setup(self):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn_requests = 0
+        if self.idle_close_s:
+            self.connection.settimeout(self.idle_close_s)
         with self.state.lock:
             self.state.connections += 1
 
@@ -134,6 +142,12 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- dispatch ----------------------------------------------------------
     def handle_any(self):
+        self.handle_route()
+        if self.close_after_response:
+            self.wfile.flush()
+            self.close_connection = True
+
+    def handle_route(self):
         self.conn_requests += 1
         url = urllib.parse.urlsplit(self.path)
         path = url.path
@@ -256,7 +270,11 @@ def main():
     ap.add_argument("--name", default="upstream")
     ap.add_argument("--health-status", type=int, default=200)
     ap.add_argument("--ready-status", type=int, default=None)
+    ap.add_argument("--idle-close-ms", type=int, default=0)
+    ap.add_argument("--close-after-response", action="store_true")
     args = ap.parse_args()
+    Handler.idle_close_s = args.idle_close_ms / 1000.0 if args.idle_close_ms else None
+    Handler.close_after_response = args.close_after_response
     Handler.state = State(args.name, args.health_status,
                           args.ready_status if args.ready_status is not None
                           else args.health_status)

@@ -1,0 +1,300 @@
+#include "proxy/pin_store.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+
+#include "proxy/log.h"
+
+namespace tether::proxy {
+namespace {
+
+std::int64_t wallMs() {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+}  // namespace
+
+std::optional<std::string> SharedMemoryPins::get(const std::string& key, std::int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lru_.get(key, now_ms);
+}
+
+void SharedMemoryPins::set(const std::string& key, const std::string& backend, std::int64_t expires_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  lru_.set(key, backend, expires_ms);
+}
+
+void SharedMemoryPins::refresh(const std::string& key, std::int64_t expires_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  lru_.refresh(key, expires_ms);
+}
+
+namespace {
+
+class MemoryStore final : public PinStore {
+ public:
+  MemoryStore(SharedMemoryPins& pins, metrics::Metrics& m) : pins_(pins), metrics_(m) {
+    metrics_.affinity_store_up.set(1);
+  }
+  PinTicket* get(const std::string& key, PinWaiter* w) override {
+    std::optional<std::string> b = pins_.get(key, wallMs());
+    w->onPinLookup(true, b ? *b : std::string());
+    return nullptr;
+  }
+  void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
+    pins_.set(key, backend, wallMs() + ttl_ms);
+  }
+  void refresh(const std::string& key, std::int64_t ttl_ms) override { pins_.refresh(key, wallMs() + ttl_ms); }
+  std::optional<std::string> peek(const std::string& key) override { return pins_.get(key, wallMs()); }
+  bool up() const override { return true; }
+  const char* kind() const override { return "memory"; }
+  void close() override {}
+
+ private:
+  SharedMemoryPins& pins_;
+  metrics::Metrics& metrics_;
+};
+
+// One hiredis connection on one loop, with a local cache in front.
+class RedisStore final : public PinStore {
+ public:
+  RedisStore(uv_loop_t* loop, const conf::Affinity& cfg, metrics::Metrics& m)
+      : loop_(loop), cfg_(cfg), metrics_(m), cache_(std::max<std::uint64_t>(cfg.memory_max_entries / 4, 1024)) {
+    uv_timer_init(loop_, &reconnect_timer_);
+    reconnect_timer_.data = this;
+    connect();
+  }
+  ~RedisStore() override {
+    for (PinTicket* t : tickets_) delete t;
+  }
+
+  PinTicket* get(const std::string& key, PinWaiter* w) override {
+    std::int64_t now = wallMs();
+    // Fresh enough in the cache: no round trip. Pins only change when their
+    // backend goes away, which every tether sees through its own checks.
+    auto c = cache_.get(key, now);
+    if (c) {
+      w->onPinLookup(true, *c);
+      return nullptr;
+    }
+    if (!ctx_ || !connected_) {
+      metrics_.affinityLookup(metrics::AffinityResult::kStoreError);
+      std::optional<std::string> stale = stale_.get(key, now);
+      w->onPinLookup(false, stale ? *stale : std::string());
+      return nullptr;
+    }
+    auto* t = new PinTicket;
+    t->waiter = w;
+    t->key = key;
+    t->started_ms = now;
+    t->store = this;
+    tickets_.push_back(t);
+    if (redisAsyncCommand(ctx_, onGet, t, "GET %b", key.data(), key.size()) != REDIS_OK) {
+      tickets_.pop_back();
+      delete t;
+      metrics_.affinityLookup(metrics::AffinityResult::kStoreError);
+      w->onPinLookup(false, std::string());
+      return nullptr;
+    }
+    return t;
+  }
+
+  void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
+    std::int64_t now = wallMs();
+    cacheSet(key, backend, now, ttl_ms);
+    if (!connected_) {
+      // Written once Redis is back (bounded: the oldest are dropped first).
+      if (pending_.size() >= kMaxPending) pending_.erase(pending_.begin());
+      pending_[key] = Pending{backend, ttl_ms};
+      return;
+    }
+    write(key, backend, ttl_ms);
+  }
+
+  void refresh(const std::string& key, std::int64_t ttl_ms) override {
+    std::int64_t now = wallMs();
+    auto it = refreshed_.find(key);
+    if (it != refreshed_.end() && now - it->second < ttl_ms / 10) return;
+    if (refreshed_.size() > 100'000) refreshed_.clear();
+    refreshed_[key] = now;
+    if (!connected_) return;
+    auto* op = new Op{this, now, metrics::StoreOp::kRefresh};
+    if (redisAsyncCommand(ctx_, onOp, op, "PEXPIRE %b %lld", key.data(), key.size(),
+                          static_cast<long long>(ttl_ms)) != REDIS_OK)
+      delete op;
+  }
+
+  std::optional<std::string> peek(const std::string& key) override {
+    std::int64_t now = wallMs();
+    auto c = cache_.get(key, now);
+    if (c) return c;
+    return stale_.get(key, now);
+  }
+  bool up() const override { return connected_; }
+  const char* kind() const override { return "redis"; }
+
+  void close() override {
+    closed_ = true;
+    uv_timer_stop(&reconnect_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&reconnect_timer_), nullptr);
+    if (ctx_) {
+      ctx_->data = nullptr;
+      redisAsyncFree(ctx_);  // callbacks of pending commands run with a null reply
+      ctx_ = nullptr;
+    }
+  }
+
+ private:
+  static constexpr std::size_t kMaxPending = 100'000;
+  static constexpr std::int64_t kCacheFreshMs = 5'000;
+  struct Pending {
+    std::string backend;
+    std::int64_t ttl_ms;
+  };
+  struct Op {
+    RedisStore* store;
+    std::int64_t started_ms;
+    metrics::StoreOp op;
+  };
+
+  void cacheSet(const std::string& key, const std::string& backend, std::int64_t now, std::int64_t ttl_ms) {
+    cache_.set(key, backend, now + std::min<std::int64_t>(ttl_ms, kCacheFreshMs));
+    stale_.set(key, backend, now + ttl_ms);
+  }
+
+  void write(const std::string& key, const std::string& backend, std::int64_t ttl_ms) {
+    auto* op = new Op{this, wallMs(), metrics::StoreOp::kSet};
+    if (redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld", key.data(), key.size(), backend.data(),
+                          backend.size(), static_cast<long long>(ttl_ms)) != REDIS_OK)
+      delete op;
+  }
+
+  void connect() {
+    if (closed_) return;
+    const conf::RedisUrl& u = *cfg_.redis;
+    ctx_ = redisAsyncConnect(u.address.host.c_str(), u.address.port);
+    if (!ctx_ || ctx_->err) {
+      log::warn("redis connect failed", {{"address", u.address.str()}, {"error", ctx_ ? ctx_->errstr : "oom"}});
+      if (ctx_) redisAsyncFree(ctx_);
+      ctx_ = nullptr;
+      scheduleReconnect();
+      return;
+    }
+    ctx_->data = this;
+    redisLibuvAttach(ctx_, loop_);
+    redisAsyncSetConnectCallback(ctx_, onConnect);
+    redisAsyncSetDisconnectCallback(ctx_, onDisconnect);
+    if (!u.password.empty()) {
+      if (!u.username.empty()) {
+        redisAsyncCommand(ctx_, nullptr, nullptr, "AUTH %b %b", u.username.data(), u.username.size(),
+                          u.password.data(), u.password.size());
+      } else {
+        redisAsyncCommand(ctx_, nullptr, nullptr, "AUTH %b", u.password.data(), u.password.size());
+      }
+    }
+    if (u.db) redisAsyncCommand(ctx_, nullptr, nullptr, "SELECT %d", u.db);
+  }
+
+  void scheduleReconnect() {
+    if (closed_) return;
+    backoff_ms_ = backoff_ms_ ? std::min<std::int64_t>(backoff_ms_ * 2, 5'000) : 100;
+    uv_timer_start(&reconnect_timer_, [](uv_timer_t* t) { static_cast<RedisStore*>(t->data)->connect(); },
+                   static_cast<std::uint64_t>(backoff_ms_), 0);
+  }
+
+  void setUp(bool up) {
+    if (connected_ == up) return;
+    connected_ = up;
+    metrics_.affinity_store_up.set(up ? 1 : 0);
+    if (up) {
+      log::info("redis connected", {{"address", cfg_.redis->address.str()}, {"pending_pins", static_cast<std::uint64_t>(pending_.size())}});
+      backoff_ms_ = 0;
+      for (auto& [k, p] : pending_) write(k, p.backend, p.ttl_ms);
+      pending_.clear();
+    } else {
+      log::warn("redis down: falling back to local pins and hashing", {{"address", cfg_.redis->address.str()}});
+    }
+  }
+
+  static void onConnect(const redisAsyncContext* c, int status) {
+    auto* s = static_cast<RedisStore*>(c->data);
+    if (!s) return;
+    if (status != REDIS_OK) {
+      s->ctx_ = nullptr;  // hiredis frees it
+      s->setUp(false);
+      s->scheduleReconnect();
+      return;
+    }
+    s->setUp(true);
+  }
+
+  static void onDisconnect(const redisAsyncContext* c, int) {
+    auto* s = static_cast<RedisStore*>(c->data);
+    if (!s) return;
+    s->ctx_ = nullptr;
+    s->setUp(false);
+    s->scheduleReconnect();
+  }
+
+  static void onGet(redisAsyncContext* c, void* r, void* priv) {
+    auto* t = static_cast<PinTicket*>(priv);
+    auto* s = static_cast<RedisStore*>(t->store);
+    auto* reply = static_cast<redisReply*>(r);
+    std::int64_t now = wallMs();
+    bool ok = reply && reply->type != REDIS_REPLY_ERROR;
+    std::string backend;
+    if (reply && reply->type == REDIS_REPLY_STRING) backend.assign(reply->str, reply->len);
+    if (c->data) {
+      s->metrics_.storeSeconds(metrics::StoreOp::kGet).observe(static_cast<double>(now - t->started_ms) / 1000.0);
+      if (ok && !backend.empty()) s->cacheSet(t->key, backend, now, s->cfg_.ttl);
+    }
+    if (t->waiter) {
+      if (!ok) {
+        s->metrics_.affinityLookup(metrics::AffinityResult::kStoreError);
+        std::optional<std::string> stale = c->data ? s->stale_.get(t->key, now) : std::nullopt;
+        if (stale) backend = *stale;
+      }
+      t->waiter->onPinLookup(ok, backend);
+    }
+    auto& v = s->tickets_;
+    v.erase(std::find(v.begin(), v.end(), t));
+    delete t;
+  }
+
+  static void onOp(redisAsyncContext* c, void* r, void* priv) {
+    auto* op = static_cast<Op*>(priv);
+    if (c->data && r) {
+      op->store->metrics_.storeSeconds(op->op).observe(static_cast<double>(wallMs() - op->started_ms) / 1000.0);
+    }
+    delete op;
+  }
+
+  uv_loop_t* loop_;
+  conf::Affinity cfg_;
+  metrics::Metrics& metrics_;
+  redisAsyncContext* ctx_ = nullptr;
+  uv_timer_t reconnect_timer_;
+  bool connected_ = false;
+  bool closed_ = false;
+  std::int64_t backoff_ms_ = 0;
+  balancer::MemoryPinStore cache_;                       // fresh: answers without a round trip
+  balancer::MemoryPinStore stale_{100'000};              // last known, for when Redis is away
+  std::unordered_map<std::string, Pending> pending_;     // pins made while Redis was down
+  std::unordered_map<std::string, std::int64_t> refreshed_;
+  std::deque<PinTicket*> tickets_;
+};
+
+}  // namespace
+
+std::unique_ptr<PinStore> makePinStore(uv_loop_t* loop, const conf::Affinity& cfg, SharedMemoryPins& shared,
+                                       metrics::Metrics& metrics) {
+  if (cfg.redis) return std::make_unique<RedisStore>(loop, cfg, metrics);
+  return std::make_unique<MemoryStore>(shared, metrics);
+}
+
+}  // namespace tether::proxy

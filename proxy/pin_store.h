@@ -1,0 +1,91 @@
+// Where pins live: key -> backend address, with a sliding TTL.
+//
+// One PinStore per worker loop. `memory` stores share one LRU (mutex; the
+// default, for a single tether); `redis://` stores keep one hiredis
+// connection per loop (its libuv adapter), pipelined, with a local cache in
+// front so that a slow or absent Redis never holds a request up: lookups
+// that do not answer within affinity.lookup_timeout fall back to the cache
+// and then to consistent hashing (the caller's job), and pins made while
+// Redis is down are written once it is back.
+//
+// Keys handed to a store are already hashed (balancer::pinStoreKey): raw
+// cookies and tokens never reach Redis or memory.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "balancer/memory_store.h"
+#include "conf/config.h"
+#include "metrics/metrics.h"
+
+struct redisAsyncContext;
+
+namespace tether::proxy {
+
+// Receives the answer of a lookup, on the store's loop: synchronously from
+// inside get() when the answer is at hand (memory, cache), later otherwise.
+class PinWaiter {
+ public:
+  // store_ok: the store answered (false: error or down; backend then comes
+  // from the local cache when it has the key). backend: empty when no pin.
+  virtual void onPinLookup(bool store_ok, const std::string& backend) = 0;
+
+ protected:
+  ~PinWaiter() = default;
+};
+
+// A lookup in flight. The waiter cancels it (cancel()) when it gives up or
+// dies first; the store frees it when the answer arrives or the store closes.
+struct PinTicket {
+  PinWaiter* waiter = nullptr;
+  std::string key;
+  std::int64_t started_ms = 0;
+  class PinStore* store = nullptr;
+};
+
+class PinStore {
+ public:
+  virtual ~PinStore() = default;
+  // Starts a lookup of `key`. Returns nullptr when w->onPinLookup has
+  // already been called; otherwise a ticket, valid until the answer arrives
+  // or cancel().
+  virtual PinTicket* get(const std::string& key, PinWaiter* w) = 0;
+  void cancel(PinTicket* t) { t->waiter = nullptr; }
+  // Pins key to backend for ttl_ms (overwrites).
+  virtual void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) = 0;
+  // Extends the TTL of a pin in use (throttled to once per ttl/10 per key).
+  virtual void refresh(const std::string& key, std::int64_t ttl_ms) = 0;
+  // What the local view holds for key, without waiting (admin, fallback).
+  virtual std::optional<std::string> peek(const std::string& key) = 0;
+  virtual bool up() const = 0;
+  virtual const char* kind() const = 0;
+  // Closes every handle; the store may be destroyed after the loop ran once more.
+  virtual void close() = 0;
+};
+
+// The memory pins every worker of the process shares.
+class SharedMemoryPins {
+ public:
+  explicit SharedMemoryPins(std::size_t max_entries) : lru_(max_entries) {}
+  std::optional<std::string> get(const std::string& key, std::int64_t now_ms);
+  void set(const std::string& key, const std::string& backend, std::int64_t expires_ms);
+  void refresh(const std::string& key, std::int64_t expires_ms);
+
+ private:
+  std::mutex mu_;
+  balancer::MemoryPinStore lru_;
+};
+
+// Creates the store of one worker for `cfg` (affinity.store).
+std::unique_ptr<PinStore> makePinStore(uv_loop_t* loop, const conf::Affinity& cfg, SharedMemoryPins& shared,
+                                       metrics::Metrics& metrics);
+
+}  // namespace tether::proxy

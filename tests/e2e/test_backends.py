@@ -1,0 +1,503 @@
+"""Backends end to end: where they come from, how requests are spread over them,
+active and passive health, the admin controls, and what happens when none is left.
+
+Run: cd tests/e2e && TETHER_BIN=... /usr/bin/python3 -m unittest -v test_backends
+"""
+
+import collections
+import json
+import threading
+import time
+import unittest
+
+from harness import E2ETestCase, http_get, http_request, wait_until
+from lb_util import (KeepAliveClient, backend_by_address, distribution, wait_all_up,
+                     wait_state)
+
+FAST_HEALTH = {"interval": "200ms", "timeout": "1s", "rise": 2, "fall": 2}
+
+
+def health_json_body():
+    """What http_upstream.py's /health answers (json.dumps with its default separators)."""
+    return json.dumps({"status": True})
+
+
+class BackendSources(E2ETestCase):
+    """Backends from -b, from TETHER_BACKENDS, from the file; precedence between them."""
+
+    def _ups(self, n):
+        return [self.start_http_upstream(name="u%d" % i) for i in range(n)]
+
+    def test_backends_from_flags_serve_requests(self):
+        ups = self._ups(2)
+        t = self.start_tether(backends=[u.url for u in ups], config={"health": FAST_HEALTH})
+        wait_all_up(t, [u.address for u in ups])
+        got, bad = distribution(t.proxy_port, 20)
+        self.assertEqual(bad, [])
+        self.assertEqual(set(got), {"u0", "u1"})
+
+    def test_backends_from_env_comma_separated(self):
+        ups = self._ups(2)
+        t = self.start_tether(env={"TETHER_BACKENDS": ",".join(u.url for u in ups)},
+                              config={"health": FAST_HEALTH})
+        self.assertEqual(sorted(b["address"] for b in t.backends_state()),
+                         sorted(u.address for u in ups))
+        wait_all_up(t, [u.address for u in ups])
+        got, bad = distribution(t.proxy_port, 20)
+        self.assertEqual(bad, [])
+        self.assertEqual(set(got), {"u0", "u1"})
+
+    def test_backends_from_file_with_weight(self):
+        ups = self._ups(2)
+        t = self.start_tether(config={
+            "backends": [{"url": ups[0].url, "weight": 7}, {"url": ups[1].url}],
+            "health": FAST_HEALTH})
+        wait_all_up(t, [u.address for u in ups])
+        self.assertEqual(backend_by_address(t, ups[0].address)["weight"], 7)
+        self.assertEqual(backend_by_address(t, ups[1].address)["weight"], 100)
+        got, bad = distribution(t.proxy_port, 20)
+        self.assertEqual(bad, [])
+        self.assertEqual(set(got), {"u0", "u1"})
+
+    def test_flag_beats_env_beats_file(self):
+        ups = self._ups(3)
+        env = {"TETHER_BACKENDS": ups[1].url}
+        cfg = {"backends": [{"url": ups[2].url}], "health": FAST_HEALTH}
+        t = self.start_tether(backends=[ups[0].url], env=env, config=cfg)
+        self.assertEqual([b["address"] for b in t.backends_state()], [ups[0].address])
+        t.stop()
+        t2 = self.start_tether(env=env, config=cfg)
+        self.assertEqual([b["address"] for b in t2.backends_state()], [ups[1].address])
+
+    def test_dns_name_is_resolved_and_re_resolved(self):
+        up = self.start_http_upstream(name="dns")
+        url = "http://localhost:%d" % up.port
+        t = self.start_tether(config={
+            "backends": [{"url": url, "resolve_interval": "200ms"}], "health": FAST_HEALTH})
+        state = t.backends_state()
+        addresses = {b["address"] for b in state}
+        # localhost is 127.0.0.1 and perhaps ::1: one backend per address, all from the URL.
+        self.assertIn("127.0.0.1:%d" % up.port, addresses)
+        self.assertTrue(addresses <= {"127.0.0.1:%d" % up.port, "[::1]:%d" % up.port},
+                        addresses)
+        self.assertTrue(all(b["url"] == url for b in state), state)
+        wait_state(t, "127.0.0.1:%d" % up.port, "up")
+        # Several re-resolutions later: the same backends, none drained or duplicated.
+        time.sleep(1.0)
+        again = t.backends_state()
+        self.assertEqual(sorted(b["address"] for b in again), sorted(addresses))
+        self.assertEqual(backend_by_address(t, "127.0.0.1:%d" % up.port)["state"], "up")
+        got, bad = distribution(t.proxy_port, 10)
+        self.assertEqual((bad, dict(got)), ([], {"dns": 10}))
+        # The Host header sent upstream is the URL's, not the address.
+        r = http_get(t.url("/echo"))
+        hosts = [v for k, v in json.loads(r.body)["headers"] if k.lower() == "host"]
+        self.assertEqual(len(hosts), 1)
+
+
+class Algorithms(E2ETestCase):
+    """Every balance algorithm spreads 300 requests over 3 upstreams, and weights count."""
+
+    def _spread(self, balance, n=300, extra=None):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(3)]
+        cfg = {"balance": balance, "health": FAST_HEALTH}
+        cfg.update(extra or {})
+        t = self.start_tether(backends=[u.url for u in ups], config=cfg)
+        wait_all_up(t, [u.address for u in ups])
+        got, bad = distribution(t.proxy_port, n)
+        self.assertEqual(bad, [])
+        self.assertEqual(sum(got.values()), n)
+        return t, ups, got
+
+    def test_round_robin_is_even(self):
+        _, _, got = self._spread("round_robin")
+        self.assertEqual(set(got), {"u0", "u1", "u2"})
+        for name, n in got.items():
+            self.assertTrue(95 <= n <= 105, got)  # sequential requests: exact turns
+
+    def test_least_conn_spreads(self):
+        _, _, got = self._spread("least_conn")
+        self.assertEqual(set(got), {"u0", "u1", "u2"})
+        for n in got.values():
+            self.assertGreaterEqual(n, 30, got)
+
+    def test_p2c_spreads(self):
+        _, _, got = self._spread("p2c")
+        self.assertEqual(set(got), {"u0", "u1", "u2"})
+        for n in got.values():
+            self.assertGreaterEqual(n, 30, got)
+
+    def test_consistent_hash_without_key_spreads(self):
+        _, _, got = self._spread("consistent_hash")
+        self.assertEqual(set(got), {"u0", "u1", "u2"})
+        for n in got.values():
+            self.assertGreaterEqual(n, 30, got)
+
+    # session.cc dispatch() always calls Worker::pick(tried, 0, /*has_key=*/false): no
+    # affinity key is ever extracted, so consistent_hash never hashes anything and a
+    # key's requests are spread by least_conn like the rest.
+    @unittest.expectedFailure
+    def test_consistent_hash_keeps_a_key_on_one_backend(self):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(3)]
+        t = self.start_tether(backends=[u.url for u in ups], config={
+            "balance": "consistent_hash", "health": FAST_HEALTH,
+            "affinity": {"keys": ["header:X-User"]}})
+        wait_all_up(t, [u.address for u in ups])
+        homes = {}
+        for user in range(30):
+            got, bad = distribution(t.proxy_port, 5, headers={"X-User": "user-%d" % user})
+            self.assertEqual(bad, [])
+            self.assertEqual(len(got), 1, "user-%d went to %s" % (user, dict(got)))
+            homes[user] = next(iter(got))
+        self.assertEqual(set(homes.values()), {"u0", "u1", "u2"}, homes)
+
+    def test_weights_are_honoured(self):
+        for balance in ("round_robin", "p2c", "least_conn"):
+            with self.subTest(balance=balance):
+                light = self.start_http_upstream(name="light")
+                heavy = self.start_http_upstream(name="heavy")
+                t = self.start_tether(config={
+                    "balance": balance, "health": FAST_HEALTH,
+                    "backends": [{"url": light.url, "weight": 100},
+                                 {"url": heavy.url, "weight": 300}]})
+                wait_all_up(t, [light.address, heavy.address])
+                got, bad = distribution(t.proxy_port, 300)
+                self.assertEqual(bad, [])
+                share = got["heavy"] / 300.0
+                # 3:1 expected (0.75); sequential requests, so least_conn's ties decide.
+                self.assertTrue(0.6 <= share <= 0.9, "%s: %s" % (balance, dict(got)))
+                t.stop()
+                light.stop()
+                heavy.stop()
+
+
+class ActiveHealth(E2ETestCase):
+
+    def test_failing_backend_leaves_within_fall_and_returns_after_rise(self):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(3)]
+        t = self.start_tether(backends=[u.url for u in ups],
+                              config={"balance": "round_robin", "health": FAST_HEALTH})
+        wait_all_up(t, [u.address for u in ups])
+        sick = ups[1]
+        self.assertEqual(http_request(sick.url + "/admin/health/503", method="POST",
+                                      body=b"").status, 200)
+        # fall (2) x interval (200 ms) plus jitter, one check timeout's worth of slack.
+        took = wait_state(t, sick.address, "down", timeout=3.0)
+        self.assertLess(took, 1.5)
+        b = backend_by_address(t, sick.address)
+        self.assertEqual(b["last_check"]["status"], 503)
+        got, bad = distribution(t.proxy_port, 40)
+        self.assertEqual(bad, [])
+        self.assertNotIn("u1", got)
+        self.assertEqual(set(got), {"u0", "u2"})
+        self.assertEqual(t.metric("tether_backend_up", backend=sick.address), 0)
+        self.assertEqual(t.metric("tether_backend_state", backend=sick.address, state="down"), 1)
+        self.assertGreaterEqual(t.metric("tether_health_checks_total", backend=sick.address,
+                                         result="fail"), 2)
+
+        self.assertEqual(http_request(sick.url + "/admin/health/200", method="POST",
+                                      body=b"").status, 200)
+        took = wait_state(t, sick.address, "up", timeout=3.0)
+        self.assertLess(took, 1.5)
+        got, bad = distribution(t.proxy_port, 30)
+        self.assertEqual(bad, [])
+        self.assertEqual(set(got), {"u0", "u1", "u2"})
+        self.assertEqual(t.metric("tether_backend_up", backend=sick.address), 1)
+
+    def test_html_backend_never_used_when_expect_body_set(self):
+        real = self.start_http_upstream(name="app")
+        html = b"<!doctype html><html><body><div id=app></div></body></html>"
+        spa = self.scripted_upstream(
+            lambda req: (200, {"Content-Type": "text/html", "X-Upstream-Name": "spa"},
+                         b"spa" if req.path == "/id" else html))
+        self.assertEqual(health_json_body(), '{"status": true}')
+        t = self.start_tether(backends=[real.url, spa.url], config={
+            "balance": "round_robin",
+            "health": dict(FAST_HEALTH, expect_body='"status": true')})
+        wait_state(t, real.address, "up")
+        wait_state(t, spa.address, "down")
+        got, bad = distribution(t.proxy_port, 30)
+        self.assertEqual((bad, dict(got)), ([], {"app": 30}))
+        # It never becomes up later either.
+        time.sleep(0.6)
+        self.assertEqual(backend_by_address(t, spa.address)["state"], "down")
+        self.assertEqual([r.path for r in spa.requests if r.path != "/health"], [])
+        self.assertGreaterEqual(t.metric("tether_health_checks_total", backend=spa.address,
+                                         result="fail"), 2)
+
+    def test_html_backend_is_used_without_expect_body(self):
+        # The control: the same SPA backend passes a status-only check.
+        html = b"<!doctype html><html></html>"
+        spa = self.scripted_upstream(lambda req: (200, {"Content-Type": "text/html"}, html))
+        t = self.start_tether(backends=[spa.url], config={"health": FAST_HEALTH})
+        wait_state(t, spa.address, "up")
+
+
+class PassiveHealth(E2ETestCase):
+
+    def test_consecutive_502_eject_the_backend(self):
+        good = self.start_http_upstream(name="good")
+        # Healthy to the active check, 502 to every request.
+        bad = self.scripted_upstream(
+            lambda req: (200, {}, b'{"status": true}') if req.path == "/health"
+            else (502, {}, b"bad gateway"))
+        t = self.start_tether(backends=[good.url, bad.url], config={
+            "balance": "round_robin", "health": dict(FAST_HEALTH, interval="5s"),
+            "passive": {"consecutive_failures": 3, "eject_for": "30s"}})
+        wait_all_up(t, [good.address, bad.address])
+        self.assertEqual(t.metric("tether_backend_ejections_total", backend=bad.address), 0)
+        statuses = collections.Counter()
+        c = KeepAliveClient(t.proxy_port)
+        for _ in range(20):
+            status, _, _ = c.request("GET", "/id")
+            statuses[status] += 1
+        c.close()
+        # At most 3 answers came from the bad backend (502 is passed on, not retried:
+        # the request reached it); then it is ejected.
+        self.assertLessEqual(statuses[502], 3, statuses)
+        self.assertEqual(t.metric("tether_backend_ejections_total", backend=bad.address), 1)
+        self.assertTrue(backend_by_address(t, bad.address)["ejected"])
+        served_before = len([r for r in bad.requests if r.path != "/health"])
+        got, errs = distribution(t.proxy_port, 20)
+        self.assertEqual((errs, dict(got)), ([], {"good": 20}))
+        self.assertEqual(len([r for r in bad.requests if r.path != "/health"]), served_before)
+        t.wait_log(msg="backend ejected", backend=bad.address, timeout=1)
+
+    def test_connect_errors_eject_and_are_retried(self):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(2)]
+        # A long check interval: only passive health can notice the dead one.
+        t = self.start_tether(backends=[u.url for u in ups], config={
+            "balance": "round_robin", "health": dict(FAST_HEALTH, interval="30s"),
+            "passive": {"consecutive_failures": 2, "eject_for": "30s"}})
+        wait_all_up(t, [u.address for u in ups])
+        dead = ups[1]
+        dead.kill()
+        got, bad = distribution(t.proxy_port, 20)
+        self.assertEqual((bad, dict(got)), ([], {"u0": 20}))
+        self.assertEqual(t.metric("tether_backend_ejections_total", backend=dead.address), 1)
+        self.assertGreaterEqual(t.metric("tether_retries_total", backend=dead.address), 1)
+        self.assertTrue(backend_by_address(t, dead.address)["ejected"])
+
+
+class KillDuringTraffic(E2ETestCase):
+
+    def test_sigkill_of_one_backend_costs_no_request(self):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(3)]
+        t = self.start_tether(backends=[u.url for u in ups], config={
+            "balance": "round_robin", "health": FAST_HEALTH,
+            "passive": {"consecutive_failures": 3, "eject_for": "30s"}})
+        wait_all_up(t, [u.address for u in ups])
+        results = collections.Counter()
+        failures = []
+        stop = threading.Event()
+        started = threading.Event()
+
+        def loop():
+            # At most 2000 requests, paced over about 3 s (one per 1.5 ms at most).
+            c = KeepAliveClient(t.proxy_port)
+            t0 = time.monotonic()
+            for i in range(2000):
+                now = time.monotonic()
+                if now - t0 > 4.0 or stop.is_set():
+                    break
+                if t0 + i * 0.0015 > now:
+                    time.sleep(t0 + i * 0.0015 - now)
+                try:
+                    status, _, body = c.request("GET", "/id")
+                except Exception as e:  # noqa: BLE001 - counted
+                    failures.append(repr(e))
+                    continue
+                if i == 20:
+                    started.set()
+                if status != 200:
+                    failures.append((status, body[:100]))
+                else:
+                    results[body.decode()] += 1
+            c.close()
+
+        th = threading.Thread(target=loop, daemon=True)
+        th.start()
+        self.assertTrue(started.wait(5))
+        time.sleep(0.8)
+        before_kill = results["u1"]
+        ups[1].kill()
+        killed_at = sum(results.values())
+        th.join(10)
+        stop.set()
+        self.assertFalse(th.is_alive())
+        total = sum(results.values()) + len(failures)
+        self.assertGreater(total, 100, "the loop ran too few requests to mean anything")
+        self.assertEqual(failures, [], "%d failed of %d" % (len(failures), total))
+        self.assertGreater(before_kill, 0)
+        self.assertGreater(total - killed_at, 300, "the kill came too late in the loop")
+        self.assertLessEqual(results["u1"], before_kill + 5)
+        wait_state(t, ups[1].address, "down", timeout=3)
+
+
+class AdminControls(E2ETestCase):
+
+    def _setup(self, n=2):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(n)]
+        t = self.start_tether(backends=[u.url for u in ups],
+                              config={"balance": "round_robin", "health": FAST_HEALTH})
+        wait_all_up(t, [u.address for u in ups])
+        return t, ups
+
+    def test_drain_then_enable(self):
+        t, ups = self._setup()
+        bid = backend_by_address(t, ups[0].address)["id"]
+        # A slow request in flight on u0 when it is drained finishes normally.
+        slow = {}
+
+        def slow_request():
+            c = KeepAliveClient(t.proxy_port)
+            # round_robin: probe until a request lands on u0, then a slow one there.
+            for _ in range(4):
+                s, h, body = c.request("GET", "/id")
+                if body == b"u1":
+                    break
+            s, h, body = c.request("GET", "/sleep/800")
+            slow["result"] = (s, h.get("X-Upstream-Name"))
+            c.close()
+
+        th = threading.Thread(target=slow_request, daemon=True)
+        th.start()
+        wait_until(lambda: backend_by_address(t, ups[0].address)["active_requests"] == 1,
+                   timeout=3)
+        r = t.admin_post("/admin/backends/%d/drain" % bid)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(backend_by_address(t, ups[0].address)["state"], "draining")
+        got, bad = distribution(t.proxy_port, 20)
+        self.assertEqual((bad, dict(got)), ([], {"u1": 20}))
+        th.join(5)
+        self.assertEqual(slow.get("result"), (200, "u0"))
+        # Health checks go on and do not undo the drain.
+        time.sleep(0.5)
+        self.assertEqual(backend_by_address(t, ups[0].address)["state"], "draining")
+
+        r = t.admin_post("/admin/backends/%d/enable" % bid)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(backend_by_address(t, ups[0].address)["state"], "up")
+        got, bad = distribution(t.proxy_port, 20)
+        self.assertEqual((bad, dict(got)), ([], {"u0": 10, "u1": 10}))
+
+    def test_drain_unknown_backend_is_404(self):
+        t, _ = self._setup(1)
+        self.assertEqual(t.admin_post("/admin/backends/7/drain").status, 404)
+        self.assertEqual(t.admin_post("/admin/backends/x/enable").status, 404)
+        self.assertEqual(t.admin_post("/admin/backends/0/explode").status, 404)
+
+    def test_weight_change(self):
+        t, ups = self._setup()
+        bid = backend_by_address(t, ups[1].address)["id"]
+        r = t.admin_post("/admin/backends/%d/weight?value=300" % bid)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(backend_by_address(t, ups[1].address)["weight"], 300)
+        got, bad = distribution(t.proxy_port, 200)
+        self.assertEqual(bad, [])
+        self.assertTrue(0.6 <= got["u1"] / 200.0 <= 0.9, dict(got))
+        for bad_value in ("", "abc", "-1", "1.5", "99999999999999999999", "12abc"):
+            with self.subTest(value=bad_value):
+                r = t.admin_post("/admin/backends/%d/weight?value=%s" % (bid, bad_value))
+                self.assertEqual(r.status, 400, r.body)
+        r = t.admin_post("/admin/backends/%d/weight" % bid)
+        self.assertEqual(r.status, 400, r.body)
+        self.assertEqual(backend_by_address(t, ups[1].address)["weight"], 300)
+
+
+class AllDown(E2ETestCase):
+
+    def test_all_down_prompt_503_with_retry_after_and_readyz_503(self):
+        ups = [self.start_http_upstream(name="u%d" % i, health_status=503) for i in range(2)]
+        t = self.start_tether(backends=[u.url for u in ups], config={"health": FAST_HEALTH})
+        for u in ups:
+            wait_state(t, u.address, "down")
+        self.assertEqual(t.admin_get("/readyz").status, 503)
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = http_get(t.url("/id"), timeout=5)
+            took = time.monotonic() - t0
+            self.assertEqual(r.status, 503)
+            self.assertIsNotNone(r.headers.get("Retry-After"))
+            self.assertTrue(r.headers.get("Retry-After").strip().isdigit())
+            self.assertLess(took, 1.0)
+        # One comes back: ready again and serving.
+        http_request(ups[0].url + "/admin/health/200", method="POST", body=b"")
+        wait_state(t, ups[0].address, "up", timeout=3)
+        self.assertEqual(t.admin_get("/readyz").status, 200)
+        self.assertEqual(http_get(t.url("/id")).body, b"u0")
+
+    def test_all_drained_is_503_too(self):
+        up = self.start_http_upstream(name="u0")
+        t = self.start_tether(backends=[up.url], config={"health": FAST_HEALTH})
+        wait_state(t, up.address, "up")
+        self.assertEqual(t.admin_post("/admin/backends/0/drain").status, 200)
+        t0 = time.monotonic()
+        r = http_get(t.url("/id"))
+        self.assertEqual(r.status, 503)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(t.admin_get("/readyz").status, 503)
+
+
+class PerBackendLimit(E2ETestCase):
+    """limits.max_connections_per_backend with queue_timeout (SPEC: above the cap a request
+    queues; queued longer than queue_timeout: 503)."""
+
+    def _setup(self, queue_timeout):
+        up = self.start_http_upstream(name="u0")
+        t = self.start_tether(backends=[up.url], config={
+            "health": FAST_HEALTH,
+            "limits": {"max_connections_per_backend": 1, "queue_timeout": queue_timeout}})
+        wait_state(t, up.address, "up")
+        return t, up
+
+    def _hold(self, t, ms):
+        """Starts a request that occupies the backend for ms; returns (thread, result)."""
+        out = {}
+
+        def run():
+            try:
+                out["status"] = http_get(t.url("/sleep/%d" % ms), timeout=10).status
+            except Exception as e:  # noqa: BLE001 - reported by the test's assertions
+                out["status"] = repr(e)
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        wait_until(lambda: t.backends_state()[0]["active_requests"] == 1, timeout=3)
+        return th, out
+
+    # Worker::pick() (proxy/worker.cc) only skips a backend whose load() reached
+    # max_connections_per_backend; there is no queue, so the second request gets an
+    # immediate 503 instead of waiting for the slot.
+    @unittest.expectedFailure
+    def test_request_over_the_cap_queues_until_a_slot_frees(self):
+        t, _ = self._setup("3s")
+        th, first = self._hold(t, 600)
+        t0 = time.monotonic()
+        r = http_get(t.url("/id"), timeout=10)
+        took = time.monotonic() - t0
+        th.join(5)
+        self.assertEqual(first.get("status"), 200)
+        self.assertEqual(r.status, 200)
+        self.assertGreater(took, 0.3)
+
+    # Same bug: the 503 comes at once, not after queue_timeout.
+    @unittest.expectedFailure
+    def test_queued_longer_than_queue_timeout_is_503(self):
+        t, _ = self._setup("500ms")
+        th, first = self._hold(t, 2000)
+        t0 = time.monotonic()
+        r = http_get(t.url("/id"), timeout=10)
+        took = time.monotonic() - t0
+        self.assertEqual(r.status, 503)
+        self.assertTrue(0.4 <= took <= 1.5, took)
+        th.join(5)
+        self.assertEqual(first.get("status"), 200)
+
+    def test_under_the_cap_is_served(self):
+        t, _ = self._setup("1s")
+        got, bad = distribution(t.proxy_port, 10)
+        self.assertEqual((bad, dict(got)), ([], {"u0": 10}))
+
+
+if __name__ == "__main__":
+    unittest.main()
