@@ -201,7 +201,9 @@ struct HealthChecker::Check {
     if (before == s) return;
     backend->state.store(s, std::memory_order_relaxed);
     metrics::BackendMetrics& bm = owner->metrics_.backend(backend->id);
-    bm.setState(static_cast<int>(s));
+    // A drained backend shows "draining" whatever its health (see setDrain in server.cc).
+    bool drained = backend->admin_drain.load(std::memory_order_relaxed);
+    bm.setState(static_cast<int>(drained && s != BackendState::kRemoved ? BackendState::kDraining : s));
     bm.up.set(s == BackendState::kUp ? 1 : 0);
     log::info("backend state", {{"backend", backend->name}, {"from", balancer::toString(before)},
                                 {"to", balancer::toString(s)}, {"reason", reason}});

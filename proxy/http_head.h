@@ -68,3 +68,45 @@ inline bool hasToken(std::string_view list, std::string_view token) {
 }
 
 }  // namespace tether::proxy
+
+namespace tether::proxy {
+
+// The header names tether acts on, recognised in one pass (by length first).
+enum class HeaderKind : std::uint8_t {
+  kOther, kConnection, kKeepAlive, kTe, kTrailer, kUpgrade, kProxyConnection, kTransferEncoding,
+  kHost, kXForwardedFor, kXForwardedProto, kXForwardedHost, kXRequestId, kContentType,
+};
+
+inline HeaderKind classifyHeader(std::string_view n) {
+  switch (n.size()) {
+    case 2: return iequals(n, "TE") ? HeaderKind::kTe : HeaderKind::kOther;
+    case 4: return iequals(n, "Host") ? HeaderKind::kHost : HeaderKind::kOther;
+    case 7:
+      if (iequals(n, "Trailer")) return HeaderKind::kTrailer;
+      return iequals(n, "Upgrade") ? HeaderKind::kUpgrade : HeaderKind::kOther;
+    case 10:
+      if (iequals(n, "Connection")) return HeaderKind::kConnection;
+      return iequals(n, "Keep-Alive") ? HeaderKind::kKeepAlive : HeaderKind::kOther;
+    case 12:
+      if (iequals(n, "Content-Type")) return HeaderKind::kContentType;
+      return iequals(n, "X-Request-Id") ? HeaderKind::kXRequestId : HeaderKind::kOther;
+    case 15: return iequals(n, "X-Forwarded-For") ? HeaderKind::kXForwardedFor : HeaderKind::kOther;
+    case 16:
+      if (iequals(n, "Proxy-Connection")) return HeaderKind::kProxyConnection;
+      return iequals(n, "X-Forwarded-Host") ? HeaderKind::kXForwardedHost : HeaderKind::kOther;
+    case 17:
+      if (iequals(n, "Transfer-Encoding")) return HeaderKind::kTransferEncoding;
+      return iequals(n, "X-Forwarded-Proto") ? HeaderKind::kXForwardedProto : HeaderKind::kOther;
+    default: return HeaderKind::kOther;
+  }
+}
+
+// Hop-by-hop headers of RFC 9110 §7.6.1 (Upgrade included: the caller keeps
+// it when upgrading). Transfer-Encoding is not among them: bodies travel
+// with their framing.
+inline bool isHopByHop(HeaderKind k) {
+  return k == HeaderKind::kConnection || k == HeaderKind::kKeepAlive || k == HeaderKind::kTe ||
+         k == HeaderKind::kTrailer || k == HeaderKind::kUpgrade || k == HeaderKind::kProxyConnection;
+}
+
+}  // namespace tether::proxy

@@ -5,6 +5,7 @@
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <signal.h>
+#include <strings.h>
 
 #include <cctype>
 #include <cstdlib>
@@ -43,6 +44,15 @@ bool isIpLiteral(const std::string& host) {
   in6_addr a6;
   in_addr a4;
   return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+// Sets or clears a backend's drain and keeps tether_backend_state in step:
+// draining overrides the health state there, as it does in /admin/backends.
+void setDrain(metrics::Metrics& m, Backend* b, bool on) {
+  b->admin_drain.store(on);
+  BackendState s = b->state.load();
+  if (s == BackendState::kRemoved) return;
+  m.backend(b->id).setState(static_cast<int>(on ? BackendState::kDraining : s));
 }
 
 std::string hostHeader(const conf::BackendConf& bc) {
@@ -110,8 +120,8 @@ struct Server::Resolver {
       if (!b) {
         r->server->addBackend(r->config_index, r->bc, a->ai_addr, a->ai_addrlen);
       } else if (b->state.load() == BackendState::kRemoved || (b->admin_drain.load() && b->config_index == r->config_index && b->last_check_reason == "dns: address gone")) {
-        b->admin_drain.store(false);
         if (b->state.load() == BackendState::kRemoved) b->state.store(BackendState::kUnknown);
+        setDrain(r->server->rt_.metrics, b, false);
         log::info("backend address back", {{"backend", name}, {"url", r->bc.url}});
       }
     }
@@ -120,7 +130,7 @@ struct Server::Resolver {
     for (std::size_t i = 0; i < n; ++i) {
       Backend* b = r->server->rt_.backends.at(i);
       if (b->url != r->bc.url || seen.count(b->name) || b->admin_drain.load()) continue;
-      b->admin_drain.store(true);
+      setDrain(r->server->rt_.metrics, b, true);
       b->last_check_reason = "dns: address gone";
       log::info("backend address gone: draining", {{"backend", b->name}, {"url", r->bc.url}});
     }
@@ -378,7 +388,7 @@ void Server::reload() {
       known = true;
       b->weight.store(bc.weight);
       if (b->admin_drain.load() && b->last_check_reason == "removed by reload") {
-        b->admin_drain.store(false);
+        setDrain(rt_.metrics, b, false);
         b->last_check_reason.clear();
       }
     }
@@ -388,7 +398,7 @@ void Server::reload() {
   for (std::size_t k = 0; k < n; ++k) {
     Backend* b = rt_.backends.at(k);
     if (urls.count(b->url) || b->admin_drain.load()) continue;
-    b->admin_drain.store(true);
+    setDrain(rt_.metrics, b, true);
     b->last_check_reason = "removed by reload";
     log::info("backend removed by reload: draining", {{"backend", b->name}, {"url", b->url}});
   }
@@ -571,7 +581,9 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
   if (req.method != "POST") return error(405, "use POST");
   if (!cfg.admin.token.empty()) {
     const std::string prefix = "Bearer ";
-    if (req.authorization.size() <= prefix.size() || req.authorization.compare(0, prefix.size(), prefix) != 0) {
+    // The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+    if (req.authorization.size() <= prefix.size() ||
+        strncasecmp(req.authorization.c_str(), prefix.c_str(), prefix.size()) != 0) {
       res.extra_headers = "WWW-Authenticate: Bearer\r\n";
       return error(401, "missing bearer token");
     }
@@ -601,7 +613,7 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
   if (id_text.empty() || *end != 0 || id >= rt_.backends.size()) return error(404, "no backend " + id_text);
   Backend* b = rt_.backends.at(id);
   if (action == "drain") {
-    b->admin_drain.store(true);
+    setDrain(rt_.metrics, b, true);
     log::info("backend draining", {{"backend", b->name}, {"by", "admin"}});
     std::string deadline = queryValue(req.query, "deadline");
     if (!deadline.empty()) {
@@ -626,7 +638,7 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     return json(200, nlohmann::json{{"id", b->id}, {"state", "draining"}}.dump() + "\n");
   }
   if (action == "enable") {
-    b->admin_drain.store(false);
+    setDrain(rt_.metrics, b, false);
     log::info("backend enabled", {{"backend", b->name}, {"by", "admin"}});
     return json(200, nlohmann::json{{"id", b->id}, {"state", balancer::toString(b->state.load())}}.dump() + "\n");
   }

@@ -58,19 +58,6 @@ metrics::Method metricMethod(std::uint8_t m) {
   }
 }
 
-// Headers that never cross tether (RFC 9110 §7.6.1), besides those named by
-// Connection. Transfer-Encoding is not among them: bodies are forwarded with
-// their framing, so it must travel with them.
-bool isHopByHop(std::string_view name) {
-  switch (name.size()) {
-    case 2: return iequals(name, "TE");
-    case 7: return iequals(name, "Trailer") || iequals(name, "Upgrade");
-    case 10: return iequals(name, "Connection") || iequals(name, "Keep-Alive");
-    case 16: return iequals(name, "Proxy-Connection");
-    default: return false;
-  }
-}
-
 void append(IoBuffer& b, std::string_view s) {
   std::memcpy(b.data + b.end, s.data(), s.size());
   b.end += static_cast<std::uint32_t>(s.size());
@@ -97,6 +84,7 @@ struct AffinityState {
   std::string set_cookie;  // Set-Cookie value for an inserted cookie
   PinTicket* ticket = nullptr;
   std::unique_ptr<balancer::EngineIoSidSniffer> sniffer;
+  bool from_pin = false;  // the backend is an existing pin (not a placement)
 };
 
 // ---------------------------------------------------------------------------
@@ -287,17 +275,25 @@ std::int64_t Session::deadline() const {
   return last_activity_ + t.downstream_idle;
 }
 
+// The timer only ever moves earlier here; a timer that fires before the
+// current deadline re-arms itself (onTimer). A request's transitions thus
+// cost no timer operation in the steady state.
 void Session::armTimer(std::int64_t) {
   if (closing_) return;
-  std::int64_t wait = deadline() - worker_.now();
+  std::int64_t d = deadline();
+  if (timer_armed_ && armed_at_ <= d) return;
+  std::int64_t wait = d - worker_.now();
   if (wait < 0) wait = 0;
   uv_timer_start(&timer_, onTimer, static_cast<std::uint64_t>(wait), 0);
+  timer_armed_ = true;
+  armed_at_ = worker_.now() + wait;
 }
 
 void Session::touch() { last_activity_ = worker_.now(); }
 
 void Session::onTimer(uv_timer_t* t) {
   Session* s = static_cast<Session*>(t->data);
+  s->timer_armed_ = false;
   if (s->closing_) return;
   if (s->worker_.now() < s->deadline()) {
     s->armTimer(0);
@@ -437,20 +433,8 @@ void Session::updateReading() {
     down_reading_ = want_down;
   }
   if (upstream_ && !upstream_->closing()) {
-    if (want_up != up_reading_) {
-      if (want_up) {
-        uv_read_start(upstream_->stream(),
-                      [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
-                        static_cast<UpstreamConn*>(h->data)->owner()->onUpstreamAlloc(b);
-                      },
-                      [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
-                        static_cast<UpstreamConn*>(st->data)->owner()->onUpstreamRead(n, b);
-                      });
-      } else {
-        uv_read_stop(upstream_->stream());
-      }
-      up_reading_ = want_up;
-    }
+    upstream_->setReading(want_up);
+    up_reading_ = want_up;
   } else {
     up_reading_ = false;
   }
@@ -886,6 +870,7 @@ void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
     // A pin holds while its backend is up and not draining.
     if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kHit);
     worker_.pins().refresh(aff_->store_key, cfg.ttl);
+    aff_->from_pin = true;
     proceed(pinned);
     return;
   }
@@ -995,29 +980,37 @@ void Session::buildUpstreamHead() {
       break;
     }
   }
-  // Names listed in Connection are hop-by-hop too.
+  // One pass to classify; names listed in Connection are hop-by-hop too.
+  HeaderKind kinds[HeadScratch::kMaxHeaders];
   std::string_view conn_names[16];
   int n_conn = 0;
-  std::string_view xff, xfp, xfh, host, upgrade_value;
-  std::string_view rid;
+  std::string_view xfp, xfh, host, upgrade_value, rid;
+  std::uint32_t xff_count = 0;
+  std::size_t xff_bytes = 0;
   for (std::uint32_t i = 0; i < head_->count; ++i) {
     std::string_view name = head_->headers[i].name.in(base);
     std::string_view value = head_->headers[i].value.in(base);
-    if (iequals(name, "Connection")) {
-      std::size_t p = 0;
-      while (p <= value.size() && n_conn < 16) {
-        std::size_t q = value.find(',', p);
-        if (q == std::string_view::npos) q = value.size();
-        std::string_view t = trim(value.substr(p, q - p));
-        if (!t.empty()) conn_names[n_conn++] = t;
-        p = q + 1;
+    HeaderKind k = classifyHeader(name);
+    kinds[i] = k;
+    switch (k) {
+      case HeaderKind::kConnection: {
+        std::size_t p = 0;
+        while (p <= value.size() && n_conn < 16) {
+          std::size_t q = value.find(',', p);
+          if (q == std::string_view::npos) q = value.size();
+          std::string_view t = trim(value.substr(p, q - p));
+          if (!t.empty()) conn_names[n_conn++] = t;
+          p = q + 1;
+        }
+        break;
       }
-    } else if (iequals(name, "Host")) {
-      host = value;
-    } else if (iequals(name, "Upgrade")) {
-      upgrade_value = value;
-    } else if (iequals(name, "X-Request-Id")) {
-      if (rid.empty()) rid = value;
+      case HeaderKind::kHost: host = value; break;
+      case HeaderKind::kUpgrade: upgrade_value = value; break;
+      case HeaderKind::kXRequestId: if (rid.empty()) rid = value; break;
+      case HeaderKind::kXForwardedFor: ++xff_count; xff_bytes += value.size() + 2; break;
+      case HeaderKind::kXForwardedProto: if (xfp.empty()) xfp = value; break;
+      case HeaderKind::kXForwardedHost: if (xfh.empty()) xfh = value; break;
+      default: break;
     }
   }
   if (!rid.empty() && rid.size() <= sizeof request_id_) {
@@ -1028,8 +1021,10 @@ void Session::buildUpstreamHead() {
     worker_.newRequestId(request_id_);
     request_id_present_ = false;
   }
+  if (!trusted) xff_count = 0, xff_bytes = 0, xfp = {}, xfh = {};
 
-  std::uint32_t need = (head_end_ - req_start_) + 512 + client_ip_len_ * 2 + static_cast<std::uint32_t>(host.size());
+  std::uint32_t need = (head_end_ - req_start_) + 512 + client_ip_len_ * 2 +
+                       static_cast<std::uint32_t>(host.size() + xff_bytes);
   if (need <= BufferPool::kSize) {
     ensureBuffer(up_head_);
   } else {
@@ -1038,58 +1033,36 @@ void Session::buildUpstreamHead() {
     up_head_.heap = true;
   }
   up_head_.end = 0;
-  std::string_view method = llhttp_method_name(static_cast<llhttp_method>(method_));
-  append(up_head_, method);
+  append(up_head_, llhttp_method_name(static_cast<llhttp_method>(method_)));
   append(up_head_, " ");
   append(up_head_, head_->url.in(base));
   append(up_head_, " HTTP/1.1\r\n");
-  std::string xff_joined_first;  // only for trusted peers with several X-Forwarded-For lines
   bool drop_rid = !rid.empty() && !request_id_present_;
   for (std::uint32_t i = 0; i < head_->count; ++i) {
+    HeaderKind k = kinds[i];
+    if (isHopByHop(k)) continue;
+    if (k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto || k == HeaderKind::kXForwardedHost) continue;
+    if (k == HeaderKind::kXRequestId && drop_rid) continue;
     std::string_view name = head_->headers[i].name.in(base);
-    std::string_view value = head_->headers[i].value.in(base);
-    if (isHopByHop(name)) continue;
-    bool named = false;
-    for (int k = 0; k < n_conn; ++k) {
-      if (iequals(conn_names[k], name) && !iequals(name, "Transfer-Encoding")) {
-        named = true;
-        break;
-      }
+    if (n_conn && k != HeaderKind::kTransferEncoding) {
+      bool named = false;
+      for (int c = 0; c < n_conn && !named; ++c) named = iequals(conn_names[c], name);
+      if (named) continue;
     }
-    if (named) continue;
-    if (name.size() >= 15 && (name[0] == 'X' || name[0] == 'x') && name[1] == '-') {
-      if (iequals(name, "X-Forwarded-For")) {
-        if (trusted) {
-          if (xff.empty()) {
-            xff = value;
-          } else {
-            if (xff_joined_first.empty()) xff_joined_first.assign(xff);
-            xff_joined_first.append(", ").append(value);
-            xff = xff_joined_first;
-          }
-        }
-        continue;
-      }
-      if (iequals(name, "X-Forwarded-Proto")) {
-        if (trusted && xfp.empty()) xfp = value;
-        continue;
-      }
-      if (iequals(name, "X-Forwarded-Host")) {
-        if (trusted && xfh.empty()) xfh = value;
-        continue;
-      }
-    }
-    if (drop_rid && iequals(name, "X-Request-Id")) continue;
     append(up_head_, name);
     append(up_head_, ": ");
-    append(up_head_, value);
+    append(up_head_, head_->headers[i].value.in(base));
     append(up_head_, "\r\n");
   }
-  if (xff.size() + client_ip_len_ + 64 > up_head_.cap - up_head_.end) xff = {};
+  // X-Forwarded-For: the client's own value only from a trusted peer (all its
+  // lines, in order), then the peer.
   append(up_head_, "X-Forwarded-For: ");
-  if (!xff.empty()) {
-    append(up_head_, xff);
-    append(up_head_, ", ");
+  if (xff_count) {
+    for (std::uint32_t i = 0; i < head_->count; ++i) {
+      if (kinds[i] != HeaderKind::kXForwardedFor) continue;
+      append(up_head_, head_->headers[i].value.in(base));
+      append(up_head_, ", ");
+    }
   }
   append(up_head_, std::string_view(client_ip_, client_ip_len_));
   append(up_head_, "\r\nX-Forwarded-Proto: ");
@@ -1200,7 +1173,9 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
   }
   // The backend is gone mid-response. A close-delimited body ends here;
   // anything else is truncated and the client must see a closed connection.
-  if (nread == UV_EOF && !response_done_ && llhttp_finish(&resp_parser_) == HPE_OK && response_done_) {
+  // onRespMessageComplete pauses, so a body that ends here finishes with HPE_PAUSED.
+  llhttp_errno_t fin = (nread == UV_EOF && !response_done_) ? llhttp_finish(&resp_parser_) : HPE_USER;
+  if ((fin == HPE_OK || fin == HPE_PAUSED) && response_done_) {
     resp_keep_alive_ = false;
     close_after_ = true;
     releaseUpstream(false);
@@ -1340,12 +1315,14 @@ void Session::buildDownstreamHead() {
     }
     if (!keep_alive_ || worker_.stopping()) close_after_ = true;
   }
+  HeaderKind kinds[HeadScratch::kMaxHeaders];
   std::string_view conn_names[16];
   int n_conn = 0;
   bool has_rid = false;
   for (std::uint32_t i = 0; i < h.count; ++i) {
-    std::string_view name = h.headers[i].name.in(base);
-    if (iequals(name, "Connection")) {
+    HeaderKind k = classifyHeader(h.headers[i].name.in(base));
+    kinds[i] = k;
+    if (k == HeaderKind::kConnection) {
       std::string_view value = h.headers[i].value.in(base);
       std::size_t p = 0;
       while (p <= value.size() && n_conn < 16) {
@@ -1355,28 +1332,33 @@ void Session::buildDownstreamHead() {
         if (!t.empty()) conn_names[n_conn++] = t;
         p = q + 1;
       }
-    } else if (iequals(name, "X-Request-Id")) {
+    } else if (k == HeaderKind::kXRequestId) {
       has_rid = true;
-    } else if (!informational && iequals(name, "Content-Type")) {
+    } else if (k == HeaderKind::kContentType && !informational) {
       std::string_view v = h.headers[i].value.in(base);
       if (v.size() >= 17 && iequals(v.substr(0, 17), "text/event-stream")) sse_ = true;
     }
   }
-  char line[64];
-  int n = std::snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
-  append(down_head_, std::string_view(line, static_cast<std::size_t>(n)));
+  // Status line, by hand: this runs once per response.
+  char line[16] = "HTTP/1.1 000 ";
+  line[9] = static_cast<char>('0' + (status / 100) % 10);
+  line[10] = static_cast<char>('0' + (status / 10) % 10);
+  line[11] = static_cast<char>('0' + status % 10);
+  append(down_head_, std::string_view(line, 13));
   append(down_head_, h.status.in(base));
   append(down_head_, "\r\n");
   for (std::uint32_t i = 0; i < h.count; ++i) {
+    HeaderKind k = kinds[i];
     std::string_view name = h.headers[i].name.in(base);
-    if (upgrade_accepted_ && (iequals(name, "Upgrade") || iequals(name, "Connection"))) {
-      // kept as is: the client must see the switch
-    } else {
-      if (isHopByHop(name)) continue;
-      bool named = false;
-      for (int k = 0; k < n_conn; ++k) named = named || iequals(conn_names[k], name);
-      if (named) continue;
-      if (dechunk_ && iequals(name, "Transfer-Encoding")) continue;
+    bool keep_for_upgrade = upgrade_accepted_ && (k == HeaderKind::kUpgrade || k == HeaderKind::kConnection);
+    if (!keep_for_upgrade) {
+      if (isHopByHop(k)) continue;
+      if (dechunk_ && k == HeaderKind::kTransferEncoding) continue;
+      if (n_conn) {
+        bool named = false;
+        for (int c = 0; c < n_conn && !named; ++c) named = iequals(conn_names[c], name);
+        if (named) continue;
+      }
     }
     append(down_head_, name);
     append(down_head_, ": ");
@@ -1540,7 +1522,6 @@ void Session::releaseUpstream(bool reusable) {
   if (!upstream_) return;
   UpstreamConn* c = upstream_;
   upstream_ = nullptr;
-  if (up_reading_ && !c->closing()) uv_read_stop(c->stream());
   up_reading_ = false;
   if (up_write_) {
     up_write_->session = nullptr;
@@ -1582,6 +1563,12 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
   worker_.backendFailure(*b);
   bool safe = fault == Fault::kConnect || idempotent(method_);
   if (replayable && safe && attempts_ < cfg.retries.attempts) {
+    if (aff_ && aff_->from_pin && aff_->plan->cfg.on_target_down == conf::OnTargetDown::kStrict) {
+      // strict: a pinned request is never redispatched, even on a retry (as
+      // HAProxy without `option redispatch`); the pin stays.
+      respondError(503, "tether: the pinned backend is unavailable\n");
+      return;
+    }
     ++attempts_;
     bm.retries.inc();
     if (tried_count_ < 4) tried_[tried_count_++] = b->id;
@@ -1742,9 +1729,25 @@ void Session::pumpTunnel() {
   if (closing_) return;
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   if (going_away_) {
-    // After our close frames, the peers' answers are read and dropped.
-    if (in_.data) { in_.end = body_sent_ = 0; releaseBuffer(in_); }
-    if (up_in_.data) { up_in_.end = resp_body_sent_ = 0; releaseBuffer(up_in_); }
+    // After our close frames, the peers' answers are read and dropped, but
+    // watched: once the client has answered (and the backend has answered or
+    // gone), the handshake is over and we, its server, close the TCP
+    // connection first (RFC 6455 7.1.1) instead of waiting out websocket_close.
+    if (in_.data && !up_writing_) {
+      ws_client_.feed(in_.data + body_sent_, in_.end - body_sent_);
+      in_.end = body_sent_ = 0;
+      releaseBuffer(in_);
+    }
+    if (up_in_.data && !down_writing_) {
+      ws_backend_.feed(up_in_.data + resp_body_sent_, up_in_.end - resp_body_sent_);
+      up_in_.end = resp_body_sent_ = 0;
+      releaseBuffer(up_in_);
+    }
+    if ((ws_client_.closeSeen() || client_half_closed_) &&
+        (ws_backend_.closeSeen() || backend_half_closed_ || !upstream_)) {
+      close();
+      return;
+    }
     updateReading();
     return;
   }
@@ -1781,6 +1784,16 @@ void Session::pumpTunnel() {
   if (m != ws_counted_[1]) {
     bm.websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - ws_counted_[1]);
     ws_counted_[1] = m;
+  }
+  // Nothing pending on a side (e.g. the upgrade request and the 101, already
+  // forwarded): an idle tunnel holds no buffer.
+  if (!up_writing_ && in_.data && body_sent_ == in_.end) {
+    body_sent_ = 0;
+    releaseBuffer(in_);
+  }
+  if (!down_writing_ && up_in_.data && resp_body_sent_ == up_in_.end) {
+    resp_body_sent_ = 0;
+    releaseBuffer(up_in_);
   }
   if (close_by_ == 0) {
     if (ws_client_.closeSeen()) {
@@ -1910,9 +1923,14 @@ int Session::onReqHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
   Session* s = fromParser(p);
   HeadScratch& h = *s->head_;
   HeaderRef& r = h.headers[h.count - 1];
+  std::uint32_t off = static_cast<std::uint32_t>(at - s->in_.data);
   if (!h.in_value) {
-    r.value.off = static_cast<std::uint32_t>(at - s->in_.data);
+    r.value.off = off;
     h.in_value = true;
+  } else if (off != r.value.off + r.value.len) {
+    // llhttp 8 reports an obs-fold continuation as a second, detached span of
+    // the same value (the CRLF between them is not in any span): reject it.
+    return -1;
   }
   r.value.len += static_cast<std::uint32_t>(len);
   // llhttp folds obs-fold lines into the value; RFC 9112 §5.2 lets a proxy

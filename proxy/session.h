@@ -249,7 +249,9 @@ class Session final : public ListHook<>, public PinWaiter {
   std::int64_t req_started_ms_ = 0;
   std::int64_t first_byte_ms_ = -1;
   std::int64_t last_activity_ = 0;
-  std::int64_t timer_deadline_ = 0;
+  std::int64_t timer_deadline_ = 0;  // start of the current wait (connect, first byte, close)
+  std::int64_t armed_at_ = 0;        // when the timer fires, if armed
+  bool timer_armed_ = false;
   std::uint64_t req_started_ns_ = 0;
   char request_id_[32];
   std::string log_path_;           // for the access log, when enabled

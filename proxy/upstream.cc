@@ -28,6 +28,32 @@ void UpstreamConn::onConnect(uv_connect_t* req, int status) {
   }
 }
 
+void UpstreamConn::setReading(bool on) {
+  if (on == reading_ || closing_) return;
+  int rc = on ? uv_read_start(stream(), onAlloc, onRead) : uv_read_stop(stream());
+  if (rc == 0) reading_ = on;
+}
+
+void UpstreamConn::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+  auto* c = static_cast<UpstreamConn*>(h->data);
+  if (c->owner_) {
+    c->owner_->onUpstreamAlloc(buf);
+  } else {
+    *buf = uv_buf_init(c->pool_.worker().discardBuffer(), 4096);
+  }
+}
+
+void UpstreamConn::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* c = static_cast<UpstreamConn*>(s->data);
+  if (c->owner_) {
+    c->owner_->onUpstreamRead(nread, buf);
+  } else if (c->idle_) {
+    c->pool_.onIdleRead(c, nread);
+  } else if (nread < 0 && !c->closing_) {
+    c->close();
+  }
+}
+
 void UpstreamConn::close() {
   if (closing_) return;
   closing_ = true;
@@ -64,7 +90,6 @@ UpstreamConn* UpstreamPool::takeIdle(balancer::Backend& b) {
   if (!c) return nullptr;
   l.remove(c);
   c->idle_ = false;
-  uv_read_stop(c->stream());
   metrics::BackendMetrics& bm = worker_.metrics().backend(b.id);
   bm.upstream_idle.dec();
   bm.upstream_active.inc();
@@ -88,16 +113,11 @@ void UpstreamPool::release(UpstreamConn* c) {
   bm.upstream_idle.inc();
   l.pushBack(c);
   // Watch the idle connection: EOF or stray bytes mean it is unusable.
-  if (uv_read_start(c->stream(), onIdleAlloc, onIdleRead) != 0) c->close();
+  c->setReading(true);
+  if (!c->reading_) c->close();
 }
 
-void UpstreamPool::onIdleAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
-  auto* c = static_cast<UpstreamConn*>(h->data);
-  *buf = uv_buf_init(c->pool_.worker().discardBuffer(), 4096);
-}
-
-void UpstreamPool::onIdleRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
-  auto* c = static_cast<UpstreamConn*>(s->data);
+void UpstreamPool::onIdleRead(UpstreamConn* c, ssize_t nread) {
   if (nread == 0) return;
   if (nread > 0) {
     log::debug("bytes on an idle upstream connection", {{"backend", c->backend_.name}});

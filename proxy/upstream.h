@@ -37,6 +37,10 @@ class UpstreamConn : public ListHook<> {
   // could not even start.
   int connect(Session* owner);
   void setOwner(Session* s) { owner_ = s; }
+  // Reads stay on across owners and idle time (no epoll_ctl per request):
+  // bytes go to the owner, or, while idle, mean the connection is unusable.
+  // Only backpressure turns them off.
+  void setReading(bool on);
   void markConnected() { connected_ = true; }
   Session* owner() const { return owner_; }
   void close();
@@ -45,6 +49,9 @@ class UpstreamConn : public ListHook<> {
   friend class UpstreamPool;
   static void onConnect(uv_connect_t* req, int status);
   static void onClose(uv_handle_t* h);
+  static void onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  bool reading_ = false;
 
   uv_tcp_t tcp_;
   uv_connect_t connect_req_;
@@ -83,8 +90,7 @@ class UpstreamPool {
 
  private:
   friend class UpstreamConn;
-  static void onIdleAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf);
-  static void onIdleRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  void onIdleRead(UpstreamConn* c, ssize_t nread);
   IntrusiveList<UpstreamConn>& idleList(std::uint32_t backend_id);
 
   Worker& worker_;
