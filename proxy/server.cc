@@ -211,6 +211,14 @@ void Server::startResolvers() {
 int Server::run() {
   conf::ConfigPtr cfg = rt_.config();
   signal(SIGPIPE, SIG_IGN);
+  for (std::size_t i = 0; i < cfg->listeners.size(); ++i) {
+    if (cfg->listeners[i].tls) {
+      // Refused rather than served in clear text.
+      log::error("cannot start", {{"error", "listeners[" + std::to_string(i) +
+                                              "].tls: TLS listeners are not supported by this build yet"}});
+      return static_cast<int>(conf::ExitCode::kCannotStart);
+    }
+  }
 
   rt_.memory_pins = std::make_unique<SharedMemoryPins>(cfg->affinity.memory_max_entries);
   for (std::uint32_t i = 0; i < cfg->workers; ++i) workers_.push_back(std::make_unique<Worker>(rt_, i));

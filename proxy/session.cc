@@ -1452,6 +1452,7 @@ void Session::finishExchange() {
   std::int64_t now = worker_.now();
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   bm.request(metricMethod(method_), status_);
+  if (upgrade_ && !upgrade_accepted_) bm.websocketUpgrade(status_);  // refused: counted with its status
   bm.request_duration.observe(static_cast<double>(now - req_started_ms_) / 1000.0);
   if (first_byte_ms_ >= 0) bm.first_byte.observe(static_cast<double>(first_byte_ms_ - req_started_ms_) / 1000.0);
   bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(bytes_in_);
@@ -2001,9 +2002,12 @@ int Session::onRespHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
   HeadScratch& h = s->respHead();
   if (h.too_many || h.count == 0) return 0;
   HeaderRef& r = h.headers[h.count - 1];
+  std::uint32_t off = static_cast<std::uint32_t>(at - s->up_in_.data);
   if (!h.in_value) {
-    r.value.off = static_cast<std::uint32_t>(at - s->up_in_.data);
+    r.value.off = off;
     h.in_value = true;
+  } else if (off != r.value.off + r.value.len) {
+    return -1;  // obs-fold (see onReqHeaderValue): a bad response, answered 502
   }
   r.value.len += static_cast<std::uint32_t>(len);
   return 0;

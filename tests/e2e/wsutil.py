@@ -5,7 +5,7 @@ Standard library plus python3-websockets 10.4 (Debian). Three pieces:
   frame(opcode, payload, fin, mask)     one RFC 6455 frame as bytes (masked: client side)
   close_payload(code, reason)           the payload of a close frame
   recv_frame(raw_client, timeout)       the next frame from a harness.RawClient:
-                                        Frame(fin, opcode, payload), or None on EOF/timeout
+                                        Frame(fin, opcode, payload, masked), or None on EOF/timeout
   upgrade_head(host, path, key, extra)  a hand-written upgrade request
   accept_for(key)                       the Sec-WebSocket-Accept for a Sec-WebSocket-Key
   RawWsBackend(script, first_bytes)     a hand-made WebSocket backend on a raw socket (one
@@ -33,7 +33,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
-Frame = collections.namedtuple("Frame", "fin opcode payload")
+Frame = collections.namedtuple("Frame", "fin opcode payload masked", defaults=(False,))
 
 
 def frame(opcode, payload=b"", fin=True, mask=True):
@@ -91,7 +91,7 @@ def _parse(buf):
     payload = bytes(buf[pos:pos + n])
     if key:
         payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
-    return Frame(bool(b0 & 0x80), b0 & 0x0F, payload), pos + n
+    return Frame(bool(b0 & 0x80), b0 & 0x0F, payload, key is not None), pos + n
 
 
 def recv_frame(client, timeout=5.0):
