@@ -1,6 +1,5 @@
 #include "proxy/pin_store.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -15,6 +14,72 @@ std::int64_t wallMs() {
   uv_timeval64_t tv;
   uv_gettimeofday(&tv);
   return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+// Our own libuv adapter for hiredis. The one shipped with hiredis 0.14
+// (Debian 12) returns early when uv_poll reports an error, and libuv reports
+// POLLERR that way (and stops the poll): a refused connect then never
+// reaches onConnect, and a reset connection never reaches onDisconnect, so
+// the store stays "connecting" or "up" forever. Here an error is handed to
+// hiredis as readiness, as hiredis 1.x does, so that its read or write
+// meets the error and tears the context down.
+struct RedisPoll {
+  redisAsyncContext* ctx;
+  uv_poll_t handle;
+  int events = 0;
+};
+
+void redisPollCb(uv_poll_t* h, int status, int events) {
+  auto* p = static_cast<RedisPoll*>(h->data);
+  int ev = status < 0 ? p->events : events;
+  if (p->ctx && (ev & UV_READABLE)) redisAsyncHandleRead(p->ctx);
+  if (p->ctx && (ev & UV_WRITABLE)) redisAsyncHandleWrite(p->ctx);
+}
+
+void redisPollUpdate(RedisPoll* p) {
+  if (p->events) {
+    if (uv_poll_start(&p->handle, p->events, redisPollCb) != 0) log::warn("redis: uv_poll_start failed", {});
+  } else {
+    uv_poll_stop(&p->handle);
+  }
+}
+
+bool attachRedis(redisAsyncContext* ac, uv_loop_t* loop) {
+  if (ac->ev.data) return false;
+  auto* p = new RedisPoll{ac, {}, 0};
+  if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
+    delete p;
+    return false;
+  }
+  p->handle.data = p;
+  ac->ev.data = p;
+  ac->ev.addRead = [](void* d) {
+    auto* q = static_cast<RedisPoll*>(d);
+    q->events |= UV_READABLE;
+    redisPollUpdate(q);
+  };
+  ac->ev.delRead = [](void* d) {
+    auto* q = static_cast<RedisPoll*>(d);
+    q->events &= ~UV_READABLE;
+    redisPollUpdate(q);
+  };
+  ac->ev.addWrite = [](void* d) {
+    auto* q = static_cast<RedisPoll*>(d);
+    q->events |= UV_WRITABLE;
+    redisPollUpdate(q);
+  };
+  ac->ev.delWrite = [](void* d) {
+    auto* q = static_cast<RedisPoll*>(d);
+    q->events &= ~UV_WRITABLE;
+    redisPollUpdate(q);
+  };
+  ac->ev.cleanup = [](void* d) {
+    auto* q = static_cast<RedisPoll*>(d);
+    q->ctx = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&q->handle),
+             [](uv_handle_t* h) { delete static_cast<RedisPoll*>(h->data); });
+  };
+  return true;
 }
 
 }  // namespace
@@ -48,6 +113,9 @@ class MemoryStore final : public PinStore {
   }
   void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
     pins_.set(key, backend, wallMs() + ttl_ms);
+  }
+  void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
+    if (!pins_.get(key, wallMs())) set(key, backend, ttl_ms);
   }
   void refresh(const std::string& key, std::int64_t ttl_ms) override { pins_.refresh(key, wallMs() + ttl_ms); }
   std::optional<std::string> peek(const std::string& key) override { return pins_.get(key, wallMs()); }
@@ -110,10 +178,22 @@ class RedisStore final : public PinStore {
     if (!connected_) {
       // Written once Redis is back (bounded: the oldest are dropped first).
       if (pending_.size() >= kMaxPending) pending_.erase(pending_.begin());
-      pending_[key] = Pending{backend, ttl_ms};
+      pending_[key] = Pending{backend, ttl_ms, false};
       return;
     }
-    write(key, backend, ttl_ms);
+    write(key, backend, ttl_ms, false);
+  }
+
+  void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
+    std::int64_t now = wallMs();
+    cacheSet(key, backend, now, ttl_ms);
+    if (!connected_) {
+      if (pending_.count(key)) return;  // a set() made meanwhile wins
+      if (pending_.size() >= kMaxPending) pending_.erase(pending_.begin());
+      pending_[key] = Pending{backend, ttl_ms, true};
+      return;
+    }
+    write(key, backend, ttl_ms, true);
   }
 
   void refresh(const std::string& key, std::int64_t ttl_ms) override {
@@ -123,7 +203,7 @@ class RedisStore final : public PinStore {
     if (refreshed_.size() > 100'000) refreshed_.clear();
     refreshed_[key] = now;
     if (!connected_) return;
-    auto* op = new Op{this, now, metrics::StoreOp::kRefresh};
+    auto* op = new Op{this, now, metrics::StoreOp::kRefresh, {}};
     if (redisAsyncCommand(ctx_, onOp, op, "PEXPIRE %b %lld", key.data(), key.size(),
                           static_cast<long long>(ttl_ms)) != REDIS_OK)
       delete op;
@@ -155,11 +235,13 @@ class RedisStore final : public PinStore {
   struct Pending {
     std::string backend;
     std::int64_t ttl_ms;
+    bool if_absent;
   };
   struct Op {
     RedisStore* store;
     std::int64_t started_ms;
     metrics::StoreOp op;
+    std::string key;  // SET NX only: forgotten locally when the store had a pin
   };
 
   void cacheSet(const std::string& key, const std::string& backend, std::int64_t now, std::int64_t ttl_ms) {
@@ -167,11 +249,13 @@ class RedisStore final : public PinStore {
     stale_.set(key, backend, now + ttl_ms);
   }
 
-  void write(const std::string& key, const std::string& backend, std::int64_t ttl_ms) {
-    auto* op = new Op{this, wallMs(), metrics::StoreOp::kSet};
-    if (redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld", key.data(), key.size(), backend.data(),
-                          backend.size(), static_cast<long long>(ttl_ms)) != REDIS_OK)
-      delete op;
+  void write(const std::string& key, const std::string& backend, std::int64_t ttl_ms, bool if_absent) {
+    auto* op = new Op{this, wallMs(), metrics::StoreOp::kSet, if_absent ? key : std::string()};
+    int rc = if_absent ? redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld NX", key.data(), key.size(),
+                                           backend.data(), backend.size(), static_cast<long long>(ttl_ms))
+                       : redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld", key.data(), key.size(),
+                                           backend.data(), backend.size(), static_cast<long long>(ttl_ms));
+    if (rc != REDIS_OK) delete op;
   }
 
   void connect() {
@@ -186,7 +270,14 @@ class RedisStore final : public PinStore {
       return;
     }
     ctx_->data = this;
-    redisLibuvAttach(ctx_, loop_);
+    if (!attachRedis(ctx_, loop_)) {
+      log::warn("redis connect failed", {{"address", u.address.str()}, {"error", "cannot watch the socket"}});
+      ctx_->data = nullptr;
+      redisAsyncFree(ctx_);
+      ctx_ = nullptr;
+      scheduleReconnect();
+      return;
+    }
     redisAsyncSetConnectCallback(ctx_, onConnect);
     redisAsyncSetDisconnectCallback(ctx_, onDisconnect);
     if (!u.password.empty()) {
@@ -214,7 +305,7 @@ class RedisStore final : public PinStore {
     if (up) {
       log::info("redis connected", {{"address", cfg_.redis->address.str()}, {"pending_pins", static_cast<std::uint64_t>(pending_.size())}});
       backoff_ms_ = 0;
-      for (auto& [k, p] : pending_) write(k, p.backend, p.ttl_ms);
+      for (auto& [k, p] : pending_) write(k, p.backend, p.ttl_ms, p.if_absent);
       pending_.clear();
     } else {
       log::warn("redis down: falling back to local pins and hashing", {{"address", cfg_.redis->address.str()}});
@@ -268,8 +359,14 @@ class RedisStore final : public PinStore {
 
   static void onOp(redisAsyncContext* c, void* r, void* priv) {
     auto* op = static_cast<Op*>(priv);
-    if (c->data && r) {
+    auto* reply = static_cast<redisReply*>(r);
+    if (c->data && reply) {
       op->store->metrics_.storeSeconds(op->op).observe(static_cast<double>(wallMs() - op->started_ms) / 1000.0);
+      // SET NX not done: the store holds another pin, which the next lookup reads.
+      if (!op->key.empty() && reply->type == REDIS_REPLY_NIL) {
+        op->store->cache_.erase(op->key);
+        op->store->stale_.erase(op->key);
+      }
     }
     delete op;
   }

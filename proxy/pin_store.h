@@ -61,6 +61,12 @@ class PinStore {
   void cancel(PinTicket* t) { t->waiter = nullptr; }
   // Pins key to backend for ttl_ms (overwrites).
   virtual void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) = 0;
+  // Pins key to backend unless the store already holds a pin for it: for a
+  // placement made without the store's answer (lookup timed out, store down),
+  // which must not replace a pin another tether made. The local view takes
+  // the placement at once; if the store had a pin, the local view forgets
+  // the placement again so that the next lookup asks the store.
+  virtual void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) = 0;
   // Extends the TTL of a pin in use (throttled to once per ttl/10 per key).
   virtual void refresh(const std::string& key, std::int64_t ttl_ms) = 0;
   // What the local view holds for key, without waiting (admin, fallback).

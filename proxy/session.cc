@@ -112,6 +112,7 @@ void Session::countActive(bool on) {
     backend_->active_requests.fetch_add(1, std::memory_order_relaxed);
   } else {
     backend_->active_requests.fetch_sub(1, std::memory_order_relaxed);
+    if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
   }
 }
 
@@ -175,6 +176,10 @@ void Session::close() {
   state_ = State::kClosing;
   if (down_write_) { down_write_->session = nullptr; down_write_ = nullptr; }
   if (up_write_) { up_write_->session = nullptr; up_write_ = nullptr; }
+  if (queued_) {
+    queued_ = false;
+    worker_.dequeue(this);
+  }
   if (tunnel_counted_) finishTunnelMetrics();
   countActive(false);
   endAffinity();
@@ -258,10 +263,12 @@ void Session::transition(State to) {
 
 std::int64_t Session::deadline() const {
   const conf::Timeouts& t = worker_.config().timeouts;
+  const conf::Limits& lim = worker_.config().limits;
   switch (state_) {
     case State::kIdle: return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
     case State::kHead: return req_started_ms_ + t.request_header;
     case State::kUpstream:
+      if (queued_) return timer_deadline_ + lim.queue_timeout;
       if (looking_up_ && aff_) return timer_deadline_ + aff_->plan->cfg.lookup_timeout;
       return timer_deadline_ + t.connect;
     case State::kExchange:
@@ -313,6 +320,12 @@ void Session::onTimeout() {
       respondError(408, "tether: request header timeout\n");
       break;
     case State::kUpstream:
+      if (queued_) {
+        queued_ = false;
+        worker_.dequeue(this);
+        respondError(503, "tether: no backend slot within queue_timeout\n");
+        break;
+      }
       if (looking_up_ && aff_) {
         // The store is slow: go on with what we know locally, then hashing.
         if (aff_->ticket) worker_.pins().cancel(aff_->ticket);
@@ -793,6 +806,18 @@ void Session::dispatch() {
 }
 
 void Session::proceed(Backend* b) {
+  if (!b && worker_.lastPickCapped() && worker_.config().limits.max_connections_per_backend) {
+    // Every candidate is at its cap: wait for a slot, up to queue_timeout.
+    if (worker_.enqueue(this)) {
+      queued_ = true;
+      if (state_ != State::kUpstream) transition(State::kUpstream);
+      timer_deadline_ = worker_.now();
+      armTimer(0);
+      return;
+    }
+    respondError(503, "tether: backends at capacity, queue full\n");
+    return;
+  }
   if (!b) {
     respondError(503, "tether: no backend available\n");
     return;
@@ -858,6 +883,12 @@ bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
   return true;
 }
 
+void Session::onSlot(Backend* b) {
+  if (!queued_ || closing_) return;
+  queued_ = false;
+  proceed(b);
+}
+
 void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
   if (!looking_up_ || closing_ || !aff_) return;
   looking_up_ = false;
@@ -887,7 +918,13 @@ void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
   }
   if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
   Backend* b = worker_.placeByHash(aff_->hash, tried);
-  if (b) pinTo(b, false);
+  if (b && !store_ok) {
+    // No answer from the store (slow or down): the store may hold a pin we
+    // could not read, made by another tether; place without replacing it.
+    worker_.pins().place(aff_->store_key, b->name, cfg.ttl);
+  } else if (b) {
+    pinTo(b, false);
+  }
   proceed(b);
 }
 
@@ -1702,9 +1739,9 @@ void Session::enterTunnel() {
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   bm.websocketUpgrade(101);
   bm.websocket_active.inc();
-  countActive(false);
-  backend_->active_tunnels.fetch_add(1, std::memory_order_relaxed);
+  backend_->active_tunnels.fetch_add(1, std::memory_order_relaxed);  // before the request's slot frees
   tunnel_counted_ = true;
+  countActive(false);
   if (worker_.config().access_log.enabled) logAccess();
   if (head_) {
     worker_.giveScratch(head_);
@@ -1877,6 +1914,7 @@ void Session::finishTunnelMetrics() {
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   bm.websocket_active.dec();
   backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
+  if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
   bm.websocket_duration.observe(static_cast<double>(worker_.now() - tunnel_started_ms_) / 1000.0);
   metrics::ClosedBy by = close_by_ ? static_cast<metrics::ClosedBy>(close_by_ - 1) : metrics::ClosedBy::kTether;
   bm.websocketClose(close_code_, by);

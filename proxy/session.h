@@ -63,7 +63,9 @@ struct IoBuffer {
 struct AffinityPlan;
 struct AffinityState;
 
-class Session final : public ListHook<>, public PinWaiter {
+struct QueueTag;
+
+class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWaiter {
  public:
   Session(Worker& worker, const ListenerHandle& listener);
   ~Session();
@@ -81,6 +83,10 @@ class Session final : public ListHook<>, public PinWaiter {
   void onUpstreamConnected(int status);
   void onUpstreamAlloc(uv_buf_t* buf);
   void onUpstreamRead(ssize_t nread, const uv_buf_t* buf);
+
+  // A backend slot freed while this session waited in the worker's queue
+  // (limits.max_connections_per_backend).
+  void onSlot(balancer::Backend* b);
 
   // The affinity store's answer (PinWaiter).
   void onPinLookup(bool store_ok, const std::string& backend) override;
@@ -224,6 +230,7 @@ class Session final : public ListHook<>, public PinWaiter {
   bool tunnel_counted_ = false;   // counted as an open tunnel
   bool served_ = false;           // a request was answered on this connection
   bool looking_up_ = false;       // waiting for the pin store
+  bool queued_ = false;           // waiting for a backend under its connection cap
   std::uint8_t fault_ = 0;         // why the request parser stopped (413, 431)
   std::uint32_t down_head_sent_ = 0;
   bool request_done_ = false;      // whole request parsed

@@ -277,6 +277,26 @@ void Worker::onConnection(uv_stream_t* server, int status) {
   s->start(server);
 }
 
+bool Worker::enqueue(Session* s) {
+  if (queue_.size() >= config_->limits.max_queue) return false;
+  queue_.pushBack(s);
+  return true;
+}
+
+void Worker::dequeue(Session* s) { queue_.remove(s); }
+
+void Worker::slotFreed() {
+  if (queue_.empty() || serving_queue_) return;
+  serving_queue_ = true;  // onSlot may free or take slots again: no recursion
+  while (Session* s = queue_.front()) {
+    balancer::Backend* b = pick({}, 0, false);
+    if (!b) break;
+    queue_.remove(s);
+    s->onSlot(b);
+  }
+  serving_queue_ = false;
+}
+
 void Worker::sessionClosed(Session* s) {
   sessions_.remove(s);
   delete s;
@@ -318,11 +338,15 @@ balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint6
   for (std::size_t i = 0; i < n; ++i) pick_scratch_.push_back(rt_.backends.at(i));
   std::int64_t now_ms = nowWallMs();
   std::uint64_t per_backend = config_->limits.max_connections_per_backend;
+  last_pick_capped_ = false;
   auto accept = [&](const balancer::Backend& b) {
     if (!b.available(now_ms)) return false;
     for (std::uint32_t t : tried)
       if (t == b.id) return false;
-    if (per_backend && b.load() >= per_backend) return false;
+    if (per_backend && b.load() >= per_backend) {
+      last_pick_capped_ = true;
+      return false;
+    }
     return true;
   };
   balancer::PickContext ctx;

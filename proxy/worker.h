@@ -32,6 +32,7 @@ namespace tether::proxy {
 class Session;
 class Worker;
 struct WriteReq;
+struct QueueTag;
 
 // How one route chooses its affinity key: the configuration plus its key
 // specs parsed once. Shared with the sessions that use it, so that a reload
@@ -120,6 +121,14 @@ class Worker {
   void backendFailure(balancer::Backend& b);
   void backendSuccess(balancer::Backend& b);
 
+  // Sessions waiting for a backend under limits.max_connections_per_backend,
+  // served first in, first out as slots free up.
+  bool enqueue(Session* s);  // false when the queue is full
+  void dequeue(Session* s);
+  void slotFreed();
+  // Did the last pick() find backends that were refused only for their cap?
+  bool lastPickCapped() const { return last_pick_capped_; }
+
   void sessionClosed(Session* s);
   IntrusiveList<Session>& sessions() { return sessions_; }
 
@@ -145,6 +154,9 @@ class Worker {
   conf::ConfigPtr config_;
   std::vector<std::unique_ptr<ListenerHandle>> listeners_;
   IntrusiveList<Session> sessions_;
+  IntrusiveList<Session, QueueTag> queue_;
+  bool last_pick_capped_ = false;
+  bool serving_queue_ = false;
   BufferPool buffers_;
   UpstreamPool upstreams_;
   std::unique_ptr<balancer::Picker> picker_;

@@ -669,12 +669,7 @@ class LimitsAndMemory(WsTestCase):
                 return await ws.recv()
         self.assertEqual(arun(again()), "ok")
 
-    # BUG / missing feature (proxy/worker.cc Worker::pick, proxy/session.cc dispatch):
-    # SPEC says "max_connections_per_backend ... above: queue; queue_timeout: queued
-    # longer: 503", but a backend at its cap is simply not accepted by Worker::pick, so
-    # the upgrade gets 503 "no backend available" at once instead of waiting up to
-    # queue_timeout for a slot. Not a tunnel-local fix.
-    @unittest.expectedFailure
+    # SPEC: above max_connections_per_backend a request waits in a queue, up to queue_timeout.
     def test_upgrade_past_cap_waits_in_queue_for_a_free_slot(self):
         up, t = self.echo_setup(cfg(limits={"max_connections_per_backend": 1,
                                             "queue_timeout": "3s"}))
