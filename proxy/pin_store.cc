@@ -182,6 +182,7 @@ class RedisStore final : public PinStore {
       return;
     }
     write(key, backend, ttl_ms, false);
+    flush();
   }
 
   void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
@@ -194,6 +195,7 @@ class RedisStore final : public PinStore {
       return;
     }
     write(key, backend, ttl_ms, true);
+    flush();
   }
 
   void refresh(const std::string& key, std::int64_t ttl_ms) override {
@@ -256,6 +258,15 @@ class RedisStore final : public PinStore {
                        : redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld", key.data(), key.size(),
                                            backend.data(), backend.size(), static_cast<long long>(ttl_ms));
     if (rc != REDIS_OK) delete op;
+  }
+
+  // Puts what hiredis holds on the wire now rather than on the loop's next
+  // turn. A sid is pinned while the handshake answer that carries it is
+  // being forwarded: the pin must reach Redis before the client can send
+  // its next poll through another tether, or that tether finds no pin.
+  // A write error tears the context down from inside (onDisconnect).
+  void flush() {
+    if (ctx_ && connected_) redisAsyncHandleWrite(ctx_);
   }
 
   void connect() {

@@ -1487,6 +1487,8 @@ void Session::afterResponseWrite() {
 void Session::finishExchange() {
   const conf::Config& cfg = worker_.config();
   std::int64_t now = worker_.now();
+  // Pipelined bytes already read belong to the requests that follow.
+  if (in_.data && in_.end > parsed_) bytes_in_ -= std::min<std::uint64_t>(bytes_in_, in_.end - parsed_);
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   bm.request(metricMethod(method_), status_);
   if (upgrade_ && !upgrade_accepted_) bm.websocketUpgrade(status_);  // refused: counted with its status
