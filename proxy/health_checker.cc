@@ -207,6 +207,7 @@ struct HealthChecker::Check {
     bm.up.set(s == BackendState::kUp ? 1 : 0);
     log::info("backend state", {{"backend", backend->name}, {"from", balancer::toString(before)},
                                 {"to", balancer::toString(s)}, {"reason", reason}});
+    if (s == BackendState::kDown && before == BackendState::kUp && owner->on_down_) owner->on_down_(backend);
   }
 };
 

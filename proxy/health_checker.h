@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ class HealthChecker {
   // Stops every check; on_closed runs once every handle is closed.
   void stop();
   bool anyUp() const;
+  // Called on the main loop when a backend goes from up to down (its
+  // tunnels are then closed with 1001 so that clients reconnect elsewhere).
+  void setOnDown(std::function<void(balancer::Backend*)> f) { on_down_ = std::move(f); }
 
   struct Check;  // one backend's check (internal)
 
@@ -39,6 +43,7 @@ class HealthChecker {
   uv_loop_t* loop_;
   metrics::Metrics& metrics_;
   std::vector<Check*> checks_;
+  std::function<void(balancer::Backend*)> on_down_;
 };
 
 }  // namespace tether::proxy

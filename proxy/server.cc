@@ -224,6 +224,9 @@ int Server::run() {
   for (std::uint32_t i = 0; i < cfg->workers; ++i) workers_.push_back(std::make_unique<Worker>(rt_, i));
   uv_loop_t* loop = workers_[0]->loop();
   health_ = std::make_unique<HealthChecker>(loop, rt_.metrics);
+  health_->setOnDown([this](Backend* b) {
+    for (auto& w : workers_) w->requestTunnelDrain(b->id);
+  });
 
   for (std::size_t i = 0; i < cfg->backends.size(); ++i) addBackendsFor(i, cfg->backends[i]);
 

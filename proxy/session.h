@@ -77,6 +77,9 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   void goAway();
   // A backend went away: tunnels to it get close frames 1001.
   bool tunnelTo(const balancer::Backend* b) const;
+  // A going-away close waiting for its turn in a spread window.
+  void markGoAway() { goaway_marked_ = true; }
+  bool goAwayMarked() const { return goaway_marked_ && !going_away_; }
   void close();
 
   // UpstreamConn and pool callbacks.
@@ -270,6 +273,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   bool client_half_closed_ = false;
   bool backend_half_closed_ = false;
   bool going_away_ = false;
+  bool goaway_marked_ = false;
   std::int64_t tunnel_started_ms_ = 0;
   std::uint16_t close_code_ = 0;
   std::uint8_t close_by_ = 0;

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -19,6 +20,8 @@ Worker::Worker(Runtime& rt, std::uint32_t index) : rt_(rt), index_(index), upstr
   async_.data = this;
   uv_timer_init(&loop_, &sweep_timer_);
   sweep_timer_.data = this;
+  uv_timer_init(&loop_, &spread_timer_);
+  spread_timer_.data = this;
   config_ = rt.config();
   upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
   picker_kind_ = config_->balance;
@@ -234,7 +237,10 @@ void Worker::beginStop() {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&l->tcp)))
       uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
   }
-  sessions_.forEach([](Session* s) { s->goAway(); });
+  sessions_.forEach([](Session* s) {
+    if (!s->tunnelTo(nullptr)) s->goAway();
+  });
+  drainTunnels(-1);  // 1001 to every tunnel, spread over websocket_close_spread if set
   maybeFinishStop();
 }
 
@@ -244,9 +250,41 @@ void Worker::forceStop() {
 
 void Worker::drainTunnels(std::int64_t backend_id) {
   const balancer::Backend* b = backend_id < 0 ? nullptr : rt_.backends.at(static_cast<std::size_t>(backend_id));
-  sessions_.forEach([b](Session* s) {
-    if (s->tunnelTo(b)) s->goAway();
+  std::int64_t spread = config_->timeouts.websocket_close_spread;
+  std::size_t marked = 0;
+  sessions_.forEach([&](Session* s) {
+    if (!s->tunnelTo(b)) return;
+    if (spread <= 0) {
+      s->goAway();
+    } else {
+      s->markGoAway();
+      ++marked;
+    }
   });
+  if (marked == 0) return;
+  // Spread the going-away closes over the window, so that thousands of
+  // clients do not all reconnect in the same second.
+  goaway_left_ += marked;
+  std::int64_t ticks = std::max<std::int64_t>(1, spread / kSpreadTickMs);
+  goaway_batch_ = std::max<std::size_t>(1, (goaway_left_ + static_cast<std::size_t>(ticks) - 1) / static_cast<std::size_t>(ticks));
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&spread_timer_)))
+    uv_timer_start(&spread_timer_, onSpread, 0, kSpreadTickMs);
+}
+
+void Worker::onSpread(uv_timer_t* t) {
+  Worker* w = static_cast<Worker*>(t->data);
+  std::size_t n = 0;
+  w->sessions_.forEach([&](Session* s) {
+    if (n < w->goaway_batch_ && s->goAwayMarked()) {
+      s->goAway();
+      ++n;
+    }
+  });
+  w->goaway_left_ = n >= w->goaway_left_ ? 0 : w->goaway_left_ - n;
+  if (n == 0 || w->goaway_left_ == 0) {
+    w->goaway_left_ = 0;
+    uv_timer_stop(t);
+  }
 }
 
 void Worker::maybeFinishStop() {
@@ -256,6 +294,7 @@ void Worker::maybeFinishStop() {
   pins_->close();
   uv_timer_stop(&sweep_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&spread_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   if (on_drained_) on_drained_();
 }

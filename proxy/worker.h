@@ -139,6 +139,8 @@ class Worker {
   static void onConnection(uv_stream_t* server, int status);
   static void onAsync(uv_async_t* a);
   static void onSweep(uv_timer_t* t);
+  static void onSpread(uv_timer_t* t);
+  static constexpr std::int64_t kSpreadTickMs = 50;
   void applyConfig();
   void buildPlans();
   void beginStop();
@@ -151,6 +153,9 @@ class Worker {
   uv_loop_t loop_;
   uv_async_t async_;
   uv_timer_t sweep_timer_;
+  uv_timer_t spread_timer_;  // going-away closes spread over websocket_close_spread
+  std::size_t goaway_left_ = 0;
+  std::size_t goaway_batch_ = 1;
   conf::ConfigPtr config_;
   std::vector<std::unique_ptr<ListenerHandle>> listeners_;
   IntrusiveList<Session> sessions_;

@@ -562,6 +562,51 @@ class Shutdown(WsTestCase):
         slowest = max(d for _, d in res)
         self.assertLess(slowest, 3.0, "close handshakes took %.1fs" % slowest)
 
+    def test_sigterm_spreads_closes_over_websocket_close_spread(self):
+        up, t = self.echo_setup(cfg(timeouts={"websocket_close_spread": "1s"}))
+        n = 20
+
+        async def go():
+            socks = [await ws_connect(t.ws_url("/"), close_timeout=10) for _ in range(n)]
+            start = time.monotonic()
+            t.signal(SIGTERM)
+
+            async def wait_close(ws):
+                try:
+                    while True:
+                        await ws.recv()
+                except websockets.ConnectionClosed as e:
+                    return (e.rcvd.code if e.rcvd else None), time.monotonic() - start
+
+            return await asyncio.gather(*(wait_close(ws) for ws in socks))
+
+        res = arun(go(), timeout=30)
+        self.assertEqual([c for c, _ in res], [1001] * n)
+        times = sorted(d for _, d in res)
+        # Not all at once: the first and the last close are most of the window apart.
+        self.assertGreater(times[-1] - times[0], 0.5, times)
+        self.assertLess(times[-1], 3.0, times)
+        self.assertEqual(t.wait_exit(timeout=10), 0)
+
+    def test_backend_going_down_closes_its_sockets_with_1001(self):
+        a = self.start_ws_echo(name="a")
+        t = self.tether([a], cfg(health={"interval": "200ms", "fall": 1, "timeout": "500ms"}))
+
+        async def go():
+            ws = await ws_connect(t.ws_url("/"))
+            await ws.send("x")
+            assert await ws.recv() == "x"
+            # The backend still carries the socket, but its health check now fails.
+            await ws.send("health:503")
+            assert await ws.recv() == "health:503"
+            try:
+                await asyncio.wait_for(ws.recv(), 5)
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code if e.rcvd else None
+            return "open"
+
+        self.assertEqual(arun(go(), timeout=15), 1001)
+
     def test_sigterm_sends_masked_1001_to_the_backend_too(self):
         got = []
 

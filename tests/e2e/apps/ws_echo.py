@@ -27,11 +27,14 @@ import urllib.parse
 import websockets
 
 
+HEALTH = {"status": 200}  # a text message "health:<code>" changes what /health answers
+
+
 async def main_async(args):
     async def process_request(path, headers):
         if "upgrade" not in headers.get("Connection", "").lower():
             if urllib.parse.urlsplit(path).path == "/health":
-                return http.HTTPStatus.OK, [("Content-Type", "application/json")], \
+                return http.HTTPStatus(HEALTH["status"]), [("Content-Type", "application/json")], \
                     b'{"status": true}\n'
             return http.HTTPStatus.UPGRADE_REQUIRED, [("Content-Type", "text/plain")], \
                 b"websocket only\n"
@@ -53,6 +56,8 @@ async def main_async(args):
                 if isinstance(msg, str) and msg.startswith("close:"):
                     await ws.close(int(msg[6:]), "asked")
                     return
+                if isinstance(msg, str) and msg.startswith("health:"):
+                    HEALTH["status"] = int(msg[7:])
                 await ws.send(msg)
                 if close_after:
                     await ws.close(close_after, "bye")
