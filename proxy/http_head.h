@@ -31,6 +31,35 @@ struct HeadScratch {
   bool too_many = false;
   bool in_value = false;
   HeadScratch* next_free = nullptr;
+  // A piece of a field name at `off` (llhttp may split one across reads).
+  // False when the head has more than kMaxHeaders fields.
+  bool addName(std::uint32_t off, std::uint32_t len) {
+    if (in_value || count == 0) {
+      if (count == kMaxHeaders) {
+        too_many = true;
+        return false;
+      }
+      headers[count++] = HeaderRef{{off, 0}, {0, 0}};
+      in_value = false;
+    }
+    headers[count - 1].name.len += len;
+    return true;
+  }
+  // A piece of the current field's value. False for a detached piece: llhttp
+  // 8 reports an obs-fold continuation that way (the CRLF between the pieces
+  // is in neither), and RFC 9112 §5.2 lets us refuse it.
+  bool addValue(std::uint32_t off, std::uint32_t len) {
+    if (count == 0 || too_many) return true;
+    HeaderRef& r = headers[count - 1];
+    if (!in_value) {
+      r.value.off = off;
+      in_value = true;
+    } else if (off != r.value.off + r.value.len) {
+      return false;
+    }
+    r.value.len += len;
+    return true;
+  }
   void reset() {
     count = 0;
     url = {};

@@ -1945,37 +1945,15 @@ int Session::onReqUrl(llhttp_t* p, const char* at, std::size_t len) {
 
 int Session::onReqHeaderField(llhttp_t* p, const char* at, std::size_t len) {
   Session* s = fromParser(p);
-  HeadScratch& h = *s->head_;
-  std::uint32_t off = static_cast<std::uint32_t>(at - s->in_.data);
-  if (h.in_value || h.count == 0) {
-    if (h.count == HeadScratch::kMaxHeaders) {
-      h.too_many = true;
-      s->fault_ = kFault431;
-      return -1;
-    }
-    h.headers[h.count++] = HeaderRef{{off, 0}, {0, 0}};
-    h.in_value = false;
-  }
-  h.headers[h.count - 1].name.len += static_cast<std::uint32_t>(len);
-  return 0;
+  if (s->head_->addName(static_cast<std::uint32_t>(at - s->in_.data), static_cast<std::uint32_t>(len))) return 0;
+  s->fault_ = kFault431;
+  return -1;
 }
 
 int Session::onReqHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
   Session* s = fromParser(p);
-  HeadScratch& h = *s->head_;
-  HeaderRef& r = h.headers[h.count - 1];
-  std::uint32_t off = static_cast<std::uint32_t>(at - s->in_.data);
-  if (!h.in_value) {
-    r.value.off = off;
-    h.in_value = true;
-  } else if (off != r.value.off + r.value.len) {
-    // llhttp 8 reports an obs-fold continuation as a second, detached span of
-    // the same value (the CRLF between them is not in any span): reject it.
-    return -1;
-  }
-  r.value.len += static_cast<std::uint32_t>(len);
-  // llhttp folds obs-fold lines into the value; RFC 9112 §5.2 lets a proxy
-  // reject them, and we do: a value never carries CR or LF onward.
+  if (!s->head_->addValue(static_cast<std::uint32_t>(at - s->in_.data), static_cast<std::uint32_t>(len))) return -1;
+  // A value never carries CR or LF onward.
   if (std::memchr(at, '\r', len) || std::memchr(at, '\n', len)) return -1;
   return 0;
 }
@@ -2023,34 +2001,15 @@ int Session::onRespStatus(llhttp_t* p, const char* at, std::size_t len) {
 
 int Session::onRespHeaderField(llhttp_t* p, const char* at, std::size_t len) {
   Session* s = fromParser(p);
-  HeadScratch& h = s->respHead();
-  std::uint32_t off = static_cast<std::uint32_t>(at - s->up_in_.data);
-  if (h.in_value || h.count == 0) {
-    if (h.count == HeadScratch::kMaxHeaders) {
-      h.too_many = true;
-      return 0;  // reported when the head completes
-    }
-    h.headers[h.count++] = HeaderRef{{off, 0}, {0, 0}};
-    h.in_value = false;
-  }
-  h.headers[h.count - 1].name.len += static_cast<std::uint32_t>(len);
+  // Too many fields is reported once the head completes (502).
+  s->respHead().addName(static_cast<std::uint32_t>(at - s->up_in_.data), static_cast<std::uint32_t>(len));
   return 0;
 }
 
 int Session::onRespHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
   Session* s = fromParser(p);
-  HeadScratch& h = s->respHead();
-  if (h.too_many || h.count == 0) return 0;
-  HeaderRef& r = h.headers[h.count - 1];
-  std::uint32_t off = static_cast<std::uint32_t>(at - s->up_in_.data);
-  if (!h.in_value) {
-    r.value.off = off;
-    h.in_value = true;
-  } else if (off != r.value.off + r.value.len) {
-    return -1;  // obs-fold (see onReqHeaderValue): a bad response, answered 502
-  }
-  r.value.len += static_cast<std::uint32_t>(len);
-  return 0;
+  // A folded response header is a bad response: 502.
+  return s->respHead().addValue(static_cast<std::uint32_t>(at - s->up_in_.data), static_cast<std::uint32_t>(len)) ? 0 : -1;
 }
 
 int Session::onRespHeadersComplete(llhttp_t* p) {

@@ -181,7 +181,63 @@ TEST(ExtractKey, EngineIoSidInOddPlacesIsNotAKey) {
   EXPECT_EQ(extract("engineio_sid", r), "engineio_sid=ok");
 }
 
+TEST(ExtractKey, HostileEngineIoQueriesAreSurvived) {
+  Req r;
+  // A sid longer than any real one (20 characters) but under the limit is a key;
+  // over kMaxKeyValueBytes it is none.
+  r.query = "EIO=4&sid=" + std::string(kMaxKeyValueBytes, 's');
+  EXPECT_TRUE(extract("engineio_sid", r).has_value());
+  r.query = "EIO=4&sid=" + std::string(kMaxKeyValueBytes + 1, 's');
+  EXPECT_EQ(extract("engineio_sid", r), std::nullopt);
+  // Thousands of repeated sids: the first decides.
+  r.query = "EIO=4&transport=polling";
+  for (int i = 0; i < 5000; ++i) r.query += "&sid=" + std::to_string(i);
+  EXPECT_EQ(extract("engineio_sid", r), "engineio_sid=0");
+  // Separators only, a megabyte of them.
+  r.query = std::string(1 << 20, '&');
+  EXPECT_EQ(extract("engineio_sid", r), std::nullopt);
+  r.query = std::string(1 << 20, '=');
+  EXPECT_EQ(extract("engineio_sid", r), std::nullopt);
+  // Bytes that are not text: opaque, taken as sent.
+  r.query = std::string("EIO=4&sid=\xff\x00\x80", 13);
+  std::optional<std::string> k = extract("engineio_sid", r);
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(*k, std::string("engineio_sid=\xff\x00\x80", 16));
+  // A sid without EIO, in any position, is no key.
+  r.query = "sid=a&sid=b&transport=websocket";
+  EXPECT_EQ(extract("engineio_sid", r), std::nullopt);
+}
+
+TEST(IsEngineIoHandshake, RepeatedAndOddParameters) {
+  Req r;
+  r.query = "EIO=4&transport=polling&sid=&sid=abc";  // the first (empty) sid decides
+  EXPECT_TRUE(isEngineIoHandshake(r.view()));
+  r.query = "EIO=4&transport=websocket&transport=polling";  // the first transport decides
+  EXPECT_FALSE(isEngineIoHandshake(r.view()));
+  r.query = "EIO&transport=polling";
+  (void)isEngineIoHandshake(r.view());  // EIO without a value: either answer, no crash
+  r.query = std::string(1 << 20, '&') + "EIO=4&transport=polling";
+  EXPECT_TRUE(isEngineIoHandshake(r.view()));
+  r.query = "";
+  EXPECT_FALSE(isEngineIoHandshake(r.view()));
+}
+
 // --- cookie -------------------------------------------------------------------
+
+TEST(ExtractKey, CookieValuesWithOddBytes) {
+  Req r;
+  r.headers = {{"Cookie", std::string("tether_affinity=\xc3\x28\xff; a=1", 24)}};
+  EXPECT_EQ(extract("cookie:tether_affinity", r), "cookie:tether_affinity=\xc3\x28\xff");
+  r.headers = {{"Cookie", std::string("a=\0; tether_affinity=v", 22)}};
+  EXPECT_EQ(extract("cookie:tether_affinity", r), "cookie:tether_affinity=v");
+  r.headers = {{"Cookie", "tether_affinity"}, {"Cookie", "=tether_affinity"}};
+  EXPECT_EQ(extract("cookie:tether_affinity", r), std::nullopt);
+  // Ten thousand cookies before ours.
+  std::string many;
+  for (int i = 0; i < 10000; ++i) many += "c" + std::to_string(i) + "=v; ";
+  r.headers = {{"Cookie", many + "tether_affinity=found"}};
+  EXPECT_EQ(extract("cookie:tether_affinity", r), "cookie:tether_affinity=found");
+}
 
 TEST(ExtractKey, CookieFoundAmongOthers) {
   Req r;
@@ -384,6 +440,32 @@ TEST(ExtractKey, BrokenJwtsAreNoKey) {
     EXPECT_EQ(extract("jwt:cookie:token:id", r), std::nullopt) << t;
     EXPECT_EQ(extract("jwt:header:Authorization:id", r), std::nullopt) << t;
   }
+}
+
+TEST(ExtractKey, OddButValidJwtPayloads) {
+  Req r;
+  // Numbers as written, however large; whitespace everywhere JSON allows it.
+  r.headers = {{"Cookie", "token=" + jwt(" \n{ \"id\" :\t1e400 } \r\n")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=1e400");
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":-0})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=-0");
+  // An escaped NUL is a legal character of a claim: the key keeps it.
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":"a\u0000b"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), std::string("jwt:cookie:token:id=a\0b", 23));
+  // Raw non-ASCII (UTF-8) in a claim.
+  r.headers = {{"Cookie", "token=" + jwt("{\"id\":\"\xc3\xa9l\xc3\xa8ve\"}")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=\xc3\xa9l\xc3\xa8ve");
+  // Many other members before the claim.
+  std::string members = "{";
+  for (int i = 0; i < 2000; ++i) members += "\"k" + std::to_string(i) + "\":[1,{\"id\":0}],";
+  r.headers = {{"Cookie", "token=" + jwt(members + "\"id\":\"late\"}")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=late");
+  // What follows the object is not read (the claim is found first): no crash either way.
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":"x"} trailing)")}};
+  (void)extract("jwt:cookie:token:id", r);
+  // A token cookie in quotes, as some frameworks write it.
+  r.headers = {{"Cookie", "token=\"" + jwt(R"({"id":"q"})") + "\""}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=q");
 }
 
 TEST(ExtractKey, DeeplyNestedJwtPayloadIsSurvived) {
