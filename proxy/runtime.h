@@ -3,8 +3,9 @@
 //
 // Created by Server on the main thread before any worker starts; outlives
 // every worker. The configuration pointer is swapped by reload on the main
-// loop; workers take their own copy when told (Worker::applyConfig), so a
-// request always finishes on the configuration it started with.
+// loop; each worker takes the new one between callbacks when told
+// (Worker::applyConfig). What a session keeps across callbacks (affinity
+// plans) is shared-owned, so a reload never frees it under a request.
 #pragma once
 
 #include <atomic>
