@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "proxy/log.h"
+#include "proxy/net.h"
 
 namespace tether::proxy {
 namespace {
@@ -122,19 +123,7 @@ std::string AdminServer::listen(const std::string& host, int port, std::string* 
   int rc = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, onConnection);
   if (rc != 0) return "admin.address: " + host + ":" + std::to_string(port) + ": " + uv_strerror(rc);
-  sockaddr_storage got{};
-  int len = sizeof got;
-  uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&got), &len);
-  char ip[64];
-  if (got.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&got);
-    uv_ip6_name(a, ip, sizeof ip);
-    *bound = "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&got);
-    uv_ip4_name(a, ip, sizeof ip);
-    *bound = std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
-  }
+  *bound = localAddress(&tcp_);
   return {};
 }
 

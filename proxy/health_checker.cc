@@ -133,11 +133,7 @@ struct HealthChecker::Check {
   }
 
   void conclude() {
-    health::CheckExpect e;
-    e.status_min = cfg.expect_status_min;
-    e.status_max = cfg.expect_status_max;
-    e.body_substring = cfg.expect_body;
-    finish(health::evaluateMatched(e, status, matcher->found()));
+    finish(health::evaluateMatched(health::checkExpectFrom(cfg), status, matcher->found()));
   }
 
   void closeConnection() {

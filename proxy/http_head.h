@@ -81,20 +81,31 @@ inline bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Does the comma-separated token list `list` contain `token` (case-insensitive)?
-inline bool hasToken(std::string_view list, std::string_view token) {
-  std::size_t i = 0;
-  while (i < list.size()) {
-    std::size_t j = list.find(',', i);
-    if (j == std::string_view::npos) j = list.size();
-    std::string_view t = list.substr(i, j - i);
-    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-    if (iequals(t, token)) return true;
-    i = j + 1;
+// The header names a Connection header lists: hop-by-hop too (RFC 9110
+// §7.6.1). Views into the head's buffer; at most 16 are kept.
+struct ConnectionTokens {
+  std::string_view list[16];
+  int count = 0;
+
+  // Adds the comma-separated tokens of one Connection header value.
+  void add(std::string_view value) {
+    std::size_t i = 0;
+    while (i <= value.size() && count < 16) {
+      std::size_t j = value.find(',', i);
+      if (j == std::string_view::npos) j = value.size();
+      std::string_view t = value.substr(i, j - i);
+      while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+      while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+      if (!t.empty()) list[count++] = t;
+      i = j + 1;
+    }
   }
-  return false;
-}
+  bool names(std::string_view header) const {
+    for (int k = 0; k < count; ++k)
+      if (iequals(list[k], header)) return true;
+    return false;
+  }
+};
 
 }  // namespace tether::proxy
 

@@ -47,6 +47,23 @@ bool needsQuotes(std::string_view s) {
 
 }  // namespace
 
+// A field's value: numbers as they are, strings quoted (and escaped) when asked.
+static void appendValue(std::string& line, const Field& f, bool quote) {
+  if (f.is_num) {
+    line += std::to_string(f.num);
+  } else if (f.is_dbl) {
+    char buf[32];
+    int n = std::snprintf(buf, sizeof buf, "%.6f", f.dbl);
+    line.append(buf, static_cast<std::size_t>(n));
+  } else if (quote) {
+    line += '"';
+    appendJsonEscaped(line, f.str);
+    line += '"';
+  } else {
+    line += f.str;
+  }
+}
+
 void appendJsonEscaped(std::string& out, std::string_view s) {
   static const char* kHex = "0123456789abcdef";
   for (char c : s) {
@@ -99,17 +116,7 @@ void write(conf::LogLevel level, std::string_view msg, std::initializer_list<Fie
       line += ",\"";
       appendJsonEscaped(line, f.key);
       line += "\":";
-      if (f.is_num) {
-        line += std::to_string(f.num);
-      } else if (f.is_dbl) {
-        char buf[32];
-        int n = std::snprintf(buf, sizeof buf, "%.6f", f.dbl);
-        line.append(buf, static_cast<std::size_t>(n));
-      } else {
-        line += '"';
-        appendJsonEscaped(line, f.str);
-        line += '"';
-      }
+      appendValue(line, f, true);
     }
     line += '}';
   } else {
@@ -122,19 +129,7 @@ void write(conf::LogLevel level, std::string_view msg, std::initializer_list<Fie
       line += ' ';
       line += f.key;
       line += '=';
-      if (f.is_num) {
-        line += std::to_string(f.num);
-      } else if (f.is_dbl) {
-        char buf[32];
-        int n = std::snprintf(buf, sizeof buf, "%.6f", f.dbl);
-        line.append(buf, static_cast<std::size_t>(n));
-      } else if (needsQuotes(f.str)) {
-        line += '"';
-        appendJsonEscaped(line, f.str);
-        line += '"';
-      } else {
-        line += f.str;
-      }
+      appendValue(line, f, needsQuotes(f.str));
     }
   }
   if (g_logger) {

@@ -6,15 +6,10 @@
 #include <algorithm>
 
 #include "proxy/log.h"
+#include "proxy/net.h"
 
 namespace tether::proxy {
 namespace {
-
-std::int64_t wallMs() {
-  uv_timeval64_t tv;
-  uv_gettimeofday(&tv);
-  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 // Our own libuv adapter for hiredis. The one shipped with hiredis 0.14
 // (Debian 12) returns early when uv_poll reports an error, and libuv reports
@@ -107,18 +102,18 @@ class MemoryStore final : public PinStore {
     metrics_.affinity_store_up.set(1);
   }
   PinTicket* get(const std::string& key, PinWaiter* w) override {
-    std::optional<std::string> b = pins_.get(key, wallMs());
+    std::optional<std::string> b = pins_.get(key, wallClockMs());
     w->onPinLookup(true, b ? *b : std::string());
     return nullptr;
   }
   void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
-    pins_.set(key, backend, wallMs() + ttl_ms);
+    pins_.set(key, backend, wallClockMs() + ttl_ms);
   }
   void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
-    if (!pins_.get(key, wallMs())) set(key, backend, ttl_ms);
+    if (!pins_.get(key, wallClockMs())) set(key, backend, ttl_ms);
   }
-  void refresh(const std::string& key, std::int64_t ttl_ms) override { pins_.refresh(key, wallMs() + ttl_ms); }
-  std::optional<std::string> peek(const std::string& key) override { return pins_.get(key, wallMs()); }
+  void refresh(const std::string& key, std::int64_t ttl_ms) override { pins_.refresh(key, wallClockMs() + ttl_ms); }
+  std::optional<std::string> peek(const std::string& key) override { return pins_.get(key, wallClockMs()); }
   bool up() const override { return true; }
   const char* kind() const override { return "memory"; }
   void close() override {}
@@ -142,7 +137,7 @@ class RedisStore final : public PinStore {
   }
 
   PinTicket* get(const std::string& key, PinWaiter* w) override {
-    std::int64_t now = wallMs();
+    std::int64_t now = wallClockMs();
     // Fresh enough in the cache: no round trip. Pins only change when their
     // backend goes away, which every tether sees through its own checks.
     auto c = cache_.get(key, now);
@@ -173,7 +168,7 @@ class RedisStore final : public PinStore {
   }
 
   void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
-    std::int64_t now = wallMs();
+    std::int64_t now = wallClockMs();
     cacheSet(key, backend, now, ttl_ms);
     if (!connected_) {
       // Written once Redis is back (bounded: the oldest are dropped first).
@@ -186,7 +181,7 @@ class RedisStore final : public PinStore {
   }
 
   void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
-    std::int64_t now = wallMs();
+    std::int64_t now = wallClockMs();
     cacheSet(key, backend, now, ttl_ms);
     if (!connected_) {
       if (pending_.count(key)) return;  // a set() made meanwhile wins
@@ -199,7 +194,7 @@ class RedisStore final : public PinStore {
   }
 
   void refresh(const std::string& key, std::int64_t ttl_ms) override {
-    std::int64_t now = wallMs();
+    std::int64_t now = wallClockMs();
     auto it = refreshed_.find(key);
     if (it != refreshed_.end() && now - it->second < ttl_ms / 10) return;
     if (refreshed_.size() > 100'000) refreshed_.clear();
@@ -212,7 +207,7 @@ class RedisStore final : public PinStore {
   }
 
   std::optional<std::string> peek(const std::string& key) override {
-    std::int64_t now = wallMs();
+    std::int64_t now = wallClockMs();
     auto c = cache_.get(key, now);
     if (c) return c;
     return stale_.get(key, now);
@@ -252,7 +247,7 @@ class RedisStore final : public PinStore {
   }
 
   void write(const std::string& key, const std::string& backend, std::int64_t ttl_ms, bool if_absent) {
-    auto* op = new Op{this, wallMs(), metrics::StoreOp::kSet, if_absent ? key : std::string()};
+    auto* op = new Op{this, wallClockMs(), metrics::StoreOp::kSet, if_absent ? key : std::string()};
     int rc = if_absent ? redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld NX", key.data(), key.size(),
                                            backend.data(), backend.size(), static_cast<long long>(ttl_ms))
                        : redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld", key.data(), key.size(),
@@ -347,7 +342,7 @@ class RedisStore final : public PinStore {
     auto* t = static_cast<PinTicket*>(priv);
     auto* s = static_cast<RedisStore*>(t->store);
     auto* reply = static_cast<redisReply*>(r);
-    std::int64_t now = wallMs();
+    std::int64_t now = wallClockMs();
     bool ok = reply && reply->type != REDIS_REPLY_ERROR;
     std::string backend;
     if (reply && reply->type == REDIS_REPLY_STRING) backend.assign(reply->str, reply->len);
@@ -372,7 +367,7 @@ class RedisStore final : public PinStore {
     auto* op = static_cast<Op*>(priv);
     auto* reply = static_cast<redisReply*>(r);
     if (c->data && reply) {
-      op->store->metrics_.storeSeconds(op->op).observe(static_cast<double>(wallMs() - op->started_ms) / 1000.0);
+      op->store->metrics_.storeSeconds(op->op).observe(static_cast<double>(wallClockMs() - op->started_ms) / 1000.0);
       // SET NX not done: the store holds another pin, which the next lookup reads.
       if (!op->key.empty() && reply->type == REDIS_REPLY_NIL) {
         op->store->cache_.erase(op->key);

@@ -16,6 +16,7 @@
 #include "balancer/affinity_key.h"
 #include "balancer/picker.h"
 #include "proxy/log.h"
+#include "proxy/net.h"
 
 #ifdef TETHER_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -27,18 +28,6 @@ using balancer::Backend;
 using balancer::BackendState;
 
 namespace {
-
-std::string addrName(const sockaddr* sa) {
-  char ip[INET6_ADDRSTRLEN];
-  if (sa->sa_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(sa);
-    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
-  }
-  auto* a = reinterpret_cast<const sockaddr_in*>(sa);
-  inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-  return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
-}
 
 bool isIpLiteral(const std::string& host) {
   in6_addr a6;
@@ -114,7 +103,7 @@ struct Server::Resolver {
     }
     std::set<std::string> seen;
     for (addrinfo* a = res; a; a = a->ai_next) {
-      std::string name = addrName(a->ai_addr);
+      std::string name = formatAddress(a->ai_addr);
       if (!seen.insert(name).second) continue;
       Backend* b = r->server->rt_.backends.findByName(name);
       if (!b) {
@@ -149,7 +138,7 @@ Backend* Server::addBackend(std::size_t config_index, const conf::BackendConf& b
                             socklen_t len) {
   auto b = std::make_unique<Backend>();
   b->url = bc.url;
-  b->name = addrName(addr);
+  b->name = formatAddress(addr);
   b->host_header = hostHeader(bc);
   std::memcpy(&b->addr, addr, len);
   b->addr_len = len;
@@ -187,7 +176,7 @@ std::string Server::addBackendsFor(std::size_t config_index, const conf::Backend
   if (rc == 0) {
     std::set<std::string> seen;
     for (addrinfo* a = res; a; a = a->ai_next) {
-      if (!seen.insert(addrName(a->ai_addr)).second) continue;
+      if (!seen.insert(formatAddress(a->ai_addr)).second) continue;
       addBackend(config_index, bc, a->ai_addr, a->ai_addrlen);
     }
     freeaddrinfo(res);

@@ -63,12 +63,6 @@ void append(IoBuffer& b, std::string_view s) {
   b.end += static_cast<std::uint32_t>(s.size());
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 Session* fromParser(llhttp_t* p) { return static_cast<Session*>(p->data); }
 
 }  // namespace
@@ -253,7 +247,7 @@ void Session::transition(State to) {
   state_ = to;
   if (to == State::kHead) req_started_ms_ = worker_.now();
   timer_deadline_ = worker_.now();
-  armTimer(0);
+  armTimer();
 }
 
 // ---------------------------------------------------------------------------
@@ -285,7 +279,7 @@ std::int64_t Session::deadline() const {
 // The timer only ever moves earlier here; a timer that fires before the
 // current deadline re-arms itself (onTimer). A request's transitions thus
 // cost no timer operation in the steady state.
-void Session::armTimer(std::int64_t) {
+void Session::armTimer() {
   if (closing_) return;
   std::int64_t d = deadline();
   if (timer_armed_ && armed_at_ <= d) return;
@@ -303,7 +297,7 @@ void Session::onTimer(uv_timer_t* t) {
   s->timer_armed_ = false;
   if (s->closing_) return;
   if (s->worker_.now() < s->deadline()) {
-    s->armTimer(0);
+    s->armTimer();
     return;
   }
   s->onTimeout();
@@ -345,7 +339,7 @@ void Session::onTimeout() {
       }
       break;
     case State::kTunnel:
-      if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kTether) + 1;
+      noteCloser(metrics::ClosedBy::kTether);
       close();
       break;
     case State::kClosing:
@@ -364,6 +358,21 @@ bool Session::ensureBuffer(IoBuffer& b) {
   b.end = 0;
   b.heap = false;
   return b.data != nullptr;
+}
+
+// A head (request or response) outgrew its pool buffer: move it, once, into
+// one big enough for max_request_header_bytes. The parsers' spans are
+// offsets, so they survive the move. False when it cannot grow any more.
+bool Session::growForHead(IoBuffer& b) {
+  std::uint32_t want = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(worker_.config().limits.max_request_header_bytes + 4096, 1u << 30));
+  if (b.heap || want <= b.cap) return false;
+  char* big = static_cast<char*>(std::malloc(want));
+  std::memcpy(big, b.data, b.end);
+  std::uint32_t end = b.end;
+  releaseBuffer(b);
+  b = IoBuffer{big, want, end, true};
+  return true;
 }
 
 void Session::releaseBuffer(IoBuffer& b) {
@@ -402,9 +411,7 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   } else if (nread == UV_EOF) {
     s->onDownstreamEof();
   } else {
-    if (s->state_ == State::kTunnel && s->close_by_ == 0) {
-      s->close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kClient) + 1;
-    }
+    if (s->state_ == State::kTunnel) s->noteCloser(metrics::ClosedBy::kClient);
     s->close();
   }
 }
@@ -721,23 +728,9 @@ void Session::parseRequest() {
       respondError(431, "tether: request header fields too large\n");
       return;
     }
-    if (in_.end == in_.cap) {
-      // The head outgrows a pool buffer: move it into one big enough for the limit.
-      std::uint32_t want = static_cast<std::uint32_t>(
-          std::min<std::uint64_t>(worker_.config().limits.max_request_header_bytes + 4096, 1u << 30));
-      if (want <= in_.cap) {
-        worker_.newRequestId(request_id_);
-        respondError(431, "tether: request header fields too large\n");
-        return;
-      }
-      char* big = static_cast<char*>(std::malloc(want));
-      std::memcpy(big, in_.data, in_.end);
-      std::uint32_t end = in_.end;
-      releaseBuffer(in_);
-      in_.data = big;
-      in_.cap = want;
-      in_.end = end;
-      in_.heap = true;
+    if (in_.end == in_.cap && !growForHead(in_)) {
+      worker_.newRequestId(request_id_);
+      respondError(431, "tether: request header fields too large\n");
     }
     return;
   }
@@ -812,7 +805,7 @@ void Session::proceed(Backend* b) {
       queued_ = true;
       if (state_ != State::kUpstream) transition(State::kUpstream);
       timer_deadline_ = worker_.now();
-      armTimer(0);
+      armTimer();
       return;
     }
     respondError(503, "tether: backends at capacity, queue full\n");
@@ -1019,8 +1012,7 @@ void Session::buildUpstreamHead() {
   }
   // One pass to classify; names listed in Connection are hop-by-hop too.
   HeaderKind kinds[HeadScratch::kMaxHeaders];
-  std::string_view conn_names[16];
-  int n_conn = 0;
+  ConnectionTokens connection;
   std::string_view xfp, xfh, host, upgrade_value, rid;
   std::uint32_t xff_count = 0;
   std::size_t xff_bytes = 0;
@@ -1030,17 +1022,7 @@ void Session::buildUpstreamHead() {
     HeaderKind k = classifyHeader(name);
     kinds[i] = k;
     switch (k) {
-      case HeaderKind::kConnection: {
-        std::size_t p = 0;
-        while (p <= value.size() && n_conn < 16) {
-          std::size_t q = value.find(',', p);
-          if (q == std::string_view::npos) q = value.size();
-          std::string_view t = trim(value.substr(p, q - p));
-          if (!t.empty()) conn_names[n_conn++] = t;
-          p = q + 1;
-        }
-        break;
-      }
+      case HeaderKind::kConnection: connection.add(value); break;
       case HeaderKind::kHost: host = value; break;
       case HeaderKind::kUpgrade: upgrade_value = value; break;
       case HeaderKind::kXRequestId: if (rid.empty()) rid = value; break;
@@ -1081,11 +1063,7 @@ void Session::buildUpstreamHead() {
     if (k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto || k == HeaderKind::kXForwardedHost) continue;
     if (k == HeaderKind::kXRequestId && drop_rid) continue;
     std::string_view name = head_->headers[i].name.in(base);
-    if (n_conn && k != HeaderKind::kTransferEncoding) {
-      bool named = false;
-      for (int c = 0; c < n_conn && !named; ++c) named = iequals(conn_names[c], name);
-      if (named) continue;
-    }
+    if (k != HeaderKind::kTransferEncoding && connection.names(name)) continue;
     append(up_head_, name);
     append(up_head_, ": ");
     append(up_head_, head_->headers[i].value.in(base));
@@ -1147,7 +1125,7 @@ void Session::afterRequestWrite() {
     if (!request_sent_) {
       request_sent_ = true;
       timer_deadline_ = worker_.now();
-      armTimer(0);
+      armTimer();
     }
   } else if (parsed_ == in_.end && body_sent_ == parsed_ && in_.end == in_.cap) {
     // Every byte read so far went upstream and the buffer is full: start it
@@ -1186,7 +1164,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
       response_started_ = true;
       first_byte_ms_ = worker_.now();
       releaseBuffer(up_head_);
-      armTimer(0);
+      armTimer();
     }
     parseResponse();
     return;
@@ -1199,7 +1177,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
     if (nread == UV_EOF) {
       tunnelEof(false);
     } else {
-      if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kBackend) + 1;
+      noteCloser(metrics::ClosedBy::kBackend);
       close();
     }
     return;
@@ -1281,25 +1259,10 @@ void Session::parseResponse() {
       return;
     }
   }
-  if (!response_head_sent_ && !closing_ && up_in_.data && up_in_.end == up_in_.cap) {
-    // A response head larger than a pool buffer: grow once, up to the same
-    // bound as request heads.
-    std::uint32_t want = static_cast<std::uint32_t>(
-        std::min<std::uint64_t>(worker_.config().limits.max_request_header_bytes + 4096, 1u << 30));
-    if (up_in_.heap || want <= up_in_.cap) {
-      releaseUpstream(false);
-      respondError(502, "tether: response head too large\n");
-      return;
-    }
-    char* big = static_cast<char*>(std::malloc(want));
-    std::memcpy(big, up_in_.data, up_in_.end);
-    // The parser's spans are offsets: they survive the move.
-    std::uint32_t end = up_in_.end;
-    releaseBuffer(up_in_);
-    up_in_.data = big;
-    up_in_.cap = want;
-    up_in_.end = end;
-    up_in_.heap = true;
+  if (!response_head_sent_ && !closing_ && up_in_.data && up_in_.end == up_in_.cap && !growForHead(up_in_)) {
+    releaseUpstream(false);
+    respondError(502, "tether: response head too large\n");
+    return;
   }
   pumpResponse();
 }
@@ -1353,22 +1316,13 @@ void Session::buildDownstreamHead() {
     if (!keep_alive_ || worker_.stopping()) close_after_ = true;
   }
   HeaderKind kinds[HeadScratch::kMaxHeaders];
-  std::string_view conn_names[16];
-  int n_conn = 0;
+  ConnectionTokens connection;
   bool has_rid = false;
   for (std::uint32_t i = 0; i < h.count; ++i) {
     HeaderKind k = classifyHeader(h.headers[i].name.in(base));
     kinds[i] = k;
     if (k == HeaderKind::kConnection) {
-      std::string_view value = h.headers[i].value.in(base);
-      std::size_t p = 0;
-      while (p <= value.size() && n_conn < 16) {
-        std::size_t q = value.find(',', p);
-        if (q == std::string_view::npos) q = value.size();
-        std::string_view t = trim(value.substr(p, q - p));
-        if (!t.empty()) conn_names[n_conn++] = t;
-        p = q + 1;
-      }
+      connection.add(h.headers[i].value.in(base));
     } else if (k == HeaderKind::kXRequestId) {
       has_rid = true;
     } else if (k == HeaderKind::kContentType && !informational) {
@@ -1391,11 +1345,7 @@ void Session::buildDownstreamHead() {
     if (!keep_for_upgrade) {
       if (isHopByHop(k)) continue;
       if (dechunk_ && k == HeaderKind::kTransferEncoding) continue;
-      if (n_conn) {
-        bool named = false;
-        for (int c = 0; c < n_conn && !named; ++c) named = iequals(conn_names[c], name);
-        if (named) continue;
-      }
+      if (connection.names(name)) continue;
     }
     append(down_head_, name);
     append(down_head_, ": ");
@@ -1650,7 +1600,7 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
   }
 }
 
-void Session::respondError(int status, const char* reason, bool) {
+void Session::respondError(int status, const char* reason) {
   if (closing_) return;
   releaseUpstream(false);
   if (response_head_sent_ || down_writing_) {
@@ -1696,7 +1646,7 @@ void Session::closeGracefully() {
   releaseUpstream(false);
   state_ = State::kClosing;
   timer_deadline_ = worker_.now();
-  armTimer(0);
+  armTimer();
   auto* req = new uv_shutdown_t;
   req->data = this;
   if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&client_), onShutdown) != 0) {
@@ -1835,14 +1785,10 @@ void Session::pumpTunnel() {
     resp_body_sent_ = 0;
     releaseBuffer(up_in_);
   }
-  if (close_by_ == 0) {
-    if (ws_client_.closeSeen()) {
-      close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kClient) + 1;
-      close_code_ = ws_client_.closeCode();
-    } else if (ws_backend_.closeSeen()) {
-      close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kBackend) + 1;
-      close_code_ = ws_backend_.closeCode();
-    }
+  if (ws_client_.closeSeen()) {
+    noteCloser(metrics::ClosedBy::kClient, ws_client_.closeCode());
+  } else if (ws_backend_.closeSeen()) {
+    noteCloser(metrics::ClosedBy::kBackend, ws_backend_.closeCode());
   }
   updateReading();
 }
@@ -1850,10 +1796,10 @@ void Session::pumpTunnel() {
 void Session::tunnelEof(bool from_client) {
   if (from_client) {
     client_half_closed_ = true;
-    if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kClient) + 1;
+    noteCloser(metrics::ClosedBy::kClient);
   } else {
     backend_half_closed_ = true;
-    if (close_by_ == 0) close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kBackend) + 1;
+    noteCloser(metrics::ClosedBy::kBackend);
   }
   if ((client_half_closed_ && backend_half_closed_) || going_away_) {
     if (client_half_closed_ && backend_half_closed_) close();
@@ -1903,13 +1849,19 @@ void Session::sendGoingAway() {
     n = buildCloseFrame(1001, "", true, key, frame);
     writeRaw(upstream_->stream(), frame, n);
   }
-  if (close_by_ == 0) {
-    close_by_ = static_cast<std::uint8_t>(metrics::ClosedBy::kTether) + 1;
-    close_code_ = 1001;
-  }
+  noteCloser(metrics::ClosedBy::kTether, 1001);
   timer_deadline_ = worker_.now();
-  armTimer(0);
+  armTimer();
   updateReading();
+}
+
+// The first side seen ending a tunnel (a close frame, an EOF, an error or
+// our own 1001) is the one the close is counted for.
+void Session::noteCloser(metrics::ClosedBy by, std::uint16_t code) {
+  if (close_known_) return;
+  close_known_ = true;
+  close_by_ = by;
+  close_code_ = code;
 }
 
 void Session::finishTunnelMetrics() {
@@ -1918,7 +1870,7 @@ void Session::finishTunnelMetrics() {
   backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
   if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
   bm.websocket_duration.observe(static_cast<double>(worker_.now() - tunnel_started_ms_) / 1000.0);
-  metrics::ClosedBy by = close_by_ ? static_cast<metrics::ClosedBy>(close_by_ - 1) : metrics::ClosedBy::kTether;
+  metrics::ClosedBy by = close_by_;  // kTether when nothing else was seen
   bm.websocketClose(close_code_, by);
   tunnel_counted_ = false;
 }

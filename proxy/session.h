@@ -26,6 +26,7 @@
 #include <memory>
 #include <string>
 
+#include "metrics/metrics.h"
 #include "proxy/http_head.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
@@ -142,10 +143,10 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   void pumpResponse();
   void finishExchange();
   void startNextRequest();
-  void respondError(int status, const char* reason, bool close_after = true);
+  void respondError(int status, const char* reason);
   void closeGracefully();
   void releaseUpstream(bool reusable);
-  void armTimer(std::int64_t ms);
+  void armTimer();
   void touch();
 
   // Tunnel.
@@ -154,6 +155,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   void tunnelEof(bool from_client);
   void sendGoingAway();
   void finishTunnelMetrics();
+  void noteCloser(metrics::ClosedBy by, std::uint16_t code = 0);
 
   // Writes: the remainder of a partial try_write is queued; while a write is
   // queued on a side, the source feeding that side is not read.
@@ -162,6 +164,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   void updateReading();
   void releaseBuffer(IoBuffer& b);
   bool ensureBuffer(IoBuffer& b);
+  bool growForHead(IoBuffer& b);
 
   void logAccess();
 
@@ -276,7 +279,8 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   bool goaway_marked_ = false;
   std::int64_t tunnel_started_ms_ = 0;
   std::uint16_t close_code_ = 0;
-  std::uint8_t close_by_ = 0;
+  metrics::ClosedBy close_by_ = metrics::ClosedBy::kTether;
+  bool close_known_ = false;
 
   char client_ip_[46];
   std::uint8_t client_ip_len_ = 0;

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "proxy/log.h"
+#include "proxy/net.h"
 #include "proxy/session.h"
 
 namespace tether::proxy {
@@ -62,18 +63,28 @@ const std::shared_ptr<const AffinityPlan>* Worker::affinityFor(std::string_view 
   return plans_.top ? &plans_.top : nullptr;
 }
 
-balancer::Backend* Worker::placeByHash(std::uint64_t key_hash, std::span<const std::uint32_t> tried) {
+// The backend table only grows: the candidate list follows it by appending,
+// instead of being rebuilt for every pick.
+std::span<balancer::Backend* const> Worker::candidates() {
   std::size_t n = rt_.backends.size();
-  pick_scratch_.clear();
-  for (std::size_t i = 0; i < n; ++i) pick_scratch_.push_back(rt_.backends.at(i));
+  while (pick_scratch_.size() < n) pick_scratch_.push_back(rt_.backends.at(pick_scratch_.size()));
+  return pick_scratch_;
+}
+
+namespace {
+
+bool wasTried(std::span<const std::uint32_t> tried, std::uint32_t id) {
+  for (std::uint32_t t : tried)
+    if (t == id) return true;
+  return false;
+}
+
+}  // namespace
+
+balancer::Backend* Worker::placeByHash(std::uint64_t key_hash, std::span<const std::uint32_t> tried) {
   std::int64_t wall = nowWallMs();
-  auto accept = [&](const balancer::Backend& b) {
-    if (!b.available(wall)) return false;
-    for (std::uint32_t t : tried)
-      if (t == b.id) return false;
-    return true;
-  };
-  return balancer::hashPick(pick_scratch_, accept, key_hash);
+  auto accept = [&](const balancer::Backend& b) { return b.available(wall) && !wasTried(tried, b.id); };
+  return balancer::hashPick(candidates(), accept, key_hash);
 }
 
 Worker::~Worker() {
@@ -126,24 +137,6 @@ int bindSocket(const conf::HostPort& hp, bool reuse_port, int* fd_out, std::stri
   return 0;
 }
 
-std::string sockName(uv_tcp_t* t) {
-  sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getsockname(t, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
-  char ip[64];
-  int port = 0;
-  if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    uv_ip6_name(a, ip, sizeof ip);
-    port = ntohs(a->sin6_port);
-    return "[" + std::string(ip) + "]:" + std::to_string(port);
-  }
-  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-  uv_ip4_name(a, ip, sizeof ip);
-  port = ntohs(a->sin_port);
-  return std::string(ip) + ":" + std::to_string(port);
-}
-
 }  // namespace
 
 std::string Worker::bind(const conf::Config& config, std::vector<std::string>* bound,
@@ -173,7 +166,7 @@ std::string Worker::bind(const conf::Config& config, std::vector<std::string>* b
       listeners_.push_back(std::move(l));
       return e;
     }
-    if (bound) bound->push_back(sockName(&l->tcp));
+    if (bound) bound->push_back(localAddress(&l->tcp));
     listeners_.push_back(std::move(l));
   }
   return {};
@@ -372,16 +365,11 @@ void Worker::giveScratch(HeadScratch* s) {
 }
 
 balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key) {
-  std::size_t n = rt_.backends.size();
-  pick_scratch_.clear();
-  for (std::size_t i = 0; i < n; ++i) pick_scratch_.push_back(rt_.backends.at(i));
   std::int64_t now_ms = nowWallMs();
   std::uint64_t per_backend = config_->limits.max_connections_per_backend;
   last_pick_capped_ = false;
   auto accept = [&](const balancer::Backend& b) {
-    if (!b.available(now_ms)) return false;
-    for (std::uint32_t t : tried)
-      if (t == b.id) return false;
+    if (!b.available(now_ms) || wasTried(tried, b.id)) return false;
     if (per_backend && b.load() >= per_backend) {
       last_pick_capped_ = true;
       return false;
@@ -393,14 +381,10 @@ balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint6
   ctx.slow_start_ms = config_->health.slow_start;
   ctx.key_hash = key_hash;
   ctx.has_key = has_key;
-  return picker_->pick(pick_scratch_, accept, ctx);
+  return picker_->pick(candidates(), accept, ctx);
 }
 
-std::int64_t Worker::nowWallMs() {
-  uv_timeval64_t tv;
-  uv_gettimeofday(&tv);
-  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
+std::int64_t Worker::nowWallMs() { return wallClockMs(); }
 
 void Worker::newRequestId(char out[32]) {
   static const char* kHex = "0123456789abcdef";

@@ -99,7 +99,6 @@ class Worker {
   void giveWriteReq(WriteReq* r);
   HeadScratch* takeScratch();
   void giveScratch(HeadScratch* s);
-  HeadScratch& responseScratch() { return response_scratch_; }
 
   // The affinity plan for a request path (first matching route, else the
   // top level); nullptr when none applies.
@@ -142,6 +141,7 @@ class Worker {
   static void onSpread(uv_timer_t* t);
   static constexpr std::int64_t kSpreadTickMs = 50;
   void applyConfig();
+  std::span<balancer::Backend* const> candidates();
   void buildPlans();
   void beginStop();
   void drainTunnels(std::int64_t backend_id);
@@ -166,13 +166,12 @@ class Worker {
   UpstreamPool upstreams_;
   std::unique_ptr<balancer::Picker> picker_;
   conf::Balance picker_kind_ = conf::Balance::kLeastConn;
-  std::vector<balancer::Backend*> pick_scratch_;
+  std::vector<balancer::Backend*> pick_scratch_;  // every backend, in id order
   std::vector<balancer::HeaderField> header_scratch_;
   AffinityPlans plans_;
   std::unique_ptr<PinStore> pins_;
   HeadScratch* free_scratch_ = nullptr;
   WriteReq* free_writes_ = nullptr;
-  HeadScratch response_scratch_;
   std::uint64_t request_counter_ = 0;
   char request_prefix_[16];
   char discard_[4096];
