@@ -401,6 +401,22 @@ def versions():
             "wrk": first_line(["wrk", "--version"]), "node": first_line(["node", "--version"])}
 
 
+def report(kind, lines):
+    """Prints a scenario's markdown and saves it under bench/results/."""
+    out = "\n".join(lines)
+    print(out)
+    log("saved to %s" % save(kind, out))
+
+
+def run(main):
+    """Runs a scenario's main(), saying how long it took."""
+    t0 = time.time()
+    try:
+        main()
+    finally:
+        log("took %.0fs" % (time.time() - t0))
+
+
 def save(kind, text):
     d = os.path.join(HERE, "results")
     os.makedirs(d, exist_ok=True)

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -134,10 +133,8 @@ def main():
             "- one tether worker; upstream: nginx; Redis on loopback; lookup_timeout 50ms; access log off",
             "- redis-hit: 1000 users, pins answered from tether's local cache after the first lookup",
             "- redis-miss: every request a new key: one Redis GET and one SET each (the worst case)"]
-    out = "\n".join(text)
-    print(out)
-    B.log("saved to %s" % B.save("affinity", out))
+    B.report("affinity", text)
 
 
 if __name__ == "__main__":
-    main()
+    B.run(main)

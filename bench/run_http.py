@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
@@ -131,14 +130,8 @@ def main():
              "over the measured runs / requests" % B.CLK_TCK,
              "- versions: %s; %s; %s" % (v["haproxy"], v["nginx"], v["wrk"])]
     text += ["- " + n for n in notes]
-    out = "\n".join(text)
-    print(out)
-    B.log("saved to %s" % B.save("http", out))
+    B.report("http", text)
 
 
 if __name__ == "__main__":
-    t0 = time.time()
-    try:
-        main()
-    finally:
-        B.log("took %.0fs" % (time.time() - t0))
+    B.run(main)

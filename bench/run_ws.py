@@ -191,14 +191,8 @@ def main():
              "RSS: VmRSS summed over the proxy's processes" % B.CLK_TCK,
              "- versions: %s; %s" % (v["haproxy"], v["nginx"])]
     text += ["- " + n for n in notes]
-    out = "\n".join(text)
-    print(out)
-    B.log("saved to %s" % B.save("ws", out))
+    B.report("ws", text)
 
 
 if __name__ == "__main__":
-    t0 = time.time()
-    try:
-        main()
-    finally:
-        B.log("took %.0fs" % (time.time() - t0))
+    B.run(main)
