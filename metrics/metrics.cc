@@ -16,7 +16,17 @@ Histogram::Histogram(const std::vector<double>& bounds)
       throw std::invalid_argument(
           "metrics::Histogram: bounds must be finite and strictly ascending");
     }
+    bounds_ns_.push_back(static_cast<std::uint64_t>(std::llround(std::max(0.0, std::min(bounds_[i] * 1e9, 1e18)))));
   }
+}
+
+void Histogram::observeMs(std::int64_t ms) {
+  std::uint64_t ns = ms > 0 ? static_cast<std::uint64_t>(std::min<std::int64_t>(ms, 1'000'000'000'000)) * 1'000'000 : 0;
+  // Most durations fall in the first buckets: a linear scan beats a binary search.
+  std::size_t i = 0;
+  while (i < bounds_ns_.size() && ns > bounds_ns_[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(ns, std::memory_order_relaxed);
 }
 
 void Histogram::observe(double seconds) {

@@ -73,6 +73,9 @@ class Histogram {
  public:
   explicit Histogram(const std::vector<double>& bounds);
   void observe(double seconds);
+  // The same for a whole number of milliseconds, without floating point:
+  // what the data path measures.
+  void observeMs(std::int64_t ms);
   const std::vector<double>& bounds() const { return bounds_; }
   // Non-cumulative; i <= bounds().size(), the last one is +Inf; beyond that 0.
   std::uint64_t bucketCount(std::size_t i) const;
@@ -83,6 +86,7 @@ class Histogram {
 
  private:
   std::vector<double> bounds_;
+  std::vector<std::uint64_t> bounds_ns_;  // bounds_, rounded to nanoseconds
   std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;  // bounds_.size() + 1
   std::atomic<std::uint64_t> sum_ns_{0};
 };

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace tether::proxy {
@@ -84,7 +85,12 @@ inline bool iequals(std::string_view a, std::string_view b) {
 // The header names a Connection header lists: hop-by-hop too (RFC 9110
 // §7.6.1). Views into the head's buffer; at most 16 are kept.
 struct ConnectionTokens {
-  std::string_view list[16];
+  // Left uninitialised: built twice per request, and only [0, count) is read.
+  struct Token {
+    const char* data;
+    std::uint32_t size;
+  };
+  Token list[16];
   int count = 0;
 
   // Adds the comma-separated tokens of one Connection header value.
@@ -96,13 +102,13 @@ struct ConnectionTokens {
       std::string_view t = value.substr(i, j - i);
       while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
       while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-      if (!t.empty()) list[count++] = t;
+      if (!t.empty()) list[count++] = Token{t.data(), static_cast<std::uint32_t>(t.size())};
       i = j + 1;
     }
   }
   bool names(std::string_view header) const {
     for (int k = 0; k < count; ++k)
-      if (iequals(list[k], header)) return true;
+      if (iequals(std::string_view(list[k].data, list[k].size), header)) return true;
     return false;
   }
 };
@@ -117,26 +123,61 @@ enum class HeaderKind : std::uint8_t {
   kHost, kXForwardedFor, kXForwardedProto, kXForwardedHost, kXRequestId, kContentType,
 };
 
+namespace detail {
+// A lower-case name as a template argument, split at compile time into 8-byte
+// words and, for each, the mask with 0x20 under each letter: OR-ing that mask
+// folds exactly the two cases of those letters onto the lower one and leaves
+// every other byte ('-' included) to compare as it is.
+template <std::size_t N>
+struct Name {
+  static constexpr std::size_t kLen = N - 1;
+  static constexpr std::size_t kWords = (kLen + 7) / 8;
+  std::uint64_t word[kWords] = {};
+  std::uint64_t mask[kWords] = {};
+  consteval Name(const char (&s)[N]) {
+    for (std::size_t i = 0; i < kLen; ++i) {
+      word[i / 8] |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[i])) << (8 * (i % 8));
+      if (s[i] >= 'a' && s[i] <= 'z') mask[i / 8] |= std::uint64_t{0x20} << (8 * (i % 8));
+    }
+  }
+};
+
+// Whether `n`, of the name's length, is that name in any ASCII case.
+template <Name L>
+inline bool is(std::string_view n) {
+  constexpr std::size_t len = decltype(L)::kLen;
+  for (std::size_t w = 0; w < decltype(L)::kWords; ++w) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, n.data() + 8 * w, (w + 1) * 8 <= len ? 8 : len % 8);
+    if ((v | L.mask[w]) != L.word[w]) return false;
+  }
+  return true;
+}
+}  // namespace detail
+
+// Called for every header of every request and response: by length first,
+// then eight bytes at a time.
 inline HeaderKind classifyHeader(std::string_view n) {
+  using detail::is;
   switch (n.size()) {
-    case 2: return iequals(n, "TE") ? HeaderKind::kTe : HeaderKind::kOther;
-    case 4: return iequals(n, "Host") ? HeaderKind::kHost : HeaderKind::kOther;
+    case 2: return is<"te">(n) ? HeaderKind::kTe : HeaderKind::kOther;
+    case 4: return is<"host">(n) ? HeaderKind::kHost : HeaderKind::kOther;
     case 7:
-      if (iequals(n, "Trailer")) return HeaderKind::kTrailer;
-      return iequals(n, "Upgrade") ? HeaderKind::kUpgrade : HeaderKind::kOther;
+      if (is<"trailer">(n)) return HeaderKind::kTrailer;
+      return is<"upgrade">(n) ? HeaderKind::kUpgrade : HeaderKind::kOther;
     case 10:
-      if (iequals(n, "Connection")) return HeaderKind::kConnection;
-      return iequals(n, "Keep-Alive") ? HeaderKind::kKeepAlive : HeaderKind::kOther;
+      if (is<"connection">(n)) return HeaderKind::kConnection;
+      return is<"keep-alive">(n) ? HeaderKind::kKeepAlive : HeaderKind::kOther;
     case 12:
-      if (iequals(n, "Content-Type")) return HeaderKind::kContentType;
-      return iequals(n, "X-Request-Id") ? HeaderKind::kXRequestId : HeaderKind::kOther;
-    case 15: return iequals(n, "X-Forwarded-For") ? HeaderKind::kXForwardedFor : HeaderKind::kOther;
+      if (is<"content-type">(n)) return HeaderKind::kContentType;
+      return is<"x-request-id">(n) ? HeaderKind::kXRequestId : HeaderKind::kOther;
+    case 15: return is<"x-forwarded-for">(n) ? HeaderKind::kXForwardedFor : HeaderKind::kOther;
     case 16:
-      if (iequals(n, "Proxy-Connection")) return HeaderKind::kProxyConnection;
-      return iequals(n, "X-Forwarded-Host") ? HeaderKind::kXForwardedHost : HeaderKind::kOther;
+      if (is<"proxy-connection">(n)) return HeaderKind::kProxyConnection;
+      return is<"x-forwarded-host">(n) ? HeaderKind::kXForwardedHost : HeaderKind::kOther;
     case 17:
-      if (iequals(n, "Transfer-Encoding")) return HeaderKind::kTransferEncoding;
-      return iequals(n, "X-Forwarded-Proto") ? HeaderKind::kXForwardedProto : HeaderKind::kOther;
+      if (is<"transfer-encoding">(n)) return HeaderKind::kTransferEncoding;
+      return is<"x-forwarded-proto">(n) ? HeaderKind::kXForwardedProto : HeaderKind::kOther;
     default: return HeaderKind::kOther;
   }
 }

@@ -10,6 +10,12 @@
 
 int main(int argc, char** argv) {
   using tether::conf::ExitCode;
+#if defined(TETHER_SSE42)
+  if (!__builtin_cpu_supports("sse4.2")) {
+    std::fprintf(stderr, "tether: this CPU lacks SSE4.2; rebuild with cmake -DTETHER_SSE42=OFF\n");
+    return static_cast<int>(ExitCode::kCannotStart);
+  }
+#endif
   tether::conf::EnvLookup env = tether::conf::processEnv();
   tether::conf::LoadResult r = tether::conf::load(argc, argv, env);
   if (r.invocation.version) {

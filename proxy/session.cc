@@ -65,6 +65,48 @@ void append(IoBuffer& b, std::string_view s) {
 
 Session* fromParser(llhttp_t* p) { return static_cast<Session*>(p->data); }
 
+// Appends the header lines of `h` that `keep(i)` keeps, as they arrived in
+// `base`: one copy per run of consecutive kept lines. `head_end` is the offset
+// just past the head's blank line. A line that is not exactly "name:...CRLF"
+// (never seen from llhttp in strict mode, which also puts the colon right
+// after the name and the value inside the line) is rebuilt.
+template <class Keep>
+void appendHeaderLines(IoBuffer& out, const char* base, const HeadScratch& h, std::uint32_t head_end,
+                       Keep keep) {
+  if (head_end < 2) head_end = 2;  // no line can end there: each is rebuilt
+  std::uint32_t run_from = 0, run_to = 0;
+  auto flush = [&] {
+    if (run_to > run_from) append(out, std::string_view(base + run_from, run_to - run_from));
+    run_from = run_to = 0;
+  };
+  for (std::uint32_t i = 0; i < h.count; ++i) {
+    if (!keep(i)) {
+      flush();
+      continue;
+    }
+    const HeaderRef& r = h.headers[i];
+    std::uint32_t from = r.name.off;
+    std::uint32_t to = i + 1 < h.count ? h.headers[i + 1].name.off : head_end - 2;
+    bool whole = to <= head_end && to >= from + r.name.len + 3 && base[to - 2] == '\r' && base[to - 1] == '\n';
+    if (!whole) {
+      flush();
+      append(out, r.name.in(base));
+      append(out, ": ");
+      append(out, r.value.in(base));
+      append(out, "\r\n");
+      continue;
+    }
+    if (run_to != 0 && run_to == from) {
+      run_to = to;
+    } else {
+      flush();
+      run_from = from;
+      run_to = to;
+    }
+  }
+  flush();
+}
+
 }  // namespace
 
 // One request's affinity: its key (hashed for the store), the lookup in
@@ -981,7 +1023,7 @@ void Session::onUpstreamConnected(int status) {
     onUpstreamFailure(Fault::kConnect, status);
     return;
   }
-  bm.upstream_connect.observe(static_cast<double>(worker_.now() - timer_deadline_) / 1000.0);
+  bm.upstream_connect.observeMs(worker_.now() - timer_deadline_);
   bm.upstream_active.inc();
   upstream_->markConnected();
   uv_tcp_nodelay(upstream_->tcp(), 1);
@@ -1042,7 +1084,7 @@ void Session::buildUpstreamHead() {
   }
   if (!trusted) xff_count = 0, xff_bytes = 0, xfp = {}, xfh = {};
 
-  std::uint32_t need = (head_end_ - req_start_) + 512 + client_ip_len_ * 2 +
+  std::uint32_t need = (head_end_ - req_start_) + 2 * head_->count + 512 + client_ip_len_ * 2 +
                        static_cast<std::uint32_t>(host.size() + xff_bytes);
   if (need <= BufferPool::kSize) {
     ensureBuffer(up_head_);
@@ -1057,18 +1099,14 @@ void Session::buildUpstreamHead() {
   append(up_head_, head_->url.in(base));
   append(up_head_, " HTTP/1.1\r\n");
   bool drop_rid = !rid.empty() && !request_id_present_;
-  for (std::uint32_t i = 0; i < head_->count; ++i) {
+  appendHeaderLines(up_head_, base, *head_, head_end_, [&](std::uint32_t i) {
     HeaderKind k = kinds[i];
-    if (isHopByHop(k)) continue;
-    if (k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto || k == HeaderKind::kXForwardedHost) continue;
-    if (k == HeaderKind::kXRequestId && drop_rid) continue;
-    std::string_view name = head_->headers[i].name.in(base);
-    if (k != HeaderKind::kTransferEncoding && connection.names(name)) continue;
-    append(up_head_, name);
-    append(up_head_, ": ");
-    append(up_head_, head_->headers[i].value.in(base));
-    append(up_head_, "\r\n");
-  }
+    if (isHopByHop(k)) return false;
+    if (k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto || k == HeaderKind::kXForwardedHost) return false;
+    if (k == HeaderKind::kXRequestId && drop_rid) return false;
+    return k == HeaderKind::kTransferEncoding || connection.count == 0 ||
+           !connection.names(head_->headers[i].name.in(base));
+  });
   // X-Forwarded-For: the client's own value only from a trusted peer (all its
   // lines, in order), then the peer.
   append(up_head_, "X-Forwarded-For: ");
@@ -1274,8 +1312,11 @@ void Session::buildDownstreamHead() {
   const char* base = up_in_.data;
   int status = resp_parser_.status_code;
   bool informational = status >= 100 && status < 200 && status != 101;
-  std::uint32_t head_len = h.status.len + 64;
-  for (std::uint32_t i = 0; i < h.count; ++i) head_len += h.headers[i].name.len + h.headers[i].value.len + 4;
+  // The parser stands just past the head's blank line.
+  std::uint32_t head_end = resp_parsed_;
+  std::uint32_t head_len = h.status.len + 64 + 2 * h.count;
+  // Kept lines are copied as they came, rebuilt ones grow by at most 2 bytes.
+  if (h.count && head_end > h.headers[0].name.off) head_len += head_end - h.headers[0].name.off;
   if (down_head_.data && down_head_.heap == false && down_head_.end + head_len + 256 > down_head_.cap) {
     h.reset();
     releaseUpstream(false);
@@ -1338,20 +1379,13 @@ void Session::buildDownstreamHead() {
   append(down_head_, std::string_view(line, 13));
   append(down_head_, h.status.in(base));
   append(down_head_, "\r\n");
-  for (std::uint32_t i = 0; i < h.count; ++i) {
+  appendHeaderLines(down_head_, base, h, head_end, [&](std::uint32_t i) {
     HeaderKind k = kinds[i];
-    std::string_view name = h.headers[i].name.in(base);
-    bool keep_for_upgrade = upgrade_accepted_ && (k == HeaderKind::kUpgrade || k == HeaderKind::kConnection);
-    if (!keep_for_upgrade) {
-      if (isHopByHop(k)) continue;
-      if (dechunk_ && k == HeaderKind::kTransferEncoding) continue;
-      if (connection.names(name)) continue;
-    }
-    append(down_head_, name);
-    append(down_head_, ": ");
-    append(down_head_, h.headers[i].value.in(base));
-    append(down_head_, "\r\n");
-  }
+    if (upgrade_accepted_ && (k == HeaderKind::kUpgrade || k == HeaderKind::kConnection)) return true;
+    if (isHopByHop(k)) return false;
+    if (dechunk_ && k == HeaderKind::kTransferEncoding) return false;
+    return connection.count == 0 || !connection.names(h.headers[i].name.in(base));
+  });
   if (!informational && aff_ && !aff_->set_cookie.empty() && down_head_.end + aff_->set_cookie.size() + 64 < down_head_.cap) {
     append(down_head_, "Set-Cookie: ");
     append(down_head_, aff_->set_cookie);
@@ -1442,8 +1476,8 @@ void Session::finishExchange() {
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   bm.request(metricMethod(method_), status_);
   if (upgrade_ && !upgrade_accepted_) bm.websocketUpgrade(status_);  // refused: counted with its status
-  bm.request_duration.observe(static_cast<double>(now - req_started_ms_) / 1000.0);
-  if (first_byte_ms_ >= 0) bm.first_byte.observe(static_cast<double>(first_byte_ms_ - req_started_ms_) / 1000.0);
+  bm.request_duration.observeMs(now - req_started_ms_);
+  if (first_byte_ms_ >= 0) bm.first_byte.observeMs(first_byte_ms_ - req_started_ms_);
   bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(bytes_in_);
   bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(bytes_out_);
   if (sse_) bm.sse_active.dec();
@@ -1869,7 +1903,7 @@ void Session::finishTunnelMetrics() {
   bm.websocket_active.dec();
   backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
   if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
-  bm.websocket_duration.observe(static_cast<double>(worker_.now() - tunnel_started_ms_) / 1000.0);
+  bm.websocket_duration.observeMs(worker_.now() - tunnel_started_ms_);
   metrics::ClosedBy by = close_by_;  // kTether when nothing else was seen
   bm.websocketClose(close_code_, by);
   tunnel_counted_ = false;

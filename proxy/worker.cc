@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <random>
 
@@ -387,13 +388,16 @@ balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint6
 std::int64_t Worker::nowWallMs() { return wallClockMs(); }
 
 void Worker::newRequestId(char out[32]) {
-  static const char* kHex = "0123456789abcdef";
+  // Two hex digits per table entry: eight stores for the counter half.
+  static constexpr auto kPairs = [] {
+    std::array<char[2], 256> t{};
+    constexpr char kHex[] = "0123456789abcdef";
+    for (int i = 0; i < 256; ++i) t[i][0] = kHex[i >> 4], t[i][1] = kHex[i & 15];
+    return t;
+  }();
   std::memcpy(out, request_prefix_, 16);
   std::uint64_t c = ++request_counter_;
-  for (int i = 31; i >= 16; --i) {
-    out[i] = kHex[c & 15];
-    c >>= 4;
-  }
+  for (int i = 30; i >= 16; i -= 2, c >>= 8) std::memcpy(out + i, kPairs[c & 0xff], 2);
 }
 
 void Worker::backendFailure(balancer::Backend& b) {

@@ -48,6 +48,20 @@ TEST(Histogram, SumHasNanosecondResolution) {
   EXPECT_DOUBLE_EQ(h.sum(), 0.250000001);
 }
 
+TEST(Histogram, ObserveMsAgreesWithObserve) {
+  // Sub-millisecond bounds too (connect and store buckets start at 0.1 ms).
+  const std::vector<double> bounds{0.0001, 0.0005, 0.001, 0.005, 0.01, 1, 30};
+  Histogram by_ms(bounds), by_seconds(bounds);
+  for (std::int64_t ms : {-5, 0, 1, 2, 5, 6, 10, 11, 999, 1000, 1001, 30000, 30001, 86400000}) {
+    by_ms.observeMs(ms);
+    by_seconds.observe(static_cast<double>(ms) / 1000.0);
+  }
+  for (std::size_t i = 0; i <= bounds.size(); ++i)
+    EXPECT_EQ(by_ms.bucketCount(i), by_seconds.bucketCount(i)) << "bucket " << i;
+  EXPECT_DOUBLE_EQ(by_ms.sum(), by_seconds.sum());
+  EXPECT_EQ(by_ms.count(), 14u);
+}
+
 TEST(Histogram, RejectsUnsortedBounds) {
   EXPECT_THROW(Histogram({1, 0.5}), std::invalid_argument);
   EXPECT_THROW(Histogram({1, 1}), std::invalid_argument);
