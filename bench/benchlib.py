@@ -132,17 +132,24 @@ def tree(pid):
     return seen
 
 
-def cpu_seconds(pid):
-    """utime + stime of pid's whole process tree (all threads), in seconds."""
-    total = 0
+def cpu_split(pid):
+    """(utime, stime) of pid's whole process tree (all threads), in seconds: the time the
+    proxy spent in its own code, and in the kernel on its behalf (syscalls, TCP)."""
+    user = sys_ = 0
     for p in tree(pid):
         try:
             with open("/proc/%d/stat" % p) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+            user += int(fields[11])  # utime (field 14)
+            sys_ += int(fields[12])  # stime (field 15)
         except (OSError, IndexError):
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, sys_ / CLK_TCK
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid's whole process tree (all threads), in seconds."""
+    return sum(cpu_split(pid))
 
 
 def rss_kib(pid):

@@ -89,9 +89,11 @@ def main():
     for rnd in range(args.rounds):
         order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
         for p in order:
-            cpu0 = B.cpu_seconds(p.pid)
+            u0, s0 = B.cpu_split(p.pid)
             r = run_wrk(p.port, args, args.duration)
-            r["cpu"] = B.cpu_seconds(p.pid) - cpu0
+            u1, s1 = B.cpu_split(p.pid)
+            r["user"], r["sys"] = u1 - u0, s1 - s0
+            r["cpu"] = r["user"] + r["sys"]
             results[p.name].append(r)
             B.log("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs%s" % (
                 rnd + 1, p.name, r["rps"], r["p50"], r["p99"], r["cpu"],
@@ -101,19 +103,22 @@ def main():
     for p in proxies:
         rs = results[p.name]
         reqs = sum(r["requests"] for r in rs)
-        cpu_us = 1e6 * sum(r["cpu"] for r in rs) / reqs if reqs else float("nan")
+        per_req = (lambda key: 1e6 * sum(r[key] for r in rs) / reqs if reqs else float("nan"))
+        cpu_us = per_req("cpu")
         s = {"rps": B.median([r["rps"] for r in rs]), "p50": B.median([r["p50"] for r in rs]),
              "p99": B.median([r["p99"] for r in rs]), "cpu_us": cpu_us,
              "non2xx": sum(r["non2xx"] for r in rs),
              "errors": "; ".join(r["errors"] for r in rs if r["errors"])}
         summary[p.name] = s
         rows.append([p.name, "%.0f" % s["rps"], "%.3f" % s["p50"], "%.3f" % s["p99"],
-                     "%.1f" % cpu_us, s["non2xx"], s["errors"] or "0"])
+                     "%.1f" % cpu_us, "%.1f" % per_req("user"), "%.1f" % per_req("sys"),
+                     s["non2xx"], s["errors"] or "0"])
 
     v = B.versions()
     text = ["## HTTP keep-alive: wrk -t%d -c%d -d%ds, %d interleaved rounds (medians)" % (
         args.threads, args.connections, args.duration, args.rounds), "",
-        B.table(["proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "non-2xx", "socket errors"],
+        B.table(["proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "of which user", "of which kernel",
+                 "non-2xx", "socket errors"],
                 rows), ""]
     peers = [n for n in summary if n in ("haproxy", "nginx")]
     if "tether" in summary and peers:
@@ -127,7 +132,8 @@ def main():
              "upstream keep-alive on; loopback; %d cores shared by wrk, proxy and upstream"
              % (len(B.UPSTREAM_BODY), os.cpu_count()),
              "- CPU: utime+stime of the proxy's process tree (/proc/<pid>/stat, %d Hz ticks) "
-             "over the measured runs / requests" % B.CLK_TCK,
+             "over the measured runs / requests; user is the proxy's own code, kernel is the "
+             "system calls and TCP work done on its behalf" % B.CLK_TCK,
              "- versions: %s; %s; %s" % (v["haproxy"], v["nginx"], v["wrk"])]
     text += ["- " + n for n in notes]
     B.report("http", text)

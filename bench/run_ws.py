@@ -132,9 +132,11 @@ def main():
         for rnd in range(args.rounds):
             order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
             for p in order:
-                cpu0 = B.cpu_seconds(p.pid)
+                u0, s0 = B.cpu_split(p.pid)
                 r = run_load(p.port, args.connections, args.duration)
-                r["cpu"] = B.cpu_seconds(p.pid) - cpu0
+                u1, s1 = B.cpu_split(p.pid)
+                r["user"], r["sys"] = u1 - u0, s1 - s0
+                r["cpu"] = r["user"] + r["sys"]
                 results[p.name].append(r)
                 B.log("round %d %-8s %8.0f round trips/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs"
                       "  errors %d" % (rnd + 1, p.name, r["rate"], r["p50_ms"] or 0,
@@ -143,18 +145,20 @@ def main():
         for p in proxies:
             rs = results[p.name]
             msgs = sum(r["messages"] for r in rs)
+            per_msg = (lambda key: 1e6 * sum(r[key] for r in rs) / msgs if msgs else float("nan"))
             s = {"rate": B.median([r["rate"] for r in rs]),
                  "p50": B.median([r["p50_ms"] or 0 for r in rs]),
                  "p99": B.median([r["p99_ms"] or 0 for r in rs]),
-                 "cpu_us": 1e6 * sum(r["cpu"] for r in rs) / msgs if msgs else float("nan"),
+                 "cpu_us": per_msg("cpu"),
                  "errors": sum(r["errors"] for r in rs)}
             summary[p.name] = s
             rows.append([p.name, "%.0f" % s["rate"], "%.3f" % s["p50"], "%.3f" % s["p99"],
-                         "%.1f" % s["cpu_us"], s["errors"]])
+                         "%.1f" % s["cpu_us"], "%.1f" % per_msg("user"), "%.1f" % per_msg("sys"),
+                         s["errors"]])
         text += ["## WebSocket echo: %d connections, 64-byte messages, %d s x %d interleaved "
                  "rounds (medians)" % (args.connections, args.duration, args.rounds), "",
                  B.table(["proxy", "round trips/s", "p50 ms", "p99 ms", "CPU µs/round trip",
-                          "errors"], rows), ""]
+                          "of which user", "of which kernel", "errors"], rows), ""]
         peers = [n for n in summary if n in ("haproxy", "nginx")]
         if "tether" in summary and peers:
             best = max(peers, key=lambda n: summary[n]["rate"])

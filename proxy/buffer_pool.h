@@ -3,10 +3,22 @@
 // A connection takes a buffer when bytes arrive and gives it back as soon as
 // nothing in it is pending, so an idle keep-alive connection or an idle
 // tunnel holds no buffer (STYLE.md). One pool per loop: not thread-safe.
+//
+// Buffers are carved from 1 MiB slabs mapped from the kernel. Up to
+// `max_warm` free buffers are kept ready; a buffer freed beyond that gives its
+// pages back (MADV_DONTNEED) and waits, costing no memory, for the next burst.
+// So a burst of connections leaves no resident memory behind once it is over,
+// which a heap allocator cannot promise (freed blocks between live ones stay
+// resident).
 #pragma once
+
+#include <sys/mman.h>
 
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
 #include <vector>
 
 namespace tether::proxy {
@@ -14,36 +26,77 @@ namespace tether::proxy {
 class BufferPool {
  public:
   static constexpr std::size_t kSize = 16 * 1024;
+  static constexpr std::size_t kSlab = 1024 * 1024;
 
-  explicit BufferPool(std::size_t max_free = 256) : max_free_(max_free) { free_.reserve(max_free); }
+  explicit BufferPool(std::size_t max_warm = 256) : max_warm_(max_warm) {}
   ~BufferPool() {
-    for (char* b : free_) std::free(b);
+    for (char* s : slabs_) ::munmap(s, kSlab);
   }
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
+  // Never null: an exhausted address space throws std::bad_alloc, as new does.
   char* get() {
     ++in_use_;
-    if (!free_.empty()) {
-      char* b = free_.back();
-      free_.pop_back();
+#if defined(__SANITIZE_ADDRESS__)
+    // Under AddressSanitizer each buffer is its own heap block, with redzones.
+    if (void* b = std::malloc(kSize)) return static_cast<char*>(b);
+    throw std::bad_alloc();
+#endif
+    if (warm_) {
+      --warm_count_;
+      return std::exchange(warm_, next(warm_));
+    }
+    if (!cold_.empty()) {
+      char* b = cold_.back();
+      cold_.pop_back();
       return b;
     }
-    return static_cast<char*>(std::malloc(kSize));
+    if (carved_ == kSlab / kSize || slabs_.empty()) {
+      void* s = ::mmap(nullptr, kSlab, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (s == MAP_FAILED) {
+        --in_use_;
+        throw std::bad_alloc();
+      }
+      slabs_.push_back(static_cast<char*>(s));
+      carved_ = 0;
+    }
+    return slabs_.back() + kSize * carved_++;
   }
+
   void put(char* b) {
     --in_use_;
-    if (free_.size() < max_free_) {
-      free_.push_back(b);
-    } else {
-      std::free(b);
+#if defined(__SANITIZE_ADDRESS__)
+    std::free(b);
+    return;
+#endif
+    if (warm_count_ < max_warm_) {
+      std::memcpy(b, &warm_, sizeof warm_);  // a warm buffer holds the link to the next
+      warm_ = b;
+      ++warm_count_;
+      return;
     }
+    ::madvise(b, kSize, MADV_DONTNEED);
+    cold_.push_back(b);
   }
+
   std::size_t inUse() const { return in_use_; }
+  std::size_t warmCount() const { return warm_count_; }
+  std::size_t coldCount() const { return cold_.size(); }
 
  private:
-  std::vector<char*> free_;
-  std::size_t max_free_;
+  static char* next(char* b) {
+    char* n;
+    std::memcpy(&n, b, sizeof n);
+    return n;
+  }
+
+  char* warm_ = nullptr;  // newest first: the warmest in cache
+  std::size_t warm_count_ = 0;
+  std::size_t max_warm_;
+  std::vector<char*> cold_;    // pages given back; their contents are gone
+  std::vector<char*> slabs_;   // every slab, for the destructor
+  std::size_t carved_ = 0;     // buffers handed out of slabs_.back() so far
   std::size_t in_use_ = 0;
 };
 

@@ -127,15 +127,16 @@ struct AffinityState {
 // Lifetime
 
 Session::Session(Worker& worker, const ListenerHandle& listener)
-    : worker_(worker), listener_(listener) {
-  llhttp_init(&req_parser_, HTTP_REQUEST, &requestSettings());
-  req_parser_.data = this;
-  llhttp_init(&resp_parser_, HTTP_RESPONSE, &responseSettings());
-  resp_parser_.data = this;
+    : worker_(worker), listener_(listener), parsers_(worker.takeParsers()) {
+  llhttp_init(&parsers_->request, HTTP_REQUEST, &requestSettings());
+  parsers_->request.data = this;
+  llhttp_init(&parsers_->response, HTTP_RESPONSE, &responseSettings());
+  parsers_->response.data = this;
   client_ip_[0] = 0;
 }
 
 Session::~Session() {
+  if (parsers_) worker_.giveParsers(parsers_);
   if (head_) worker_.giveScratch(head_);
   if (resp_head_) worker_.giveScratch(resp_head_);
   endAffinity();
@@ -398,7 +399,6 @@ bool Session::ensureBuffer(IoBuffer& b) {
   b.data = worker_.buffers().get();
   b.cap = BufferPool::kSize;
   b.end = 0;
-  b.heap = false;
   return b.data != nullptr;
 }
 
@@ -408,18 +408,18 @@ bool Session::ensureBuffer(IoBuffer& b) {
 bool Session::growForHead(IoBuffer& b) {
   std::uint32_t want = static_cast<std::uint32_t>(
       std::min<std::uint64_t>(worker_.config().limits.max_request_header_bytes + 4096, 1u << 30));
-  if (b.heap || want <= b.cap) return false;
+  if (b.heap() || want <= b.cap) return false;
   char* big = static_cast<char*>(std::malloc(want));
   std::memcpy(big, b.data, b.end);
   std::uint32_t end = b.end;
   releaseBuffer(b);
-  b = IoBuffer{big, want, end, true};
+  b = IoBuffer{big, want, end};
   return true;
 }
 
 void Session::releaseBuffer(IoBuffer& b) {
   if (!b.data) return;
-  if (b.heap) {
+  if (b.heap()) {
     std::free(b.data);
   } else {
     worker_.buffers().put(b.data);
@@ -713,15 +713,16 @@ void Session::onDownstreamEof() {
 // request without body completes). Returns the parser's error, HPE_OK on
 // progress or pause.
 llhttp_errno_t Session::executeRequest() {
-  llhttp_errno_t err = llhttp_execute(&req_parser_, in_.data + parsed_, in_.end - parsed_);
+  if (!parsers_) return HPE_INTERNAL;  // a tunnel: no HTTP any more
+  llhttp_errno_t err = llhttp_execute(&parsers_->request, in_.data + parsed_, in_.end - parsed_);
   if (err == HPE_OK) {
     parsed_ = in_.end;
   } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&req_parser_) - in_.data);
+    parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&parsers_->request) - in_.data);
     if (err == HPE_PAUSED_UPGRADE) {
       request_done_ = true;
     } else {
-      llhttp_resume(&req_parser_);
+      llhttp_resume(&parsers_->request);
     }
     err = HPE_OK;
   }
@@ -740,7 +741,7 @@ void Session::requestParseError(llhttp_errno_t err) {
   }
   log::debug("bad request", {{"client", std::string_view(client_ip_, client_ip_len_)},
                              {"error", llhttp_errno_name(err)},
-                             {"reason", req_parser_.reason ? req_parser_.reason : ""}});
+                             {"reason", parsers_->request.reason ? parsers_->request.reason : ""}});
   if (state_ == State::kHead) worker_.newRequestId(request_id_);
   if (!response_head_sent_) {
     respondError(status, why);
@@ -1091,7 +1092,6 @@ void Session::buildUpstreamHead() {
   } else {
     up_head_.data = static_cast<char*>(std::malloc(need));
     up_head_.cap = need;
-    up_head_.heap = true;
   }
   up_head_.end = 0;
   append(up_head_, llhttp_method_name(static_cast<llhttp_method>(method_)));
@@ -1227,7 +1227,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
   // The backend is gone mid-response. A close-delimited body ends here;
   // anything else is truncated and the client must see a closed connection.
   // onRespMessageComplete pauses, so a body that ends here finishes with HPE_PAUSED.
-  llhttp_errno_t fin = (nread == UV_EOF && !response_done_) ? llhttp_finish(&resp_parser_) : HPE_USER;
+  llhttp_errno_t fin = (nread == UV_EOF && !response_done_ && parsers_) ? llhttp_finish(&parsers_->response) : HPE_USER;
   if ((fin == HPE_OK || fin == HPE_PAUSED) && response_done_) {
     resp_keep_alive_ = false;
     close_after_ = true;
@@ -1247,6 +1247,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
 }
 
 void Session::parseResponse() {
+  if (!parsers_) return close();  // a tunnel: no HTTP any more
   // After a head, one more step even over zero bytes: that is how a response
   // without body (204, 304, Content-Length: 0) completes.
   bool again = false;
@@ -1260,12 +1261,12 @@ void Session::parseResponse() {
       if (room < 64) break;  // flush first
       len = std::min(len, room - 64);
     }
-    llhttp_errno_t err = llhttp_execute(&resp_parser_, up_in_.data + resp_parsed_, len);
+    llhttp_errno_t err = llhttp_execute(&parsers_->response, up_in_.data + resp_parsed_, len);
     if (err == HPE_OK) {
       resp_parsed_ += len;
     } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-      resp_parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&resp_parser_) - up_in_.data);
-      if (err == HPE_PAUSED) llhttp_resume(&resp_parser_);
+      resp_parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&parsers_->response) - up_in_.data);
+      if (err == HPE_PAUSED) llhttp_resume(&parsers_->response);
       if (err == HPE_PAUSED_UPGRADE) {
         if (!upgrade_) {
           releaseUpstream(false);
@@ -1285,7 +1286,7 @@ void Session::parseResponse() {
     } else {
       log::warn("bad response", {{"backend", backend_->name},
                                  {"error", llhttp_errno_name(err)},
-                                 {"reason", resp_parser_.reason ? resp_parser_.reason : ""}});
+                                 {"reason", parsers_->response.reason ? parsers_->response.reason : ""}});
       worker_.backendFailure(*backend_);
       releaseUpstream(false);
       if (!response_head_sent_) {
@@ -1310,14 +1311,14 @@ void Session::parseResponse() {
 void Session::buildDownstreamHead() {
   HeadScratch& h = respHead();
   const char* base = up_in_.data;
-  int status = resp_parser_.status_code;
+  int status = parsers_->response.status_code;
   bool informational = status >= 100 && status < 200 && status != 101;
   // The parser stands just past the head's blank line.
   std::uint32_t head_end = resp_parsed_;
   std::uint32_t head_len = h.status.len + 64 + 2 * h.count;
   // Kept lines are copied as they came, rebuilt ones grow by at most 2 bytes.
   if (h.count && head_end > h.headers[0].name.off) head_len += head_end - h.headers[0].name.off;
-  if (down_head_.data && down_head_.heap == false && down_head_.end + head_len + 256 > down_head_.cap) {
+  if (down_head_.data && !down_head_.heap() && down_head_.end + head_len + 256 > down_head_.cap) {
     h.reset();
     releaseUpstream(false);
     respondError(502, "tether: response heads too large\n");
@@ -1327,7 +1328,6 @@ void Session::buildDownstreamHead() {
     down_head_.data = static_cast<char*>(std::malloc(head_len + 256));
     down_head_.cap = head_len + 256;
     down_head_.end = 0;
-    down_head_.heap = true;
   }
   if (!ensureBuffer(down_head_)) return;
   if (down_head_.end + head_len + 256 > down_head_.cap) {
@@ -1345,9 +1345,9 @@ void Session::buildDownstreamHead() {
   }
   if (!informational) {
     status_ = static_cast<std::uint16_t>(status);
-    resp_keep_alive_ = llhttp_should_keep_alive(&resp_parser_) != 0;
-    bool chunked = (resp_parser_.flags & F_CHUNKED) != 0;
-    bool has_length = (resp_parser_.flags & F_CONTENT_LENGTH) != 0;
+    resp_keep_alive_ = llhttp_should_keep_alive(&parsers_->response) != 0;
+    bool chunked = (parsers_->response.flags & F_CHUNKED) != 0;
+    bool has_length = (parsers_->response.flags & F_CONTENT_LENGTH) != 0;
     bool no_body = head_request_ || status == 204 || status == 304 || upgrade_accepted_;
     if (!no_body && !chunked && !has_length) close_after_ = true;  // close-delimited body
     if (!no_body && chunked && http_minor_ == 0) {
@@ -1505,13 +1505,12 @@ void Session::startNextRequest() {
     std::uint32_t rest = in_.end - parsed_;
     if (rest && parsed_) std::memmove(in_.data, in_.data + parsed_, rest);
     in_.end = rest;
-    if (in_.heap && rest <= BufferPool::kSize) {
+    if (in_.heap() && rest <= BufferPool::kSize) {
       char* small = worker_.buffers().get();
       std::memcpy(small, in_.data, rest);
       std::free(in_.data);
       in_.data = small;
       in_.cap = BufferPool::kSize;
-      in_.heap = false;
     }
     if (rest == 0) releaseBuffer(in_);
   }
@@ -1530,9 +1529,9 @@ void Session::startNextRequest() {
   body_bytes_ = bytes_in_ = bytes_out_ = 0;
   bytes_in_ = in_.end;  // pipelined bytes already read belong to the next request
   first_byte_ms_ = -1;
-  llhttp_resume_after_upgrade(&req_parser_);
-  llhttp_init(&resp_parser_, HTTP_RESPONSE, &responseSettings());
-  resp_parser_.data = this;
+  llhttp_resume_after_upgrade(&parsers_->request);
+  llhttp_init(&parsers_->response, HTTP_RESPONSE, &responseSettings());
+  parsers_->response.data = this;
   touch();
   transition(State::kIdle);
   if (in_.end > 0) {
@@ -1736,6 +1735,8 @@ void Session::enterTunnel() {
   releaseBuffer(up_head_);
   endAffinity();
   std::string().swap(log_path_);
+  worker_.giveParsers(parsers_);  // a tunnel parses no HTTP
+  parsers_ = nullptr;
   // RSV1 is allowed: permessage-deflate sets it on compressed data frames.
   ws_client_ = FrameObserver(true, FrameObserver::kRsv1);
   ws_backend_ = FrameObserver(false, FrameObserver::kRsv1);

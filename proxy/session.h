@@ -27,6 +27,7 @@
 #include <string>
 
 #include "metrics/metrics.h"
+#include "proxy/buffer_pool.h"
 #include "proxy/http_head.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
@@ -52,13 +53,20 @@ struct WriteReq {
   WriteReq* next_free = nullptr;
 };
 
-// A byte buffer from the pool (or, for a request head larger than a pool
-// buffer, from the heap): [0, end) holds data.
+// A session's two HTTP parsers, lent by the worker: a tunnel gives them back.
+struct HttpParsers {
+  llhttp_t request;
+  llhttp_t response;
+  HttpParsers* next_free = nullptr;
+};
+
+// A byte buffer from the pool or, for a head larger than a pool buffer, from
+// the heap: [0, end) holds data.
 struct IoBuffer {
   char* data = nullptr;
   std::uint32_t cap = 0;
   std::uint32_t end = 0;
-  bool heap = false;
+  bool heap() const { return cap > BufferPool::kSize; }
 };
 
 struct AffinityPlan;
@@ -190,8 +198,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   uv_timer_t timer_;
   WriteReq* down_write_ = nullptr;  // queued write to the client, from the worker's pool
   WriteReq* up_write_ = nullptr;    // queued write to the backend
-  llhttp_t req_parser_;
-  llhttp_t resp_parser_;
+  HttpParsers* parsers_ = nullptr;  // while the connection speaks HTTP
   IoBuffer in_;       // downstream bytes: request heads, bodies, tunnel bytes to the backend
   IoBuffer up_in_;    // upstream bytes: response heads, bodies, tunnel bytes to the client
   IoBuffer up_head_;  // the request head as sent upstream (kept until the response starts, for a retry)

@@ -12,14 +12,20 @@ UpstreamConn::UpstreamConn(UpstreamPool& pool, balancer::Backend& backend) : poo
   backend.connections.fetch_add(1, std::memory_order_relaxed);
 }
 
+// The connect request lives only while connecting: a pooled or tunnelled
+// connection does not carry it.
 int UpstreamConn::connect(Session* owner) {
   owner_ = owner;
-  connect_req_.data = this;
-  return uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&backend_.addr), onConnect);
+  auto* req = new uv_connect_t;
+  req->data = this;
+  int rc = uv_tcp_connect(req, &tcp_, reinterpret_cast<const sockaddr*>(&backend_.addr), onConnect);
+  if (rc != 0) delete req;
+  return rc;
 }
 
 void UpstreamConn::onConnect(uv_connect_t* req, int status) {
   auto* c = static_cast<UpstreamConn*>(req->data);
+  delete req;  // libuv is done with it; a close cancels it with UV_ECANCELED first
   if (status == UV_ECANCELED || c->closing_) return;
   if (c->owner_) {
     c->owner_->onUpstreamConnected(status);

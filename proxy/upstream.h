@@ -54,7 +54,6 @@ class UpstreamConn : public ListHook<> {
   bool reading_ = false;
 
   uv_tcp_t tcp_;
-  uv_connect_t connect_req_;
   UpstreamPool& pool_;
   balancer::Backend& backend_;
   Session* owner_ = nullptr;

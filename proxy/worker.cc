@@ -88,19 +88,7 @@ balancer::Backend* Worker::placeByHash(std::uint64_t key_hash, std::span<const s
   return balancer::hashPick(candidates(), accept, key_hash);
 }
 
-Worker::~Worker() {
-  while (free_scratch_) {
-    HeadScratch* n = free_scratch_->next_free;
-    delete free_scratch_;
-    free_scratch_ = n;
-  }
-  while (free_writes_) {
-    WriteReq* n = free_writes_->next_free;
-    delete free_writes_;
-    free_writes_ = n;
-  }
-  uv_loop_close(&loop_);
-}
+Worker::~Worker() { uv_loop_close(&loop_); }
 
 namespace {
 
@@ -336,34 +324,16 @@ void Worker::sessionClosed(Session* s) {
   maybeFinishStop();
 }
 
-WriteReq* Worker::takeWriteReq() {
-  if (free_writes_) {
-    WriteReq* r = free_writes_;
-    free_writes_ = r->next_free;
-    return r;
-  }
-  return new WriteReq;
-}
+WriteReq* Worker::takeWriteReq() { return writes_.take(); }
 
 void Worker::giveWriteReq(WriteReq* r) {
   r->session = nullptr;
-  r->next_free = free_writes_;
-  free_writes_ = r;
+  writes_.give(r);
 }
 
-HeadScratch* Worker::takeScratch() {
-  if (free_scratch_) {
-    HeadScratch* s = free_scratch_;
-    free_scratch_ = s->next_free;
-    return s;
-  }
-  return new HeadScratch;
-}
+HttpParsers* Worker::takeParsers() { return parsers_.take(); }
 
-void Worker::giveScratch(HeadScratch* s) {
-  s->next_free = free_scratch_;
-  free_scratch_ = s;
-}
+void Worker::giveParsers(HttpParsers* p) { parsers_.give(p); }
 
 balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key) {
   std::int64_t now_ms = nowWallMs();

@@ -21,6 +21,7 @@
 #include "balancer/picker.h"
 #include "conf/config.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/free_list.h"
 #include "proxy/http_head.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
@@ -32,6 +33,7 @@ namespace tether::proxy {
 class Session;
 class Worker;
 struct WriteReq;
+struct HttpParsers;
 struct QueueTag;
 
 // How one route chooses its affinity key: the configuration plus its key
@@ -97,8 +99,10 @@ class Worker {
 
   WriteReq* takeWriteReq();
   void giveWriteReq(WriteReq* r);
-  HeadScratch* takeScratch();
-  void giveScratch(HeadScratch* s);
+  HeadScratch* takeScratch() { return scratch_.take(); }
+  void giveScratch(HeadScratch* s) { scratch_.give(s); }
+  HttpParsers* takeParsers();
+  void giveParsers(HttpParsers* p);
 
   // The affinity plan for a request path (first matching route, else the
   // top level); nullptr when none applies.
@@ -170,8 +174,10 @@ class Worker {
   std::vector<balancer::HeaderField> header_scratch_;
   AffinityPlans plans_;
   std::unique_ptr<PinStore> pins_;
-  HeadScratch* free_scratch_ = nullptr;
-  WriteReq* free_writes_ = nullptr;
+  // Lent to sessions; a burst leaves at most the bound behind.
+  FreeList<HeadScratch, 64> scratch_;
+  FreeList<HttpParsers, 256> parsers_;
+  FreeList<WriteReq, 1024> writes_;
   std::uint64_t request_counter_ = 0;
   char request_prefix_[16];
   char discard_[4096];

@@ -1,0 +1,80 @@
+// The buffer pool: reuse newest first, a bound on what it keeps, counts.
+#include "proxy/buffer_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+#include <vector>
+
+namespace tether::proxy {
+namespace {
+
+#if !defined(__SANITIZE_ADDRESS__)  // under ASan every buffer is a heap block
+TEST(BufferPool, ReusesTheNewestFreeBufferFirst) {
+  BufferPool pool(4);
+  char* a = pool.get();
+  char* b = pool.get();
+  EXPECT_EQ(pool.inUse(), 2u);
+  pool.put(a);
+  pool.put(b);
+  EXPECT_EQ(pool.warmCount(), 2u);
+  EXPECT_EQ(pool.get(), b);
+  EXPECT_EQ(pool.get(), a);
+  EXPECT_EQ(pool.warmCount(), 0u);
+  pool.put(a);
+  pool.put(b);
+}
+
+TEST(BufferPool, BuffersBeyondTheWarmBoundGiveTheirPagesBackAndAreReused) {
+  BufferPool pool(1);
+  char* a = pool.get();
+  char* b = pool.get();
+  std::memset(a, 'a', BufferPool::kSize);
+  std::memset(b, 'b', BufferPool::kSize);
+  pool.put(a);  // warm
+  pool.put(b);  // cold: its pages are dropped
+  EXPECT_EQ(pool.warmCount(), 1u);
+  EXPECT_EQ(pool.coldCount(), 1u);
+  EXPECT_EQ(pool.get(), a);
+  char* c = pool.get();
+  EXPECT_EQ(c, b);
+  EXPECT_EQ(c[0], 0);  // fresh zero pages: nothing of the old contents
+  EXPECT_EQ(c[BufferPool::kSize - 1], 0);
+  pool.put(a);
+  pool.put(c);
+}
+
+TEST(BufferPool, CarvesSlabAfterSlab) {
+  BufferPool pool(0);
+  std::vector<char*> bufs;
+  std::size_t per_slab = BufferPool::kSlab / BufferPool::kSize;
+  for (std::size_t i = 0; i < per_slab * 2 + 1; ++i) bufs.push_back(pool.get());
+  EXPECT_EQ(std::set<char*>(bufs.begin(), bufs.end()).size(), bufs.size());
+  for (char* b : bufs) b[BufferPool::kSize - 1] = 1;  // every byte is ours
+  for (char* b : bufs) pool.put(b);
+  EXPECT_EQ(pool.coldCount(), bufs.size());
+  EXPECT_EQ(pool.inUse(), 0u);
+}
+#endif
+
+TEST(BufferPool, KeepsAtMostMaxFreeAndEveryBufferIsWholeAndDistinct) {
+  BufferPool pool(3);
+  std::vector<char*> bufs;
+  for (int i = 0; i < 10; ++i) {
+    char* b = pool.get();
+    std::memset(b, i, BufferPool::kSize);  // the whole buffer is ours to write
+    bufs.push_back(b);
+  }
+  EXPECT_EQ(std::set<char*>(bufs.begin(), bufs.end()).size(), 10u);
+  for (char* b : bufs) pool.put(b);
+  EXPECT_EQ(pool.inUse(), 0u);
+  std::set<char*> again;
+  for (int i = 0; i < 5; ++i) again.insert(pool.get());
+  EXPECT_EQ(again.size(), 5u);
+  EXPECT_EQ(pool.inUse(), 5u);
+  for (char* b : again) pool.put(b);
+}
+
+}  // namespace
+}  // namespace tether::proxy
