@@ -741,7 +741,7 @@ void Session::requestParseError(llhttp_errno_t err) {
   }
   log::debug("bad request", {{"client", std::string_view(client_ip_, client_ip_len_)},
                              {"error", llhttp_errno_name(err)},
-                             {"reason", parsers_->request.reason ? parsers_->request.reason : ""}});
+                             {"reason", parsers_ && parsers_->request.reason ? parsers_->request.reason : ""}});
   if (state_ == State::kHead) worker_.newRequestId(request_id_);
   if (!response_head_sent_) {
     respondError(status, why);
