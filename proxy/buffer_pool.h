@@ -42,7 +42,7 @@ class BufferPool {
     // Under AddressSanitizer each buffer is its own heap block, with redzones.
     if (void* b = std::malloc(kSize)) return static_cast<char*>(b);
     throw std::bad_alloc();
-#endif
+#else
     if (warm_) {
       --warm_count_;
       return std::exchange(warm_, next(warm_));
@@ -62,14 +62,14 @@ class BufferPool {
       carved_ = 0;
     }
     return slabs_.back() + kSize * carved_++;
+#endif
   }
 
   void put(char* b) {
     --in_use_;
 #if defined(__SANITIZE_ADDRESS__)
     std::free(b);
-    return;
-#endif
+#else
     if (warm_count_ < max_warm_) {
       std::memcpy(b, &warm_, sizeof warm_);  // a warm buffer holds the link to the next
       warm_ = b;
@@ -78,6 +78,7 @@ class BufferPool {
     }
     ::madvise(b, kSize, MADV_DONTNEED);
     cold_.push_back(b);
+#endif
   }
 
   std::size_t inUse() const { return in_use_; }

@@ -1104,8 +1104,7 @@ void Session::buildUpstreamHead() {
     if (isHopByHop(k)) return false;
     if (k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto || k == HeaderKind::kXForwardedHost) return false;
     if (k == HeaderKind::kXRequestId && drop_rid) return false;
-    return k == HeaderKind::kTransferEncoding || connection.count == 0 ||
-           !connection.names(head_->headers[i].name.in(base));
+    return k == HeaderKind::kTransferEncoding || !connection.names(head_->headers[i].name.in(base));
   });
   // X-Forwarded-For: the client's own value only from a trusted peer (all its
   // lines, in order), then the peer.
@@ -1384,7 +1383,7 @@ void Session::buildDownstreamHead() {
     if (upgrade_accepted_ && (k == HeaderKind::kUpgrade || k == HeaderKind::kConnection)) return true;
     if (isHopByHop(k)) return false;
     if (dechunk_ && k == HeaderKind::kTransferEncoding) return false;
-    return connection.count == 0 || !connection.names(h.headers[i].name.in(base));
+    return !connection.names(h.headers[i].name.in(base));
   });
   if (!informational && aff_ && !aff_->set_cookie.empty() && down_head_.end + aff_->set_cookie.size() + 64 < down_head_.cap) {
     append(down_head_, "Set-Cookie: ");
