@@ -147,9 +147,15 @@ def cpu_split(pid):
     return user / CLK_TCK, sys_ / CLK_TCK
 
 
-def cpu_seconds(pid):
-    """utime + stime of pid's whole process tree (all threads), in seconds."""
-    return sum(cpu_split(pid))
+def measured(pid, fn):
+    """Runs fn() and returns its result (a dict) with "user", "sys" and "cpu": the seconds
+    of CPU pid's process tree spent meanwhile (cpu_split)."""
+    u0, s0 = cpu_split(pid)
+    r = fn()
+    u1, s1 = cpu_split(pid)
+    r["user"], r["sys"] = u1 - u0, s1 - s0
+    r["cpu"] = r["user"] + r["sys"]
+    return r
 
 
 def rss_kib(pid):
@@ -172,61 +178,9 @@ UPSTREAM_BODY = "tether bench upstream: a small static answer of about one hundr
                 "the same for all proxies.\n"
 
 
-def start_nginx_upstream(wd):
-    """nginx, 1 worker, on a free loopback port: 200 with UPSTREAM_BODY on every path,
-    {"status": true} on /health. Returns (proc, port)."""
-    for _ in range(5):
-        port = free_port()
-        d = os.path.join(wd, "upstream-nginx")
-        os.makedirs(os.path.join(d, "logs"), exist_ok=True)
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write("""
-worker_processes 1;
-daemon off;
-pid %(d)s/nginx.pid;
-error_log %(d)s/logs/error.log warn;
-events { worker_connections 20000; }
-worker_rlimit_nofile 20000;
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  client_body_temp_path %(d)s/client_body;
-  proxy_temp_path %(d)s/proxy;
-  fastcgi_temp_path %(d)s/fastcgi;
-  uwsgi_temp_path %(d)s/uwsgi;
-  scgi_temp_path %(d)s/scgi;
-  server {
-    listen %(host)s:%(port)d backlog=4096;
-    location = /health { default_type application/json; return 200 '{"status": true}\\n'; }
-    location / { default_type text/plain; return 200 '%(body)s'; }
-  }
-}
-""" % {"d": d, "host": HOST, "port": port, "body": UPSTREAM_BODY.replace("\n", "\\n")})
-        p = spawn(["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "logs", "error.log")],
-                  "upstream-nginx")
-        try:
-            wait_http(port, p, "/health", timeout=10)
-            return p, port
-        except (RuntimeError, SystemExit):
-            stop(p)
-    raise SystemExit("could not start the upstream nginx")
-
-
-# ---- the proxies -------------------------------------------------------------------------
-
-def nginx_proxy_conf(d, port, upstream_port, websocket=False):
-    """nginx as its documentation recommends for reverse proxying with upstream keep-alive
-    (and, for WebSocket, the Upgrade/Connection map)."""
-    ws_map = """
-  map $http_upgrade $connection_upgrade { default upgrade; '' close; }""" if websocket else ""
-    ws_headers = """
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_read_timeout 1h;
-      proxy_send_timeout 1h;""" if websocket else """
-      proxy_set_header Connection "";"""
+def nginx_conf(d, http_body):
+    """An nginx configuration, 1 worker, everything under d, no access log, client
+    keep-alive as for the other proxies; http_body goes inside http { }."""
     return """
 worker_processes 1;
 daemon off;
@@ -242,7 +196,64 @@ http {
   proxy_temp_path %(d)s/proxy;
   fastcgi_temp_path %(d)s/fastcgi;
   uwsgi_temp_path %(d)s/uwsgi;
-  scgi_temp_path %(d)s/scgi;%(ws_map)s
+  scgi_temp_path %(d)s/scgi;%(body)s
+}
+""" % {"d": d, "body": http_body}
+
+
+def start_on_free_port(what, launch, timeout=15):
+    """launch(port) -> (proc, check_path): up to 5 tries on fresh ports (another process
+    may take a port between free_port() and bind). Returns (proc, port)."""
+    for _ in range(5):
+        port = free_port()
+        p, path = launch(port)
+        try:
+            wait_http(port, p, path, timeout=timeout)
+            return p, port
+        except (RuntimeError, SystemExit):
+            stop(p)
+    raise SystemExit("could not start %s" % what)
+
+
+def start_nginx(wd, name, proc_name, what, http_body_for_port, timeout=15):
+    """nginx under wd/name with http_body_for_port(port) inside http { }. (proc, port)."""
+    d = os.path.join(wd, name)
+    os.makedirs(os.path.join(d, "logs"), exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+
+    def launch(port):
+        with open(conf, "w") as f:
+            f.write(nginx_conf(d, http_body_for_port(port)))
+        return spawn(["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "logs", "error.log")],
+                     proc_name), "/health"
+    return start_on_free_port(what, launch, timeout)
+
+
+def start_nginx_upstream(wd):
+    """nginx, 1 worker, on a free loopback port: 200 with UPSTREAM_BODY on every path,
+    {"status": true} on /health. Returns (proc, port)."""
+    return start_nginx(wd, "upstream-nginx", "upstream-nginx", "the upstream nginx", lambda port: """
+  server {
+    listen %(host)s:%(port)d backlog=4096;
+    location = /health { default_type application/json; return 200 '{"status": true}\\n'; }
+    location / { default_type text/plain; return 200 '%(body)s'; }
+  }""" % {"host": HOST, "port": port, "body": UPSTREAM_BODY.replace("\n", "\\n")}, timeout=10)
+
+
+# ---- the proxies -------------------------------------------------------------------------
+
+def nginx_proxy_http(port, upstream_port, websocket=False):
+    """nginx as its documentation recommends for reverse proxying with upstream keep-alive
+    (and, for WebSocket, the Upgrade/Connection map): the inside of http { }."""
+    ws_map = """
+  map $http_upgrade $connection_upgrade { default upgrade; '' close; }""" if websocket else ""
+    ws_headers = """
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;""" if websocket else """
+      proxy_set_header Connection "";"""
+    return """%(ws_map)s
   upstream backend {
     server %(host)s:%(up)d;
     keepalive 64;
@@ -257,10 +268,8 @@ http {
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
     }
-  }
-}
-""" % {"d": d, "host": HOST, "port": port, "up": upstream_port, "ws_map": ws_map,
-       "ws_headers": ws_headers}
+  }""" % {"host": HOST, "port": port, "up": upstream_port, "ws_map": ws_map,
+         "ws_headers": ws_headers}
 
 
 def haproxy_conf(port, upstream_port):
@@ -318,37 +327,21 @@ class Proxy:
 
 
 def start_nginx_proxy(wd, upstream_port, websocket=False):
-    for _ in range(5):
-        port = free_port()
-        d = os.path.join(wd, "nginx-proxy")
-        os.makedirs(os.path.join(d, "logs"), exist_ok=True)
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(nginx_proxy_conf(d, port, upstream_port, websocket))
-        p = spawn(["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "logs", "error.log")],
-                  "nginx")
-        try:
-            wait_http(port, p, "/health")
-            return Proxy("nginx", p, port)
-        except (RuntimeError, SystemExit):
-            stop(p)
-    raise SystemExit("could not start nginx as proxy")
+    p, port = start_nginx(wd, "nginx-proxy", "nginx", "nginx as proxy",
+                          lambda port: nginx_proxy_http(port, upstream_port, websocket))
+    return Proxy("nginx", p, port)
 
 
 def start_haproxy(wd, upstream_port):
-    for _ in range(5):
-        port = free_port()
-        conf = os.path.join(wd, "haproxy.cfg")
+    conf = os.path.join(wd, "haproxy.cfg")
+
+    def launch(port):
         with open(conf, "w") as f:
             f.write(haproxy_conf(port, upstream_port))
-        p = spawn(["haproxy", "-f", conf, "-db"], "haproxy",
-                  stderr=open(os.path.join(wd, "haproxy.log"), "w"))
-        try:
-            wait_http(port, p, "/health")
-            return Proxy("haproxy", p, port)
-        except (RuntimeError, SystemExit):
-            stop(p)
-    raise SystemExit("could not start haproxy; see %s/haproxy.log" % wd)
+        return spawn(["haproxy", "-f", conf, "-db"], "haproxy",
+                     stderr=open(os.path.join(wd, "haproxy.log"), "w")), "/health"
+    p, port = start_on_free_port("haproxy; see %s/haproxy.log" % wd, launch)
+    return Proxy("haproxy", p, port)
 
 
 def tether_available():
@@ -367,17 +360,31 @@ def start_tether(wd, upstream_port):
     conf = os.path.join(wd, "tether.yaml")
     with open(conf, "w") as f:
         f.write(TETHER_CONF)
-    for _ in range(5):
-        port = free_port()
-        p = spawn([TETHER_BIN, "-c", conf, "-l", "%s:%d" % (HOST, port), "--admin", HOST + ":0",
-                   "-b", "http://%s:%d" % (HOST, upstream_port), "--log-level", "warn"],
-                  "tether", stderr=open(os.path.join(wd, "tether.log"), "w"))
-        try:
-            wait_http(port, p, "/health")
-            return Proxy("tether", p, port)
-        except (RuntimeError, SystemExit):
-            stop(p)
-    raise SystemExit("could not start tether; see %s/tether.log" % wd)
+
+    def launch(port):
+        return spawn([TETHER_BIN, "-c", conf, "-l", "%s:%d" % (HOST, port), "--admin", HOST + ":0",
+                      "-b", "http://%s:%d" % (HOST, upstream_port), "--log-level", "warn"],
+                     "tether", stderr=open(os.path.join(wd, "tether.log"), "w")), "/health"
+    p, port = start_on_free_port("tether; see %s/tether.log" % wd, launch)
+    return Proxy("tether", p, port)
+
+
+def start_proxies(wd, wanted, upstream_port, notes, websocket=False):
+    """The proxies named in wanted ("tether", "haproxy", "nginx"), in that order, in front
+    of upstream_port. tether is skipped, with a line in notes, when it does not run."""
+    proxies = []
+    if "tether" in wanted:
+        ok, info = tether_available()
+        if ok:
+            proxies.append(start_tether(wd, upstream_port))
+            notes.append("tether: %s" % info)
+        else:
+            notes.append("tether skipped: %s" % info)
+    if "haproxy" in wanted:
+        proxies.append(start_haproxy(wd, upstream_port))
+    if "nginx" in wanted:
+        proxies.append(start_nginx_proxy(wd, upstream_port, websocket))
+    return proxies
 
 
 # ---- formatting --------------------------------------------------------------------------

@@ -65,18 +65,7 @@ def main():
 
     wd = B.workdir()
     up_proc, up_port = B.start_nginx_upstream(wd)
-    proxies = []
-    if "tether" in wanted:
-        ok, info = B.tether_available()
-        if ok:
-            proxies.append(B.start_tether(wd, up_port))
-            notes.append("tether: %s" % info)
-        else:
-            notes.append("tether skipped: %s" % info)
-    if "haproxy" in wanted:
-        proxies.append(B.start_haproxy(wd, up_port))
-    if "nginx" in wanted:
-        proxies.append(B.start_nginx_proxy(wd, up_port))
+    proxies = B.start_proxies(wd, wanted, up_port, notes)
     if args.baseline:
         proxies.append(B.Proxy("direct (no proxy)", up_proc, up_port))
     if not proxies:
@@ -89,11 +78,7 @@ def main():
     for rnd in range(args.rounds):
         order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
         for p in order:
-            u0, s0 = B.cpu_split(p.pid)
-            r = run_wrk(p.port, args, args.duration)
-            u1, s1 = B.cpu_split(p.pid)
-            r["user"], r["sys"] = u1 - u0, s1 - s0
-            r["cpu"] = r["user"] + r["sys"]
+            r = B.measured(p.pid, lambda: run_wrk(p.port, args, args.duration))
             results[p.name].append(r)
             B.log("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs%s" % (
                 rnd + 1, p.name, r["rps"], r["p50"], r["p99"], r["cpu"],

@@ -108,18 +108,7 @@ def main():
 
     wd = B.workdir()
     _, echo_port = start_echo(wd)
-    proxies = []
-    if "tether" in wanted:
-        ok, info = B.tether_available()
-        if ok:
-            proxies.append(B.start_tether(wd, echo_port))
-            notes.append("tether: %s" % info)
-        else:
-            notes.append("tether skipped: %s" % info)
-    if "haproxy" in wanted:
-        proxies.append(B.start_haproxy(wd, echo_port))
-    if "nginx" in wanted:
-        proxies.append(B.start_nginx_proxy(wd, echo_port, websocket=True))
+    proxies = B.start_proxies(wd, wanted, echo_port, notes, websocket=True)
     if not proxies:
         raise SystemExit("nothing to measure")
 
@@ -132,11 +121,7 @@ def main():
         for rnd in range(args.rounds):
             order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
             for p in order:
-                u0, s0 = B.cpu_split(p.pid)
-                r = run_load(p.port, args.connections, args.duration)
-                u1, s1 = B.cpu_split(p.pid)
-                r["user"], r["sys"] = u1 - u0, s1 - s0
-                r["cpu"] = r["user"] + r["sys"]
+                r = B.measured(p.pid, lambda: run_load(p.port, args.connections, args.duration))
                 results[p.name].append(r)
                 B.log("round %d %-8s %8.0f round trips/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs"
                       "  errors %d" % (rnd + 1, p.name, r["rate"], r["p50_ms"] or 0,
