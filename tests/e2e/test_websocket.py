@@ -21,7 +21,7 @@ import websockets
 from harness import E2ETestCase, header, wait_until
 from wsutil import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWsBackend,
                     accept_for, arun, close_payload, frame, new_key, read_frames_from_socket,
-                    recv_frame, rss_kib, upgrade_head, ws_connect)
+                    recv_frame, rss_kib, until_closed, upgrade_head, ws_connect)
 
 FAST_HEALTH = {"health": {"interval": "200ms", "timeout": "1s", "rise": 1, "fall": 2}}
 
@@ -329,11 +329,8 @@ class Echo(WsTestCase):
             async with ws_connect(t.ws_url(path)) as ws:
                 if send:
                     await ws.send(send)
-                try:
-                    while True:
-                        await ws.recv()
-                except websockets.ConnectionClosed as e:
-                    return e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else None
+                rcvd = await until_closed(ws)
+                return rcvd.code if rcvd else None, rcvd.reason if rcvd else None
 
         self.assertEqual(arun(go("/close/4002")), (4002, "bye"))
         self.assertEqual(arun(go("/", "close:4003")), (4003, "asked"))
@@ -543,11 +540,8 @@ class Shutdown(WsTestCase):
             t.signal(SIGTERM)
 
             async def wait_close(ws):
-                try:
-                    while True:
-                        await ws.recv()
-                except websockets.ConnectionClosed as e:
-                    return (e.rcvd.code if e.rcvd else None), time.monotonic() - start
+                rcvd = await until_closed(ws)
+                return (rcvd.code if rcvd else None), time.monotonic() - start
 
             return await asyncio.gather(*(wait_close(ws) for ws in socks))
 
@@ -572,11 +566,8 @@ class Shutdown(WsTestCase):
             t.signal(SIGTERM)
 
             async def wait_close(ws):
-                try:
-                    while True:
-                        await ws.recv()
-                except websockets.ConnectionClosed as e:
-                    return (e.rcvd.code if e.rcvd else None), time.monotonic() - start
+                rcvd = await until_closed(ws)
+                return (rcvd.code if rcvd else None), time.monotonic() - start
 
             return await asyncio.gather(*(wait_close(ws) for ws in socks))
 

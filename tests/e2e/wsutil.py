@@ -262,6 +262,16 @@ def ws_connect(url, **kw):
     return websockets.connect(url, **opts)
 
 
+async def until_closed(ws):
+    """Reads (and drops) messages until the connection closes. Returns the close frame
+    received, or None when the connection ended without one."""
+    try:
+        while True:
+            await ws.recv()
+    except websockets.ConnectionClosed as e:
+        return e.rcvd
+
+
 def rss_kib(pid):
     """VmRSS of a process, in KiB."""
     with open("/proc/%d/status" % pid) as f:
