@@ -817,7 +817,7 @@ bool Session::validateHead(int* status, const char** why) {
   const char* base = in_.data;
   int hosts = 0;
   for (std::uint32_t i = 0; i < head_->count; ++i)
-    if (iequals(head_->headers[i].name.in(base), "Host")) ++hosts;
+    if (classifyHeader(head_->headers[i].name.in(base)) == HeaderKind::kHost) ++hosts;
   if ((http_minor_ >= 1 && hosts == 0) || hosts > 1) {
     *status = 400;
     *why = hosts ? "tether: more than one Host header\n" : "tether: missing Host header\n";
