@@ -705,6 +705,42 @@ class LimitsAndMemory(WsTestCase):
                 return await ws.recv()
         self.assertEqual(arun(again()), "ok")
 
+    def test_max_connections_counts_open_tunnels(self):
+        up, t = self.echo_setup(cfg(limits={"max_connections": 2}))
+
+        async def go():
+            a = await ws_connect(t.ws_url("/"))
+            b = await ws_connect(t.ws_url("/"))
+            try:
+                for ws in (a, b):  # both are tunnels now, not HTTP connections
+                    await ws.send("up")
+                    assert await ws.recv() == "up"
+                try:
+                    c = await ws_connect(t.ws_url("/"))
+                except websockets.InvalidStatusCode as e:
+                    refused = e.status_code
+                else:
+                    await c.close()
+                    refused = 101
+                # The open tunnels carry on.
+                for ws in (a, b):
+                    await ws.send("still")
+                    assert await ws.recv() == "still"
+                return refused
+            finally:
+                await a.close()
+                await b.close()
+
+        self.assertEqual(arun(go()), 503)
+        # Once the tunnels are gone there is room again.
+        self.wait_metric(t, "tether_websocket_connections_active", 0.0)
+
+        async def again():
+            async with ws_connect(t.ws_url("/")) as ws:
+                await ws.send("ok")
+                return await ws.recv()
+        self.assertEqual(arun(again()), "ok")
+
     # SPEC: above max_connections_per_backend a request waits in a queue, up to queue_timeout.
     def test_upgrade_past_cap_waits_in_queue_for_a_free_slot(self):
         up, t = self.echo_setup(cfg(limits={"max_connections_per_backend": 1,
