@@ -13,6 +13,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
@@ -85,11 +86,17 @@ class ScriptedUpstream {
     fd_ = listenLoopback(&port_);
     thread_ = std::thread([this] { run(); });
   }
+  // Every connection thread is joined here: none may outlive the reply it sends.
   ~ScriptedUpstream() {
     stop_ = true;
     shutdown(fd_, SHUT_RDWR);
     close(fd_);
-    thread_.join();
+    thread_.join();  // no connection is added after this
+    for (Conn& c : conns_) {
+      shutdown(c.fd, SHUT_RDWR);
+      c.thread.join();
+      close(c.fd);
+    }
   }
   int port() const { return port_; }
   int requests() const { return requests_; }
@@ -101,26 +108,29 @@ class ScriptedUpstream {
       int c = accept(fd_, nullptr, nullptr);
       if (c < 0) return;
       ++connections_;
-      std::thread([this, c] {
+      // The fd stays open until the destructor, which joins the thread first.
+      conns_.push_back(Conn{c, std::thread([this, c] {
         std::string in;
         char buf[4096];
         while (true) {
           std::size_t end;
           while ((end = in.find("\r\n\r\n")) == std::string::npos) {
             ssize_t n = recv(c, buf, sizeof buf, 0);
-            if (n <= 0) {
-              close(c);
-              return;
-            }
+            if (n <= 0) return;
             in.append(buf, static_cast<std::size_t>(n));
           }
           in.erase(0, end + 4);
           ++requests_;
           sendAll(c, reply_);
         }
-      }).detach();
+      })});
     }
   }
+  struct Conn {
+    int fd;
+    std::thread thread;
+  };
+  std::vector<Conn> conns_;  // touched by the accept thread only, until it is joined
   std::string reply_;
   int fd_ = -1;
   int port_ = 0;
