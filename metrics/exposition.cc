@@ -302,6 +302,14 @@ std::string Metrics::scrape() const {
     addCounter(f, {{"result", "invalid"}}, config_reloads_invalid.value());
     out.push_back(std::move(f));
   }
+  {
+    auto f = family("tether_tls_handshakes_total",
+                    "TLS handshakes on the listeners, by result (error: not TLS, refused, or timed out).",
+                    MetricType::Counter);
+    addCounter(f, {{"result", "ok"}}, tls_handshakes_ok.value());
+    addCounter(f, {{"result", "error"}}, tls_handshakes_error.value());
+    out.push_back(std::move(f));
+  }
 
   std::ostringstream text;
   prometheus::TextSerializer().Serialize(text, out);

@@ -201,6 +201,10 @@ class Metrics {
   Histogram& storeSeconds(StoreOp op) { return *store_seconds_[static_cast<int>(op)]; }
   Counter config_reloads_ok;
   Counter config_reloads_invalid;
+  // TLS listeners: handshakes completed, and connections that ended before one
+  // did (not TLS, refused by OpenSSL, or too slow).
+  Counter tls_handshakes_ok;
+  Counter tls_handshakes_error;
 
   // Text exposition format 0.0.4, every family of SPEC.md with HELP and TYPE,
   // even when it has no sample yet. Allocates; never call it on a worker loop's

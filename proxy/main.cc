@@ -7,6 +7,7 @@
 #include "conf/loader.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
+#include "proxy/tls.h"
 
 int main(int argc, char** argv) {
   using tether::conf::ExitCode;
@@ -36,6 +37,10 @@ int main(int argc, char** argv) {
     cfg->log_format = isatty(STDERR_FILENO) ? tether::conf::LogFormat::kText : tether::conf::LogFormat::kJson;
   }
   if (r.invocation.check_config) {
+    std::vector<std::string> tls_errors;
+    tether::proxy::loadListenerTls(*cfg, &tls_errors);
+    for (const std::string& e : tls_errors) std::fprintf(stderr, "tether: %s\n", e.c_str());
+    if (!tls_errors.empty()) return static_cast<int>(ExitCode::kConfigInvalid);
     std::printf("configuration ok%s%s\n", cfg->source.empty() ? "" : ": ", cfg->source.c_str());
     return 0;
   }

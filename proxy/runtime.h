@@ -1,5 +1,5 @@
 // What every loop of the process shares: the current configuration, the
-// backends and the metrics.
+// listeners' certificates, the backends and the metrics.
 //
 // Created by Server on the main thread before any worker starts; outlives
 // every worker. The configuration pointer is swapped by reload on the main
@@ -16,6 +16,7 @@
 #include "conf/config.h"
 #include "metrics/metrics.h"
 #include "proxy/pin_store.h"
+#include "proxy/tls.h"
 
 namespace tether::proxy {
 
@@ -35,10 +36,21 @@ struct Runtime {
     std::lock_guard<std::mutex> lock(mu_);
     config_ = std::move(c);
   }
+  // The certificates of listener `index`; nullptr for a plain one. A reload
+  // swaps them; a connection keeps the ones it started with.
+  std::shared_ptr<const TlsContext> tls(std::size_t index) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return index < tls_.size() ? tls_[index] : nullptr;
+  }
+  void setTls(std::vector<std::shared_ptr<const TlsContext>> t) {
+    std::lock_guard<std::mutex> lock(mu_);
+    tls_ = std::move(t);
+  }
 
  private:
   mutable std::mutex mu_;
   conf::ConfigPtr config_;
+  std::vector<std::shared_ptr<const TlsContext>> tls_;
 };
 
 }  // namespace tether::proxy

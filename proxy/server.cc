@@ -200,13 +200,11 @@ void Server::startResolvers() {
 int Server::run() {
   conf::ConfigPtr cfg = rt_.config();
   signal(SIGPIPE, SIG_IGN);
-  for (std::size_t i = 0; i < cfg->listeners.size(); ++i) {
-    if (cfg->listeners[i].tls) {
-      // Refused rather than served in clear text.
-      log::error("cannot start", {{"error", "listeners[" + std::to_string(i) +
-                                              "].tls: TLS listeners are not supported by this build yet"}});
-      return static_cast<int>(conf::ExitCode::kCannotStart);
-    }
+  std::vector<std::string> tls_errors;
+  rt_.setTls(loadListenerTls(*cfg, &tls_errors));
+  if (!tls_errors.empty()) {
+    for (const std::string& e : tls_errors) log::error("cannot start", {{"error", e}});
+    return static_cast<int>(conf::ExitCode::kCannotStart);
   }
 
   rt_.memory_pins = std::make_unique<SharedMemoryPins>(cfg->affinity.memory_max_entries);
@@ -361,7 +359,8 @@ void Server::reload() {
   }
   bool listeners_same = next->listeners.size() == prev->listeners.size();
   for (std::size_t i = 0; listeners_same && i < next->listeners.size(); ++i)
-    listeners_same = next->listeners[i].address == prev->listeners[i].address;
+    listeners_same = next->listeners[i].address == prev->listeners[i].address &&
+                     next->listeners[i].tls == prev->listeners[i].tls;
   if (!listeners_same) {
     log::warn("reload: listener changes need a restart", {});
     next->listeners = prev->listeners;
@@ -370,6 +369,17 @@ void Server::reload() {
     log::warn("reload: admin address changes need a restart", {});
     next->admin.address = prev->admin.address;
   }
+  // Certificates are read again (a renewed one replaces the old for new
+  // connections); one that cannot be loaded refuses the whole reload.
+  std::vector<std::string> tls_errors;
+  std::vector<std::shared_ptr<const TlsContext>> tls = loadListenerTls(*next, &tls_errors);
+  if (!tls_errors.empty()) {
+    for (const std::string& e : tls_errors) log::error("reload refused", {{"error", e}});
+    rt_.metrics.config_reloads_invalid.inc();
+    notify("READY=1");
+    return;
+  }
+  rt_.setTls(std::move(tls));
   if (!next->log_format_explicit) next->log_format = prev->log_format;
   rt_.setConfig(next);
   log::setLevel(next->log_level);

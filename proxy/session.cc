@@ -9,6 +9,7 @@
 #include "balancer/backend.h"
 #include "balancer/picker.h"
 #include "proxy/log.h"
+#include "proxy/tls.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -135,6 +136,26 @@ Session::Session(Worker& worker, const ListenerHandle& listener)
   client_ip_[0] = 0;
 }
 
+// The TLS side of a session (TLS listeners only, so that a plain session pays
+// one pointer for it).
+struct Session::Tls {
+  Tls(SSL* ssl, BufferPool& pool, std::shared_ptr<const TlsContext> ctx, std::int64_t now)
+      : stream(ssl, pool, std::move(ctx)), started_ms(now) {}
+  TlsStream stream;
+  // Plaintext of the write in progress not yet encrypted, [next, count), then
+  // bytes of our own (close frames): encrypted in this order.
+  uv_buf_t pending[4];
+  std::uint8_t next = 0;
+  std::uint8_t count = 0;
+  bool data_write = false;   // a writeDownstream waits for its bytes to be written
+  bool notify_sent = false;  // close_notify queued
+  bool eof = false;          // the client's FIN came while bytes were still held here
+  std::string raw;
+  uv_shutdown_t* shutdown = nullptr;  // waits for everything before it
+  uv_shutdown_cb shutdown_cb = nullptr;
+  std::int64_t started_ms;   // accepted: the handshake must finish within request_header
+};
+
 Session::~Session() {
   if (parsers_) worker_.giveParsers(parsers_);
   if (head_) worker_.giveScratch(head_);
@@ -200,8 +221,22 @@ void Session::start(uv_stream_t* server) {
     refused_ = true;
     worker_.newRequestId(request_id_);
     log::warn("connection refused", {{"reason", "max_connections"}, {"client", std::string_view(client_ip_, client_ip_len_)}});
-    respondError(503, "tether: too many connections\n");
+    if (listener_.tls) {
+      close();  // no handshake to spend on a connection that is refused anyway
+    } else {
+      respondError(503, "tether: too many connections\n");
+    }
     return;
+  }
+  if (listener_.tls) {
+    std::shared_ptr<const TlsContext> ctx = worker_.runtime().tls(listener_.index);
+    SSL* ssl = ctx ? ctx->newSsl() : nullptr;
+    if (!ssl) {
+      log::error("tls: cannot create a connection", {{"client", std::string_view(client_ip_, client_ip_len_)}});
+      close();
+      return;
+    }
+    tls_ = std::make_unique<Tls>(ssl, worker_.buffers(), std::move(ctx), worker_.now());
   }
   transition(State::kIdle);
   updateReading();
@@ -238,6 +273,10 @@ void Session::close() {
   refused_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&client_), onClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
+  if (tls_) {
+    worker_.cancelTlsResume(this);
+    if (uv_shutdown_t* req = std::exchange(tls_->shutdown, nullptr)) tls_->shutdown_cb(req, UV_ECANCELED);
+  }
 }
 
 void Session::onClosed(uv_handle_t* h) {
@@ -302,7 +341,9 @@ std::int64_t Session::deadline() const {
   const conf::Timeouts& t = worker_.config().timeouts;
   const conf::Limits& lim = worker_.config().limits;
   switch (state_) {
-    case State::kIdle: return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
+    case State::kIdle:
+      if (tls_ && tls_->stream.handshaking()) return tls_->started_ms + t.request_header;
+      return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
     case State::kHead: return req_started_ms_ + t.request_header;
     case State::kUpstream:
       if (queued_) return timer_deadline_ + lim.queue_timeout;
@@ -349,6 +390,10 @@ void Session::onTimer(uv_timer_t* t) {
 void Session::onTimeout() {
   switch (state_) {
     case State::kIdle:
+      if (tls_ && tls_->stream.handshaking()) {
+        log::debug("tls handshake timeout", {{"client", std::string_view(client_ip_, client_ip_len_)}});
+        worker_.metrics().tls_handshakes_error.inc();
+      }
       close();
       break;
     case State::kHead:
@@ -433,6 +478,12 @@ void Session::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
     *buf = uv_buf_init(s->worker_.discardBuffer(), 4096);
     return;
   }
+  if (s->tls_) {
+    std::size_t len = 0;
+    char* p = s->tls_->stream.readSpace(&len);
+    *buf = uv_buf_init(p, static_cast<unsigned>(len));
+    return;
+  }
   s->ensureBuffer(s->in_);
   *buf = uv_buf_init(s->in_.data + s->in_.end, s->in_.cap - s->in_.end);
 }
@@ -443,7 +494,16 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
     if (nread < 0) s->close();  // lingering close: the client is done
     return;
   }
-  if (nread > 0) {
+  if (nread > 0 && s->tls_) {
+    s->touch();
+    s->tls_->stream.received(static_cast<std::size_t>(nread));
+    s->tlsDecrypt();
+  } else if (nread == UV_EOF && s->tls_ && s->tls_->stream.buffered()) {
+    s->tls_->eof = true;  // after what is still held
+    s->tlsDecrypt();
+  } else if (nread == UV_ENOBUFS && s->tls_) {
+    s->updateReading();  // the ciphertext buffer is full: decrypt before reading more
+  } else if (nread > 0) {
     s->in_.end += static_cast<std::uint32_t>(nread);
     s->bytes_in_ += static_cast<std::uint64_t>(nread);
     s->touch();
@@ -458,32 +518,45 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   }
 }
 
-void Session::updateReading() {
-  if (closing_) return;
-  bool want_down = false;
-  bool want_up = false;
+bool Session::wantDownstream() const {
   bool in_room = !in_.data || in_.end < in_.cap;
-  bool up_room = !up_in_.data || up_in_.end < up_in_.cap;
   switch (state_) {
     case State::kIdle:
     case State::kHead:
-      want_down = true;  // a full buffer is grown or refused in parseRequest
-      break;
+      return true;  // a full buffer is grown or refused in parseRequest
     case State::kUpstream:
-      want_down = in_room && !client_eof_;
-      break;
+      return in_room && !client_eof_;
     case State::kExchange:
-      want_down = in_room && !client_eof_ && !up_writing_;
+      return in_room && !client_eof_ && !up_writing_;
+    case State::kTunnel:
+      if (going_away_) return !client_half_closed_;
+      return !client_half_closed_ && !up_writing_ && in_room;
+    case State::kClosing:
+      return true;
+  }
+  return false;
+}
+
+void Session::updateReading() {
+  if (closing_) return;
+  bool want_down = wantDownstream();
+  bool want_up = false;
+  bool up_room = !up_in_.data || up_in_.end < up_in_.cap;
+  switch (state_) {
+    case State::kExchange:
       want_up = up_room && !down_writing_;
       break;
     case State::kTunnel:
-      want_down = !client_half_closed_ && !up_writing_ && in_room && !going_away_;
-      want_up = !backend_half_closed_ && !down_writing_ && up_room && !going_away_;
-      if (going_away_) want_down = !client_half_closed_, want_up = !backend_half_closed_;
+      want_up = going_away_ ? !backend_half_closed_ : !backend_half_closed_ && !down_writing_ && up_room;
       break;
-    case State::kClosing:
-      want_down = true;
+    default:
       break;
+  }
+  if (tls_ && state_ != State::kClosing) {
+    // What the record layer holds is read without waiting for the socket; a
+    // full ciphertext buffer waits for that before the socket is read again.
+    if (want_down && tls_->stream.buffered()) worker_.deferTlsResume(this);
+    if (!tls_->stream.readable()) want_down = false;
   }
   auto* down = reinterpret_cast<uv_stream_t*>(&client_);
   if (want_down != down_reading_) {
@@ -506,6 +579,7 @@ void Session::updateReading() {
 // Writes
 
 bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
+  if (tls_) return tlsWrite(bufs, n);
   auto* to = reinterpret_cast<uv_stream_t*>(&client_);
   std::size_t total = 0;
   for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
@@ -587,7 +661,11 @@ void Session::onWritten(uv_write_t* req, int status) {
     s->onUpstreamWritten(status);
   } else {
     s->down_write_ = nullptr;
-    s->onDownstreamWritten(status);
+    if (s->tls_) {
+      s->tlsWritten(status);
+    } else {
+      s->onDownstreamWritten(status);
+    }
   }
 }
 
@@ -639,6 +717,11 @@ void Session::onUpstreamWritten(int status) {
 // Writes a few bytes we made ourselves (close frames); copied if they cannot
 // go out at once.
 void Session::writeRaw(uv_stream_t* to, const char* data, std::size_t len) {
+  if (tls_ && to == reinterpret_cast<uv_stream_t*>(&client_)) {
+    tls_->raw.append(data, len);
+    tlsPump();
+    return;
+  }
   uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
   int w = uv_try_write(to, &b, 1);
   if (w == static_cast<int>(len)) return;
@@ -1681,7 +1764,7 @@ void Session::closeGracefully() {
   armTimer();
   auto* req = new uv_shutdown_t;
   req->data = this;
-  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&client_), onShutdown) != 0) {
+  if (shutdownClient(req, onShutdown) != 0) {
     delete req;
     close();
     return;
@@ -1850,11 +1933,12 @@ void Session::tunnelEof(bool from_client) {
   auto* req = new uv_shutdown_t;
   req->data = this;
   ++open_handles_;
-  if (uv_shutdown(req, to, [](uv_shutdown_t* r, int) {
-        Session* s = static_cast<Session*>(r->data);
-        delete r;
-        if (--s->open_handles_ == 0) s->worker_.sessionClosed(s);
-      }) != 0) {
+  uv_shutdown_cb done = [](uv_shutdown_t* r, int) {
+    Session* s = static_cast<Session*>(r->data);
+    delete r;
+    if (--s->open_handles_ == 0) s->worker_.sessionClosed(s);
+  };
+  if ((from_client ? uv_shutdown(req, to, done) : shutdownClient(req, done)) != 0) {
     delete req;
     --open_handles_;
     close();
@@ -2063,6 +2147,201 @@ const llhttp_settings_t& Session::responseSettings() {
     return st;
   }();
   return settings;
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+// Ciphertext arrived (or the record layer still holds some): finish the
+// handshake, then decrypt into in_ as far as it has room, and hand the
+// plaintext on as a plain connection's bytes.
+void Session::tlsDecrypt() {
+  TlsStream& t = tls_->stream;
+  if (t.handshaking() && !tlsHandshake()) return;
+  bool got = false;
+  bool eof = false;
+  while (!closing_) {
+    ensureBuffer(in_);
+    if (in_.end == in_.cap) break;  // the rest waits in the record layer (updateReading resumes)
+    long n = t.read(in_.data + in_.end, in_.cap - in_.end);
+    if (n > 0) {
+      in_.end += static_cast<std::uint32_t>(n);
+      bytes_in_ += static_cast<std::uint64_t>(n);
+      got = true;
+      continue;
+    }
+    if (n == TlsStream::kEof) eof = true;
+    if (n == TlsStream::kError) {
+      log::debug("tls: read failed", {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", t.error()}});
+      if (state_ == State::kTunnel) noteCloser(metrics::ClosedBy::kClient);
+      close();
+      return;
+    }
+    break;
+  }
+  if (tls_->eof && !t.buffered()) eof = true;
+  if (in_.data && in_.end == 0) releaseBuffer(in_);
+  tlsPump();  // what reading produced: session tickets, alerts
+  if (closing_) return;
+  if (got) onDownstreamData();
+  if (closing_) return;
+  if (eof) {
+    onDownstreamEof();
+  } else {
+    updateReading();
+  }
+}
+
+// True once the handshake is done; otherwise it waits for more bytes or the
+// connection is on its way out.
+bool Session::tlsHandshake() {
+  TlsStream& t = tls_->stream;
+  int first = t.firstByte();
+  if (first >= 'A' && first <= 'Z') {
+    // A plain-text request on a TLS port (a TLS record starts with 0x16):
+    // answer it in plain text, as nginx does, rather than with a bare reset.
+    worker_.metrics().tls_handshakes_error.inc();
+    tls_.reset();
+    worker_.cancelTlsResume(this);
+    worker_.newRequestId(request_id_);
+    respondError(400, "tether: this port speaks TLS (https://), not plain HTTP\n");
+    return false;
+  }
+  long r = t.handshake();
+  if (r == TlsStream::kError) {
+    worker_.metrics().tls_handshakes_error.inc();
+    log::debug("tls: handshake failed", {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", t.error()}});
+    tlsPump();  // the alert
+    closeGracefully();
+    return false;
+  }
+  tlsPump();  // our flight of the handshake
+  if (closing_ || r != 1) return false;
+  worker_.metrics().tls_handshakes_ok.inc();
+  return true;
+}
+
+// writeDownstream on a TLS connection: the same contract (true and done, or
+// down_writing_ until onDownstreamWritten), the bytes encrypted on their way.
+bool Session::tlsWrite(uv_buf_t* bufs, unsigned n) {
+  Tls& t = *tls_;
+  for (unsigned i = 0; i < n; ++i) {
+    if (bufs[i].len == 0) continue;
+    if (t.count == std::size(t.pending)) {
+      close();  // more pieces than any caller passes
+      return false;
+    }
+    t.pending[t.count++] = bufs[i];
+  }
+  t.data_write = true;
+  tlsPump();
+  if (closing_) return false;
+  if (t.data_write) {
+    down_writing_ = true;
+    updateReading();
+  }
+  return true;
+}
+
+// Encrypts what waits, in order, and writes the ciphertext out, one queued
+// write at a time; then a deferred shutdown, after a close_notify.
+void Session::tlsPump() {
+  Tls& t = *tls_;
+  TlsStream& st = t.stream;
+  auto* to = reinterpret_cast<uv_stream_t*>(&client_);
+  for (;;) {
+    if (closing_ || st.outInFlight()) return;  // tlsWritten carries on
+    bool room = true;
+    while (room && (t.next < t.count || !t.raw.empty())) {
+      bool plain = t.next < t.count;
+      const char* p = plain ? t.pending[t.next].base : t.raw.data();
+      std::size_t len = plain ? t.pending[t.next].len : t.raw.size();
+      long w = st.write(p, len);
+      if (w == TlsStream::kError) {
+        log::debug("tls: write failed", {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", st.error()}});
+        close();
+        return;
+      }
+      if (w == TlsStream::kWantMore) {
+        room = false;
+      } else if (plain) {
+        t.pending[t.next].base += w;
+        t.pending[t.next].len -= static_cast<std::size_t>(w);
+        if (t.pending[t.next].len == 0) ++t.next;
+      } else {
+        t.raw.erase(0, static_cast<std::size_t>(w));
+      }
+    }
+    if (t.next == t.count) t.next = t.count = 0;
+    bool all_encrypted = t.count == 0 && t.raw.empty();
+    if (all_encrypted && t.shutdown && !t.notify_sent) {
+      t.notify_sent = true;
+      st.shutdown();
+    }
+    if (st.outLen()) {
+      uv_buf_t b = uv_buf_init(const_cast<char*>(st.outData()), static_cast<unsigned>(st.outLen()));
+      int w = uv_try_write(to, &b, 1);
+      if (w < 0 && w != UV_EAGAIN) {
+        close();
+        return;
+      }
+      st.sent(w > 0 ? static_cast<std::size_t>(w) : 0);
+      if (st.outLen()) {
+        down_write_ = worker_.takeWriteReq();
+        down_write_->session = this;
+        down_write_->upstream = false;
+        b = uv_buf_init(const_cast<char*>(st.outData()), static_cast<unsigned>(st.outLen()));
+        if (uv_write(&down_write_->req, to, &b, 1, onWritten) != 0) {
+          worker_.giveWriteReq(down_write_);
+          down_write_ = nullptr;
+          close();
+          return;
+        }
+        st.inFlight(b.len);
+        return;
+      }
+      if (!room || (all_encrypted && t.shutdown)) continue;  // room again, or the close_notify
+    }
+    if (!all_encrypted) continue;
+    break;
+  }
+  // Everything written.
+  t.data_write = false;
+  if (t.shutdown) {
+    uv_shutdown_t* req = std::exchange(t.shutdown, nullptr);
+    if (uv_shutdown(req, to, t.shutdown_cb) != 0) {
+      t.shutdown = req;  // close() completes it
+      close();
+    }
+  }
+}
+
+void Session::tlsWritten(int status) {
+  tls_->stream.written();
+  if (status != 0) {
+    if (state_ == State::kTunnel) noteCloser(metrics::ClosedBy::kClient);
+    close();
+    return;
+  }
+  bool waiting = tls_->data_write;
+  tlsPump();
+  if (closing_) return;
+  if (waiting && !tls_->data_write) onDownstreamWritten(0);
+}
+
+// Shuts the client's sending side once everything queued for it is written;
+// on TLS after a close_notify. `cb` runs as uv_shutdown's would.
+int Session::shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb) {
+  if (!tls_) return uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&client_), cb);
+  tls_->shutdown = req;
+  tls_->shutdown_cb = cb;
+  tlsPump();
+  return 0;
+}
+
+void Session::onTlsResume() {
+  if (closing_ || !tls_ || state_ == State::kClosing || !wantDownstream()) return;
+  tlsDecrypt();
 }
 
 }  // namespace tether::proxy

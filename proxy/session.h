@@ -73,8 +73,9 @@ struct AffinityPlan;
 struct AffinityState;
 
 struct QueueTag;
+struct TlsTag;
 
-class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWaiter {
+class Session final : public ListHook<>, public ListHook<QueueTag>, public ListHook<TlsTag>, public PinWaiter {
  public:
   Session(Worker& worker, const ListenerHandle& listener);
   ~Session();
@@ -103,6 +104,10 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   // The affinity store's answer (PinWaiter).
   void onPinLookup(bool store_ok, const std::string& backend) override;
 
+  // TLS: plaintext or ciphertext held by the record layer may be read now
+  // (deferred by updateReading, which runs inside other callbacks).
+  void onTlsResume();
+
   enum class State : std::uint8_t { kIdle, kHead, kUpstream, kExchange, kTunnel, kClosing };
   State state() const { return state_; }
 
@@ -123,6 +128,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   void afterRequestWrite();
   void afterResponseWrite();
   void writeRaw(uv_stream_t* to, const char* data, std::size_t len);
+  int shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb);
   static void onTimer(uv_timer_t* t);
   static void onClosed(uv_handle_t* h);
   static void onShutdown(uv_shutdown_t* req, int status);
@@ -170,11 +176,21 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   bool writeDownstream(uv_buf_t* bufs, unsigned n);
   bool writeUpstream(uv_buf_t* bufs, unsigned n);
   void updateReading();
+  bool wantDownstream() const;
   void releaseBuffer(IoBuffer& b);
   bool ensureBuffer(IoBuffer& b);
   bool growForHead(IoBuffer& b);
 
   void logAccess();
+
+  // TLS listeners: the record layer sits between the socket and in_ (reads)
+  // and between writeDownstream/writeRaw and the socket (writes).
+  struct Tls;
+  void tlsDecrypt();
+  bool tlsHandshake();
+  bool tlsWrite(uv_buf_t* bufs, unsigned n);
+  void tlsPump();
+  void tlsWritten(int status);
 
   static int onReqMessageBegin(llhttp_t* p);
   static int onReqUrl(llhttp_t* p, const char* at, std::size_t len);
@@ -208,6 +224,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public PinWa
   HeadScratch* head_ = nullptr;  // request head spans, while parsing and dispatching
   HeadScratch* resp_head_ = nullptr;  // response head spans, while one arrives
   std::unique_ptr<AffinityState> aff_;  // this request's affinity key and lookup, when it has one
+  std::unique_ptr<Tls> tls_;            // on a TLS listener
 
   State state_ = State::kIdle;
   std::uint8_t open_handles_ = 0;

@@ -24,6 +24,8 @@ Worker::Worker(Runtime& rt, std::uint32_t index) : rt_(rt), index_(index), upstr
   sweep_timer_.data = this;
   uv_timer_init(&loop_, &spread_timer_);
   spread_timer_.data = this;
+  uv_idle_init(&loop_, &tls_idle_);
+  tls_idle_.data = this;
   config_ = rt.config();
   upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
   picker_kind_ = config_->balance;
@@ -277,8 +279,29 @@ void Worker::maybeFinishStop() {
   uv_timer_stop(&sweep_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&spread_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tls_idle_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   if (on_drained_) on_drained_();
+}
+
+void Worker::deferTlsResume(Session* s) {
+  if (static_cast<ListHook<TlsTag>*>(s)->linked()) return;
+  tls_resume_.pushBack(s);
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&tls_idle_))) uv_idle_start(&tls_idle_, onTlsIdle);
+}
+
+void Worker::cancelTlsResume(Session* s) { tls_resume_.remove(s); }
+
+void Worker::onTlsIdle(uv_idle_t* h) {
+  Worker* w = static_cast<Worker*>(h->data);
+  // Only those deferred before this pass: a session that defers itself again
+  // waits for the next one, so the loop still polls in between.
+  for (std::size_t n = w->tls_resume_.size(); n > 0; --n) {
+    Session* s = w->tls_resume_.popFront();
+    if (!s) break;
+    s->onTlsResume();
+  }
+  if (w->tls_resume_.empty()) uv_idle_stop(h);
 }
 
 void Worker::onSweep(uv_timer_t* t) {
@@ -320,6 +343,7 @@ void Worker::slotFreed() {
 
 void Worker::sessionClosed(Session* s) {
   sessions_.remove(s);
+  tls_resume_.remove(s);
   delete s;
   maybeFinishStop();
 }

@@ -35,6 +35,7 @@ class Worker;
 struct WriteReq;
 struct HttpParsers;
 struct QueueTag;
+struct TlsTag;
 
 // How one route chooses its affinity key: the configuration plus its key
 // specs parsed once. Shared with the sessions that use it, so that a reload
@@ -138,11 +139,17 @@ class Worker {
   // Scratch space for reads we discard (idle pooled connections, lingering close).
   char* discardBuffer() { return discard_; }
 
+  // TLS sessions whose record layer holds bytes to read once the current
+  // callback has returned (Session::onTlsResume, from an idle handle).
+  void deferTlsResume(Session* s);
+  void cancelTlsResume(Session* s);
+
  private:
   static void onConnection(uv_stream_t* server, int status);
   static void onAsync(uv_async_t* a);
   static void onSweep(uv_timer_t* t);
   static void onSpread(uv_timer_t* t);
+  static void onTlsIdle(uv_idle_t* h);
   static constexpr std::int64_t kSpreadTickMs = 50;
   void applyConfig();
   std::span<balancer::Backend* const> candidates();
@@ -158,12 +165,14 @@ class Worker {
   uv_async_t async_;
   uv_timer_t sweep_timer_;
   uv_timer_t spread_timer_;  // going-away closes spread over websocket_close_spread
+  uv_idle_t tls_idle_;       // runs while tls_resume_ is not empty
   std::size_t goaway_left_ = 0;
   std::size_t goaway_batch_ = 1;
   conf::ConfigPtr config_;
   std::vector<std::unique_ptr<ListenerHandle>> listeners_;
   IntrusiveList<Session> sessions_;
   IntrusiveList<Session, QueueTag> queue_;
+  IntrusiveList<Session, TlsTag> tls_resume_;
   bool last_pick_capped_ = false;
   bool serving_queue_ = false;
   BufferPool buffers_;

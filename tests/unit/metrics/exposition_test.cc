@@ -96,6 +96,8 @@ const std::map<std::string, std::string> kContract = {
     {"tether_affinity_store_up", "gauge"},
     {"tether_affinity_store_seconds", "histogram"},
     {"tether_config_reloads_total", "counter"},
+    // Beyond SPEC.md (README, "Metrics"):
+    {"tether_tls_handshakes_total", "counter"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";
@@ -138,6 +140,9 @@ TEST(Scrape, EmptyMetricsStillDeclareEveryFamilyAndTheFixedLabelSets) {
   }
   for (const char* r : {"ok", "invalid"}) {
     EXPECT_EQ(e.at(series("tether_config_reloads_total", std::string("result=\"") + r + "\"")), 0);
+  }
+  for (const char* r : {"ok", "error"}) {
+    EXPECT_EQ(e.at(series("tether_tls_handshakes_total", std::string("result=\"") + r + "\"")), 0);
   }
   for (const char* op : {"get", "set", "refresh"}) {
     std::string l = std::string("op=\"") + op + "\"";
