@@ -130,13 +130,13 @@ std::shared_ptr<const TlsContext> TlsContext::load(const conf::Listener& listene
       fail("cert", c.cert, "not a usable PEM certificate: " + opensslReason(ERR_peek_last_error()));
       continue;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, c.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-      fail("key", c.key, "not a usable PEM private key: " + opensslReason(ERR_peek_last_error()));
-      continue;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-      fail("key", c.key, "does not match the certificate " + c.cert + ": " +
-                             opensslReason(ERR_peek_last_error()));
+    if (SSL_CTX_use_PrivateKey_file(ctx, c.key.c_str(), SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+      unsigned long e = ERR_peek_last_error();
+      if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH || ERR_GET_REASON(e) == SSL_R_PRIVATE_KEY_MISMATCH) {
+        fail("key", c.key, "does not match the certificate " + c.cert);
+      } else {
+        fail("key", c.key, "not a usable PEM private key: " + opensslReason(e));
+      }
       continue;
     }
     t->certs_.back().names = certificateNames(SSL_CTX_get0_certificate(ctx));

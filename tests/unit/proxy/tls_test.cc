@@ -1,0 +1,363 @@
+// TLS: certificate names, certificate loading errors, SNI, and the record
+// layer of TlsStream against an OpenSSL client, with the bytes shuttled by
+// hand in every chunking.
+#include "proxy/tls.h"
+
+#include <gtest/gtest.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+
+namespace tether::proxy {
+namespace {
+
+TEST(TlsNameMatches, ExactAndOneLabelWildcards) {
+  EXPECT_TRUE(tlsNameMatches("a.test", "a.test"));
+  EXPECT_TRUE(tlsNameMatches("a.test", "A.Test"));
+  EXPECT_TRUE(tlsNameMatches("a.test", "a.test."));
+  EXPECT_FALSE(tlsNameMatches("a.test", "b.test"));
+  EXPECT_FALSE(tlsNameMatches("a.test", "x.a.test"));
+  EXPECT_TRUE(tlsNameMatches("*.b.test", "x.b.test"));
+  EXPECT_TRUE(tlsNameMatches("*.b.test", "X.B.TEST"));
+  EXPECT_FALSE(tlsNameMatches("*.b.test", "b.test"));
+  EXPECT_FALSE(tlsNameMatches("*.b.test", "y.x.b.test"));
+  EXPECT_FALSE(tlsNameMatches("*.b.test", ".b.test"));
+  EXPECT_FALSE(tlsNameMatches("", "a.test"));
+  EXPECT_FALSE(tlsNameMatches("a.test", ""));
+}
+
+// A self-signed P-256 certificate for `names` (the first is also the CN),
+// written as PEM files under `dir`.
+struct CertFiles {
+  std::string cert;
+  std::string key;
+};
+
+CertFiles makeCert(const std::string& dir, const std::string& stem, const std::vector<std::string>& names) {
+  EVP_PKEY* pkey = EVP_EC_gen("P-256");
+  X509* x = X509_new();
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -60);
+  X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+  X509_set_pubkey(x, pkey);
+  X509_NAME* n = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(names[0].c_str()), -1,
+                             -1, 0);
+  X509_set_issuer_name(x, n);
+  std::string san;
+  for (const std::string& name : names) san += (san.empty() ? "DNS:" : ",DNS:") + name;
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name, san.c_str());
+  X509_add_ext(x, ext, -1);
+  X509_EXTENSION_free(ext);
+  X509_sign(x, pkey, EVP_sha256());
+  CertFiles f{dir + "/" + stem + ".pem", dir + "/" + stem + ".key"};
+  std::FILE* c = std::fopen(f.cert.c_str(), "w");
+  PEM_write_X509(c, x);
+  std::fclose(c);
+  std::FILE* k = std::fopen(f.key.c_str(), "w");
+  PEM_write_PrivateKey(k, pkey, nullptr, nullptr, 0, nullptr, nullptr);
+  std::fclose(k);
+  X509_free(x);
+  EVP_PKEY_free(pkey);
+  return f;
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tether-tls-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    a_ = makeCert(dir_, "a", {"a.test"});
+    b_ = makeCert(dir_, "b", {"*.b.test"});
+    client_ctx_ = SSL_CTX_new(TLS_client_method());
+  }
+  void TearDown() override {
+    SSL_CTX_free(client_ctx_);
+    std::filesystem::remove_all(dir_);
+  }
+
+  conf::Listener listener(std::vector<CertFiles> certs) {
+    conf::Listener l;
+    l.tls = true;
+    for (const CertFiles& c : certs) l.certificates.push_back({c.cert, c.key});
+    return l;
+  }
+
+  std::shared_ptr<const TlsContext> load(std::vector<CertFiles> certs) {
+    std::vector<std::string> errors;
+    auto ctx = TlsContext::load(listener(std::move(certs)), "listeners[0].tls", &errors);
+    EXPECT_TRUE(errors.empty()) << errors[0];
+    return ctx;
+  }
+
+  std::string dir_;
+  CertFiles a_, b_;
+  SSL_CTX* client_ctx_ = nullptr;
+  BufferPool pool_{4};
+};
+
+std::string loadError(const conf::Listener& l) {
+  std::vector<std::string> errors;
+  auto ctx = TlsContext::load(l, "listeners[0].tls", &errors);
+  EXPECT_EQ(ctx, nullptr);
+  return errors.empty() ? std::string() : errors[0];
+}
+
+TEST_F(TlsTest, LoadErrorsNameTheirPathAndFile) {
+  std::string e = loadError(listener({{dir_ + "/missing.pem", a_.key}}));
+  EXPECT_EQ(e.rfind("listeners[0].tls.certificates[0].cert: " + dir_ + "/missing.pem: cannot read", 0), 0u) << e;
+
+  e = loadError(listener({a_, {b_.cert, a_.key}}));  // b's certificate with a's key
+  EXPECT_EQ(e.rfind("listeners[0].tls.certificates[1].key: " + a_.key + ": does not match", 0), 0u) << e;
+
+  std::string junk = dir_ + "/junk.pem";
+  std::FILE* f = std::fopen(junk.c_str(), "w");
+  std::fputs("not a certificate\n", f);
+  std::fclose(f);
+  e = loadError(listener({{junk, a_.key}}));
+  EXPECT_EQ(e.rfind("listeners[0].tls.certificates[0].cert: " + junk + ": not a usable PEM certificate", 0), 0u) << e;
+
+  e = loadError(listener({{a_.cert, junk}}));
+  EXPECT_EQ(e.rfind("listeners[0].tls.certificates[0].key: " + junk + ": not a usable PEM private key", 0), 0u) << e;
+  EXPECT_EQ(ERR_peek_error(), 0u) << "load leaves no error queued for the next connection";
+}
+
+// One client and one server stream, with the ciphertext carried by hand.
+struct Pair {
+  Pair(SSL_CTX* client_ctx, const TlsContext& server, BufferPool& pool, const char* sni)
+      : server(server.newSsl(), pool, nullptr) {
+    client = SSL_new(client_ctx);
+    SSL_set_connect_state(client);
+    if (sni) SSL_set_tlsext_host_name(client, sni);
+    to_server = BIO_new(BIO_s_mem());
+    to_client = BIO_new(BIO_s_mem());
+    SSL_set_bio(client, to_client, to_server);
+  }
+  ~Pair() { SSL_free(client); }
+
+  // Client ciphertext to the server in chunks of at most `chunk` bytes.
+  void carryToServer(std::size_t chunk = 1 << 20) {
+    char buf[4096];
+    for (;;) {
+      std::size_t room = 0;
+      char* space = server.readSpace(&room);
+      std::size_t want = std::min({room, chunk, sizeof buf});
+      if (want == 0) return;
+      int n = BIO_read(to_server, buf, static_cast<int>(want));
+      if (n <= 0) return;
+      std::memcpy(space, buf, static_cast<std::size_t>(n));
+      server.received(static_cast<std::size_t>(n));
+    }
+  }
+  // Exactly n bytes of client ciphertext (fewer if there are not as many).
+  void carryBytes(std::size_t n) {
+    std::size_t room = 0;
+    char* space = server.readSpace(&room);
+    int got = BIO_read(to_server, space, static_cast<int>(std::min(n, room)));
+    if (got > 0) server.received(static_cast<std::size_t>(got));
+  }
+  // Server ciphertext to the client, as if the socket took it all at once.
+  void carryToClient() {
+    while (server.outLen()) {
+      BIO_write(to_client, server.outData(), static_cast<int>(server.outLen()));
+      server.sent(server.outLen());
+    }
+  }
+  bool handshake() {
+    for (int i = 0; i < 10; ++i) {
+      int c = SSL_do_handshake(client);
+      carryToServer();
+      long s = server.handshaking() ? server.handshake() : 1;
+      carryToClient();
+      if (s == TlsStream::kError) return false;
+      if (c == 1 && s == 1) return true;
+    }
+    return false;
+  }
+  // Everything the server can decrypt, `cap` bytes at a time.
+  std::string serverReads(std::size_t cap) {
+    std::string out;
+    std::string buf(cap, '\0');
+    for (;;) {
+      long n = server.read(buf.data(), cap);
+      if (n <= 0) break;
+      out.append(buf.data(), static_cast<std::size_t>(n));
+    }
+    carryToClient();  // tickets and the like
+    return out;
+  }
+
+  SSL* client;
+  BIO* to_server;
+  BIO* to_client;
+  TlsStream server;
+};
+
+std::string peerCn(SSL* ssl) {
+  X509* peer = SSL_get1_peer_certificate(ssl);
+  if (!peer) return {};
+  char cn[256] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof cn);
+  X509_free(peer);
+  return cn;
+}
+
+TEST_F(TlsTest, SniChoosesTheCertificateAndTheFirstIsTheDefault) {
+  auto ctx = load({a_, b_});
+  ASSERT_TRUE(ctx);
+  for (auto [sni, cn] : std::vector<std::pair<const char*, std::string>>{
+           {"x.b.test", "*.b.test"}, {"a.test", "a.test"}, {"other.test", "a.test"}, {nullptr, "a.test"},
+           {"b.test", "a.test"}}) {
+    Pair p(client_ctx_, *ctx, pool_, sni);
+    ASSERT_TRUE(p.handshake()) << (sni ? sni : "(none)");
+    EXPECT_EQ(peerCn(p.client), cn) << (sni ? sni : "(none)");
+  }
+}
+
+TEST_F(TlsTest, AlpnSelectsHttp11OrNothing) {
+  auto ctx = load({a_});
+  static const unsigned char kBoth[] = "\x02h2\x08http/1.1";
+  static const unsigned char kH2[] = "\x02h2";
+  Pair both(client_ctx_, *ctx, pool_, "a.test");
+  SSL_set_alpn_protos(both.client, kBoth, sizeof kBoth - 1);
+  ASSERT_TRUE(both.handshake());
+  const unsigned char* proto = nullptr;
+  unsigned len = 0;
+  SSL_get0_alpn_selected(both.client, &proto, &len);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(proto), len), "http/1.1");
+  Pair h2(client_ctx_, *ctx, pool_, "a.test");
+  SSL_set_alpn_protos(h2.client, kH2, sizeof kH2 - 1);
+  ASSERT_TRUE(h2.handshake());
+  SSL_get0_alpn_selected(h2.client, &proto, &len);
+  EXPECT_EQ(len, 0u);
+}
+
+TEST_F(TlsTest, GarbageFailsTheHandshake) {
+  auto ctx = load({a_});
+  TlsStream s(ctx->newSsl(), pool_, ctx);
+  std::size_t room = 0;
+  char* space = s.readSpace(&room);
+  const char junk[] = "\x16\x03\x01\x00\x05hello-this-is-not-a-client-hello";
+  std::memcpy(space, junk, sizeof junk);
+  s.received(sizeof junk);
+  EXPECT_EQ(s.firstByte(), 0x16);
+  EXPECT_EQ(s.handshake(), TlsStream::kError);
+  EXPECT_FALSE(s.error().empty());
+}
+
+TEST_F(TlsTest, BytesSurviveEveryChunkingBothWays) {
+  auto ctx = load({a_});
+  std::mt19937 rng(7);
+  std::string data(300 * 1024, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{1} << 20}) {
+    Pair p(client_ctx_, *ctx, pool_, "a.test");
+    ASSERT_TRUE(p.handshake());
+    // Client to server: the server reads into a small buffer, as a full in_ would make it.
+    const std::string& up = chunk == 1 ? data.substr(0, 20000) : data;
+    std::string got;
+    std::size_t off = 0;
+    while (off < up.size()) {
+      int n = SSL_write(p.client, up.data() + off, static_cast<int>(std::min<std::size_t>(up.size() - off, 5000)));
+      ASSERT_GT(n, 0);
+      off += static_cast<std::size_t>(n);
+      while (BIO_ctrl_pending(p.to_server)) {
+        p.carryToServer(chunk);
+        got += p.serverReads(333);
+        ASSERT_FALSE(p.server.buffered());
+      }
+    }
+    EXPECT_EQ(got, up) << "chunk " << chunk;
+
+    // Server to client: writes of any size, each taken as far as the buffer allows.
+    std::string back;
+    off = 0;
+    char buf[16384];
+    while (off < data.size()) {
+      long w = p.server.write(data.data() + off, std::min<std::size_t>(data.size() - off, 40000));
+      ASSERT_NE(w, TlsStream::kError);
+      if (w > 0) off += static_cast<std::size_t>(w);
+      if (w == TlsStream::kWantMore || off == data.size()) {
+        p.carryToClient();
+        int n;
+        while ((n = SSL_read(p.client, buf, sizeof buf)) > 0) back.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+    EXPECT_EQ(back, data) << "chunk " << chunk;
+  }
+}
+
+TEST_F(TlsTest, PlaintextLeftInsideIsBufferedUntilRead) {
+  auto ctx = load({a_});
+  Pair p(client_ctx_, *ctx, pool_, "a.test");
+  ASSERT_TRUE(p.handshake());
+  std::string msg(10000, 'x');
+  ASSERT_EQ(SSL_write(p.client, msg.data(), static_cast<int>(msg.size())), static_cast<int>(msg.size()));
+  p.carryToServer();
+  char small[100];
+  EXPECT_EQ(p.server.read(small, sizeof small), 100);
+  EXPECT_TRUE(p.server.buffered()) << "the rest of the record waits inside";
+  std::string rest = p.serverReads(4096);
+  EXPECT_EQ(rest.size(), msg.size() - 100);
+  EXPECT_FALSE(p.server.buffered());
+  // Half a record: not "buffered" (no progress without the socket) until the rest comes.
+  ASSERT_GT(SSL_write(p.client, msg.data(), 1000), 0);
+  p.carryBytes(500);
+  EXPECT_EQ(p.server.read(small, sizeof small), TlsStream::kWantMore);
+  EXPECT_FALSE(p.server.buffered());
+  p.carryToServer();
+  EXPECT_EQ(p.serverReads(4096).size(), 1000u);
+}
+
+TEST_F(TlsTest, CiphertextOutgrowingItsBufferDuringAWriteKeepsTheBytesInFlight) {
+  auto ctx = load({a_});
+  Pair p(client_ctx_, *ctx, pool_, "a.test");
+  ASSERT_TRUE(p.handshake());
+  std::string first(15800, 'a');
+  ASSERT_EQ(p.server.write(first.data(), first.size()), static_cast<long>(first.size()));
+  // Hand it to a "socket" that will not finish yet: the bytes must stay put.
+  std::string inflight(p.server.outData(), p.server.outLen());
+  const char* where = p.server.outData();
+  p.server.inFlight(p.server.outLen());
+  EXPECT_TRUE(p.server.outInFlight());
+  // More output meanwhile: a write (refused: no room) and a close_notify, which must grow.
+  EXPECT_EQ(p.server.write(first.data(), first.size()), TlsStream::kWantMore);
+  p.server.shutdown();
+  EXPECT_GT(p.server.outLen(), 0u);
+  EXPECT_EQ(std::string(where, inflight.size()), inflight) << "in-flight bytes moved or changed";
+  p.server.written();
+  BIO_write(p.to_client, inflight.data(), static_cast<int>(inflight.size()));
+  p.carryToClient();
+  std::string got(20000, '\0');
+  int n = SSL_read(p.client, got.data(), static_cast<int>(got.size()));
+  ASSERT_EQ(n, static_cast<int>(first.size()));
+  EXPECT_EQ(got.substr(0, static_cast<std::size_t>(n)), first);
+  EXPECT_LE(SSL_read(p.client, got.data(), 10), 0);
+  EXPECT_EQ(SSL_get_error(p.client, -1), SSL_ERROR_ZERO_RETURN) << "close_notify after the data";
+}
+
+TEST_F(TlsTest, TheClientsCloseNotifyIsAnEnd) {
+  auto ctx = load({a_});
+  Pair p(client_ctx_, *ctx, pool_, "a.test");
+  ASSERT_TRUE(p.handshake());
+  SSL_write(p.client, "last", 4);
+  SSL_shutdown(p.client);
+  p.carryToServer();
+  char buf[16];
+  EXPECT_EQ(p.server.read(buf, sizeof buf), 4);
+  EXPECT_EQ(p.server.read(buf, sizeof buf), TlsStream::kEof);
+}
+
+}  // namespace
+}  // namespace tether::proxy
