@@ -192,6 +192,7 @@ void Session::start(uv_stream_t* server) {
   ++open_handles_;
   last_activity_ = worker_.now();
   timer_deadline_ = last_activity_;
+  req_started_ms_ = last_activity_;  // what an answer before any request (refusal, not TLS) logs from
   worker_.metrics().downstream_total.inc();
   worker_.metrics().downstream_active.inc();
   counted_active_ = true;
@@ -327,7 +328,10 @@ void Session::transition(State to) {
     return;
   }
   state_ = to;
-  if (to == State::kHead) req_started_ms_ = worker_.now();
+  if (to == State::kHead) {
+    req_started_ms_ = worker_.now();
+    method_ = kNoMethod;
+  }
   timer_deadline_ = worker_.now();
   armTimer();
 }
@@ -1734,6 +1738,7 @@ void Session::respondError(int status, const char* reason) {
                         static_cast<int>(::strnlen(request_id_, 32)), request_id_,
                         status == 503 ? "Retry-After: 1\r\n" : "", reason);
   down_head_.end = static_cast<std::uint32_t>(n);
+  bytes_out_ += down_head_.end;
   if (backend_) worker_.metrics().backend(backend_->id).request(metricMethod(method_), status);
   countActive(false);
   if (worker_.config().access_log.enabled && status != 408) {
@@ -1743,7 +1748,6 @@ void Session::respondError(int status, const char* reason) {
   backend_ = nullptr;
   head_done_ = false;
   uv_buf_t b = uv_buf_init(down_head_.data, down_head_.end);
-  bytes_out_ += down_head_.end;
   down_head_sent_ = down_head_.end;
   if (!writeDownstream(&b, 1)) return;
   closeGracefully();
@@ -1789,8 +1793,8 @@ void Session::logAccess() {
   double ttfb = first_byte_ms_ >= 0 ? static_cast<double>(first_byte_ms_ - req_started_ms_) / 1000.0 : -1.0;
   log::info("access", {{"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))},
                        {"client", std::string_view(client_ip_, client_ip_len_)},
-                       {"method", llhttp_method_name(static_cast<llhttp_method>(method_))},
-                       {"path", log_path_},
+                       {"method", method_ == kNoMethod ? "-" : llhttp_method_name(static_cast<llhttp_method>(method_))},
+                       {"path", log_path_.empty() ? std::string_view("-") : std::string_view(log_path_)},
                        {"status", static_cast<int>(status_)},
                        {"backend", backend_ ? std::string_view(backend_->name) : std::string_view("-")},
                        {"bytes_in", bytes_in_},

@@ -112,6 +112,11 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   State state() const { return state_; }
 
  private:
+  static constexpr std::uint8_t kNoMethod = 0xff;  // logged as "-"
+
+ public:
+
+ private:
   // Where an error came from decides its status and whether a retry is safe.
   enum class Fault : std::uint8_t { kNone, kConnect, kUpstreamReset, kUpstreamTimeout, kFirstByteTimeout };
 
@@ -243,7 +248,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   std::uint32_t resp_body_sent_ = 0;
   std::uint32_t resp_parsed_ = 0;
 
-  std::uint8_t method_ = 0;        // llhttp_method
+  std::uint8_t method_ = kNoMethod;  // llhttp_method, once the head is parsed
   std::uint8_t http_minor_ = 1;
   std::uint8_t attempts_ = 0;
   std::uint8_t tried_count_ = 0;

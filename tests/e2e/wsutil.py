@@ -27,7 +27,10 @@ import struct
 import threading
 import time
 
-import websockets
+try:
+    import websockets
+except ImportError:  # the raw-frame helpers need only the standard library
+    websockets = None
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
