@@ -4,6 +4,9 @@ Starts the proxies under test (tether, HAProxy, nginx; one worker each) and the
 upstreams on loopback ports, reads CPU time and RSS of a proxy's whole process
 tree from /proc, and formats markdown. Every process started here is in its own
 process group and is killed at exit. Standard library only.
+
+With a Tls (make_cert), every proxy terminates TLS on its listener with the same
+certificate; the upstreams stay plain HTTP.
 """
 import atexit
 import os
@@ -11,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -93,18 +97,71 @@ def wait_until(pred, timeout, what, interval=0.05):
     raise RuntimeError("timed out after %.0fs waiting for %s" % (timeout, what))
 
 
-def http_ok(port, path="/"):
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-            "http://%s:%d%s" % (HOST, port, path), timeout=2) as r:
+def http_ok(port, path="/", tls=None):
+    """A 2xx on GET path. With tls (a Tls), over HTTPS, verifying the proxy's certificate
+    against the bench's own (so each proxy is seen serving it, for 127.0.0.1)."""
+    if tls is None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url = "http://%s:%d%s" % (HOST, port, path)
+    else:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=tls.client_context()))
+        url = "https://%s:%d%s" % (HOST, port, path)
+    with opener.open(url, timeout=2) as r:
         return 200 <= r.status < 300
 
 
-def wait_http(port, proc, path="/", timeout=15):
+def wait_http(port, proc, path="/", timeout=15, tls=None):
     def ready():
         if proc.poll() is not None:
             raise SystemExit("%s exited with %s while starting" % (proc.bench_name, proc.returncode))
-        return http_ok(port, path)
+        return http_ok(port, path, tls)
     wait_until(ready, timeout, "%s to answer on %d" % (proc.bench_name, port))
+
+
+# ---- TLS: one certificate for every proxy -----------------------------------------------
+
+class Tls:
+    """The bench's certificate: ECDSA P-256, self-signed, CN and DNS name bench.test, IP
+    127.0.0.1, made with the openssl CLI under the workdir. cert and key are PEM files;
+    pem is both in one file (HAProxy's crt)."""
+    SUBJECT = "/CN=bench.test"
+    DESCRIPTION = "ECDSA P-256"
+
+    def __init__(self, cert, key, pem):
+        self.cert, self.key, self.pem = cert, key, pem
+
+    def client_context(self):
+        """A client context trusting only the bench's certificate, hostname checked."""
+        return ssl.create_default_context(cafile=self.cert)
+
+    def probe(self, port):
+        """(protocol, cipher) a default OpenSSL client (Python's ssl, same library and
+        defaults as wrk) negotiates with the proxy on port, e.g. ("TLSv1.3",
+        "TLS_AES_256_GCM_SHA384")."""
+        with socket.create_connection((HOST, port), timeout=5) as raw:
+            with self.client_context().wrap_socket(raw, server_hostname=HOST) as s:
+                return s.version(), s.cipher()[0]
+
+
+def make_cert(wd):
+    """Generates the bench's certificate under wd/tls (openssl req, bounded) -> Tls."""
+    d = os.path.join(wd, "tls")
+    os.makedirs(d, exist_ok=True)
+    cert, key, pem = (os.path.join(d, n) for n in ("cert.pem", "key.pem", "cert+key.pem"))
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", Tls.SUBJECT,
+                        "-addext", "subjectAltName=DNS:bench.test,IP:%s" % HOST, "-days", "2",
+                        "-keyout", key, "-out", cert],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    if r.returncode != 0:
+        raise SystemExit("openssl req failed: %s" % r.stderr.decode())
+    with open(pem, "w") as out:
+        for part in (cert, key):
+            with open(part) as f:
+                out.write(f.read())
+    os.chmod(pem, 0o600)
+    return Tls(cert, key, pem)
 
 
 # ---- /proc -----------------------------------------------------------------------------
@@ -201,22 +258,24 @@ http {
 """ % {"d": d, "body": http_body}
 
 
-def start_on_free_port(what, launch, timeout=15):
+def start_on_free_port(what, launch, timeout=15, tls=None):
     """launch(port) -> (proc, check_path): up to 5 tries on fresh ports (another process
-    may take a port between free_port() and bind). Returns (proc, port)."""
+    may take a port between free_port() and bind). With tls, the check is over HTTPS.
+    Returns (proc, port)."""
     for _ in range(5):
         port = free_port()
         p, path = launch(port)
         try:
-            wait_http(port, p, path, timeout=timeout)
+            wait_http(port, p, path, timeout=timeout, tls=tls)
             return p, port
         except (RuntimeError, SystemExit):
             stop(p)
     raise SystemExit("could not start %s" % what)
 
 
-def start_nginx(wd, name, proc_name, what, http_body_for_port, timeout=15):
-    """nginx under wd/name with http_body_for_port(port) inside http { }. (proc, port)."""
+def start_nginx(wd, name, proc_name, what, http_body_for_port, timeout=15, tls=None):
+    """nginx under wd/name with http_body_for_port(port) inside http { }; tls: its
+    listener is HTTPS. (proc, port)."""
     d = os.path.join(wd, name)
     os.makedirs(os.path.join(d, "logs"), exist_ok=True)
     conf = os.path.join(d, "nginx.conf")
@@ -226,7 +285,7 @@ def start_nginx(wd, name, proc_name, what, http_body_for_port, timeout=15):
             f.write(nginx_conf(d, http_body_for_port(port)))
         return spawn(["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "logs", "error.log")],
                      proc_name), "/health"
-    return start_on_free_port(what, launch, timeout)
+    return start_on_free_port(what, launch, timeout, tls)
 
 
 def start_nginx_upstream(wd):
@@ -242,9 +301,11 @@ def start_nginx_upstream(wd):
 
 # ---- the proxies -------------------------------------------------------------------------
 
-def nginx_proxy_http(port, upstream_port, websocket=False):
+def nginx_proxy_http(port, upstream_port, websocket=False, tls=None):
     """nginx as its documentation recommends for reverse proxying with upstream keep-alive
-    (and, for WebSocket, the Upgrade/Connection map): the inside of http { }."""
+    (and, for WebSocket, the Upgrade/Connection map): the inside of http { }. With tls, the
+    listener terminates TLS as "Configuring HTTPS servers" recommends: listen ... ssl,
+    ssl_certificate(_key), a shared session cache, here TLS 1.2 and 1.3 only."""
     ws_map = """
   map $http_upgrade $connection_upgrade { default upgrade; '' close; }""" if websocket else ""
     ws_headers = """
@@ -253,6 +314,15 @@ def nginx_proxy_http(port, upstream_port, websocket=False):
       proxy_read_timeout 1h;
       proxy_send_timeout 1h;""" if websocket else """
       proxy_set_header Connection "";"""
+    ssl_listen, ssl_conf = "", ""
+    if tls is not None:
+        ssl_listen = " ssl"
+        ssl_conf = """
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;""" % (tls.cert, tls.key)
     return """%(ws_map)s
   upstream backend {
     server %(host)s:%(up)d;
@@ -260,7 +330,7 @@ def nginx_proxy_http(port, upstream_port, websocket=False):
     keepalive_requests 1000000;
   }
   server {
-    listen %(host)s:%(port)d backlog=4096;
+    listen %(host)s:%(port)d%(ssl_listen)s backlog=4096;%(ssl_conf)s
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;%(ws_headers)s
@@ -269,12 +339,20 @@ def nginx_proxy_http(port, upstream_port, websocket=False):
       proxy_set_header X-Forwarded-Proto $scheme;
     }
   }""" % {"host": HOST, "port": port, "up": upstream_port, "ws_map": ws_map,
-         "ws_headers": ws_headers}
+         "ws_headers": ws_headers, "ssl_listen": ssl_listen, "ssl_conf": ssl_conf}
 
 
-def haproxy_conf(port, upstream_port):
+def haproxy_conf(port, upstream_port, tls=None):
     """HAProxy 2.6 as its documentation recommends: mode http, keep-alive both sides
-    (option http-keep-alive is the default), http-reuse safe, one thread, no logging."""
+    (option http-keep-alive is the default), http-reuse safe, one thread, no logging.
+    With tls, the frontend terminates TLS: bind ... ssl crt PEM (certificate and key in
+    one file) ssl-min-ver TLSv1.2, and tells the backend X-Forwarded-Proto: https, as
+    nginx ($scheme) and tether do; no tune.ssl.default-dh-param (no DHE with ECDSA)."""
+    bind_ssl, fe_ssl = "", ""
+    if tls is not None:
+        bind_ssl = " ssl crt %s ssl-min-ver TLSv1.2" % tls.pem
+        fe_ssl = """
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }"""
     return """
 global
   nbthread 1
@@ -294,14 +372,14 @@ defaults
   timeout tunnel 1h
 
 frontend fe
-  bind %(host)s:%(port)d
-  maxconn 9000
+  bind %(host)s:%(port)d%(bind_ssl)s
+  maxconn 9000%(fe_ssl)s
   default_backend be
 
 backend be
   option httpchk GET /health
   server s1 %(host)s:%(up)d check inter 5s
-""" % {"host": HOST, "port": port, "up": upstream_port}
+""" % {"host": HOST, "port": port, "up": upstream_port, "bind_ssl": bind_ssl, "fe_ssl": fe_ssl}
 
 
 TETHER_CONF = """# tether for the benchmark: access log off (as for the peers), health checks on.
@@ -316,6 +394,15 @@ timeouts:
   tunnel_idle: 1h
 """
 
+# With TLS the listener comes from the file: -l replaces the file's listeners with
+# plain ones (conf/loader.cc). tether allows TLS 1.2 and 1.3.
+TETHER_TLS_LISTENER = """listeners:
+  - address: %(host)s:%(port)d
+    tls:
+      certificates:
+        - { cert: %(cert)s, key: %(key)s }
+"""
+
 
 class Proxy:
     def __init__(self, name, proc, port):
@@ -326,21 +413,22 @@ class Proxy:
         return self.proc.pid
 
 
-def start_nginx_proxy(wd, upstream_port, websocket=False):
+def start_nginx_proxy(wd, upstream_port, websocket=False, tls=None):
     p, port = start_nginx(wd, "nginx-proxy", "nginx", "nginx as proxy",
-                          lambda port: nginx_proxy_http(port, upstream_port, websocket))
+                          lambda port: nginx_proxy_http(port, upstream_port, websocket, tls),
+                          tls=tls)
     return Proxy("nginx", p, port)
 
 
-def start_haproxy(wd, upstream_port):
+def start_haproxy(wd, upstream_port, tls=None):
     conf = os.path.join(wd, "haproxy.cfg")
 
     def launch(port):
         with open(conf, "w") as f:
-            f.write(haproxy_conf(port, upstream_port))
+            f.write(haproxy_conf(port, upstream_port, tls))
         return spawn(["haproxy", "-f", conf, "-db"], "haproxy",
                      stderr=open(os.path.join(wd, "haproxy.log"), "w")), "/health"
-    p, port = start_on_free_port("haproxy; see %s/haproxy.log" % wd, launch)
+    p, port = start_on_free_port("haproxy; see %s/haproxy.log" % wd, launch, tls=tls)
     return Proxy("haproxy", p, port)
 
 
@@ -356,35 +444,66 @@ def tether_available():
     return True, (r.stdout or r.stderr).decode().strip()
 
 
-def start_tether(wd, upstream_port):
+def start_tether(wd, upstream_port, tls=None):
     conf = os.path.join(wd, "tether.yaml")
     with open(conf, "w") as f:
         f.write(TETHER_CONF)
 
     def launch(port):
-        return spawn([TETHER_BIN, "-c", conf, "-l", "%s:%d" % (HOST, port), "--admin", HOST + ":0",
+        listen = ["-l", "%s:%d" % (HOST, port)]
+        if tls is not None:
+            listen = []
+            with open(conf, "w") as f:
+                f.write(TETHER_CONF + TETHER_TLS_LISTENER % {
+                    "host": HOST, "port": port, "cert": tls.cert, "key": tls.key})
+        return spawn([TETHER_BIN, "-c", conf] + listen + ["--admin", HOST + ":0",
                       "-b", "http://%s:%d" % (HOST, upstream_port), "--log-level", "warn"],
                      "tether", stderr=open(os.path.join(wd, "tether.log"), "w")), "/health"
-    p, port = start_on_free_port("tether; see %s/tether.log" % wd, launch)
+    p, port = start_on_free_port("tether; see %s/tether.log" % wd, launch, tls=tls)
     return Proxy("tether", p, port)
 
 
-def start_proxies(wd, wanted, upstream_port, notes, websocket=False):
+def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None):
     """The proxies named in wanted ("tether", "haproxy", "nginx"), in that order, in front
-    of upstream_port. tether is skipped, with a line in notes, when it does not run."""
+    of upstream_port. tether is skipped, with a line in notes, when it does not run.
+    With tls (a Tls), each terminates TLS on its listener with that certificate."""
     proxies = []
     if "tether" in wanted:
         ok, info = tether_available()
         if ok:
-            proxies.append(start_tether(wd, upstream_port))
+            proxies.append(start_tether(wd, upstream_port, tls))
             notes.append("tether: %s" % info)
         else:
             notes.append("tether skipped: %s" % info)
     if "haproxy" in wanted:
-        proxies.append(start_haproxy(wd, upstream_port))
+        proxies.append(start_haproxy(wd, upstream_port, tls))
     if "nginx" in wanted:
-        proxies.append(start_nginx_proxy(wd, upstream_port, websocket))
+        proxies.append(start_nginx_proxy(wd, upstream_port, websocket, tls))
     return proxies
+
+
+def tls_summary(proxies, tls):
+    """What each proxy negotiates with a default OpenSSL client: (short label for a heading,
+    e.g. "TLS 1.3, ECDSA P-256", note lines)."""
+    got = {}
+    for p in proxies:
+        try:
+            got[p.name] = tls.probe(p.port)
+        except (OSError, ssl.SSLError) as e:
+            got[p.name] = ("?", str(e))
+    versions_seen = sorted({v for v, _ in got.values()})
+    label = "%s, %s" % ("/".join(v.replace("TLSv", "TLS ") for v in versions_seen),
+                        tls.DESCRIPTION)
+    notes = ["TLS terminated by each proxy with the same %s self-signed certificate (openssl "
+             "req, made for this run); TLS 1.2 and 1.3 allowed; negotiated with a default "
+             "OpenSSL client: %s" % (tls.DESCRIPTION, "; ".join(
+                 "%s %s %s" % (n, v, c) for n, (v, c) in got.items())),
+             "TLS set-up: nginx `listen ... ssl`, ssl_protocols TLSv1.2 TLSv1.3, "
+             "ssl_session_cache shared:SSL:10m; HAProxy `bind ... ssl crt cert+key.pem "
+             "ssl-min-ver TLSv1.2` (default session cache), X-Forwarded-Proto https; tether "
+             "`listeners: [{address, tls: {certificates: [{cert, key}]}}]`; the upstream is "
+             "plain HTTP for all"]
+    return label, notes
 
 
 # ---- formatting --------------------------------------------------------------------------
@@ -412,7 +531,8 @@ def versions():
         except (OSError, subprocess.TimeoutExpired, IndexError):
             return "?"
     return {"haproxy": first_line(["haproxy", "-v"]), "nginx": first_line(["nginx", "-v"]),
-            "wrk": first_line(["wrk", "--version"]), "node": first_line(["node", "--version"])}
+            "wrk": first_line(["wrk", "--version"]), "node": first_line(["node", "--version"]),
+            "openssl": first_line(["openssl", "version"])}
 
 
 def report(kind, lines):

@@ -9,8 +9,15 @@
 #   bench/http.sh                                   3 rounds x 10 s x 3 proxies (~100 s)
 #   bench/http.sh --rounds 1 --duration 3           a quick look
 #   TETHER_BIN=/path/to/tether bench/http.sh --proxies tether,haproxy
+#   bench/http.sh --tls                             the same over HTTPS (saved as http-tls-*)
 #
-# Needs: wrk, haproxy, nginx (sh packaging/install-deps.sh), and a built tether
+# --tls: each proxy terminates TLS on its listener, wrk speaks HTTPS to it, the upstream
+# stays plain HTTP. One ECDSA P-256 self-signed certificate (made with `openssl req` in the
+# run's temporary directory) for all; TLS 1.2 and 1.3 allowed, 1.3 negotiated; nginx
+# `listen ... ssl` + ssl_session_cache shared:SSL:10m, HAProxy `bind ... ssl crt`
+# ssl-min-ver TLSv1.2, tether `listeners: [{address, tls: {certificates: [...]}}]`.
+#
+# Needs: wrk, haproxy, nginx (sh packaging/install-deps.sh), openssl for --tls, a built tether
 # (skipped with a note if $TETHER_BIN, default build/proxy/tether, does not run).
 set -eu
 cd "$(dirname "$0")"

@@ -12,8 +12,17 @@ proxying with upstream keep-alive on; access logging OFF for all three; active h
 checks on /health every 5s for tether and HAProxy (nginx open source has none). Runs are
 interleaved (the order rotates each round) and the median of the rounds is reported.
 
+With --tls, each proxy terminates TLS on its listener (HTTPS keep-alive; the upstream stays
+plain HTTP): the same ECDSA P-256 self-signed certificate for all, made with the openssl CLI
+in the run's temporary directory; TLS 1.2 and 1.3 allowed (a default OpenSSL client, wrk
+too, negotiates 1.3); nginx `listen ... ssl` with ssl_session_cache shared:SSL:10m, HAProxy
+`bind ... ssl crt` with ssl-min-ver TLSv1.2, tether a `listeners:` entry with `tls:` in its
+config file. wrk does not verify the certificate; the readiness check does. wrk keeps its
+connections, so the run is mostly record encryption, not handshakes (one per connection).
+--baseline stays plain HTTP to the upstream. Saved as http-tls-*.md.
+
 Usage: bench/http.sh [--rounds 3] [--duration 10] [--connections 50] [--threads 1]
-                     [--proxies tether,haproxy,nginx] [--baseline]
+                     [--proxies tether,haproxy,nginx] [--baseline] [--tls]
 tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
 The markdown is printed and saved under bench/results/.
 """
@@ -27,9 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 
 
-def run_wrk(port, args, duration):
+def run_wrk(port, args, duration, scheme="http"):
     argv = ["wrk", "-t%d" % args.threads, "-c%d" % args.connections, "-d%ds" % duration,
-            "--latency", "--timeout", "5s", "http://%s:%d/" % (B.HOST, port)]
+            "--latency", "--timeout", "5s", "%s://%s:%d/" % (scheme, B.HOST, port)]
     r = subprocess.run(argv, capture_output=True, timeout=duration + 30)
     out = r.stdout.decode()
     if r.returncode != 0:
@@ -57,6 +66,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--proxies", default="tether,haproxy,nginx")
     ap.add_argument("--baseline", action="store_true", help="also load the upstream directly")
+    ap.add_argument("--tls", action="store_true",
+                    help="each proxy terminates TLS (HTTPS to the proxy, plain HTTP upstream)")
     args = ap.parse_args()
     args.duration = max(1, min(args.duration, 60))
     args.rounds = max(1, min(args.rounds, 10))
@@ -64,21 +75,27 @@ def main():
     notes = []
 
     wd = B.workdir()
+    tls = B.make_cert(wd) if args.tls else None
     up_proc, up_port = B.start_nginx_upstream(wd)
-    proxies = B.start_proxies(wd, wanted, up_port, notes)
+    proxies = B.start_proxies(wd, wanted, up_port, notes, tls=tls)
+    tls_label, tls_notes = B.tls_summary(proxies, tls) if tls and proxies else ("", [])
     if args.baseline:
         proxies.append(B.Proxy("direct (no proxy)", up_proc, up_port))
+        if tls:
+            notes.append("direct (no proxy): plain HTTP to the upstream, no TLS")
     if not proxies:
         raise SystemExit("nothing to measure")
+    # the baseline (the upstream itself) is always plain HTTP
+    scheme = {p.name: "https" if tls and p.proc is not up_proc else "http" for p in proxies}
 
     for p in proxies:  # warm-up: connections, caches, page faults
-        run_wrk(p.port, args, 1)
+        run_wrk(p.port, args, 1, scheme[p.name])
 
     results = {p.name: [] for p in proxies}
     for rnd in range(args.rounds):
         order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
         for p in order:
-            r = B.measured(p.pid, lambda: run_wrk(p.port, args, args.duration))
+            r = B.measured(p.pid, lambda: run_wrk(p.port, args, args.duration, scheme[p.name]))
             results[p.name].append(r)
             B.log("round %d %-8s %9.0f req/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs%s" % (
                 rnd + 1, p.name, r["rps"], r["p50"], r["p99"], r["cpu"],
@@ -100,8 +117,9 @@ def main():
                      s["non2xx"], s["errors"] or "0"])
 
     v = B.versions()
-    text = ["## HTTP keep-alive: wrk -t%d -c%d -d%ds, %d interleaved rounds (medians)" % (
-        args.threads, args.connections, args.duration, args.rounds), "",
+    title = "HTTPS keep-alive (%s)" % tls_label if tls else "HTTP keep-alive"
+    text = ["## %s: wrk -t%d -c%d -d%ds, %d interleaved rounds (medians)" % (
+        title, args.threads, args.connections, args.duration, args.rounds), "",
         B.table(["proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "of which user", "of which kernel",
                  "non-2xx", "socket errors"],
                 rows), ""]
@@ -120,8 +138,11 @@ def main():
              "over the measured runs / requests; user is the proxy's own code, kernel is the "
              "system calls and TCP work done on its behalf" % B.CLK_TCK,
              "- versions: %s; %s; %s" % (v["haproxy"], v["nginx"], v["wrk"])]
+    if tls:
+        text += ["- " + n for n in tls_notes]
+        text.append("- %s" % v["openssl"])
     text += ["- " + n for n in notes]
-    B.report("http", text)
+    B.report("http-tls" if tls else "http", text)
 
 
 if __name__ == "__main__":

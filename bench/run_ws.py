@@ -15,8 +15,15 @@ Set-up, all on loopback: tether (-b the echo upstream, access log off, health ch
 /health), HAProxy 2.6 (mode http, timeout tunnel 1h, nbthread 1, no log), nginx
 (proxy_http_version 1.1, Upgrade/Connection map, worker_processes 1, access_log off).
 
+With --tls, each proxy terminates TLS on its listener and the clients connect with wss://
+(the echo upstream stays plain ws://): the same ECDSA P-256 self-signed certificate for all,
+made with the openssl CLI in the run's temporary directory, TLS 1.2 and 1.3 allowed (node
+negotiates 1.3); set-up as for bench/http.sh --tls. The clients verify the proxy's
+certificate against it ($BENCH_CA). Idle memory then includes each proxy's TLS state per
+connection. Saved as ws-tls-*.md.
+
 Usage: bench/ws.sh [--rounds 3] [--duration 10] [--connections 50] [--idle 4000]
-                   [--proxies tether,haproxy,nginx] [--skip-load] [--skip-idle]
+                   [--proxies tether,haproxy,nginx] [--skip-load] [--skip-idle] [--tls]
 tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
 The markdown is printed and saved under bench/results/.
 """
@@ -42,17 +49,34 @@ def start_echo(wd):
     return p, int(line.split()[1])
 
 
-def ws_url(port):
-    return "ws://%s:%d/" % (B.HOST, port)
+def ws_url(port, tls=None):
+    return "%s://%s:%d/" % ("wss" if tls else "ws", B.HOST, port)
 
 
-def run_load(port, connections, duration):
-    r = subprocess.run([NODE, os.path.join(B.HERE, "ws_load.js"), ws_url(port),
+def client_env(tls):
+    """The node clients' environment: with TLS, BENCH_CA names the certificate to trust."""
+    env = dict(os.environ)
+    if tls:
+        env["BENCH_CA"] = tls.cert
+    return env
+
+
+def run_load(port, connections, duration, tls=None):
+    r = subprocess.run([NODE, os.path.join(B.HERE, "ws_load.js"), ws_url(port, tls),
                         str(connections), str(duration), "64"],
-                       capture_output=True, timeout=duration + 60)
+                       capture_output=True, timeout=duration + 60, env=client_env(tls))
     if r.returncode != 0:
         raise SystemExit("ws_load failed: %s %s" % (r.stdout.decode(), r.stderr.decode()))
     return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def node_openssl():
+    try:
+        r = subprocess.run([NODE, "-p", "process.versions.openssl"], capture_output=True,
+                           timeout=10)
+        return r.stdout.decode().strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
 
 
 def settle_rss(pid, timeout=5.0):
@@ -68,11 +92,13 @@ def settle_rss(pid, timeout=5.0):
     return last
 
 
-def run_idle(proxy, n):
+def run_idle(proxy, n, tls=None):
     before = settle_rss(proxy.pid)
-    client = subprocess.Popen([NODE, os.path.join(B.HERE, "ws_idle.js"), ws_url(proxy.port),
-                               str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    client = subprocess.Popen([NODE, os.path.join(B.HERE, "ws_idle.js"),
+                               ws_url(proxy.port, tls), str(n)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              env=client_env(tls))
     try:
         line = client.stdout.readline().decode().split()  # ws_idle reports within 60 s
         if len(line) != 3 or line[0] != "OPEN":
@@ -99,6 +125,8 @@ def main():
     ap.add_argument("--proxies", default="tether,haproxy,nginx")
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-idle", action="store_true")
+    ap.add_argument("--tls", action="store_true",
+                    help="each proxy terminates TLS (wss:// to the proxy, plain ws:// upstream)")
     args = ap.parse_args()
     args.duration = max(1, min(args.duration, 60))
     args.rounds = max(1, min(args.rounds, 10))
@@ -107,21 +135,24 @@ def main():
     notes = []
 
     wd = B.workdir()
+    tls = B.make_cert(wd) if args.tls else None
     _, echo_port = start_echo(wd)
-    proxies = B.start_proxies(wd, wanted, echo_port, notes, websocket=True)
+    proxies = B.start_proxies(wd, wanted, echo_port, notes, websocket=True, tls=tls)
     if not proxies:
         raise SystemExit("nothing to measure")
+    tls_label, tls_notes = B.tls_summary(proxies, tls) if tls else ("", [])
 
     text = []
     summary = {}
     if not args.skip_load:
         for p in proxies:
-            run_load(p.port, args.connections, 1)  # warm-up
+            run_load(p.port, args.connections, 1, tls)  # warm-up
         results = {p.name: [] for p in proxies}
         for rnd in range(args.rounds):
             order = proxies[rnd % len(proxies):] + proxies[:rnd % len(proxies)]
             for p in order:
-                r = B.measured(p.pid, lambda: run_load(p.port, args.connections, args.duration))
+                r = B.measured(p.pid, lambda: run_load(p.port, args.connections, args.duration,
+                                                       tls))
                 results[p.name].append(r)
                 B.log("round %d %-8s %8.0f round trips/s  p50 %.3f ms  p99 %.3f ms  cpu %.2fs"
                       "  errors %d" % (rnd + 1, p.name, r["rate"], r["p50_ms"] or 0,
@@ -140,8 +171,9 @@ def main():
             rows.append([p.name, "%.0f" % s["rate"], "%.3f" % s["p50"], "%.3f" % s["p99"],
                          "%.1f" % s["cpu_us"], "%.1f" % per_msg("user"), "%.1f" % per_msg("sys"),
                          s["errors"]])
-        text += ["## WebSocket echo: %d connections, 64-byte messages, %d s x %d interleaved "
-                 "rounds (medians)" % (args.connections, args.duration, args.rounds), "",
+        title = "WebSocket echo over TLS (wss, %s)" % tls_label if tls else "WebSocket echo"
+        text += ["## %s: %d connections, 64-byte messages, %d s x %d interleaved "
+                 "rounds (medians)" % (title, args.connections, args.duration, args.rounds), "",
                  B.table(["proxy", "round trips/s", "p50 ms", "p99 ms", "CPU µs/round trip",
                           "of which user", "of which kernel", "errors"], rows), ""]
         peers = [n for n in summary if n in ("haproxy", "nginx")]
@@ -157,20 +189,21 @@ def main():
     if not args.skip_idle:
         rows, idle = [], {}
         for p in proxies:
-            r = run_idle(p, args.idle)
+            r = run_idle(p, args.idle, tls)
             idle[p.name] = r
             B.log("idle %-8s opened %d errors %d  RSS %d -> %d KiB  %.1f KiB/conn" % (
                 p.name, r["opened"], r["errors"], r["before"], r["after"], r["per_conn"]))
             rows.append([p.name, r["opened"], r["errors"], r["before"], r["after"],
                          "%.1f" % r["per_conn"]])
-        text += ["## Idle WebSockets: %d through each proxy" % args.idle, "",
+        title = "Idle TLS WebSockets (wss, %s)" % tls_label if tls else "Idle WebSockets"
+        text += ["## %s: %d through each proxy" % (title, args.idle), "",
                  B.table(["proxy", "opened", "errors", "RSS before KiB", "RSS after KiB",
                           "KiB per WebSocket"], rows), ""]
         peers = [n for n in idle if n in ("haproxy", "nginx")]
         if "tether" in idle and peers:
             lean = min(peers, key=lambda n: idle[n]["per_conn"])
-            text.append("- tether / leanest peer KiB per idle WebSocket (%s): **%.2f**" % (
-                lean, idle["tether"]["per_conn"] / idle[lean]["per_conn"]))
+            text.append("- tether / leanest peer KiB per idle %sWebSocket (%s): **%.2f**" % (
+                "TLS " if tls else "", lean, idle["tether"]["per_conn"] / idle[lean]["per_conn"]))
         text.append("")
 
     v = B.versions()
@@ -179,8 +212,12 @@ def main():
              "- CPU: utime+stime of the proxy's process tree (/proc/<pid>/stat, %d Hz ticks); "
              "RSS: VmRSS summed over the proxy's processes" % B.CLK_TCK,
              "- versions: %s; %s" % (v["haproxy"], v["nginx"])]
+    if tls:
+        text += ["- " + n for n in tls_notes]
+        text.append("- %s; node's TLS client (OpenSSL %s) verifies the proxy's certificate"
+                    % (v["openssl"], node_openssl()))
     text += ["- " + n for n in notes]
-    B.report("ws", text)
+    B.report("ws-tls" if tls else "ws", text)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,15 @@
 #   bench/ws.sh                                     3 rounds x 10 s + 4000 idle (~2 min)
 #   bench/ws.sh --rounds 1 --duration 3 --idle 1000 a quick look
 #   bench/ws.sh --skip-load                         idle memory only
+#   bench/ws.sh --tls --skip-load                   memory per idle TLS WebSocket (ws-tls-*)
+#
+# --tls: each proxy terminates TLS on its listener, the clients connect with wss:// (and
+# verify the certificate), the echo upstream stays plain ws://. One ECDSA P-256
+# self-signed certificate (made with `openssl req` in the run's temporary directory) for
+# all; TLS 1.2 and 1.3 allowed, 1.3 negotiated; set-up as for bench/http.sh --tls.
 #
 # Needs: node with the ws module (Debian's node-ws, or `npm install` in bench/), haproxy,
-# nginx (sh packaging/install-deps.sh), and a built tether (skipped with a note if
+# nginx (sh packaging/install-deps.sh), openssl for --tls, and a built tether (skipped if
 # $TETHER_BIN, default build/proxy/tether, does not run).
 set -eu
 cd "$(dirname "$0")"

@@ -5,14 +5,15 @@
 // tunnel is established end to end), then stays idle. Prints "OPEN <n> <errors>" once all
 // are open (or after 60 s with what it has), then holds them until stdin closes or SIGTERM,
 // at most 10 minutes.
+// wss:// URLs: $BENCH_CA names the PEM certificate to trust (ws_common.js).
 'use strict';
-const { WebSocket } = require('./ws_common');
+const { WebSocket, clientOptions } = require('./ws_common');
 
 const url = process.argv[2];
 const n = Number(process.argv[3] || 4000);
 const parallel = Number(process.argv[4] || 200);
 if (!/^wss?:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])[:/]/.test(url || '')) {
-  console.error('usage: ws_idle.js ws://127.0.0.1:PORT/ [n] [parallel] (loopback only)');
+  console.error('usage: ws_idle.js ws[s]://127.0.0.1:PORT/ [n] [parallel] (loopback only)');
   process.exit(2);
 }
 const sockets = [];
@@ -26,7 +27,7 @@ function report() {
 function launch() {
   while (inflight < parallel && launched < n) {
     launched++; inflight++;
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+    const ws = new WebSocket(url, clientOptions());
     let done = false;
     const settle = (ok) => {
       if (done) return;

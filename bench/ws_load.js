@@ -6,15 +6,16 @@
 // loopback URLs only). Prints one JSON line:
 //   {connections, opened, seconds, messages, rate, p50_ms, p99_ms, errors}
 // where messages counts round trips (one message each way through the proxy).
+// wss:// URLs: $BENCH_CA names the PEM certificate to trust (ws_common.js).
 'use strict';
-const { WebSocket } = require('./ws_common');
+const { WebSocket, clientOptions } = require('./ws_common');
 
 const url = process.argv[2];
 const conns = Number(process.argv[3] || 50);
 const seconds = Math.min(Number(process.argv[4] || 10), 120);
 const bytes = Number(process.argv[5] || 64);
 if (!/^wss?:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])[:/]/.test(url || '')) {
-  console.error('usage: ws_load.js ws://127.0.0.1:PORT/ [connections] [seconds] [bytes] (loopback only)');
+  console.error('usage: ws_load.js ws[s]://127.0.0.1:PORT/ [connections] [seconds] [bytes] (loopback only)');
   process.exit(2);
 }
 const payload = Buffer.alloc(bytes, 120);
@@ -46,7 +47,7 @@ const openTimer = setTimeout(() => {
 }, 30000);
 
 for (let i = 0; i < conns; i++) {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
+  const ws = new WebSocket(url, clientOptions());
   let sentAt = 0n;
   ws.next = () => {
     if (running && ws.readyState === WebSocket.OPEN) {
