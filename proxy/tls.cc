@@ -288,6 +288,13 @@ long TlsStream::handshake() {
 }
 
 long TlsStream::read(char* out, std::size_t cap) {
+  if (in_pos_ == in_end_ && !SSL_has_pending(ssl_)) {
+    // Nothing held: asking OpenSSL anyway would make it set up a record
+    // buffer (16 KiB) just to find nothing, and keep it while the connection idles.
+    stalled_ = true;
+    releaseIfIdle();
+    return kWantMore;
+  }
   ERR_clear_error();
   int n = SSL_read(ssl_, out, static_cast<int>(std::min<std::size_t>(cap, INT_MAX)));
   if (n > 0) return n;
