@@ -508,6 +508,20 @@ def tls_summary(proxies, tls):
 
 # ---- formatting --------------------------------------------------------------------------
 
+def peer_ratios(summary, rate_key, rate_what, cpu_what):
+    """The two headline lines: tether's rate against the faster peer's and its CPU against
+    the leaner peer's (summary: name -> {rate_key, "cpu_us"}); none without tether or a peer."""
+    peers = [n for n in summary if n in ("haproxy", "nginx")]
+    if "tether" not in summary or not peers:
+        return []
+    best = max(peers, key=lambda n: summary[n][rate_key])
+    lean = min(peers, key=lambda n: summary[n]["cpu_us"])
+    return ["- tether / best peer %s (%s): **%.2f**" % (
+                rate_what, best, summary["tether"][rate_key] / summary[best][rate_key]),
+            "- tether / leanest peer CPU per %s (%s): **%.2f**" % (
+                cpu_what, lean, summary["tether"]["cpu_us"] / summary[lean]["cpu_us"])]
+
+
 def median(xs):
     xs = sorted(xs)
     if not xs:

@@ -123,14 +123,7 @@ def main():
         B.table(["proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "of which user", "of which kernel",
                  "non-2xx", "socket errors"],
                 rows), ""]
-    peers = [n for n in summary if n in ("haproxy", "nginx")]
-    if "tether" in summary and peers:
-        best = max(peers, key=lambda n: summary[n]["rps"])
-        lean = min(peers, key=lambda n: summary[n]["cpu_us"])
-        text.append("- tether / best peer req/s (%s): **%.2f**" % (
-            best, summary["tether"]["rps"] / summary[best]["rps"]))
-        text.append("- tether / leanest peer CPU per request (%s): **%.2f**" % (
-            lean, summary["tether"]["cpu_us"] / summary[lean]["cpu_us"]))
+    text += B.peer_ratios(summary, "rps", "req/s", "request")
     text += ["- one worker each; upstream: nginx, 1 worker, %d-byte body; access logs off; "
              "upstream keep-alive on; loopback; %d cores shared by wrk, proxy and upstream"
              % (len(B.UPSTREAM_BODY), os.cpu_count()),

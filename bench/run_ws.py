@@ -176,14 +176,7 @@ def main():
                  "rounds (medians)" % (title, args.connections, args.duration, args.rounds), "",
                  B.table(["proxy", "round trips/s", "p50 ms", "p99 ms", "CPU µs/round trip",
                           "of which user", "of which kernel", "errors"], rows), ""]
-        peers = [n for n in summary if n in ("haproxy", "nginx")]
-        if "tether" in summary and peers:
-            best = max(peers, key=lambda n: summary[n]["rate"])
-            lean = min(peers, key=lambda n: summary[n]["cpu_us"])
-            text.append("- tether / best peer round trips/s (%s): **%.2f**" % (
-                best, summary["tether"]["rate"] / summary[best]["rate"]))
-            text.append("- tether / leanest peer CPU per round trip (%s): **%.2f**" % (
-                lean, summary["tether"]["cpu_us"] / summary[lean]["cpu_us"]))
+        text += B.peer_ratios(summary, "rate", "round trips/s", "round trip")
         text.append("")
 
     if not args.skip_idle:

@@ -70,7 +70,7 @@ struct HeadScratch {
   }
 };
 
-// ASCII case-insensitive comparison for header names.
+// ASCII case-insensitive comparison (header names, DNS names).
 inline bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {

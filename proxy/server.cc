@@ -343,11 +343,14 @@ void Server::finishStop() {
 
 void Server::reload() {
   notify("RELOADING=1");
-  conf::LoadResult r = conf::reload(args_, env_);
-  if (!r.errors.empty() || !r.config) {
-    for (const std::string& e : r.errors) log::error("reload refused", {{"error", e}});
+  auto refuse = [this](const std::vector<std::string>& errors) {
+    for (const std::string& e : errors) log::error("reload refused", {{"error", e}});
     rt_.metrics.config_reloads_invalid.inc();
     notify("READY=1");
+  };
+  conf::LoadResult r = conf::reload(args_, env_);
+  if (!r.errors.empty() || !r.config) {
+    refuse(r.errors);
     return;
   }
   std::shared_ptr<conf::Config> next = r.config;
@@ -374,9 +377,7 @@ void Server::reload() {
   std::vector<std::string> tls_errors;
   std::vector<std::shared_ptr<const TlsContext>> tls = loadListenerTls(*next, &tls_errors);
   if (!tls_errors.empty()) {
-    for (const std::string& e : tls_errors) log::error("reload refused", {{"error", e}});
-    rt_.metrics.config_reloads_invalid.inc();
-    notify("READY=1");
+    refuse(tls_errors);
     return;
   }
   rt_.setTls(std::move(tls));

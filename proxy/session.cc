@@ -275,7 +275,6 @@ void Session::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&client_), onClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
   if (tls_) {
-    worker_.cancelTlsResume(this);
     if (uv_shutdown_t* req = std::exchange(tls_->shutdown, nullptr)) tls_->shutdown_cb(req, UV_ECANCELED);
   }
 }
@@ -582,70 +581,60 @@ void Session::updateReading() {
 // ---------------------------------------------------------------------------
 // Writes
 
-bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
-  if (tls_) return tlsWrite(bufs, n);
-  auto* to = reinterpret_cast<uv_stream_t*>(&client_);
+// Writes bufs to `to`: what the socket takes at once, and the rest in a write
+// from the worker's pool, queued into `slot` (onWritten completes it); bufs
+// are advanced past what went out. 0: all written; 1: a write is queued; < 0:
+// the libuv error (UV_EPIPE when the queued write could not start).
+int Session::sendOrQueue(uv_stream_t* to, WriteReq*& slot, bool upstream, uv_buf_t* bufs, unsigned n) {
   std::size_t total = 0;
   for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
   int w = uv_try_write(to, bufs, n);
-  if (w == static_cast<int>(total)) return true;
-  if (w < 0 && w != UV_EAGAIN) {
-    close();
-    return false;
-  }
+  if (w == static_cast<int>(total)) return 0;
+  if (w < 0 && w != UV_EAGAIN) return w;
   std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
   unsigned i = 0;
   while (i < n && done >= bufs[i].len) done -= bufs[i++].len;
   bufs[i].base += done;
   bufs[i].len -= done;
-  down_write_ = worker_.takeWriteReq();
-  down_write_->session = this;
-  down_write_->upstream = false;
-  if (uv_write(&down_write_->req, to, bufs + i, n - i, onWritten) != 0) {
-    worker_.giveWriteReq(down_write_);
-    down_write_ = nullptr;
+  slot = worker_.takeWriteReq();
+  slot->session = this;
+  slot->upstream = upstream;
+  if (uv_write(&slot->req, to, bufs + i, n - i, onWritten) != 0) {
+    worker_.giveWriteReq(slot);
+    slot = nullptr;
+    return UV_EPIPE;
+  }
+  return 1;
+}
+
+bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
+  if (tls_) return tlsWrite(bufs, n);
+  int r = sendOrQueue(reinterpret_cast<uv_stream_t*>(&client_), down_write_, false, bufs, n);
+  if (r < 0) {
     close();
     return false;
   }
-  down_writing_ = true;
-  updateReading();
+  if (r == 1) {
+    down_writing_ = true;
+    updateReading();
+  }
   return true;
 }
 
 bool Session::writeUpstream(uv_buf_t* bufs, unsigned n) {
-  uv_stream_t* to = upstream_->stream();
-  std::size_t total = 0;
-  for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
-  int w = uv_try_write(to, bufs, n);
-  if (w == static_cast<int>(total)) return true;
-  if (w < 0 && w != UV_EAGAIN) {
+  int r = sendOrQueue(upstream_->stream(), up_write_, true, bufs, n);
+  if (r < 0) {
     if (state_ == State::kTunnel) {
       close();
     } else {
-      onUpstreamFailure(Fault::kUpstreamReset, w);
+      onUpstreamFailure(Fault::kUpstreamReset, r);
     }
     return false;
   }
-  std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
-  unsigned i = 0;
-  while (i < n && done >= bufs[i].len) done -= bufs[i++].len;
-  bufs[i].base += done;
-  bufs[i].len -= done;
-  up_write_ = worker_.takeWriteReq();
-  up_write_->session = this;
-  up_write_->upstream = true;
-  if (uv_write(&up_write_->req, to, bufs + i, n - i, onWritten) != 0) {
-    worker_.giveWriteReq(up_write_);
-    up_write_ = nullptr;
-    if (state_ == State::kTunnel) {
-      close();
-    } else {
-      onUpstreamFailure(Fault::kUpstreamReset, UV_EPIPE);
-    }
-    return false;
+  if (r == 1) {
+    up_writing_ = true;
+    updateReading();
   }
-  up_writing_ = true;
-  updateReading();
   return true;
 }
 
@@ -2206,7 +2195,6 @@ bool Session::tlsHandshake() {
     // answer it in plain text, as nginx does, rather than with a bare reset.
     worker_.metrics().tls_handshakes_error.inc();
     tls_.reset();
-    worker_.cancelTlsResume(this);
     worker_.newRequestId(request_id_);
     respondError(400, "tether: this port speaks TLS (https://), not plain HTTP\n");
     return false;
@@ -2284,26 +2272,17 @@ void Session::tlsPump() {
     }
     if (st.outLen()) {
       uv_buf_t b = uv_buf_init(const_cast<char*>(st.outData()), static_cast<unsigned>(st.outLen()));
-      int w = uv_try_write(to, &b, 1);
-      if (w < 0 && w != UV_EAGAIN) {
+      int r = sendOrQueue(to, down_write_, false, &b, 1);
+      if (r < 0) {
         close();
         return;
       }
-      st.sent(w > 0 ? static_cast<std::size_t>(w) : 0);
-      if (st.outLen()) {
-        down_write_ = worker_.takeWriteReq();
-        down_write_->session = this;
-        down_write_->upstream = false;
-        b = uv_buf_init(const_cast<char*>(st.outData()), static_cast<unsigned>(st.outLen()));
-        if (uv_write(&down_write_->req, to, &b, 1, onWritten) != 0) {
-          worker_.giveWriteReq(down_write_);
-          down_write_ = nullptr;
-          close();
-          return;
-        }
+      if (r == 1) {  // b is what the queued write carries
+        st.sent(st.outLen() - b.len);
         st.inFlight(b.len);
         return;
       }
+      st.sent(st.outLen());
       if (!room || (all_encrypted && t.shutdown)) continue;  // room again, or the close_notify
     }
     if (!all_encrypted) continue;

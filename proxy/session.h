@@ -178,6 +178,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
 
   // Writes: the remainder of a partial try_write is queued; while a write is
   // queued on a side, the source feeding that side is not read.
+  int sendOrQueue(uv_stream_t* to, WriteReq*& slot, bool upstream, uv_buf_t* bufs, unsigned n);
   bool writeDownstream(uv_buf_t* bufs, unsigned n);
   bool writeUpstream(uv_buf_t* bufs, unsigned n);
   void updateReading();

@@ -1,5 +1,7 @@
 #include "proxy/tls.h"
 
+#include "proxy/http_head.h"
+
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -12,12 +14,6 @@
 namespace tether::proxy {
 
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  return out;
-}
 
 std::string opensslReason(unsigned long e) {
   if (e == 0) return "unexpected end of input";
@@ -38,8 +34,8 @@ std::vector<std::string> certificateNames(X509* cert) {
       const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
       if (n->type != GEN_DNS) continue;
       const ASN1_STRING* s = n->d.dNSName;
-      names.push_back(lower({reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                             static_cast<std::size_t>(ASN1_STRING_length(s))}));
+      names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                         static_cast<std::size_t>(ASN1_STRING_length(s)));
     }
     GENERAL_NAMES_free(sans);
   }
@@ -48,8 +44,8 @@ std::vector<std::string> certificateNames(X509* cert) {
     int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
     if (i >= 0) {
       const ASN1_STRING* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
-      names.push_back(lower({reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                             static_cast<std::size_t>(ASN1_STRING_length(s))}));
+      names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                         static_cast<std::size_t>(ASN1_STRING_length(s)));
     }
   }
   return names;
@@ -79,24 +75,14 @@ std::string unreadable(const std::string& file) {
 }  // namespace
 
 bool tlsNameMatches(std::string_view pattern, std::string_view host) {
-  auto eq = [](std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      char x = a[i], y = b[i];
-      if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
-      if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
-      if (x != y) return false;
-    }
-    return true;
-  };
   if (!host.empty() && host.back() == '.') host.remove_suffix(1);
   if (pattern.empty() || host.empty()) return false;
   if (pattern.starts_with("*.")) {
     std::size_t dot = host.find('.');
     if (dot == 0 || dot == std::string_view::npos) return false;
-    return eq(pattern.substr(1), host.substr(dot));
+    return iequals(pattern.substr(1), host.substr(dot));
   }
-  return eq(pattern, host);
+  return iequals(pattern, host);
 }
 
 std::shared_ptr<const TlsContext> TlsContext::load(const conf::Listener& listener, const std::string& path,
@@ -321,7 +307,7 @@ bool TlsStream::reserveOut(std::size_t n) {
     return true;
   }
   if (out_.cap - out_end_ >= n) return true;
-  bool inflight_here = out_inflight_ && !out_retired_.data;
+  bool inflight_here = inFlightInOut();
   std::size_t unsent = out_end_ - out_sent_;
   if (!inflight_here && out_.cap - unsent >= n) {
     std::memmove(out_.data, out_.data + out_sent_, unsent);
@@ -352,8 +338,7 @@ long TlsStream::write(const char* data, std::size_t len) {
   constexpr std::size_t kRecordOverhead = 512;
   if (!reserveOut(0)) return kError;
   std::size_t room = out_.cap - out_end_;
-  bool inflight_here = out_inflight_ && !out_retired_.data;
-  if (!inflight_here) room += out_sent_;  // reclaimable by compaction
+  if (!inFlightInOut()) room += out_sent_;  // reclaimable by compaction
   if (room < 2 * kRecordOverhead) return kWantMore;
   std::size_t chunk = std::min({len, room - kRecordOverhead, std::size_t{16384}});
   ERR_clear_error();

@@ -41,7 +41,7 @@ class TlsContext {
  private:
   struct Cert {
     SSL_CTX* ctx = nullptr;
-    std::vector<std::string> names;  // lower case; "*.example.com" for wildcards
+    std::vector<std::string> names;  // as written; "*.example.com" for wildcards
   };
   TlsContext() = default;
   const Cert* pick(std::string_view host) const;
@@ -119,6 +119,9 @@ class TlsStream {
   static long bioCtrl(BIO* b, int cmd, long num, void* ptr);
   static BIO_METHOD* bioMethod();
   bool reserveOut(std::size_t n);
+  // The bytes of the write in flight sit in out_ (not in a retired buffer):
+  // out_ must not move.
+  bool inFlightInOut() const { return out_inflight_ && !out_retired_.data; }
   void freeBuf(Buf& b);
   void releaseIfIdle();
 

@@ -290,8 +290,6 @@ void Worker::deferTlsResume(Session* s) {
   if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&tls_idle_))) uv_idle_start(&tls_idle_, onTlsIdle);
 }
 
-void Worker::cancelTlsResume(Session* s) { tls_resume_.remove(s); }
-
 void Worker::onTlsIdle(uv_idle_t* h) {
   Worker* w = static_cast<Worker*>(h->data);
   // Only those deferred before this pass: a session that defers itself again

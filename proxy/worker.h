@@ -140,9 +140,9 @@ class Worker {
   char* discardBuffer() { return discard_; }
 
   // TLS sessions whose record layer holds bytes to read once the current
-  // callback has returned (Session::onTlsResume, from an idle handle).
+  // callback has returned (Session::onTlsResume, from an idle handle; a
+  // closed session leaves the list in sessionClosed).
   void deferTlsResume(Session* s);
-  void cancelTlsResume(Session* s);
 
  private:
   static void onConnection(uv_stream_t* server, int status);
