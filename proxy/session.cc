@@ -8,6 +8,7 @@
 #include "balancer/affinity_key.h"
 #include "balancer/backend.h"
 #include "balancer/picker.h"
+#include "proxy/forwarded.h"
 #include "proxy/log.h"
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
@@ -914,7 +915,27 @@ void Session::dispatch() {
   const std::shared_ptr<const AffinityPlan>* plan = worker_.affinityFor(path);
   if (plan && startAffinity(*plan)) return;  // the store answers later
   if (closing_ || backend_) return;
-  proceed(worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), 0, false));
+  if (cfg.balance == conf::Balance::kConsistentHash) {
+    char text[46];
+    client_hash_ = balancer::hashKey(clientAddress(text));
+  }
+  proceed(worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), client_hash_,
+                       cfg.balance == conf::Balance::kConsistentHash));
+}
+
+// The client's address after trusted_proxies (forwarded.h): what client_ip
+// keys and consistent_hash use. Reads the head's X-Forwarded-For only when
+// the peer is trusted.
+std::string_view Session::clientAddress(char (&out)[46]) const {
+  const std::vector<conf::Cidr>& trusted = worker_.config().trusted_proxies;
+  PeerAddress peer{std::string_view(client_ip_, client_ip_len_), client_addr_, client_family_};
+  if (!isTrusted(peer.bytes, peer.family, trusted)) return peer.text;
+  std::string_view xff[HeadScratch::kMaxHeaders];
+  std::size_t n = 0;
+  for (std::uint32_t i = 0; i < head_->count; ++i) {
+    if (iequals(head_->headers[i].name.in(in_.data), "x-forwarded-for")) xff[n++] = head_->headers[i].value.in(in_.data);
+  }
+  return proxy::clientAddress(peer, std::span<const std::string_view>(xff, n), trusted, out);
 }
 
 void Session::proceed(Backend* b) {
@@ -955,7 +976,8 @@ bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
   view.path = url.substr(0, q);
   view.query = q == std::string_view::npos ? std::string_view() : url.substr(q + 1);
   view.headers = fields;
-  view.client_ip = std::string_view(client_ip_, client_ip_len_);
+  char client_text[46];
+  view.client_ip = clientAddress(client_text);
 
   aff_ = std::make_unique<AffinityState>();
   aff_->plan = plan;
@@ -1677,7 +1699,9 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
     head_written_ = false;
     request_sent_ = false;
     std::span<const std::uint32_t> tried(tried_, tried_count_);
-    Backend* next = aff_ && !aff_->key.empty() ? worker_.placeByHash(aff_->hash, tried) : worker_.pick(tried, 0, false);
+    bool by_client = worker_.config().balance == conf::Balance::kConsistentHash;
+    Backend* next = aff_ && !aff_->key.empty() ? worker_.placeByHash(aff_->hash, tried)
+                                               : worker_.pick(tried, client_hash_, by_client);
     if (next) {
       if (aff_ && !aff_->key.empty()) {
         worker_.metrics().affinityLookup(metrics::AffinityResult::kRepin);

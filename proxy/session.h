@@ -147,6 +147,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   HeadScratch& respHead();
   bool validateHead(int* status, const char** reason);
   void dispatch();
+  std::string_view clientAddress(char (&out)[46]) const;
   bool startAffinity(const std::shared_ptr<const AffinityPlan>& plan);
   void proceed(balancer::Backend* b);
   void pinTo(balancer::Backend* b, bool repin);
@@ -286,6 +287,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   bool retrying_ = false;
   bool request_id_present_ = false;
   bool counted_active_ = false;
+  std::uint64_t client_hash_ = 0;  // consistent_hash: the client's address, hashed at dispatch
   std::uint64_t body_bytes_ = 0;   // request body (decoded) so far, for max_request_body_bytes
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;

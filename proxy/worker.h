@@ -115,7 +115,8 @@ class Worker {
   balancer::Backend* placeByHash(std::uint64_t key_hash, std::span<const std::uint32_t> tried);
 
   // Picks a backend for a new request or tunnel, skipping those in `tried`.
-  // nullptr when none can take it.
+  // nullptr when none can take it. consistent_hash hashes key_hash (the
+  // client's address) when has_key; the other algorithms ignore it.
   balancer::Backend* pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key);
 
   // Fills a 32-character request id.

@@ -315,6 +315,58 @@ class UserAffinity(TwoTethersMixin, E2ETestCase):
         self.assertTrue(j["pinned"]["draining"])
         self.assertIn("re-pin", j["why"])
 
+    # The client's address after trusted_proxies (SPEC "Affinity keys": client_ip).
+
+    def clients_home(self, ip_list, xff_for=lambda ip: ip):
+        homes = {}
+        for ip in ip_list:
+            names = set()
+            for i in range(4):
+                r = request(self.ports[i % 2], "/id", headers={"X-Forwarded-For": xff_for(ip)})
+                self.assertEqual(r.status, 200, r)
+                names.add(r.header("X-Upstream-Name"))
+            self.assertEqual(len(names), 1, "%s went to %r" % (ip, names))
+            homes[ip] = names.pop()
+        return homes
+
+    def test_client_ip_key_is_the_client_behind_trusted_proxies(self):
+        self.start_two_tethers(self.ups, keys=["client_ip"], trusted_proxies=["127.0.0.0/8"])
+        clients = ["203.0.113.%d" % n for n in range(1, 13)]
+        homes = self.clients_home(clients)
+        self.assertGreaterEqual(len(set(homes.values())), 2, "clients spread: %r" % homes)
+        for ip in clients:
+            self.assertEqual(self.redis_pin("client_ip=" + ip), self.by_name[homes[ip]].address)
+        self.assertIsNone(self.redis_pin("client_ip=127.0.0.1"), "the proxy is not the client")
+        # A value the client wrote itself, left of what the proxy saw, is not believed;
+        # a trusted hop on the right is skipped.
+        spoofed = self.clients_home(clients[:4], lambda ip: "6.6.6.6, %s, 127.0.0.9" % ip)
+        self.assertEqual(spoofed, {ip: homes[ip] for ip in clients[:4]})
+        self.assertIsNone(self.redis_pin("client_ip=6.6.6.6"))
+        self.assertIsNone(self.redis_pin("client_ip=127.0.0.9"))
+
+    def test_client_ip_key_ignores_x_forwarded_for_from_untrusted_peers(self):
+        self.start_two_tethers(self.ups, keys=["client_ip"])
+        homes = self.clients_home(["203.0.113.%d" % n for n in range(1, 7)])
+        self.assertEqual(len(set(homes.values())), 1, "one client, 127.0.0.1: %r" % homes)
+        self.assertEqual(self.redis_pin("client_ip=127.0.0.1"),
+                         self.by_name[set(homes.values()).pop()].address)
+        self.assertIsNone(self.redis_pin("client_ip=203.0.113.1"))
+
+    def test_consistent_hash_hashes_the_client_behind_trusted_proxies(self):
+        # No affinity keys at all: balance consistent_hash alone keeps a client on one
+        # instance, and two tethers agree without a store.
+        self.start_two_tethers(self.ups, keys=[], sio_keys=[], balance="consistent_hash",
+                               trusted_proxies=["127.0.0.0/8"])
+        homes = self.clients_home(["198.51.100.%d" % n for n in range(1, 13)])
+        self.assertGreaterEqual(len(set(homes.values())), 2, "clients spread: %r" % homes)
+        self.assertEqual(lookups(self.tethers[0], "miss") + lookups(self.tethers[0], "hit"), 0.0,
+                         "no affinity lookups without keys")
+
+    def test_consistent_hash_without_trusted_proxies_hashes_the_peer(self):
+        self.start_two_tethers(self.ups, keys=[], sio_keys=[], balance="consistent_hash")
+        homes = self.clients_home(["198.51.100.%d" % n for n in range(1, 7)])
+        self.assertEqual(len(set(homes.values())), 1, "every request comes from 127.0.0.1: %r" % homes)
+
     def kill_busiest(self, where):
         """SIGKILLs the instance with the most users; returns its name."""
         victim = collections.Counter(where.values()).most_common(1)[0][0]
