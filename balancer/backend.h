@@ -35,15 +35,17 @@ struct Backend {
   std::atomic<std::uint32_t> weight{100};            // configured / admin-set
   std::atomic<BackendState> state{BackendState::kUnknown};
   std::atomic<bool> admin_drain{false};               // set by POST .../drain
-  std::atomic<std::int64_t> ejected_until_ms{0};      // passive ejection, loop time
+  std::atomic<std::int64_t> ejected_until_ms{0};      // passive ejection, wall ms
   std::atomic<std::int64_t> up_since_ms{0};           // for slow start
   std::atomic<std::uint32_t> active_requests{0};
   std::atomic<std::uint32_t> active_tunnels{0};
   std::atomic<std::uint32_t> connections{0};          // upstream connections open
   std::atomic<std::int64_t> last_check_ms{0};         // wall clock, ms since epoch
-  std::atomic<std::uint32_t> consecutive_failures{0};  // passive health
-  std::atomic<std::uint32_t> ejections{0};            // in a row, for the doubling
-  std::atomic<bool> ejected{false};                   // down because of passive health
+  // Passive ejection (health::PassiveEjector writes these).
+  std::atomic<std::uint32_t> consecutive_failures{0};
+  std::atomic<bool> ejected{false};                   // until the active checks bring it back
+  std::atomic<std::uint32_t> eject_level{0};          // the next ejection lasts eject_for << level
+  std::atomic<std::int64_t> last_eject_end_ms{0};     // for the level's decay
   std::atomic<std::uint16_t> last_check_status{0};
   std::string last_check_reason;  // main loop only
 

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "health/check_response.h"
+#include "health/ejector.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -168,7 +169,7 @@ struct HealthChecker::Check {
         for (std::uint32_t i = 0; i < cfg.fall; ++i) state.observe(false);
         setState(BackendState::kDown, "ejected by passive health");
       }
-      if (now < backend->ejected_until_ms.load(std::memory_order_relaxed)) return;
+      if (now < backend->ejected_until_ms.load(std::memory_order_acquire)) return;
     }
     BackendState before = backend->state.load(std::memory_order_relaxed);
     health::HealthState::Transition t = state.observe(v.ok());
@@ -178,7 +179,7 @@ struct HealthChecker::Check {
     }
     if (t.changed) {
       if (t.to == health::HealthState::Status::kUp) {
-        backend->ejected.store(false, std::memory_order_relaxed);
+        health::PassiveEjector::onRecovered(*backend);
         // Slow start is for a backend coming back from down (HAProxy's
         // slowstart does the same): the first verdict at start-up, or for a
         // backend just added, leaves up_since_ms 0, i.e. full weight at once.

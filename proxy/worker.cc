@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 
+#include "health/ejector.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/session.h"
@@ -393,23 +394,15 @@ void Worker::newRequestId(char out[32]) {
 }
 
 void Worker::backendFailure(balancer::Backend& b) {
-  const conf::Passive& p = config_->passive;
-  if (p.consecutive_failures == 0) return;
-  std::uint32_t n = b.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (n < p.consecutive_failures || b.ejected.exchange(true)) return;
-  b.consecutive_failures.store(0, std::memory_order_relaxed);
-  std::uint32_t times = b.ejections.fetch_add(1, std::memory_order_relaxed);
-  std::int64_t for_ms = p.eject_for;
-  for (std::uint32_t i = 0; i < times && for_ms < p.eject_max; ++i) for_ms *= 2;
-  if (for_ms > p.eject_max) for_ms = p.eject_max;
-  b.ejected_until_ms.store(nowWallMs() + for_ms, std::memory_order_relaxed);
+  std::int64_t now = nowWallMs();
+  std::int64_t until = health::PassiveEjector(config_->passive).onFailure(b, now);
+  if (!until) return;
   rt_.metrics.backend(b.id).ejections.inc();
-  log::warn("backend ejected", {{"backend", b.name}, {"consecutive_failures", n}, {"for_ms", for_ms}});
+  log::warn("backend ejected", {{"backend", b.name},
+                                {"consecutive_failures", config_->passive.consecutive_failures},
+                                {"for_ms", until - now}});
 }
 
-void Worker::backendSuccess(balancer::Backend& b) {
-  if (b.consecutive_failures.load(std::memory_order_relaxed) != 0)
-    b.consecutive_failures.store(0, std::memory_order_relaxed);
-}
+void Worker::backendSuccess(balancer::Backend& b) { health::PassiveEjector::onSuccess(b); }
 
 }  // namespace tether::proxy

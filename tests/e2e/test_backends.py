@@ -348,6 +348,49 @@ class PassiveHealth(E2ETestCase):
         self.assertEqual(t.admin_get("/readyz").status, 200)
         self.assertFalse(backend_by_address(t, flaky.address)["ejected"])
 
+    def test_failures_in_flight_during_an_ejection_do_not_count_afterwards(self):
+        # Requests already sent when the backend is ejected fail later; once the
+        # backend is back, a single failure must not eject it again.
+        mode = {"fail": True}
+        release = threading.Event()
+
+        def handler(req):
+            if req.path == "/health":
+                return 200, {}, b'{"status": true}'
+            if req.path == "/slow":
+                release.wait(10)
+                return 503, {}, b"busy"
+            return (503, {}, b"busy") if mode["fail"] else (200, {}, b"fine")
+
+        flaky = self.scripted_upstream(handler, name="flaky")
+        t = self.start_tether(backends=[flaky.url], config={
+            "health": dict(FAST_HEALTH, slow_start="0s"),
+            "passive": {"consecutive_failures": 2, "eject_for": "1s"}})
+        wait_state(t, flaky.address, "up")
+        slow = []
+        threads = [threading.Thread(target=lambda: slow.append(http_get(t.url("/slow")).status))
+                   for _ in range(3)]
+        for th in threads:
+            th.start()
+        self.wait_until(lambda: len([r for r in flaky.requests if r.path == "/slow"]) == 3,
+                        msg="three slow requests at the backend")
+        for _ in range(2):
+            self.assertEqual(http_get(t.url("/id")).status, 503)
+        self.assertEqual(t.metric("tether_backend_ejections_total", backend=flaky.address), 1)
+        release.set()
+        for th in threads:
+            th.join(10)
+        self.assertEqual(slow, [503, 503, 503], "the backend's answers are passed on")
+        mode["fail"] = False
+        wait_state(t, flaky.address, "down", timeout=2)
+        wait_state(t, flaky.address, "up", timeout=4)
+        mode["fail"] = True
+        self.assertEqual(http_get(t.url("/id")).status, 503)
+        mode["fail"] = False
+        self.assertEqual(http_get(t.url("/id")).body, b"fine", "one failure is not a streak")
+        self.assertEqual(t.metric("tether_backend_ejections_total", backend=flaky.address), 1)
+        self.assertFalse(backend_by_address(t, flaky.address)["ejected"])
+
     def test_connect_errors_eject_and_are_retried(self):
         ups = [self.start_http_upstream(name="u%d" % i) for i in range(2)]
         # A long check interval: only passive health can notice the dead one.
