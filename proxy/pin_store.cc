@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -126,10 +127,13 @@ class MemoryStore final : public PinStore {
 // One hiredis connection on one loop, with a local cache in front.
 class RedisStore final : public PinStore {
  public:
-  RedisStore(uv_loop_t* loop, const conf::Affinity& cfg, metrics::Metrics& m)
-      : loop_(loop), cfg_(cfg), metrics_(m), cache_(std::max<std::uint64_t>(cfg.memory_max_entries / 4, 1024)) {
+  RedisStore(uv_loop_t* loop, const conf::Affinity& cfg, std::int64_t connect_timeout_ms, metrics::Metrics& m)
+      : loop_(loop), cfg_(cfg), metrics_(m), connect_timeout_ms_(std::max<std::int64_t>(connect_timeout_ms, 1)),
+        cache_(std::max<std::uint64_t>(cfg.memory_max_entries / 4, 1024)) {
     uv_timer_init(loop_, &reconnect_timer_);
     reconnect_timer_.data = this;
+    uv_timer_init(loop_, &connect_timer_);
+    connect_timer_.data = this;
     connect();
   }
   ~RedisStore() override {
@@ -219,6 +223,8 @@ class RedisStore final : public PinStore {
     closed_ = true;
     uv_timer_stop(&reconnect_timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&reconnect_timer_), nullptr);
+    uv_timer_stop(&connect_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&connect_timer_), nullptr);
     if (ctx_) {
       ctx_->data = nullptr;
       redisAsyncFree(ctx_);  // callbacks of pending commands run with a null reply
@@ -295,6 +301,22 @@ class RedisStore final : public PinStore {
       }
     }
     if (u.db) redisAsyncCommand(ctx_, nullptr, nullptr, "SELECT %d", u.db);
+    uv_timer_start(&connect_timer_, onConnectTimeout, static_cast<std::uint64_t>(connect_timeout_ms_), 0);
+  }
+
+  // A host that drops packets never answers the SYN, and the kernel gives up
+  // only after its SYN retries (about two minutes): give up after
+  // timeouts.connect instead, as for a backend, and try again with backoff.
+  static void onConnectTimeout(uv_timer_t* t) {
+    auto* s = static_cast<RedisStore*>(t->data);
+    if (!s->ctx_ || s->connected_) return;
+    log::warn("redis connect failed", {{"address", s->cfg_.redis->address.str()},
+                                       {"error", "no answer within timeouts.connect"},
+                                       {"timeout_ms", s->connect_timeout_ms_}});
+    redisAsyncContext* c = std::exchange(s->ctx_, nullptr);
+    c->data = nullptr;
+    redisAsyncFree(c);  // nothing but AUTH and SELECT is queued before the connect
+    s->scheduleReconnect();
   }
 
   void scheduleReconnect() {
@@ -321,6 +343,7 @@ class RedisStore final : public PinStore {
   static void onConnect(const redisAsyncContext* c, int status) {
     auto* s = static_cast<RedisStore*>(c->data);
     if (!s) return;
+    uv_timer_stop(&s->connect_timer_);
     if (status != REDIS_OK) {
       s->ctx_ = nullptr;  // hiredis frees it
       s->setUp(false);
@@ -381,7 +404,9 @@ class RedisStore final : public PinStore {
   conf::Affinity cfg_;
   metrics::Metrics& metrics_;
   redisAsyncContext* ctx_ = nullptr;
+  std::int64_t connect_timeout_ms_;
   uv_timer_t reconnect_timer_;
+  uv_timer_t connect_timer_;
   bool connected_ = false;
   bool closed_ = false;
   std::int64_t backoff_ms_ = 0;
@@ -394,9 +419,9 @@ class RedisStore final : public PinStore {
 
 }  // namespace
 
-std::unique_ptr<PinStore> makePinStore(uv_loop_t* loop, const conf::Affinity& cfg, SharedMemoryPins& shared,
-                                       metrics::Metrics& metrics) {
-  if (cfg.redis) return std::make_unique<RedisStore>(loop, cfg, metrics);
+std::unique_ptr<PinStore> makePinStore(uv_loop_t* loop, const conf::Affinity& cfg, std::int64_t connect_timeout_ms,
+                                       SharedMemoryPins& shared, metrics::Metrics& metrics) {
+  if (cfg.redis) return std::make_unique<RedisStore>(loop, cfg, connect_timeout_ms, metrics);
   return std::make_unique<MemoryStore>(shared, metrics);
 }
 

@@ -90,8 +90,10 @@ class SharedMemoryPins {
   balancer::MemoryPinStore lru_;
 };
 
-// Creates the store of one worker for `cfg` (affinity.store).
-std::unique_ptr<PinStore> makePinStore(uv_loop_t* loop, const conf::Affinity& cfg, SharedMemoryPins& shared,
-                                       metrics::Metrics& metrics);
+// Creates the store of one worker for `cfg` (affinity.store). A Redis
+// connect that gets no answer within connect_timeout_ms (timeouts.connect)
+// is given up and tried again with backoff.
+std::unique_ptr<PinStore> makePinStore(uv_loop_t* loop, const conf::Affinity& cfg, std::int64_t connect_timeout_ms,
+                                       SharedMemoryPins& shared, metrics::Metrics& metrics);
 
 }  // namespace tether::proxy

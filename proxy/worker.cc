@@ -35,7 +35,7 @@ Worker::Worker(Runtime& rt, std::uint32_t index) : rt_(rt), index_(index), upstr
   picker_ = balancer::makePicker(picker_kind_, seed);
   static const char* kHex = "0123456789abcdef";
   for (int i = 0; i < 16; ++i) request_prefix_[i] = kHex[(seed >> (i * 4)) & 15];
-  pins_ = makePinStore(&loop_, config_->affinity, *rt.memory_pins, rt.metrics);
+  pins_ = makePinStore(&loop_, config_->affinity, config_->timeouts.connect, *rt.memory_pins, rt.metrics);
   buildPlans();
 }
 

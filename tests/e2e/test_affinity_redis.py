@@ -6,7 +6,9 @@ keys", OPENWEBUI.md "Failure": Redis must never be a single point of failure).
     tether_affinity_store_up 0; restarted on the same port: store_up 1 and the pins
     made during the outage are written;
   - redis-server paused (SIGSTOP): requests wait at most about the lookup timeout;
-  - a lookup that timed out does not overwrite the pin another tether made.
+  - a lookup that timed out does not overwrite the pin another tether made;
+  - a Redis address that drops the connect's SYN: given up after timeouts.connect and
+    tried again, requests served meanwhile.
 
 Pins are made while one backend is drained on the pinning tether, so that a pin and
 consistent hashing disagree for some users: a test that passes by hashing alone would
@@ -16,6 +18,7 @@ Run: cd tests/e2e && TETHER_BIN=... /usr/bin/python3 -m unittest -v test_affinit
 """
 
 import json
+import socket
 import time
 import unittest
 
@@ -238,6 +241,49 @@ class RedisPins(E2ETestCase):
         for u in users:
             r = self.get_id(a3.proxy_port, u)
             self.assertEqual(r.header("X-Upstream-Name"), where[u], u)
+
+
+class UnreachableRedis(E2ETestCase):
+
+    def blackhole(self):
+        """A listener whose accept queue is full: the kernel drops every further SYN,
+        as a firewalled or vanished host does. Returns its port."""
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(0)
+        filler = socket.create_connection(lst.getsockname(), timeout=2)
+        self.addCleanup(lst.close)
+        self.addCleanup(filler.close)
+        probe = socket.socket()
+        probe.settimeout(0.3)
+        with self.assertRaises(socket.timeout, msg="the SYN must be dropped"):
+            probe.connect(lst.getsockname())
+        probe.close()
+        return lst.getsockname()[1]
+
+    def test_a_connect_without_answer_is_given_up_after_timeouts_connect(self):
+        port = self.blackhole()
+        ups = [self.start_http_upstream(name=n) for n in ("up-a", "up-b")]
+        cfg = tether_config(store="redis://127.0.0.1:%d" % port,
+                            timeouts={"connect": "300ms"})
+        t = self.start_tether(config=cfg, backends=[u.url for u in ups])
+        self.wait_until(lambda: all(b["state"] == "up" for b in t.backends_state()), 5)
+        # Every attempt is given up after 300 ms and tried again with backoff, where
+        # the kernel alone would wait about two minutes for one.
+        first = t.wait_log(msg="redis connect failed", timeout=3)
+        self.assertEqual(first.get("timeout_ms"), 300)
+        second = t.wait_log(msg="redis connect failed", timeout=3,
+                            start=t.logs.index(first) + 1)
+        self.assertIn("timeouts.connect", second.get("error", ""))
+        self.assertEqual(t.metric("tether_affinity_store_up"), 0.0)
+        # Meanwhile affinity falls back to hashing at once: requests are not held.
+        for i in range(10):
+            t0 = time.monotonic()
+            r = request(t.proxy_port, "/id", headers={"Cookie": user_cookie("user-%d" % i)},
+                        timeout=3)
+            self.assertEqual(r.status, 200)
+            self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertGreater(t.metric("tether_affinity_lookups_total", result="store_error"), 0)
 
 
 if __name__ == "__main__":
