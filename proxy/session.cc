@@ -915,12 +915,12 @@ void Session::dispatch() {
   const std::shared_ptr<const AffinityPlan>* plan = worker_.affinityFor(path);
   if (plan && startAffinity(*plan)) return;  // the store answers later
   if (closing_ || backend_) return;
-  if (cfg.balance == conf::Balance::kConsistentHash) {
+  bool by_client = cfg.balance == conf::Balance::kConsistentHash;
+  if (by_client) {
     char text[46];
     client_hash_ = balancer::hashKey(clientAddress(text));
   }
-  proceed(worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), client_hash_,
-                       cfg.balance == conf::Balance::kConsistentHash));
+  proceed(worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), client_hash_, by_client));
 }
 
 // The client's address after trusted_proxies (forwarded.h): what client_ip
@@ -933,7 +933,8 @@ std::string_view Session::clientAddress(char (&out)[46]) const {
   std::string_view xff[HeadScratch::kMaxHeaders];
   std::size_t n = 0;
   for (std::uint32_t i = 0; i < head_->count; ++i) {
-    if (iequals(head_->headers[i].name.in(in_.data), "x-forwarded-for")) xff[n++] = head_->headers[i].value.in(in_.data);
+    if (classifyHeader(head_->headers[i].name.in(in_.data)) == HeaderKind::kXForwardedFor)
+      xff[n++] = head_->headers[i].value.in(in_.data);
   }
   return proxy::clientAddress(peer, std::span<const std::string_view>(xff, n), trusted, out);
 }
@@ -1144,13 +1145,7 @@ void Session::onUpstreamReady() {
 void Session::buildUpstreamHead() {
   const conf::Config& cfg = worker_.config();
   const char* base = in_.data;
-  bool trusted = false;
-  for (const conf::Cidr& c : cfg.trusted_proxies) {
-    if (c.contains(client_addr_, client_family_)) {
-      trusted = true;
-      break;
-    }
-  }
+  bool trusted = isTrusted(client_addr_, client_family_, cfg.trusted_proxies);
   // One pass to classify; names listed in Connection are hop-by-hop too.
   HeaderKind kinds[HeadScratch::kMaxHeaders];
   ConnectionTokens connection;
