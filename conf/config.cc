@@ -94,4 +94,16 @@ const char* toString(OnTargetDown o) {
   return "?";
 }
 
+const char* toString(UnderscoreHeaders u) {
+  switch (u) {
+    case UnderscoreHeaders::kDrop:
+      return "drop";
+    case UnderscoreHeaders::kReject:
+      return "reject";
+    case UnderscoreHeaders::kAllow:
+      return "allow";
+  }
+  return "?";
+}
+
 }  // namespace tether::conf

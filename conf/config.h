@@ -28,6 +28,9 @@ enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
 enum class LogFormat { kText, kJson };
 enum class Balance { kRoundRobin, kLeastConn, kP2c, kConsistentHash };
 enum class OnTargetDown { kRedispatch, kStrict };
+// What a request header whose name contains '_' becomes (limits.headers_with_underscores):
+// dropped before forwarding (like nginx), refused with 400, or forwarded as is.
+enum class UnderscoreHeaders { kDrop, kReject, kAllow };
 
 // "host:port" split; host may be a name, an IPv4 or a bracketed IPv6 literal
 // (brackets stripped here).
@@ -53,6 +56,8 @@ struct Admin {
   HostPort address{"127.0.0.1", 9901};
   std::string token_file;
   std::string token;  // read from token_file at load time; empty = none
+  // Open admin connections at most; one beyond is closed at once. At least 1.
+  std::uint32_t max_connections = 64;
 };
 
 struct BackendConf {
@@ -79,6 +84,14 @@ struct Passive {
   std::uint32_t consecutive_failures = 5;  // 0 = passive checks off
   Millis eject_for = 30'000;
   Millis eject_max = 300'000;
+  // A passive ejection that would leave more than this share (0..100) of the
+  // configured backends ejected does not happen; one backend alone is never
+  // passively ejected. 0 = passive ejection never happens.
+  std::uint32_t max_ejection_percent = 50;
+  // The statuses FROM THE BACKEND (each 500..599) that count as a passive
+  // failure; connect errors, resets, timeouts and malformed responses always
+  // count. Empty = no status counts. See health::countsAsPassiveFailure().
+  std::vector<std::uint16_t> failure_statuses{502, 504};
 };
 
 struct AffinityCookie {
@@ -118,6 +131,9 @@ struct Timeouts {
   Millis upstream_keepalive = 60'000;  // idle pooled upstream connection
   Millis websocket_close = 5'000;      // wait for the peer's close frame
   Millis websocket_close_spread = 0;   // spread going-away closes over this window
+  // No request body byte for this long while the body is incomplete: 408
+  // (or a close once the response started). 0 = off.
+  Millis request_body = 60'000;
 };
 
 struct Limits {
@@ -128,6 +144,9 @@ struct Limits {
   Millis queue_timeout = 5'000;
   std::uint64_t max_queue = 1024;  // per backend
   std::uint32_t max_idle_upstream_per_backend = 64;
+  UnderscoreHeaders headers_with_underscores = UnderscoreHeaders::kDrop;
+  // A backend's response head (status line and fields) larger: 502, upstream closed.
+  Bytes max_response_header_bytes = 64 * 1024;
 };
 
 struct Retries {
@@ -195,5 +214,6 @@ const char* toString(Balance b);
 const char* toString(LogLevel l);
 const char* toString(LogFormat f);
 const char* toString(OnTargetDown o);
+const char* toString(UnderscoreHeaders u);
 
 }  // namespace tether::conf

@@ -63,6 +63,8 @@ constexpr std::array kLogLevels{LogLevel::kTrace, LogLevel::kDebug, LogLevel::kI
                                 LogLevel::kWarn, LogLevel::kError};
 constexpr std::array kLogFormats{LogFormat::kText, LogFormat::kJson};
 constexpr std::array kOnTargetDowns{OnTargetDown::kRedispatch, OnTargetDown::kStrict};
+constexpr std::array kUnderscoreHeaders{UnderscoreHeaders::kDrop, UnderscoreHeaders::kReject,
+                                        UnderscoreHeaders::kAllow};
 
 template <typename E, std::size_t N>
 std::optional<E> parseName(std::string_view s, const std::array<E, N>& all, std::string* why) {
@@ -351,6 +353,35 @@ std::optional<BackendConf> readBackend(const YAML::Node& node, const std::string
   return b;
 }
 
+// passive.failure_statuses: a list of statuses, each 500..599, none twice.
+void readFailureStatuses(const YAML::Node& map, const std::string& parent, Passive& p,
+                         Reader& r) {
+  const std::string path = join(parent, "failure_statuses");
+  const YAML::Node list = map["failure_statuses"];
+  if (!r.list(list, path)) return;
+  std::vector<std::uint16_t> statuses;
+  bool bad = false;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const std::string item_path = indexed(path, i);
+    auto s = r.scalar(list[i], item_path);
+    if (!s) {
+      bad = true;
+      continue;
+    }
+    auto status = parseUint<std::uint16_t>(trim(*s));
+    if (!status || *status < 500 || *status > 599) {
+      r.fail(item_path, quote(*s) + " is not a 5xx status (500..599)");
+      bad = true;
+    } else if (std::find(statuses.begin(), statuses.end(), *status) != statuses.end()) {
+      r.fail(item_path, std::to_string(*status) + " is listed twice");
+      bad = true;
+    } else {
+      statuses.push_back(*status);
+    }
+  }
+  if (!bad) p.failure_statuses = std::move(statuses);
+}
+
 void readStatusRange(const YAML::Node& map, const std::string& parent, Health& h, Reader& r) {
   const std::string path = join(parent, "expect_status");
   auto s = r.scalar(map["expect_status"], path);
@@ -452,9 +483,11 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     }
   }
 
-  if (const YAML::Node n = root["admin"]; r.map(n, "admin", {"address", "token_file"})) {
+  if (const YAML::Node n = root["admin"];
+      r.map(n, "admin", {"address", "token_file", "max_connections"})) {
     r.hostPort(n["address"], "admin.address", c.admin.address);
     r.string(n, "token_file", "admin", c.admin.token_file);
+    r.integer(n, "max_connections", "admin", c.admin.max_connections, 1);
     readTokenFile(c.admin, r);
   }
 
@@ -495,10 +528,14 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
   }
 
   if (const YAML::Node n = root["passive"];
-      r.map(n, "passive", {"consecutive_failures", "eject_for", "eject_max"})) {
+      r.map(n, "passive",
+            {"consecutive_failures", "eject_for", "eject_max", "max_ejection_percent",
+             "failure_statuses"})) {
     r.integer(n, "consecutive_failures", "passive", c.passive.consecutive_failures);
     r.duration(n, "eject_for", "passive", c.passive.eject_for, true);
     r.duration(n, "eject_max", "passive", c.passive.eject_max, true);
+    r.integer(n, "max_ejection_percent", "passive", c.passive.max_ejection_percent, 0, 100);
+    readFailureStatuses(n, "passive", c.passive, r);
     if (c.passive.eject_max < c.passive.eject_for) {
       r.fail("passive.eject_max", "is shorter than passive.eject_for");
     }
@@ -541,7 +578,7 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
       r.map(n, "timeouts",
             {"connect", "request_header", "downstream_idle", "upstream_first_byte", "upstream_idle",
              "tunnel_idle", "shutdown_grace", "upstream_keepalive", "websocket_close",
-             "websocket_close_spread"})) {
+             "websocket_close_spread", "request_body"})) {
     Timeouts& t = c.timeouts;
     r.duration(n, "connect", "timeouts", t.connect, true);
     r.duration(n, "request_header", "timeouts", t.request_header, true);
@@ -553,13 +590,15 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     r.duration(n, "upstream_keepalive", "timeouts", t.upstream_keepalive, true);
     r.duration(n, "websocket_close", "timeouts", t.websocket_close, true);
     r.duration(n, "websocket_close_spread", "timeouts", t.websocket_close_spread, false);
+    r.duration(n, "request_body", "timeouts", t.request_body, false);
   }
 
   if (const YAML::Node n = root["limits"];
       r.map(n, "limits",
             {"max_connections", "max_request_header_bytes", "max_request_body_bytes",
              "max_connections_per_backend", "queue_timeout", "max_queue",
-             "max_idle_upstream_per_backend"})) {
+             "max_idle_upstream_per_backend", "headers_with_underscores",
+             "max_response_header_bytes"})) {
     Limits& l = c.limits;
     r.integer(n, "max_connections", "limits", l.max_connections, 1);
     r.size(n, "max_request_header_bytes", "limits", l.max_request_header_bytes, 1024);
@@ -568,6 +607,9 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     r.duration(n, "queue_timeout", "limits", l.queue_timeout, true);
     r.integer(n, "max_queue", "limits", l.max_queue);
     r.integer(n, "max_idle_upstream_per_backend", "limits", l.max_idle_upstream_per_backend);
+    r.choice(n, "headers_with_underscores", "limits", l.headers_with_underscores,
+             kUnderscoreHeaders);
+    r.size(n, "max_response_header_bytes", "limits", l.max_response_header_bytes, 1024);
   }
 
   if (const YAML::Node n = root["retries"]; r.map(n, "retries", {"attempts"})) {

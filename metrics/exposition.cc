@@ -310,6 +310,16 @@ std::string Metrics::scrape() const {
     addCounter(f, {{"result", "error"}}, tls_handshakes_error.value());
     out.push_back(std::move(f));
   }
+  {
+    auto f = family("tether_request_timeouts_total",
+                    "Requests ended because the client was too slow, by phase (header: the head "
+                    "within timeouts.request_header; body: a body byte within "
+                    "timeouts.request_body).",
+                    MetricType::Counter);
+    addCounter(f, {{"phase", "header"}}, request_timeouts_header.value());
+    addCounter(f, {{"phase", "body"}}, request_timeouts_body.value());
+    out.push_back(std::move(f));
+  }
 
   std::ostringstream text;
   prometheus::TextSerializer().Serialize(text, out);

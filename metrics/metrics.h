@@ -205,6 +205,12 @@ class Metrics {
   // did (not TLS, refused by OpenSSL, or too slow).
   Counter tls_handshakes_ok;
   Counter tls_handshakes_error;
+  // tether_request_timeouts_total{phase}: requests answered 408 (or closed)
+  // because their head did not arrive within timeouts.request_header
+  // (phase="header"), or because no body byte came for timeouts.request_body
+  // while the body was incomplete (phase="body").
+  Counter request_timeouts_header;
+  Counter request_timeouts_body;
 
   // Text exposition format 0.0.4, every family of SPEC.md with HELP and TYPE,
   // even when it has no sample yet. Allocates; never call it on a worker loop's

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 
 #include <cstring>
+#include <exception>
 
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -32,9 +33,11 @@ const char* reason(int status) {
 
 }  // namespace
 
-struct AdminServer::Conn {
+struct AdminServer::Conn : ListHook<> {
   AdminServer* server;
   uv_tcp_t tcp;
+  uv_timer_t timer;
+  int open_handles = 0;  // tcp and timer; the Conn is freed after both close callbacks
   llhttp_t parser;
   llhttp_settings_t settings;
   AdminRequest req;
@@ -42,8 +45,10 @@ struct AdminServer::Conn {
   std::string field;
   std::string value;
   bool in_value = false;
+  bool in_request = false;  // a byte of the current request has arrived
   bool complete = false;
   bool closing = false;
+  bool last_answer = false;  // an answer with Connection: close is queued: read no more
   std::size_t received = 0;
   char buf[16384];
 
@@ -57,21 +62,49 @@ struct AdminServer::Conn {
   }
 
   void reset() {
+    bool loopback = req.loopback_peer;
     req = AdminRequest{};
+    req.loopback_peer = loopback;
     url.clear();
     field.clear();
     value.clear();
     in_value = false;
+    in_request = false;
     complete = false;
+    received = 0;
+  }
+
+  // Closes the connection after `ms` (none when ms <= 0), replacing any
+  // earlier deadline.
+  void armTimer(std::int64_t ms) {
+    if (closing) return;
+    uv_timer_stop(&timer);
+    if (ms <= 0) return;
+    uv_timer_start(&timer, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->close(); },
+                   static_cast<std::uint64_t>(ms), 0);
   }
 
   void close() {
     if (closing) return;
     closing = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+    server->conns_.remove(this);
+    uv_timer_stop(&timer);
+    auto closed = [](uv_handle_t* h) {
+      Conn* c = static_cast<Conn*>(h->data);
+      if (--c->open_handles == 0) delete c;
+    };
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), closed);
   }
 
   void respond(const AdminResponse& r, bool keep_alive) {
+    if (!keep_alive) {
+      last_answer = true;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
+    }
+    // Until the answer is written (a client that does not read it) and then
+    // between requests.
+    armTimer(server->limits_.idle_ms);
     std::string* out = new std::string;
     out->reserve(r.body.size() + 256);
     *out += "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) + "\r\n";
@@ -102,6 +135,69 @@ struct AdminServer::Conn {
       close();
     }
   }
+
+  // Runs the handler; nothing it throws gets past here.
+  void handle(AdminResponse& r) {
+    try {
+      server->handler_(req, r);
+      return;
+    } catch (const std::exception& e) {
+      log::error("admin request failed",
+                 {{"method", req.method}, {"path", req.path}, {"error", e.what()}});
+    } catch (...) {
+      log::error("admin request failed",
+                 {{"method", req.method}, {"path", req.path}, {"error", "unknown"}});
+    }
+    r = AdminResponse{};
+    r.status = 500;
+    r.content_type = "application/json";
+    r.body = "{\"error\":\"internal error\"}\n";
+  }
+
+  void onRead(const char* p, std::size_t left) {
+    received += left;
+    while (left > 0 && !closing && !last_answer) {
+      if (!in_request) {
+        // The first byte of a request: all of it within request_header.
+        in_request = true;
+        armTimer(server->limits_.request_header_ms);
+      }
+      llhttp_errno_t err = llhttp_execute(&parser, p, left);
+      std::size_t used = left;
+      if (err == HPE_PAUSED) {
+        used = static_cast<std::size_t>(llhttp_get_error_pos(&parser) - p);
+        llhttp_resume(&parser);
+      } else if (err != HPE_OK) {
+        AdminResponse r;
+        r.status = 400;
+        r.body = "bad request\n";
+        respond(r, false);
+        return;
+      }
+      p += used;
+      left -= used;
+      if (complete) {
+        std::size_t q = url.find('?');
+        req.path = url.substr(0, q);
+        req.query = q == std::string::npos ? "" : url.substr(q + 1);
+        req.method = llhttp_method_name(static_cast<llhttp_method>(parser.method));
+        bool keep = llhttp_should_keep_alive(&parser) != 0;
+        AdminResponse r;
+        handle(r);
+        respond(r, keep);
+        reset();
+        // What is left in this read belongs to the next request.
+        received = left;
+        if (!keep) return;
+      } else if (received > kMaxRequestBytes) {
+        AdminResponse r;
+        r.status = 413;
+        r.body = "request too large\n";
+        respond(r, false);
+        return;
+      }
+    }
+  }
 };
 
 AdminServer::AdminServer(uv_loop_t* loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
@@ -128,9 +224,12 @@ std::string AdminServer::listen(const std::string& host, int port, std::string* 
 }
 
 void AdminServer::close() {
-  if (!open_) return;
-  open_ = false;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+  if (open_) {
+    open_ = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+  }
+  // Conn::close() unlinks the connection it closes, and only that one.
+  conns_.forEach([](Conn* c) { c->close(); });
 }
 
 void AdminServer::onConnection(uv_stream_t* server, int status) {
@@ -139,8 +238,16 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
   Conn* c = new Conn;
   c->server = self;
   uv_tcp_init(self->loop_, &c->tcp);
+  uv_timer_init(self->loop_, &c->timer);
+  c->open_handles = 2;
   c->tcp.data = c;
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+  c->timer.data = c;
+  // Over the cap, the connection is still accepted (so that the kernel's
+  // queue empties) and closed at once.
+  const bool over_cap = self->conns_.size() >= self->limits_.max_connections;
+  self->conns_.pushBack(c);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0 || over_cap || !self->open_) {
+    if (over_cap) log::debug("admin connection refused: admin.max_connections reached", {});
     c->close();
     return;
   }
@@ -155,7 +262,6 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
       c->req.loopback_peer = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
     }
   }
-  bool loopback = c->req.loopback_peer;
   llhttp_settings_init(&c->settings);
   c->settings.on_url = [](llhttp_t* p, const char* at, std::size_t n) {
     static_cast<Conn*>(p->data)->url.append(at, n);
@@ -188,7 +294,8 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
   };
   llhttp_init(&c->parser, HTTP_REQUEST, &c->settings);
   c->parser.data = c;
-  c->req.loopback_peer = loopback;
+  // Before the first request, the stricter request_header applies.
+  c->armTimer(self->limits_.request_header_ms);
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp),
                 [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
                   Conn* c = static_cast<Conn*>(h->data);
@@ -201,46 +308,7 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
                     return;
                   }
                   if (nread == 0 || c->closing) return;
-                  c->received += static_cast<std::size_t>(nread);
-                  const char* p = b->base;
-                  std::size_t left = static_cast<std::size_t>(nread);
-                  while (left > 0 && !c->closing) {
-                    llhttp_errno_t err = llhttp_execute(&c->parser, p, left);
-                    std::size_t used = left;
-                    if (err == HPE_PAUSED) {
-                      used = static_cast<std::size_t>(llhttp_get_error_pos(&c->parser) - p);
-                      llhttp_resume(&c->parser);
-                    } else if (err != HPE_OK) {
-                      AdminResponse r;
-                      r.status = 400;
-                      r.body = "bad request\n";
-                      c->respond(r, false);
-                      return;
-                    }
-                    p += used;
-                    left -= used;
-                    if (c->complete) {
-                      std::size_t q = c->url.find('?');
-                      c->req.path = c->url.substr(0, q);
-                      c->req.query = q == std::string::npos ? "" : c->url.substr(q + 1);
-                      c->req.method = llhttp_method_name(static_cast<llhttp_method>(c->parser.method));
-                      bool keep = llhttp_should_keep_alive(&c->parser) != 0;
-                      AdminResponse r;
-                      c->server->handler_(c->req, r);
-                      c->respond(r, keep);
-                      bool lb = c->req.loopback_peer;
-                      c->reset();
-                      c->req.loopback_peer = lb;
-                      c->received = 0;
-                      if (!keep) return;
-                    } else if (c->received > kMaxRequestBytes) {
-                      AdminResponse r;
-                      r.status = 413;
-                      r.body = "request too large\n";
-                      c->respond(r, false);
-                      return;
-                    }
-                  }
+                  c->onRead(b->base, static_cast<std::size_t>(nread));
                 });
 }
 

@@ -1,14 +1,25 @@
 // The admin listener: a small HTTP/1.1 server on the main loop.
 //
-// It parses requests (bounded: 64 KiB of head, 64 KiB of body), hands each
+// It parses requests (bounded: 128 KiB of head and body together), hands each
 // to the handler synchronously and writes the answer. The routes and their
 // rules live in the handler (server.cc); this file only speaks HTTP.
+//
+// Hostile or dead clients cannot hold it (AdminLimits): at most
+// max_connections are open (one more is accepted and closed at once), a
+// request must arrive whole within request_header_ms of its first byte (and
+// the first one within request_header_ms of the connection), a kept-alive
+// connection may idle idle_ms between requests, and close() ends every
+// connection, so that the loop can stop. The handler may throw: the
+// exception is caught here and the client gets a 500, the process lives.
 #pragma once
 
 #include <uv.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
+
+#include "proxy/intrusive_list.h"
 
 namespace tether::proxy {
 
@@ -28,13 +39,32 @@ struct AdminResponse {
   std::string extra_headers;  // "Name: value\r\n" lines
 };
 
+// From the configuration: admin.max_connections, timeouts.request_header,
+// timeouts.downstream_idle. A timeout <= 0 is none.
+struct AdminLimits {
+  std::uint32_t max_connections = 64;
+  std::int64_t request_header_ms = 10'000;
+  std::int64_t idle_ms = 75'000;
+};
+
 class AdminServer {
  public:
+  // Main loop only, like every method below. The handler runs synchronously
+  // inside a read callback; it may throw (answered 500).
   using Handler = std::function<void(const AdminRequest&, AdminResponse&)>;
   AdminServer(uv_loop_t* loop, Handler handler);
+  // close() must have run, and the loop turned until its handles closed.
   ~AdminServer();
   // Returns an error message, or empty; *bound gets "ip:port".
   std::string listen(const std::string& host, int port, std::string* bound);
+  // Takes effect for new connections and for every timer armed from now on
+  // (a reload calls it).
+  void setLimits(const AdminLimits& limits) { limits_ = limits; }
+  const AdminLimits& limits() const { return limits_; }
+  // Open connections (the cap counts these).
+  std::size_t connections() const { return conns_.size(); }
+  // Stops listening and closes every connection now; answers not yet written
+  // are dropped. Idempotent.
   void close();
 
   struct Conn;
@@ -44,6 +74,8 @@ class AdminServer {
   uv_loop_t* loop_;
   uv_tcp_t tcp_;
   Handler handler_;
+  AdminLimits limits_;
+  IntrusiveList<Conn> conns_;
   bool open_ = false;
 };
 

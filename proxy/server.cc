@@ -44,6 +44,17 @@ void setDrain(metrics::Metrics& m, Backend* b, bool on) {
   m.backend(b->id).setState(static_cast<int>(on ? BackendState::kDraining : s));
 }
 
+// Every admin JSON answer goes through here: bytes that are not UTF-8 (a
+// %ff in a query, a pin read from Redis) become U+FFFD instead of throwing.
+std::string jsonText(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+AdminLimits adminLimits(const conf::Config& c) {
+  return AdminLimits{c.admin.max_connections, c.timeouts.request_header,
+                     c.timeouts.downstream_idle};
+}
+
 std::string hostHeader(const conf::BackendConf& bc) {
   const std::string& h = bc.address.host;
   std::string host = h.find(':') != std::string::npos ? "[" + h + "]" : h;
@@ -222,6 +233,7 @@ int Server::run() {
   for (std::size_t i = 1; i < workers_.size() && err.empty(); ++i) err = workers_[i]->bind(*cfg, nullptr, &bound);
   std::string admin_bound;
   admin_ = std::make_unique<AdminServer>(loop, [this](const AdminRequest& q, AdminResponse& r) { handleAdmin(q, r); });
+  admin_->setLimits(adminLimits(*cfg));
   if (err.empty()) err = admin_->listen(cfg->admin.address.host, cfg->admin.address.port, &admin_bound);
   if (!err.empty()) {
     log::error("cannot start", {{"error", err}});
@@ -338,7 +350,16 @@ void Server::finishStop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_int_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_hup_), nullptr);
   for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
+  while (!drain_deadlines_.empty()) closeDrainDeadline(*drain_deadlines_.begin());
+  // Every admin connection too: an idle one would otherwise keep the loop,
+  // and the process, alive past shutdown_grace.
   admin_->close();
+}
+
+void Server::closeDrainDeadline(DrainDeadline* d) {
+  drain_deadlines_.erase(d);
+  uv_close(reinterpret_cast<uv_handle_t*>(&d->timer),
+           [](uv_handle_t* h) { delete static_cast<DrainDeadline*>(h->data); });
 }
 
 void Server::reload() {
@@ -384,6 +405,7 @@ void Server::reload() {
   if (!next->log_format_explicit) next->log_format = prev->log_format;
   rt_.setConfig(next);
   log::setLevel(next->log_level);
+  admin_->setLimits(adminLimits(*next));
   health_->setConfig(next->health);
 
   // Backends: new URLs are added (unknown until checked), vanished ones drained.
@@ -457,7 +479,7 @@ std::string Server::backendsJson() const {
     }
     arr.push_back(std::move(j));
   }
-  return arr.dump(2) + "\n";
+  return jsonText(arr, 2);
 }
 
 namespace {
@@ -544,7 +566,7 @@ std::string Server::affinityJson(const std::string& key) {
   }
   Backend* placed = w.placeByHash(balancer::hashKey(key), {});
   j["hash_placement"] = placed ? placed->name : "none available";
-  return j.dump(2) + "\n";
+  return jsonText(j, 2);
 }
 
 void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
@@ -555,7 +577,7 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     res.body = body;
   };
   auto error = [&json](int status, const std::string& message) {
-    json(status, nlohmann::json{{"error", message}}.dump() + "\n");
+    json(status, jsonText(nlohmann::json{{"error", message}}));
   };
   bool get = req.method == "GET" || req.method == "HEAD";
   if (req.path == "/metrics") {
@@ -609,7 +631,7 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     std::uint64_t before = rt_.metrics.config_reloads_ok.value();
     reload();
     bool ok = rt_.metrics.config_reloads_ok.value() != before;
-    return json(ok ? 200 : 400, nlohmann::json{{"reloaded", ok}}.dump() + "\n");
+    return json(ok ? 200 : 400, jsonText(nlohmann::json{{"reloaded", ok}}));
   }
   // /admin/backends/{id}/{action}
   const std::string base = "/admin/backends/";
@@ -631,27 +653,25 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
       std::optional<conf::Millis> ms = conf::parseDuration(deadline);
       if (!ms) return error(400, "deadline: not a duration: " + deadline);
       // After the deadline, tunnels still open to it get close frames 1001.
-      struct Deadline {
-        uv_timer_t timer;
-        Server* server;
-        std::uint32_t id;
-      };
-      auto* d = new Deadline{{}, this, b->id};
+      // Closed by finishStop() if tether stops first, so that it never holds the loop.
+      auto* d = new DrainDeadline{{}, this, b->id};
       uv_timer_init(workers_[0]->loop(), &d->timer);
       d->timer.data = d;
+      drain_deadlines_.insert(d);
       uv_timer_start(&d->timer, [](uv_timer_t* t) {
-        auto* d = static_cast<Deadline*>(t->data);
+        auto* d = static_cast<DrainDeadline*>(t->data);
         if (d->server->rt_.backends.at(d->id)->admin_drain.load())
           for (auto& w : d->server->workers_) w->requestTunnelDrain(d->id);
-        uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete static_cast<Deadline*>(h->data); });
+        d->server->closeDrainDeadline(d);
       }, static_cast<std::uint64_t>(*ms), 0);
     }
-    return json(200, nlohmann::json{{"id", b->id}, {"state", "draining"}}.dump() + "\n");
+    return json(200, jsonText(nlohmann::json{{"id", b->id}, {"state", "draining"}}));
   }
   if (action == "enable") {
     setDrain(rt_.metrics, b, false);
     log::info("backend enabled", {{"backend", b->name}, {"by", "admin"}});
-    return json(200, nlohmann::json{{"id", b->id}, {"state", balancer::toString(b->state.load())}}.dump() + "\n");
+    return json(200, jsonText(nlohmann::json{
+                         {"id", b->id}, {"state", balancer::toString(b->state.load())}}));
   }
   if (action == "weight") {
     std::string v = queryValue(req.query, "value");
@@ -662,7 +682,7 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     }
     b->weight.store(static_cast<std::uint32_t>(w));
     log::info("backend weight", {{"backend", b->name}, {"weight", static_cast<std::uint64_t>(w)}, {"by", "admin"}});
-    return json(200, nlohmann::json{{"id", b->id}, {"weight", w}}.dump() + "\n");
+    return json(200, jsonText(nlohmann::json{{"id", b->id}, {"weight", w}}));
   }
   return error(404, "no such action: " + action);
 }

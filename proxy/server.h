@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +29,13 @@ class Server {
 
  private:
   struct Resolver;  // one per backend URL with a DNS name
+  // POST /admin/backends/{id}/drain?deadline=: the going-away closes once it passes.
+  struct DrainDeadline {
+    uv_timer_t timer;
+    Server* server;
+    std::uint32_t id;
+  };
+  void closeDrainDeadline(DrainDeadline* d);
 
   std::string addBackendsFor(std::size_t config_index, const conf::BackendConf& bc);
   balancer::Backend* addBackend(std::size_t config_index, const conf::BackendConf& bc, const sockaddr* addr,
@@ -51,6 +59,7 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<HealthChecker> health_;
   std::vector<std::unique_ptr<Resolver>> resolvers_;
+  std::set<DrainDeadline*> drain_deadlines_;
   uv_signal_t sig_term_, sig_int_, sig_hup_;
   uv_timer_t grace_timer_;
   uv_timer_t watchdog_timer_;

@@ -8,7 +8,9 @@
 #include "balancer/affinity_key.h"
 #include "balancer/backend.h"
 #include "balancer/picker.h"
+#include "health/ejector.h"
 #include "proxy/forwarded.h"
+#include "proxy/http/status.h"
 #include "proxy/log.h"
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
@@ -19,26 +21,15 @@ namespace {
 
 using balancer::Backend;
 
-constexpr std::int64_t kLingerMs = 2'000;
-enum : std::uint8_t { kFaultNone, kFault413, kFault431 };
+using http::HeaderKind;
+using http::HeaderList;
 
-const char* reasonPhrase(int status) {
-  switch (status) {
-    case 400: return "Bad Request";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
-  }
-}
+constexpr std::int64_t kLingerMs = 2'000;
 
 bool idempotent(std::uint8_t m) {
-  switch (static_cast<llhttp_method>(m)) {
-    case HTTP_GET: case HTTP_HEAD: case HTTP_OPTIONS: case HTTP_PUT: case HTTP_DELETE: case HTTP_TRACE:
+  switch (m) {
+    case http::kMethodGet: case http::kMethodHead: case http::kMethodOptions: case http::kMethodPut:
+    case http::kMethodDelete: case http::kMethodTrace:
       return true;
     default:
       return false;
@@ -46,67 +37,60 @@ bool idempotent(std::uint8_t m) {
 }
 
 metrics::Method metricMethod(std::uint8_t m) {
-  switch (static_cast<llhttp_method>(m)) {
-    case HTTP_GET: return metrics::Method::kGet;
-    case HTTP_HEAD: return metrics::Method::kHead;
-    case HTTP_POST: return metrics::Method::kPost;
-    case HTTP_PUT: return metrics::Method::kPut;
-    case HTTP_DELETE: return metrics::Method::kDelete;
-    case HTTP_PATCH: return metrics::Method::kPatch;
-    case HTTP_OPTIONS: return metrics::Method::kOptions;
-    case HTTP_CONNECT: return metrics::Method::kConnect;
-    case HTTP_TRACE: return metrics::Method::kTrace;
+  switch (m) {
+    case http::kMethodGet: return metrics::Method::kGet;
+    case http::kMethodHead: return metrics::Method::kHead;
+    case http::kMethodPost: return metrics::Method::kPost;
+    case http::kMethodPut: return metrics::Method::kPut;
+    case http::kMethodDelete: return metrics::Method::kDelete;
+    case http::kMethodPatch: return metrics::Method::kPatch;
+    case http::kMethodOptions: return metrics::Method::kOptions;
+    case http::kMethodConnect: return metrics::Method::kConnect;
+    case http::kMethodTrace: return metrics::Method::kTrace;
     default: return metrics::Method::kOther;
   }
 }
 
-void append(IoBuffer& b, std::string_view s) {
-  std::memcpy(b.data + b.end, s.data(), s.size());
-  b.end += static_cast<std::uint32_t>(s.size());
+// A buffer with room for `need` more bytes: a pool buffer when that is
+// enough, else one from the heap, the held bytes moved along. Only while no
+// write references the buffer.
+void reserve(BufferPool& pool, IoBuffer& b, std::uint32_t need) {
+  if (!b.data) {
+    if (need <= BufferPool::kSize) {
+      b.data = pool.get();
+      b.cap = BufferPool::kSize;
+    } else {
+      b.data = static_cast<char*>(std::malloc(need));
+      b.cap = need;
+    }
+    b.end = 0;
+    return;
+  }
+  if (b.end + need <= b.cap) return;
+  std::uint32_t cap = b.end + need;
+  char* big = static_cast<char*>(std::malloc(cap));
+  std::memcpy(big, b.data, b.end);
+  if (b.heap()) {
+    std::free(b.data);
+  } else {
+    pool.put(b.data);
+  }
+  b.data = big;
+  b.cap = cap;
 }
 
-Session* fromParser(llhttp_t* p) { return static_cast<Session*>(p->data); }
+// The trailer fields tether carries onward: none that may not be a trailer.
+void filterTrailers(HeaderList& t) {
+  for (std::size_t i = 0; i < t.size(); ++i)
+    if (http::forbiddenInTrailer(t.kind(i))) t.drop(i);
+}
 
-// Appends the header lines of `h` that `keep(i)` keeps, as they arrived in
-// `base`: one copy per run of consecutive kept lines. `head_end` is the offset
-// just past the head's blank line. A line that is not exactly "name:...CRLF"
-// (never seen from llhttp in strict mode, which also puts the colon right
-// after the name and the value inside the line) is rebuilt.
-template <class Keep>
-void appendHeaderLines(IoBuffer& out, const char* base, const HeadScratch& h, std::uint32_t head_end,
-                       Keep keep) {
-  if (head_end < 2) head_end = 2;  // no line can end there: each is rebuilt
-  std::uint32_t run_from = 0, run_to = 0;
-  auto flush = [&] {
-    if (run_to > run_from) append(out, std::string_view(base + run_from, run_to - run_from));
-    run_from = run_to = 0;
-  };
-  for (std::uint32_t i = 0; i < h.count; ++i) {
-    if (!keep(i)) {
-      flush();
-      continue;
-    }
-    const HeaderRef& r = h.headers[i];
-    std::uint32_t from = r.name.off;
-    std::uint32_t to = i + 1 < h.count ? h.headers[i + 1].name.off : head_end - 2;
-    bool whole = to <= head_end && to >= from + r.name.len + 3 && base[to - 2] == '\r' && base[to - 1] == '\n';
-    if (!whole) {
-      flush();
-      append(out, r.name.in(base));
-      append(out, ": ");
-      append(out, r.value.in(base));
-      append(out, "\r\n");
-      continue;
-    }
-    if (run_to != 0 && run_to == from) {
-      run_to = to;
-    } else {
-      flush();
-      run_from = from;
-      run_to = to;
-    }
-  }
-  flush();
+// Drops the fields a Connection header names (hop-by-hop, RFC 9110 §7.6.1),
+// except framing and routing fields: those keep their meaning.
+void dropConnectionOptions(HeaderList& h, const http::ConnectionTokens& tokens) {
+  if (tokens.count == 0) return;
+  for (std::size_t i = 0; i < h.size(); ++i)
+    if (!http::framingOrRouting(h.kind(i)) && tokens.names(h.name(i))) h.drop(i);
 }
 
 }  // namespace
@@ -129,11 +113,21 @@ struct AffinityState {
 // Lifetime
 
 Session::Session(Worker& worker, const ListenerHandle& listener)
-    : worker_(worker), listener_(listener), parsers_(worker.takeParsers()) {
-  llhttp_init(&parsers_->request, HTTP_REQUEST, &requestSettings());
-  parsers_->request.data = this;
-  llhttp_init(&parsers_->response, HTTP_RESPONSE, &responseSettings());
-  parsers_->response.data = this;
+    : worker_(worker), listener_(listener), codecs_(worker.takeCodecs()) {
+  const conf::Limits& lim = worker.config().limits;
+  http::H1Decoder::Limits req;
+  req.max_head_bytes = lim.max_request_header_bytes;
+  req.max_trailer_bytes = lim.max_request_header_bytes;
+  req.max_body_bytes = lim.max_request_body_bytes;
+  http::H1Decoder::Limits resp;
+  resp.max_head_bytes = lim.max_response_header_bytes;
+  resp.max_trailer_bytes = lim.max_response_header_bytes;
+  codecs_->request.reset();
+  codecs_->request.setLimits(req);
+  codecs_->request.setBodySink(onRequestBody, this);
+  codecs_->response.reset();
+  codecs_->response.setLimits(resp);
+  codecs_->response.setBodySink(onResponseBody, this);
   client_ip_[0] = 0;
 }
 
@@ -158,9 +152,7 @@ struct Session::Tls {
 };
 
 Session::~Session() {
-  if (parsers_) worker_.giveParsers(parsers_);
-  if (head_) worker_.giveScratch(head_);
-  if (resp_head_) worker_.giveScratch(resp_head_);
+  if (codecs_) worker_.giveCodecs(codecs_);
   endAffinity();
 }
 
@@ -175,13 +167,7 @@ void Session::countActive(bool on) {
   }
 }
 
-HeadScratch& Session::respHead() {
-  if (!resp_head_) {
-    resp_head_ = worker_.takeScratch();
-    resp_head_->reset();
-  }
-  return *resp_head_;
-}
+
 
 void Session::start(uv_stream_t* server) {
   uv_loop_t* loop = worker_.loop();
@@ -264,8 +250,7 @@ void Session::close() {
   releaseBuffer(up_in_);
   releaseBuffer(up_head_);
   releaseBuffer(down_head_);
-  if (head_) { worker_.giveScratch(head_); head_ = nullptr; }
-  if (resp_head_) { worker_.giveScratch(resp_head_); resp_head_ = nullptr; }
+  releaseBuffer(up_body_);
   if (counted_active_) {
     worker_.metrics().downstream_active.dec();
     if (!refused_) worker_.runtime().downstream_connections.fetch_sub(1);
@@ -352,16 +337,29 @@ std::int64_t Session::deadline() const {
     case State::kUpstream:
       if (queued_) return timer_deadline_ + lim.queue_timeout;
       if (looking_up_ && aff_) return timer_deadline_ + aff_->plan->cfg.lookup_timeout;
-      return timer_deadline_ + t.connect;
+      return bodyDeadline(timer_deadline_ + t.connect);
     case State::kExchange:
-      if (request_sent_ && !response_started_) return timer_deadline_ + t.upstream_first_byte;
-      return last_activity_ + t.upstream_idle;
+      if (request_sent_ && !response_started_) return bodyDeadline(timer_deadline_ + t.upstream_first_byte);
+      return bodyDeadline(last_activity_ + t.upstream_idle);
     case State::kTunnel:
       if (going_away_) return timer_deadline_ + t.websocket_close;
       return last_activity_ + t.tunnel_idle;
     case State::kClosing: return timer_deadline_ + kLingerMs;
   }
   return last_activity_ + t.downstream_idle;
+}
+
+// timeouts.request_body: while the request body is incomplete, a gap
+// without a byte from the client is bounded too.
+std::int64_t Session::bodyDeadline(std::int64_t d) const {
+  std::int64_t limit = worker_.config().timeouts.request_body;
+  if (request_done_ || limit <= 0 || !head_done_) return d;
+  return std::min(d, last_down_ms_ + limit);
+}
+
+bool Session::bodyTimedOut() const {
+  std::int64_t limit = worker_.config().timeouts.request_body;
+  return !request_done_ && head_done_ && limit > 0 && worker_.now() >= last_down_ms_ + limit;
 }
 
 // The timer only ever moves earlier here; a timer that fires before the
@@ -402,6 +400,7 @@ void Session::onTimeout() {
       break;
     case State::kHead:
       log::debug("request header timeout", {{"client", std::string_view(client_ip_, client_ip_len_)}});
+      worker_.metrics().request_timeouts_header.inc();
       worker_.newRequestId(request_id_);
       respondError(408, "tether: request header timeout\n");
       break;
@@ -421,10 +420,16 @@ void Session::onTimeout() {
         onPinLookup(false, local ? *local : std::string());
         break;
       }
+      if (bodyTimedOut()) {
+        requestBodyTimeout();
+        break;
+      }
       onUpstreamFailure(Fault::kConnect, UV_ETIMEDOUT);
       break;
     case State::kExchange:
-      if (request_sent_ && !response_started_) {
+      if (bodyTimedOut()) {
+        requestBodyTimeout();
+      } else if (request_sent_ && !response_started_) {
         onUpstreamFailure(Fault::kFirstByteTimeout, UV_ETIMEDOUT);
       } else {
         onUpstreamFailure(Fault::kUpstreamTimeout, UV_ETIMEDOUT);
@@ -440,6 +445,20 @@ void Session::onTimeout() {
   }
 }
 
+// The client stopped sending its body: 408, and the backend connection,
+// which holds half a request, is closed.
+void Session::requestBodyTimeout() {
+  log::debug("request body timeout", {{"client", std::string_view(client_ip_, client_ip_len_)},
+                                      {"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))}});
+  worker_.metrics().request_timeouts_body.inc();
+  releaseUpstream(false);
+  if (response_head_sent_) {
+    close();
+    return;
+  }
+  respondError(408, "tether: request body timeout\n");
+}
+
 // ---------------------------------------------------------------------------
 // Buffers and reading
 
@@ -449,21 +468,6 @@ bool Session::ensureBuffer(IoBuffer& b) {
   b.cap = BufferPool::kSize;
   b.end = 0;
   return b.data != nullptr;
-}
-
-// A head (request or response) outgrew its pool buffer: move it, once, into
-// one big enough for max_request_header_bytes. The parsers' spans are
-// offsets, so they survive the move. False when it cannot grow any more.
-bool Session::growForHead(IoBuffer& b) {
-  std::uint32_t want = static_cast<std::uint32_t>(
-      std::min<std::uint64_t>(worker_.config().limits.max_request_header_bytes + 4096, 1u << 30));
-  if (b.heap() || want <= b.cap) return false;
-  char* big = static_cast<char*>(std::malloc(want));
-  std::memcpy(big, b.data, b.end);
-  std::uint32_t end = b.end;
-  releaseBuffer(b);
-  b = IoBuffer{big, want, end};
-  return true;
 }
 
 void Session::releaseBuffer(IoBuffer& b) {
@@ -736,6 +740,7 @@ void Session::writeRaw(uv_stream_t* to, const char* data, std::size_t len) {
 // Downstream: request heads and bodies
 
 void Session::onDownstreamData() {
+  last_down_ms_ = worker_.now();
   switch (state_) {
     case State::kIdle:
       transition(State::kHead);
@@ -786,131 +791,163 @@ void Session::onDownstreamEof() {
   }
 }
 
-// One llhttp step over the unparsed bytes (possibly none: that is how a
-// request without body completes). Returns the parser's error, HPE_OK on
-// progress or pause.
-llhttp_errno_t Session::executeRequest() {
-  if (!parsers_) return HPE_INTERNAL;  // a tunnel: no HTTP any more
-  llhttp_errno_t err = llhttp_execute(&parsers_->request, in_.data + parsed_, in_.end - parsed_);
-  if (err == HPE_OK) {
-    parsed_ = in_.end;
-  } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&parsers_->request) - in_.data);
-    if (err == HPE_PAUSED_UPGRADE) {
-      request_done_ = true;
-    } else {
-      llhttp_resume(&parsers_->request);
-    }
-    err = HPE_OK;
-  }
-  return err;
-}
-
-void Session::requestParseError(llhttp_errno_t err) {
-  int status = 400;
-  const char* why = "tether: bad request\n";
-  if (fault_ == kFault413) {
-    status = 413;
-    why = "tether: request body too large\n";
-  } else if (fault_ == kFault431) {
-    status = 431;
-    why = "tether: request header fields too large\n";
-  }
+// A request the decoder refused: its status (400, 405, 413, 431, 505) and a
+// one-line reason, or a close once a response has started.
+void Session::requestParseError() {
+  const http::H1Decoder& d = codecs_->request;
+  int status = d.errorStatus() ? d.errorStatus() : 400;
   log::debug("bad request", {{"client", std::string_view(client_ip_, client_ip_len_)},
-                             {"error", llhttp_errno_name(err)},
-                             {"reason", parsers_ && parsers_->request.reason ? parsers_->request.reason : ""}});
+                             {"status", status},
+                             {"reason", d.errorReason()},
+                             {"error", d.errorName()}});
   if (state_ == State::kHead) worker_.newRequestId(request_id_);
-  if (!response_head_sent_) {
-    respondError(status, why);
-  } else {
+  if (response_head_sent_) {
     close();
+    return;
   }
+  char why[160];
+  std::snprintf(why, sizeof why, "tether: %.*s\n", static_cast<int>(d.errorReason().size()), d.errorReason().data());
+  respondError(status, why);
 }
 
 void Session::parseRequest() {
-  if (state_ != State::kHead) {
-    // Body bytes: parsed up to the end of this request, forwarded raw.
-    while (!closing_ && !request_done_ && parsed_ < in_.end) {
-      llhttp_errno_t err = executeRequest();
-      if (err != HPE_OK) return requestParseError(err);
-    }
+  if (!codecs_) return close();  // a tunnel: no HTTP any more
+  if (state_ != State::kHead) return parseRequestBody();
+  http::H1Decoder& d = codecs_->request;
+  std::size_t used = 0;
+  http::H1Decoder::Event ev = d.execute(in_.data + parsed_, in_.end - parsed_, &used);
+  parsed_ += static_cast<std::uint32_t>(used);
+  if (ev == http::H1Decoder::Event::kError) return requestParseError();
+  if (ev == http::H1Decoder::Event::kNeedMore) {
+    // The head's bytes are in the head now: the buffer starts over.
+    in_.end = parsed_ = 0;
     return;
   }
-  while (!closing_ && !head_done_ && parsed_ < in_.end) {
-    llhttp_errno_t err = executeRequest();
-    if (err != HPE_OK) return requestParseError(err);
-  }
-  if (closing_) return;
-  if (!head_done_) {
-    std::uint64_t head_bytes = in_.end - req_start_;
-    if (head_bytes > worker_.config().limits.max_request_header_bytes) {
-      worker_.newRequestId(request_id_);
-      respondError(431, "tether: request header fields too large\n");
-      return;
-    }
-    if (in_.end == in_.cap && !growForHead(in_)) {
-      worker_.newRequestId(request_id_);
-      respondError(431, "tether: request header fields too large\n");
-    }
-    return;
-  }
-  head_end_ = parsed_;
-  if (head_end_ - req_start_ > worker_.config().limits.max_request_header_bytes) {
-    worker_.newRequestId(request_id_);
-    respondError(431, "tether: request header fields too large\n");
-    return;
-  }
-  // One more step, over what follows the head (maybe nothing): completes a
-  // request without body, and catches framing errors the head alone does not
-  // show (an unknown Transfer-Encoding), before anything is forwarded.
-  llhttp_errno_t err = executeRequest();
-  if (err != HPE_OK) return requestParseError(err);
-  while (!closing_ && !request_done_ && parsed_ < in_.end) {
-    err = executeRequest();
-    if (err != HPE_OK) return requestParseError(err);
-  }
+  // kHead: the body, if any, starts here.
+  head_done_ = true;
+  head_end_ = body_sent_ = parsed_;
+  const http::RequestHead& h = request();
+  method_ = h.method;
+  http_minor_ = h.version_minor;
+  keep_alive_ = h.keep_alive;
+  upgrade_ = h.upgrade;
+  head_request_ = h.method == http::kMethodHead;
+  req_chunked_ = h.framing == http::Framing::kChunked;
   int status = 0;
   const char* why = nullptr;
-  if (!validateHead(&status, &why)) {
+  if (!applyRequestPolicy(&status, &why)) {
     worker_.newRequestId(request_id_);
     respondError(status, why);
     return;
   }
+  // What follows the head (maybe nothing): completes a request without body,
+  // and catches body errors the head alone does not show, before anything
+  // is forwarded.
+  parseRequestBody();
+  if (done()) return;
   dispatch();
 }
 
-bool Session::validateHead(int* status, const char** why) {
-  if (head_->too_many) {
-    *status = 431;
-    *why = "tether: too many header fields\n";
-    return false;
+// Body bytes: a Content-Length body is forwarded as it is read, [body_sent_,
+// parsed_) of in_; a chunked one is decoded and re-encoded into up_body_
+// (extensions dropped, trailers filtered), as far as up_body_ has room.
+void Session::parseRequestBody() {
+  http::H1Decoder& d = codecs_->request;
+  for (int step = 0; !done() && !request_done_ && step < 64; ++step) {
+    std::uint32_t len = in_.end - parsed_;
+    if (req_chunked_) {
+      if (up_writing_) return;  // up_body_ is being written: wait for it
+      reserve(worker_.buffers(), up_body_, 0);
+      std::uint32_t room = up_body_.cap - up_body_.end;
+      if (room < http::ChunkStager::kOverhead + 64) return;
+      len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
+      req_stager_.begin(up_body_.end);
+      up_body_.end = req_stager_.dataStart();
+    }
+    std::size_t used = 0;
+    http::H1Decoder::Event ev = d.execute(in_.data + parsed_, len, &used);
+    parsed_ += static_cast<std::uint32_t>(used);
+    if (req_chunked_) {
+      up_body_.end = req_stager_.seal(up_body_.data, up_body_.end);
+      // Decoded: the chunked bytes read are not needed again.
+      if (parsed_ == in_.end && state_ != State::kHead) {
+        in_.end = parsed_ = body_sent_ = head_end_ = 0;
+      }
+    }
+    if (ev == http::H1Decoder::Event::kError) return requestParseError();
+    if (ev == http::H1Decoder::Event::kComplete) {
+      request_done_ = true;
+      finishRequestBody();
+      return;
+    }
+    if (ev == http::H1Decoder::Event::kNeedMore && parsed_ == in_.end) return;
   }
-  if (fault_ == kFault413) {
-    *status = 413;
-    *why = "tether: request body too large\n";
-    return false;
+}
+
+// The request's end: a chunked body gets its last chunk and its trailers.
+void Session::finishRequestBody() {
+  if (!req_chunked_) return;
+  HeaderList& t = codecs_->request.trailers();
+  filterTrailers(t);
+  if (!appendTrailers(up_body_, t)) {
+    respondError(431, "tether: request trailers too large\n");
   }
-  // RFC 9112 §3.2: a client MUST send Host in HTTP/1.1, and exactly one.
-  const char* base = in_.data;
-  int hosts = 0;
-  for (std::uint32_t i = 0; i < head_->count; ++i)
-    if (classifyHeader(head_->headers[i].name.in(base)) == HeaderKind::kHost) ++hosts;
-  if ((http_minor_ >= 1 && hosts == 0) || hosts > 1) {
-    *status = 400;
-    *why = hosts ? "tether: more than one Host header\n" : "tether: missing Host header\n";
-    return false;
+}
+
+// Appends the last chunk and `trailers` to `b` (growing it when no write
+// references it). False when it cannot.
+bool Session::appendTrailers(IoBuffer& b, const HeaderList& trailers) {
+  std::uint32_t need = static_cast<std::uint32_t>(http::lastChunkSize(trailers));
+  if (!b.data || b.end + need > b.cap) reserve(worker_.buffers(), b, need);
+  if (!b.data) return false;
+  b.end += static_cast<std::uint32_t>(http::writeLastChunk(trailers, b.data + b.end));
+  return true;
+}
+
+void Session::onRequestBody(void* ctx, const char* data, std::size_t len) {
+  Session* s = static_cast<Session*>(ctx);
+  if (!s->req_chunked_) return;  // forwarded from in_ as it is
+  // parseRequestBody passed no more than fits.
+  std::memcpy(s->up_body_.data + s->up_body_.end, data, len);
+  s->up_body_.end += static_cast<std::uint32_t>(len);
+}
+
+// Header policy that refuses or drops, on the head as decoded.
+bool Session::applyRequestPolicy(int* status, const char** why) {
+  HeaderList& h = request().headers;
+  conf::UnderscoreHeaders u = worker_.config().limits.headers_with_underscores;
+  if (u != conf::UnderscoreHeaders::kAllow) {
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      if (!h.underscore(i)) continue;
+      if (u == conf::UnderscoreHeaders::kReject) {
+        *status = 400;
+        *why = "tether: header field name with an underscore\n";
+        return false;
+      }
+      h.drop(i);
+    }
   }
   return true;
 }
 
 void Session::dispatch() {
   const conf::Config& cfg = worker_.config();
-  std::string_view url = head_->url.in(in_.data);
+  std::string_view url = request().target;
   if (log_path_.capacity() || cfg.access_log.enabled) {
     log_path_.assign(url.substr(0, std::min<std::size_t>(url.size(), 512)));
   }
-  if (!retrying_) buildUpstreamHead();
-  if (closing_) return;
+  // The request id: the client's when it sent a usable one, else ours.
+  const HeaderList& h = request().headers;
+  long rid = h.find(HeaderKind::kXRequestId);
+  if (rid >= 0 && !h.value(static_cast<std::size_t>(rid)).empty() && h.value(static_cast<std::size_t>(rid)).size() <= sizeof request_id_) {
+    std::string_view v = h.value(static_cast<std::size_t>(rid));
+    std::memset(request_id_, 0, sizeof request_id_);
+    std::memcpy(request_id_, v.data(), v.size());
+    request_id_present_ = true;
+  } else {
+    worker_.newRequestId(request_id_);
+    request_id_present_ = false;
+  }
   std::string_view path = url.substr(0, url.find('?'));
   const std::shared_ptr<const AffinityPlan>* plan = worker_.affinityFor(path);
   if (plan && startAffinity(*plan)) return;  // the store answers later
@@ -930,11 +967,11 @@ std::string_view Session::clientAddress(char (&out)[46]) const {
   const std::vector<conf::Cidr>& trusted = worker_.config().trusted_proxies;
   PeerAddress peer{std::string_view(client_ip_, client_ip_len_), client_addr_, client_family_};
   if (!isTrusted(peer.bytes, peer.family, trusted)) return peer.text;
-  std::string_view xff[HeadScratch::kMaxHeaders];
+  const HeaderList& h = codecs_->request.request().headers;
+  std::string_view xff[64];
   std::size_t n = 0;
-  for (std::uint32_t i = 0; i < head_->count; ++i) {
-    if (classifyHeader(head_->headers[i].name.in(in_.data)) == HeaderKind::kXForwardedFor)
-      xff[n++] = head_->headers[i].value.in(in_.data);
+  for (std::size_t i = 0; i < h.size() && n < std::size(xff); ++i) {
+    if (h.kind(i) == HeaderKind::kXForwardedFor) xff[n++] = h.value(i);
   }
   return proxy::clientAddress(peer, std::span<const std::string_view>(xff, n), trusted, out);
 }
@@ -965,15 +1002,15 @@ void Session::proceed(Backend* b) {
 // when the answer is still to come; otherwise the backend is chosen (or the
 // request answered) already, or no key applies (backend_ still null).
 bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
-  const char* base = in_.data;
+  const HeaderList& h = request().headers;
   std::vector<balancer::HeaderField>& fields = worker_.headerScratch();
   fields.clear();
-  for (std::uint32_t i = 0; i < head_->count; ++i)
-    fields.push_back({head_->headers[i].name.in(base), head_->headers[i].value.in(base)});
-  std::string_view url = head_->url.in(base);
+  for (std::size_t i = 0; i < h.size(); ++i)
+    if (!h.dropped(i)) fields.push_back({h.name(i), h.value(i)});
+  std::string_view url = request().target;
   std::size_t q = url.find('?');
   balancer::RequestView view;
-  view.method = llhttp_method_name(static_cast<llhttp_method>(method_));
+  view.method = http::methodName(method_);
   view.path = url.substr(0, q);
   view.query = q == std::string_view::npos ? std::string_view() : url.substr(q + 1);
   view.headers = fields;
@@ -1135,96 +1172,88 @@ void Session::onUpstreamReady() {
   up_reading_ = false;
   head_written_ = false;
   body_sent_ = head_end_;
+  up_body_sent_ = 0;
+  buildUpstreamHead();
+  http::H1Decoder& d = codecs_->response;
+  d.reset();
+  d.expectResponseTo(method_, upgrade_);
   pumpRequest();
   updateReading();
 }
 
-// The request head as the backend sees it: hop-by-hop headers gone, the
-// X-Forwarded-* set (appended to only for trusted peers), X-Request-Id kept
-// or added. Built once; kept in up_head_ for a retry.
+// The request head as the backend sees it: hop-by-hop fields and those
+// Connection names gone, X-Forwarded-* set (appended to only for trusted
+// peers), X-Request-Id kept or added, Host as the target says. Policy works
+// on the head (drop marks) and on fields of its own; the encoder writes
+// both. Built for each attempt, so a retry to another backend gets its own.
 void Session::buildUpstreamHead() {
   const conf::Config& cfg = worker_.config();
-  const char* base = in_.data;
+  http::RequestHead& r = request();
+  HeaderList& h = r.headers;
   bool trusted = isTrusted(client_addr_, client_family_, cfg.trusted_proxies);
-  // One pass to classify; names listed in Connection are hop-by-hop too.
-  HeaderKind kinds[HeadScratch::kMaxHeaders];
-  ConnectionTokens connection;
-  std::string_view xfp, xfh, host, upgrade_value, rid;
-  std::uint32_t xff_count = 0;
-  std::size_t xff_bytes = 0;
-  for (std::uint32_t i = 0; i < head_->count; ++i) {
-    std::string_view name = head_->headers[i].name.in(base);
-    std::string_view value = head_->headers[i].value.in(base);
-    HeaderKind k = classifyHeader(name);
-    kinds[i] = k;
-    switch (k) {
-      case HeaderKind::kConnection: connection.add(value); break;
-      case HeaderKind::kHost: host = value; break;
-      case HeaderKind::kUpgrade: upgrade_value = value; break;
-      case HeaderKind::kXRequestId: if (rid.empty()) rid = value; break;
-      case HeaderKind::kXForwardedFor: ++xff_count; xff_bytes += value.size() + 2; break;
-      case HeaderKind::kXForwardedProto: if (xfp.empty()) xfp = value; break;
-      case HeaderKind::kXForwardedHost: if (xfh.empty()) xfh = value; break;
+  http::ConnectionTokens connection;
+  std::string_view xfp, xfh, upgrade_value;
+  bool xff = false;
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    switch (h.kind(i)) {
+      case HeaderKind::kConnection: connection.add(h.value(i)); break;
+      case HeaderKind::kUpgrade: upgrade_value = h.value(i); break;
+      case HeaderKind::kXRequestId:
+        if (!request_id_present_) h.drop(i);
+        break;
+      case HeaderKind::kXForwardedFor: xff = true; break;
+      case HeaderKind::kXForwardedProto: if (xfp.empty()) xfp = h.value(i); break;
+      case HeaderKind::kXForwardedHost: if (xfh.empty()) xfh = h.value(i); break;
       default: break;
     }
-  }
-  if (!rid.empty() && rid.size() <= sizeof request_id_) {
-    std::memset(request_id_, 0, sizeof request_id_);
-    std::memcpy(request_id_, rid.data(), rid.size());
-    request_id_present_ = true;
-  } else {
-    worker_.newRequestId(request_id_);
-    request_id_present_ = false;
-  }
-  if (!trusted) xff_count = 0, xff_bytes = 0, xfp = {}, xfh = {};
-
-  std::uint32_t need = (head_end_ - req_start_) + 2 * head_->count + 512 + client_ip_len_ * 2 +
-                       static_cast<std::uint32_t>(host.size() + xff_bytes);
-  if (need <= BufferPool::kSize) {
-    ensureBuffer(up_head_);
-  } else {
-    up_head_.data = static_cast<char*>(std::malloc(need));
-    up_head_.cap = need;
-  }
-  up_head_.end = 0;
-  append(up_head_, llhttp_method_name(static_cast<llhttp_method>(method_)));
-  append(up_head_, " ");
-  append(up_head_, head_->url.in(base));
-  append(up_head_, " HTTP/1.1\r\n");
-  bool drop_rid = !rid.empty() && !request_id_present_;
-  appendHeaderLines(up_head_, base, *head_, head_end_, [&](std::uint32_t i) {
-    HeaderKind k = kinds[i];
-    if (isHopByHop(k)) return false;
-    if (k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto || k == HeaderKind::kXForwardedHost) return false;
-    if (k == HeaderKind::kXRequestId && drop_rid) return false;
-    return k == HeaderKind::kTransferEncoding || !connection.names(head_->headers[i].name.in(base));
-  });
-  // X-Forwarded-For: the client's own value only from a trusted peer (all its
-  // lines, in order), then the peer.
-  append(up_head_, "X-Forwarded-For: ");
-  if (xff_count) {
-    for (std::uint32_t i = 0; i < head_->count; ++i) {
-      if (kinds[i] != HeaderKind::kXForwardedFor) continue;
-      append(up_head_, head_->headers[i].value.in(base));
-      append(up_head_, ", ");
+    HeaderKind k = h.kind(i);
+    if (http::isHopByHop(k) || k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto ||
+        k == HeaderKind::kXForwardedHost) {
+      h.drop(i);
     }
   }
-  append(up_head_, std::string_view(client_ip_, client_ip_len_));
-  append(up_head_, "\r\nX-Forwarded-Proto: ");
-  append(up_head_, !xfp.empty() && xfp.size() < 16 ? xfp : (listener_.tls ? "https" : "http"));
+  dropConnectionOptions(h, connection);
+  if (!trusted) xff = false, xfp = {}, xfh = {};
+
+  HeaderList& extra = worker_.extraFields();
+  extra.clear();
+  std::string& line = worker_.fieldScratch();
+  line.clear();
+  // X-Forwarded-For: the client's own value only from a trusted peer (all its
+  // lines, in order), then the peer.
+  if (xff) {
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      if (h.kind(i) != HeaderKind::kXForwardedFor) continue;
+      line.append(h.value(i));
+      line.append(", ");
+    }
+  }
+  line.append(client_ip_, client_ip_len_);
+  extra.add("X-Forwarded-For", line);
+  extra.add("X-Forwarded-Proto", !xfp.empty() && xfp.size() < 16 ? xfp : (listener_.tls ? "https" : "http"));
+  long host_at = h.find(HeaderKind::kHost);
+  std::string_view host = r.authority;
+  if (host_at < 0 && backend_) {
+    // HTTP/1.0 without Host: an HTTP/1.1 request must carry one (RFC 9112
+    // §3.2); the backend's own address, as nginx's $proxy_host.
+    line.assign(backend_->host_header);
+    extra.add("Host", line);
+  } else if (host_at >= 0 && r.absolute_form) {
+    h.drop(static_cast<std::size_t>(host_at));
+    extra.add("Host", r.authority);
+  }
   if (!host.empty() || !xfh.empty()) {
-    append(up_head_, "\r\nX-Forwarded-Host: ");
-    append(up_head_, !xfh.empty() && xfh.size() <= host.size() + 64 ? xfh : host);
+    extra.add("X-Forwarded-Host", !xfh.empty() && xfh.size() <= host.size() + 64 ? xfh : host);
   }
-  if (!request_id_present_) {
-    append(up_head_, "\r\nX-Request-Id: ");
-    append(up_head_, std::string_view(request_id_, 32));
-  }
+  if (!request_id_present_) extra.add("X-Request-Id", std::string_view(request_id_, 32));
   if (upgrade_ && !upgrade_value.empty()) {
-    append(up_head_, "\r\nConnection: upgrade\r\nUpgrade: ");
-    append(up_head_, upgrade_value);
+    extra.add("Connection", "upgrade");
+    extra.add("Upgrade", upgrade_value);
   }
-  append(up_head_, "\r\n\r\n");
+  std::uint32_t need = static_cast<std::uint32_t>(http::requestHeadSize(r, extra));
+  releaseBuffer(up_head_);
+  reserve(worker_.buffers(), up_head_, need);
+  up_head_.end = static_cast<std::uint32_t>(http::writeRequestHead(r, extra, up_head_.data));
 }
 
 void Session::pumpRequest() {
@@ -1235,9 +1264,14 @@ void Session::pumpRequest() {
     bufs[n++] = uv_buf_init(up_head_.data, up_head_.end);
     head_written_ = true;
   }
-  // For an upgrade request the parser stopped at the end of the request:
-  // what follows belongs to the tunnel and waits for the 101.
-  if (parsed_ > body_sent_) {
+  if (req_chunked_) {
+    if (up_body_.data && up_body_.end > up_body_sent_) {
+      bufs[n++] = uv_buf_init(up_body_.data + up_body_sent_, up_body_.end - up_body_sent_);
+      up_body_sent_ = up_body_.end;
+    }
+  } else if (parsed_ > body_sent_) {
+    // For an upgrade request the parser stopped at the end of the request:
+    // what follows belongs to the tunnel and waits for the 101.
     bufs[n++] = uv_buf_init(in_.data + body_sent_, parsed_ - body_sent_);
     body_sent_ = parsed_;
   }
@@ -1251,13 +1285,21 @@ void Session::pumpRequest() {
 
 void Session::afterRequestWrite() {
   if (closing_ || state_ != State::kExchange) return;
-  if (request_done_ && body_sent_ == parsed_) {
+  if (req_chunked_ && up_body_.data && up_body_sent_ == up_body_.end) {
+    // Written: the staged chunks start over. The request can no longer be
+    // replayed.
+    if (up_body_.end) request_trimmed_ = true;
+    up_body_.end = up_body_sent_ = 0;
+    if (request_done_) releaseBuffer(up_body_);
+  }
+  bool body_out = req_chunked_ ? (!up_body_.data || up_body_sent_ == up_body_.end) : body_sent_ == parsed_;
+  if (request_done_ && body_out) {
     if (!request_sent_) {
       request_sent_ = true;
       timer_deadline_ = worker_.now();
       armTimer();
     }
-  } else if (parsed_ == in_.end && body_sent_ == parsed_ && in_.end == in_.cap) {
+  } else if (!req_chunked_ && parsed_ == in_.end && body_sent_ == parsed_ && in_.end == in_.cap) {
     // Every byte read so far went upstream and the buffer is full: start it
     // over. The request can no longer be replayed.
     request_trimmed_ = true;
@@ -1265,7 +1307,9 @@ void Session::afterRequestWrite() {
   }
   if (!request_done_ && parsed_ < in_.end) {
     parseRequest();
-    if (!closing_ && parsed_ > body_sent_) {
+    if (done()) return;
+    bool more = req_chunked_ ? (up_body_.data && up_body_.end > up_body_sent_) : parsed_ > body_sent_;
+    if (more) {
       pumpRequest();
       return;
     }
@@ -1318,12 +1362,13 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
   }
   // The backend is gone mid-response. A close-delimited body ends here;
   // anything else is truncated and the client must see a closed connection.
-  // onRespMessageComplete pauses, so a body that ends here finishes with HPE_PAUSED.
-  llhttp_errno_t fin = (nread == UV_EOF && !response_done_ && parsers_) ? llhttp_finish(&parsers_->response) : HPE_USER;
-  if ((fin == HPE_OK || fin == HPE_PAUSED) && response_done_) {
+  if (nread == UV_EOF && !response_done_ && codecs_ && response_head_sent_ &&
+      codecs_->response.finish() == http::H1Decoder::Event::kComplete) {
     resp_keep_alive_ = false;
     close_after_ = true;
     releaseUpstream(false);
+    responseComplete();
+    if (closing_) return;
     pumpResponse();
     return;
   }
@@ -1339,169 +1384,170 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
 }
 
 void Session::parseResponse() {
-  if (!parsers_) return close();  // a tunnel: no HTTP any more
+  if (!codecs_) return close();  // a tunnel: no HTTP any more
+  http::H1Decoder& d = codecs_->response;
   // After a head, one more step even over zero bytes: that is how a response
   // without body (204, 304, Content-Length: 0) completes.
   bool again = false;
-  while (!closing_ && !response_done_ && (resp_parsed_ < up_in_.end || again)) {
+  while (!done() && !response_done_ && (resp_parsed_ < up_in_.end || again)) {
     again = false;
     std::uint32_t len = up_in_.end - resp_parsed_;
-    if (dechunk_) {
-      // Decoded bytes are staged in down_head_; never parse more than fits.
-      if (!down_head_.data) ensureBuffer(down_head_);
+    bool staging = response_head_sent_ && (dechunk_ || rechunk_);
+    if (staging) {
+      // Decoded bytes are staged in down_head_; never parse more than fits,
+      // and never while it is being written.
+      if (down_writing_) break;
+      reserve(worker_.buffers(), down_head_, 0);
       std::uint32_t room = down_head_.cap - down_head_.end;
-      if (room < 64) break;  // flush first
-      len = std::min(len, room - 64);
-    }
-    llhttp_errno_t err = llhttp_execute(&parsers_->response, up_in_.data + resp_parsed_, len);
-    if (err == HPE_OK) {
-      resp_parsed_ += len;
-    } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-      resp_parsed_ = static_cast<std::uint32_t>(llhttp_get_error_pos(&parsers_->response) - up_in_.data);
-      if (err == HPE_PAUSED) llhttp_resume(&parsers_->response);
-      if (err == HPE_PAUSED_UPGRADE) {
-        if (!upgrade_) {
-          releaseUpstream(false);
-          respondError(502, "tether: backend switched protocols unasked\n");
-          return;
-        }
-        upgrade_accepted_ = true;
-        response_done_ = true;
+      if (room < http::ChunkStager::kOverhead + 64) break;  // flush first
+      len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
+      if (rechunk_) {
+        resp_stager_.begin(down_head_.end);
+        down_head_.end = resp_stager_.dataStart();
       }
-      if (resp_head_pending_) {
-        resp_head_pending_ = false;
+    }
+    std::size_t used = 0;
+    http::H1Decoder::Event ev = d.execute(up_in_.data + resp_parsed_, len, &used);
+    resp_parsed_ += static_cast<std::uint32_t>(used);
+    if (staging) {
+      if (rechunk_) down_head_.end = resp_stager_.seal(down_head_.data, down_head_.end);
+      resp_body_sent_ = resp_parsed_;  // staged: nothing is forwarded from up_in_
+    }
+    switch (ev) {
+      case http::H1Decoder::Event::kNeedMore:
+        break;
+      case http::H1Decoder::Event::kHead:
         buildDownstreamHead();
-        if (closing_) return;
+        if (done()) return;
         resp_body_sent_ = resp_parsed_;
         again = true;
+        continue;
+      case http::H1Decoder::Event::kComplete:
+        responseComplete();
+        if (done()) return;
+        continue;
+      case http::H1Decoder::Event::kError: {
+        log::warn("bad response", {{"backend", backend_->name},
+                                   {"reason", d.errorReason()},
+                                   {"error", d.errorName()}});
+        worker_.backendFailure(*backend_);
+        releaseUpstream(false);
+        if (!response_head_sent_) {
+          respondError(502, "tether: bad response from backend\n");
+        } else {
+          abort_when_flushed_ = true;
+          if (!down_writing_) close();
+        }
+        return;
       }
-    } else {
-      log::warn("bad response", {{"backend", backend_->name},
-                                 {"error", llhttp_errno_name(err)},
-                                 {"reason", parsers_->response.reason ? parsers_->response.reason : ""}});
-      worker_.backendFailure(*backend_);
-      releaseUpstream(false);
-      if (!response_head_sent_) {
-        respondError(502, "tether: bad response from backend\n");
-      } else {
-        abort_when_flushed_ = true;
-        if (!down_writing_) close();
-      }
-      return;
     }
+    if (ev == http::H1Decoder::Event::kNeedMore && resp_parsed_ == up_in_.end) break;
   }
-  if (!response_head_sent_ && !closing_ && up_in_.data && up_in_.end == up_in_.cap && !growForHead(up_in_)) {
-    releaseUpstream(false);
-    respondError(502, "tether: response head too large\n");
-    return;
+  if (!response_done_ && !done() && up_in_.data && resp_parsed_ == up_in_.end && resp_body_sent_ == resp_parsed_ &&
+      (!response_head_sent_ || dechunk_ || rechunk_)) {
+    // Everything read is in a head or staged: the buffer starts over.
+    up_in_.end = resp_parsed_ = resp_body_sent_ = 0;
   }
   pumpResponse();
 }
 
-// The response head as the client sees it: hop-by-hop headers gone,
-// X-Request-Id added if the backend did not set one, Connection as we decide.
+// The response ended at its framing: a re-encoded body gets its last chunk
+// and trailers; bytes beyond the framing mean the connection is not reused.
+void Session::responseComplete() {
+  http::H1Decoder& d = codecs_->response;
+  response_done_ = true;
+  if (d.response().status == 101) {
+    upgrade_accepted_ = true;  // the decoder accepts a 101 only when asked
+    return;
+  }
+  if (resp_parsed_ < up_in_.end) resp_extra_ = true;
+  if (rechunk_) {
+    HeaderList& t = d.trailers();
+    filterTrailers(t);
+    if (!appendTrailers(down_head_, t)) close();
+  }
+}
+
+// The response head as the client sees it: hop-by-hop fields and those
+// Connection names gone (framing fields keep their meaning), X-Request-Id
+// added if the backend did not set one, Connection as we decide, the body
+// framing as the client can read it.
 void Session::buildDownstreamHead() {
-  HeadScratch& h = respHead();
-  const char* base = up_in_.data;
-  int status = parsers_->response.status_code;
-  bool informational = status >= 100 && status < 200 && status != 101;
-  // The parser stands just past the head's blank line.
-  std::uint32_t head_end = resp_parsed_;
-  std::uint32_t head_len = h.status.len + 64 + 2 * h.count;
-  // Kept lines are copied as they came, rebuilt ones grow by at most 2 bytes.
-  if (h.count && head_end > h.headers[0].name.off) head_len += head_end - h.headers[0].name.off;
-  if (down_head_.data && !down_head_.heap() && down_head_.end + head_len + 256 > down_head_.cap) {
-    h.reset();
+  http::ResponseHead& r = codecs_->response.response();
+  HeaderList& h = r.headers;
+  int status = r.status;
+  bool informational = r.informational();
+  if (informational && http_minor_ == 0) return;  // no 1xx to an HTTP/1.0 client (RFC 9110 §15.2)
+  if (!informational) {
+    status_ = static_cast<std::uint16_t>(status);
+    resp_keep_alive_ = r.keep_alive;
+    switch (r.framing) {
+      case http::Framing::kClose: close_after_ = true; break;
+      case http::Framing::kChunked:
+        if (http_minor_ == 0) {
+          dechunk_ = true;
+          close_after_ = true;
+        } else {
+          rechunk_ = true;
+        }
+        break;
+      default: break;
+    }
+    if (!keep_alive_ || worker_.stopping()) close_after_ = true;
+  }
+  http::ConnectionTokens connection;
+  bool has_rid = false;
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    HeaderKind k = h.kind(i);
+    if (k == HeaderKind::kConnection) {
+      connection.add(h.value(i));
+    } else if (k == HeaderKind::kXRequestId) {
+      has_rid = true;
+    } else if (k == HeaderKind::kContentType && !informational) {
+      std::string_view v = h.value(i);
+      if (v.size() >= 17 && http::iequals(v.substr(0, 17), "text/event-stream")) sse_ = true;
+    }
+    if (upgrade_accepted_ || status == 101) {
+      if (k == HeaderKind::kUpgrade || k == HeaderKind::kConnection) continue;
+    }
+    if (http::isHopByHop(k) || (dechunk_ && k == HeaderKind::kTransferEncoding)) h.drop(i);
+  }
+  if (status != 101) dropConnectionOptions(h, connection);
+  HeaderList& extra = worker_.extraFields();
+  extra.clear();
+  if (!informational && aff_ && !aff_->set_cookie.empty()) extra.add("Set-Cookie", aff_->set_cookie);
+  if (!has_rid && !informational) {
+    extra.add("X-Request-Id", std::string_view(request_id_, request_id_present_ ? ::strnlen(request_id_, 32) : 32));
+  }
+  if (!informational && status != 101) {
+    if (close_after_) {
+      extra.add("Connection", "close");
+    } else if (http_minor_ == 0) {
+      extra.add("Connection", "keep-alive");
+    }
+  }
+  std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, extra));
+  if (down_writing_ && down_head_.data && down_head_.end + need > down_head_.cap) {
+    // The previous head is still being written from this buffer.
     releaseUpstream(false);
     respondError(502, "tether: response heads too large\n");
     return;
   }
-  if (!down_head_.data && head_len + 256 > BufferPool::kSize) {
-    down_head_.data = static_cast<char*>(std::malloc(head_len + 256));
-    down_head_.cap = head_len + 256;
-    down_head_.end = 0;
-  }
-  if (!ensureBuffer(down_head_)) return;
-  if (down_head_.end + head_len + 256 > down_head_.cap) {
-    h.reset();
-    log::warn("response head too large", {{"backend", backend_->name}});
-    releaseUpstream(false);
-    respondError(502, "tether: response head too large\n");
-    return;
-  }
-  if (h.too_many) {
-    h.reset();
-    releaseUpstream(false);
-    respondError(502, "tether: too many response header fields\n");
-    return;
-  }
-  if (!informational) {
-    status_ = static_cast<std::uint16_t>(status);
-    resp_keep_alive_ = llhttp_should_keep_alive(&parsers_->response) != 0;
-    bool chunked = (parsers_->response.flags & F_CHUNKED) != 0;
-    bool has_length = (parsers_->response.flags & F_CONTENT_LENGTH) != 0;
-    bool no_body = head_request_ || status == 204 || status == 304 || upgrade_accepted_;
-    if (!no_body && !chunked && !has_length) close_after_ = true;  // close-delimited body
-    if (!no_body && chunked && http_minor_ == 0) {
-      dechunk_ = true;
-      close_after_ = true;
-    }
-    if (!keep_alive_ || worker_.stopping()) close_after_ = true;
-  }
-  HeaderKind kinds[HeadScratch::kMaxHeaders];
-  ConnectionTokens connection;
-  bool has_rid = false;
-  for (std::uint32_t i = 0; i < h.count; ++i) {
-    HeaderKind k = classifyHeader(h.headers[i].name.in(base));
-    kinds[i] = k;
-    if (k == HeaderKind::kConnection) {
-      connection.add(h.headers[i].value.in(base));
-    } else if (k == HeaderKind::kXRequestId) {
-      has_rid = true;
-    } else if (k == HeaderKind::kContentType && !informational) {
-      std::string_view v = h.headers[i].value.in(base);
-      if (v.size() >= 17 && iequals(v.substr(0, 17), "text/event-stream")) sse_ = true;
-    }
-  }
-  // Status line, by hand: this runs once per response.
-  char line[16] = "HTTP/1.1 000 ";
-  line[9] = static_cast<char>('0' + (status / 100) % 10);
-  line[10] = static_cast<char>('0' + (status / 10) % 10);
-  line[11] = static_cast<char>('0' + status % 10);
-  append(down_head_, std::string_view(line, 13));
-  append(down_head_, h.status.in(base));
-  append(down_head_, "\r\n");
-  appendHeaderLines(down_head_, base, h, head_end, [&](std::uint32_t i) {
-    HeaderKind k = kinds[i];
-    if (upgrade_accepted_ && (k == HeaderKind::kUpgrade || k == HeaderKind::kConnection)) return true;
-    if (isHopByHop(k)) return false;
-    if (dechunk_ && k == HeaderKind::kTransferEncoding) return false;
-    return !connection.names(h.headers[i].name.in(base));
-  });
-  if (!informational && aff_ && !aff_->set_cookie.empty() && down_head_.end + aff_->set_cookie.size() + 64 < down_head_.cap) {
-    append(down_head_, "Set-Cookie: ");
-    append(down_head_, aff_->set_cookie);
-    append(down_head_, "\r\n");
-  }
-  if (!has_rid && !informational) {
-    append(down_head_, "X-Request-Id: ");
-    append(down_head_, std::string_view(request_id_, request_id_present_ ? ::strnlen(request_id_, 32) : 32));
-    append(down_head_, "\r\n");
-  }
-  if (!informational && !upgrade_accepted_) {
-    if (close_after_) {
-      append(down_head_, "Connection: close\r\n");
-    } else if (http_minor_ == 0) {
-      append(down_head_, "Connection: keep-alive\r\n");
-    }
-  }
-  append(down_head_, "\r\n");
-  worker_.giveScratch(resp_head_);
-  resp_head_ = nullptr;
+  reserve(worker_.buffers(), down_head_, need);
+  down_head_.end += static_cast<std::uint32_t>(http::writeResponseHead(r, extra, down_head_.data + down_head_.end));
   if (!informational) {
     response_head_sent_ = true;
     if (sse_) worker_.metrics().backend(backend_->id).sse_active.inc();
   }
+}
+
+void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
+  Session* s = static_cast<Session*>(ctx);
+  if (s->aff_ && s->aff_->sniffer) s->sniffSid(std::string_view(data, len));
+  if (!s->dechunk_ && !s->rechunk_) return;  // forwarded from up_in_ as it is
+  // parseResponse passed no more than fits.
+  std::memcpy(s->down_head_.data + s->down_head_.end, data, len);
+  s->down_head_.end += static_cast<std::uint32_t>(len);
 }
 
 void Session::pumpResponse() {
@@ -1514,7 +1560,7 @@ void Session::pumpResponse() {
     bytes += down_head_.end - down_head_sent_;
     down_head_sent_ = down_head_.end;
   }
-  if (!dechunk_ && response_head_sent_ && !upgrade_accepted_ && resp_parsed_ > resp_body_sent_) {
+  if (!dechunk_ && !rechunk_ && response_head_sent_ && !upgrade_accepted_ && resp_parsed_ > resp_body_sent_) {
     bufs[n++] = uv_buf_init(up_in_.data + resp_body_sent_, resp_parsed_ - resp_body_sent_);
     bytes += resp_parsed_ - resp_body_sent_;
     resp_body_sent_ = resp_parsed_;
@@ -1574,7 +1620,7 @@ void Session::finishExchange() {
   bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(bytes_out_);
   if (sse_) bm.sse_active.dec();
   sse_ = false;
-  if (status_ == 502 || status_ == 503 || status_ == 504) {
+  if (health::countsAsPassiveFailure(cfg.passive, status_)) {
     worker_.backendFailure(*backend_);
   } else {
     worker_.backendSuccess(*backend_);
@@ -1582,7 +1628,11 @@ void Session::finishExchange() {
   if (cfg.access_log.enabled) logAccess();
   countActive(false);
   served_ = true;
-  bool reusable = resp_keep_alive_ && request_sent_ && (!up_in_.data || resp_parsed_ == up_in_.end);
+  // A connection is reused only when the response ended exactly at its
+  // framing (no stray byte a later request would read as its answer), and
+  // never after an upgrade request, whatever the answer.
+  bool reusable = resp_keep_alive_ && request_sent_ && !resp_extra_ && !upgrade_ &&
+                  (!up_in_.data || resp_parsed_ == up_in_.end);
   releaseUpstream(reusable);
   if (close_after_ || !keep_alive_ || client_eof_ || worker_.stopping()) {
     closeGracefully();
@@ -1608,22 +1658,25 @@ void Session::startNextRequest() {
   }
   backend_ = nullptr;
   endAffinity();
+  // Whatever the backend sent beyond the response is dropped with the
+  // connection it came on: it is never read as the next answer.
+  releaseBuffer(up_in_);
+  releaseBuffer(up_body_);
+  releaseBuffer(down_head_);
   req_start_ = head_end_ = body_sent_ = parsed_ = 0;
   resp_body_sent_ = resp_parsed_ = 0;
-  down_head_sent_ = 0;
+  down_head_sent_ = up_body_sent_ = 0;
   attempts_ = tried_count_ = 0;
   status_ = 0;
   head_done_ = head_written_ = request_done_ = request_sent_ = request_trimmed_ = false;
   upgrade_ = head_request_ = response_started_ = response_head_sent_ = response_done_ = false;
-  resp_keep_alive_ = dechunk_ = retrying_ = request_id_present_ = resp_head_pending_ = false;
+  resp_keep_alive_ = dechunk_ = rechunk_ = req_chunked_ = resp_extra_ = retrying_ = request_id_present_ = false;
   abort_when_flushed_ = upgrade_accepted_ = false;
-  fault_ = kFaultNone;
-  body_bytes_ = bytes_in_ = bytes_out_ = 0;
+  bytes_in_ = bytes_out_ = 0;
   bytes_in_ = in_.end;  // pipelined bytes already read belong to the next request
   first_byte_ms_ = -1;
-  llhttp_resume_after_upgrade(&parsers_->request);
-  llhttp_init(&parsers_->response, HTTP_RESPONSE, &responseSettings());
-  parsers_->response.data = this;
+  codecs_->request.nextMessage();
+  codecs_->response.reset();
   touch();
   transition(State::kIdle);
   if (in_.end > 0) {
@@ -1664,7 +1717,7 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
                                   {"reused", reused ? "yes" : "no"}});
   const conf::Config& cfg = worker_.config();
   bool replayable = !response_started_ && !request_trimmed_ && !client_eof_ &&
-                    (fault == Fault::kConnect || fault == Fault::kUpstreamReset) && up_head_.data;
+                    (fault == Fault::kConnect || fault == Fault::kUpstreamReset);
   // A pooled connection the backend had closed: try once more on a fresh one,
   // to the same backend; this is not the backend's failure.
   if (replayable && reused && fault == Fault::kUpstreamReset && request_done_) {
@@ -1737,20 +1790,24 @@ void Session::respondError(int status, const char* reason) {
   status_ = static_cast<std::uint16_t>(status);
   releaseBuffer(down_head_);
   down_head_sent_ = 0;
+  dechunk_ = rechunk_ = false;
   ensureBuffer(down_head_);
   std::size_t body_len = std::strlen(reason);
+  std::string_view phrase = http::reasonPhrase(status);
+  const char* more = status == 503 ? "Retry-After: 1\r\n"
+                     : status == 405 ? "Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n"
+                                     : "";
   int n = std::snprintf(down_head_.data, down_head_.cap,
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "HTTP/1.1 %d %.*s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\nX-Request-Id: %.*s\r\n%s\r\n%s",
-                        status, reasonPhrase(status), body_len,
-                        static_cast<int>(::strnlen(request_id_, 32)), request_id_,
-                        status == 503 ? "Retry-After: 1\r\n" : "", reason);
+                        status, static_cast<int>(phrase.size()), phrase.data(), body_len,
+                        static_cast<int>(::strnlen(request_id_, 32)), request_id_, more, reason);
   down_head_.end = static_cast<std::uint32_t>(n);
   bytes_out_ += down_head_.end;
   if (backend_) worker_.metrics().backend(backend_->id).request(metricMethod(method_), status);
   countActive(false);
   if (worker_.config().access_log.enabled && status != 408) {
-    if (log_path_.empty() && head_ && in_.data) log_path_.assign(head_->url.in(in_.data));
+    if (log_path_.empty() && codecs_ && head_done_) log_path_.assign(request().target.substr(0, 512));
     logAccess();
   }
   backend_ = nullptr;
@@ -1766,10 +1823,6 @@ void Session::respondError(int status, const char* reason) {
 // last response into a reset.
 void Session::closeGracefully() {
   if (closing_) return;
-  if (head_) {
-    worker_.giveScratch(head_);
-    head_ = nullptr;
-  }
   releaseUpstream(false);
   state_ = State::kClosing;
   timer_deadline_ = worker_.now();
@@ -1801,7 +1854,7 @@ void Session::logAccess() {
   double ttfb = first_byte_ms_ >= 0 ? static_cast<double>(first_byte_ms_ - req_started_ms_) / 1000.0 : -1.0;
   log::info("access", {{"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))},
                        {"client", std::string_view(client_ip_, client_ip_len_)},
-                       {"method", method_ == kNoMethod ? "-" : llhttp_method_name(static_cast<llhttp_method>(method_))},
+                       {"method", method_ == kNoMethod ? std::string_view("-") : http::methodName(method_)},
                        {"path", log_path_.empty() ? std::string_view("-") : std::string_view(log_path_)},
                        {"status", static_cast<int>(status_)},
                        {"backend", backend_ ? std::string_view(backend_->name) : std::string_view("-")},
@@ -1822,15 +1875,12 @@ void Session::enterTunnel() {
   tunnel_counted_ = true;
   countActive(false);
   if (worker_.config().access_log.enabled) logAccess();
-  if (head_) {
-    worker_.giveScratch(head_);
-    head_ = nullptr;
-  }
   releaseBuffer(up_head_);
+  releaseBuffer(up_body_);
   endAffinity();
   std::string().swap(log_path_);
-  worker_.giveParsers(parsers_);  // a tunnel parses no HTTP
-  parsers_ = nullptr;
+  worker_.giveCodecs(codecs_);  // a tunnel parses no HTTP
+  codecs_ = nullptr;
   // RSV1 is allowed: permessage-deflate sets it on compressed data frames.
   ws_client_ = FrameObserver(true, FrameObserver::kRsv1);
   ws_backend_ = FrameObserver(false, FrameObserver::kRsv1);
@@ -2003,162 +2053,6 @@ void Session::finishTunnelMetrics() {
   metrics::ClosedBy by = close_by_;  // kTether when nothing else was seen
   bm.websocketClose(close_code_, by);
   tunnel_counted_ = false;
-}
-
-// ---------------------------------------------------------------------------
-// llhttp callbacks
-
-int Session::onReqMessageBegin(llhttp_t* p) {
-  Session* s = fromParser(p);
-  if (!s->head_) s->head_ = s->worker_.takeScratch();
-  s->head_->reset();
-  s->req_start_ = s->parsed_;
-  s->head_done_ = false;
-  return 0;
-}
-
-int Session::onReqUrl(llhttp_t* p, const char* at, std::size_t len) {
-  Session* s = fromParser(p);
-  Span& u = s->head_->url;
-  if (u.len == 0) u.off = static_cast<std::uint32_t>(at - s->in_.data);
-  u.len += static_cast<std::uint32_t>(len);
-  return 0;
-}
-
-int Session::onReqHeaderField(llhttp_t* p, const char* at, std::size_t len) {
-  Session* s = fromParser(p);
-  if (s->head_->addName(static_cast<std::uint32_t>(at - s->in_.data), static_cast<std::uint32_t>(len))) return 0;
-  s->fault_ = kFault431;
-  return -1;
-}
-
-int Session::onReqHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
-  Session* s = fromParser(p);
-  if (!s->head_->addValue(static_cast<std::uint32_t>(at - s->in_.data), static_cast<std::uint32_t>(len))) return -1;
-  // A value never carries CR or LF onward.
-  if (std::memchr(at, '\r', len) || std::memchr(at, '\n', len)) return -1;
-  return 0;
-}
-
-int Session::onReqHeadersComplete(llhttp_t* p) {
-  Session* s = fromParser(p);
-  s->head_done_ = true;
-  s->method_ = p->method;
-  s->http_minor_ = p->http_major == 1 ? p->http_minor : 1;
-  s->keep_alive_ = llhttp_should_keep_alive(p) != 0;
-  s->upgrade_ = p->upgrade != 0;
-  s->head_request_ = p->method == HTTP_HEAD;
-  std::uint64_t limit = s->worker_.config().limits.max_request_body_bytes;
-  if (limit && (p->flags & F_CONTENT_LENGTH) && p->content_length > limit) {
-    s->fault_ = kFault413;
-  }
-  return HPE_PAUSED;
-}
-
-int Session::onReqBody(llhttp_t* p, const char*, std::size_t len) {
-  Session* s = fromParser(p);
-  s->body_bytes_ += len;
-  std::uint64_t limit = s->worker_.config().limits.max_request_body_bytes;
-  if (limit && s->body_bytes_ > limit) {
-    s->fault_ = kFault413;
-    return -1;
-  }
-  return 0;
-}
-
-int Session::onReqMessageComplete(llhttp_t* p) {
-  Session* s = fromParser(p);
-  s->request_done_ = true;
-  if (p->upgrade) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
-  return HPE_PAUSED;
-}
-
-int Session::onRespStatus(llhttp_t* p, const char* at, std::size_t len) {
-  Session* s = fromParser(p);
-  HeadScratch& h = s->respHead();
-  if (h.status.len == 0) h.status.off = static_cast<std::uint32_t>(at - s->up_in_.data);
-  h.status.len += static_cast<std::uint32_t>(len);
-  return 0;
-}
-
-int Session::onRespHeaderField(llhttp_t* p, const char* at, std::size_t len) {
-  Session* s = fromParser(p);
-  // Too many fields is reported once the head completes (502).
-  s->respHead().addName(static_cast<std::uint32_t>(at - s->up_in_.data), static_cast<std::uint32_t>(len));
-  return 0;
-}
-
-int Session::onRespHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
-  Session* s = fromParser(p);
-  // A folded response header is a bad response: 502.
-  return s->respHead().addValue(static_cast<std::uint32_t>(at - s->up_in_.data), static_cast<std::uint32_t>(len)) ? 0 : -1;
-}
-
-int Session::onRespHeadersComplete(llhttp_t* p) {
-  Session* s = fromParser(p);
-  s->resp_head_pending_ = true;
-  if (p->status_code == 101) s->upgrade_accepted_ = s->upgrade_;
-  // A HEAD response has no body whatever its headers say: tell the parser,
-  // and pause at the message's end instead.
-  if (s->head_request_ && p->status_code >= 200) return 1;
-  return HPE_PAUSED;
-}
-
-int Session::onRespBody(llhttp_t* p, const char* at, std::size_t len) {
-  Session* s = fromParser(p);
-  if (s->aff_ && s->aff_->sniffer) s->sniffSid(std::string_view(at, len));
-  if (!s->dechunk_) return 0;
-  IoBuffer& b = s->down_head_;
-  if (!b.data) s->ensureBuffer(b);
-  // Decoded chunk data for an HTTP/1.0 client. Pause when the staging buffer
-  // fills; parsing resumes once it has been written.
-  std::size_t room = b.cap - b.end;
-  if (len > room) len = room;
-  std::memcpy(b.data + b.end, at, len);
-  b.end += static_cast<std::uint32_t>(len);
-  return 0;
-}
-
-int Session::onRespMessageComplete(llhttp_t* p) {
-  Session* s = fromParser(p);
-  int status = p->status_code;
-  if (status >= 100 && status < 200 && status != 101) {
-    return 0;  // an informational response: the final one follows
-  }
-  if (status == 101 && s->upgrade_) return 0;  // llhttp stops with HPE_PAUSED_UPGRADE
-  s->response_done_ = true;
-  return HPE_PAUSED;
-}
-
-const llhttp_settings_t& Session::requestSettings() {
-  static const llhttp_settings_t settings = [] {
-    llhttp_settings_t st;
-    llhttp_settings_init(&st);
-    st.on_message_begin = onReqMessageBegin;
-    st.on_url = onReqUrl;
-    st.on_header_field = onReqHeaderField;
-    st.on_header_value = onReqHeaderValue;
-    st.on_headers_complete = onReqHeadersComplete;
-    st.on_body = onReqBody;
-    st.on_message_complete = onReqMessageComplete;
-    return st;
-  }();
-  return settings;
-}
-
-const llhttp_settings_t& Session::responseSettings() {
-  static const llhttp_settings_t settings = [] {
-    llhttp_settings_t st;
-    llhttp_settings_init(&st);
-    st.on_status = onRespStatus;
-    st.on_header_field = onRespHeaderField;
-    st.on_header_value = onRespHeaderValue;
-    st.on_headers_complete = onRespHeadersComplete;
-    st.on_body = onRespBody;
-    st.on_message_complete = onRespMessageComplete;
-    return st;
-  }();
-  return settings;
 }
 
 // ---------------------------------------------------------------------------

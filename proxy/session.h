@@ -19,7 +19,6 @@
 // uv_close.
 #pragma once
 
-#include <llhttp.h>
 #include <uv.h>
 
 #include <cstdint>
@@ -28,7 +27,8 @@
 
 #include "metrics/metrics.h"
 #include "proxy/buffer_pool.h"
-#include "proxy/http_head.h"
+#include "proxy/http/h1_decoder.h"
+#include "proxy/http/h1_encoder.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
 #include "proxy/websocket_frame.h"
@@ -53,11 +53,12 @@ struct WriteReq {
   WriteReq* next_free = nullptr;
 };
 
-// A session's two HTTP parsers, lent by the worker: a tunnel gives them back.
-struct HttpParsers {
-  llhttp_t request;
-  llhttp_t response;
-  HttpParsers* next_free = nullptr;
+// A session's two HTTP/1 decoders, lent by the worker: a tunnel gives them
+// back. Their heads keep their storage across requests.
+struct HttpCodecs {
+  http::H1Decoder request{http::H1Decoder::Type::kRequest, {}};
+  http::H1Decoder response{http::H1Decoder::Type::kResponse, {}};
+  HttpCodecs* next_free = nullptr;
 };
 
 // A byte buffer from the pool or, for a head larger than a pool buffer, from
@@ -121,6 +122,9 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   enum class Fault : std::uint8_t { kNone, kConnect, kUpstreamReset, kUpstreamTimeout, kFirstByteTimeout };
 
   void transition(State to);
+  // Closing, or answered and on the way out (closeGracefully): no more
+  // request or response processing.
+  bool done() const { return closing_ || state_ == State::kClosing; }
 
   // Downstream side.
   static void onAlloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf);
@@ -129,6 +133,9 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   void onDownstreamWritten(int status);
   void onUpstreamWritten(int status);
   std::int64_t deadline() const;
+  std::int64_t bodyDeadline(std::int64_t d) const;
+  bool bodyTimedOut() const;
+  void requestBodyTimeout();
   void onTimeout();
   void afterRequestWrite();
   void afterResponseWrite();
@@ -141,11 +148,12 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   void onDownstreamData();
   void onDownstreamEof();
   void parseRequest();
-  llhttp_errno_t executeRequest();
-  void requestParseError(llhttp_errno_t err);
+  void parseRequestBody();
+  void requestParseError();
   void countActive(bool on);
-  HeadScratch& respHead();
-  bool validateHead(int* status, const char** reason);
+  bool applyRequestPolicy(int* status, const char** reason);
+  void sealRequestChunk();
+  void finishRequestBody();
   void dispatch();
   std::string_view clientAddress(char (&out)[46]) const;
   bool startAffinity(const std::shared_ptr<const AffinityPlan>& plan);
@@ -159,6 +167,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   void pumpRequest();
   void onUpstreamFailure(Fault fault, int uv_status);
   void parseResponse();
+  void responseComplete();
   void buildDownstreamHead();
   void pumpResponse();
   void finishExchange();
@@ -186,7 +195,6 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   bool wantDownstream() const;
   void releaseBuffer(IoBuffer& b);
   bool ensureBuffer(IoBuffer& b);
-  bool growForHead(IoBuffer& b);
 
   void logAccess();
 
@@ -199,21 +207,11 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   void tlsPump();
   void tlsWritten(int status);
 
-  static int onReqMessageBegin(llhttp_t* p);
-  static int onReqUrl(llhttp_t* p, const char* at, std::size_t len);
-  static int onReqHeaderField(llhttp_t* p, const char* at, std::size_t len);
-  static int onReqHeaderValue(llhttp_t* p, const char* at, std::size_t len);
-  static int onReqHeadersComplete(llhttp_t* p);
-  static int onReqBody(llhttp_t* p, const char* at, std::size_t len);
-  static int onReqMessageComplete(llhttp_t* p);
-  static int onRespStatus(llhttp_t* p, const char* at, std::size_t len);
-  static int onRespHeaderField(llhttp_t* p, const char* at, std::size_t len);
-  static int onRespHeaderValue(llhttp_t* p, const char* at, std::size_t len);
-  static int onRespHeadersComplete(llhttp_t* p);
-  static int onRespBody(llhttp_t* p, const char* at, std::size_t len);
-  static int onRespMessageComplete(llhttp_t* p);
-  static const llhttp_settings_t& requestSettings();
-  static const llhttp_settings_t& responseSettings();
+  // The decoders' body sinks (h1_decoder.h): decoded body bytes.
+  static void onRequestBody(void* ctx, const char* data, std::size_t len);
+  static void onResponseBody(void* ctx, const char* data, std::size_t len);
+  bool appendTrailers(IoBuffer& b, const http::HeaderList& trailers);
+  http::RequestHead& request() { return codecs_->request.request(); }
 
   Worker& worker_;
   const ListenerHandle& listener_;
@@ -221,15 +219,14 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   uv_timer_t timer_;
   WriteReq* down_write_ = nullptr;  // queued write to the client, from the worker's pool
   WriteReq* up_write_ = nullptr;    // queued write to the backend
-  HttpParsers* parsers_ = nullptr;  // while the connection speaks HTTP
+  HttpCodecs* codecs_ = nullptr;  // while the connection speaks HTTP
   IoBuffer in_;       // downstream bytes: request heads, bodies, tunnel bytes to the backend
   IoBuffer up_in_;    // upstream bytes: response heads, bodies, tunnel bytes to the client
   IoBuffer up_head_;  // the request head as sent upstream (kept until the response starts, for a retry)
-  IoBuffer down_head_;  // response head(s) for the client
+  IoBuffer down_head_;  // response head(s) for the client, then a re-encoded chunked body
+  IoBuffer up_body_;    // a chunked request body, re-encoded for the backend
   UpstreamConn* upstream_ = nullptr;
   balancer::Backend* backend_ = nullptr;
-  HeadScratch* head_ = nullptr;  // request head spans, while parsing and dispatching
-  HeadScratch* resp_head_ = nullptr;  // response head spans, while one arrives
   std::unique_ptr<AffinityState> aff_;  // this request's affinity key and lookup, when it has one
   std::unique_ptr<Tls> tls_;            // on a TLS listener
 
@@ -258,7 +255,6 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   std::uint16_t status_ = 0;
   bool head_done_ = false;
   bool head_written_ = false;      // up_head_ queued to the backend
-  bool resp_head_pending_ = false; // the response parser paused at a head
   bool abort_when_flushed_ = false;
   bool upgrade_accepted_ = false;
   bool up_reading_ = false;
@@ -268,7 +264,6 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   bool served_ = false;           // a request was answered on this connection
   bool looking_up_ = false;       // waiting for the pin store
   bool queued_ = false;           // waiting for a backend under its connection cap
-  std::uint8_t fault_ = 0;         // why the request parser stopped (413, 431)
   std::uint32_t down_head_sent_ = 0;
   bool request_done_ = false;      // whole request parsed
   bool request_sent_ = false;      // whole request written upstream
@@ -282,13 +277,19 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   bool response_done_ = false;
   bool resp_keep_alive_ = false;
   bool dechunk_ = false;           // HTTP/1.0 client, chunked response: send the body plain
+  bool rechunk_ = false;           // chunked response to an HTTP/1.1 client: re-encoded
+  bool req_chunked_ = false;       // chunked request body: re-encoded into up_body_
+  bool resp_extra_ = false;        // the backend sent bytes beyond the response's framing
+  http::ChunkStager req_stager_;
+  http::ChunkStager resp_stager_;
+  std::uint32_t up_body_sent_ = 0;  // up_body_ [0, up_body_sent_) is queued or written
   bool sse_ = false;
   bool client_eof_ = false;
   bool retrying_ = false;
   bool request_id_present_ = false;
   bool counted_active_ = false;
   std::uint64_t client_hash_ = 0;  // consistent_hash: the client's address, hashed at dispatch
-  std::uint64_t body_bytes_ = 0;   // request body (decoded) so far, for max_request_body_bytes
+  std::int64_t last_down_ms_ = 0;  // last downstream byte: timeouts.request_body
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::int64_t req_started_ms_ = 0;

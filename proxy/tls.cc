@@ -1,6 +1,6 @@
 #include "proxy/tls.h"
 
-#include "proxy/http_head.h"
+#include "proxy/http/headers.h"
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -12,6 +12,11 @@
 #include <cstring>
 
 namespace tether::proxy {
+
+const char kTls12Ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 namespace {
 
@@ -80,9 +85,9 @@ bool tlsNameMatches(std::string_view pattern, std::string_view host) {
   if (pattern.starts_with("*.")) {
     std::size_t dot = host.find('.');
     if (dot == 0 || dot == std::string_view::npos) return false;
-    return iequals(pattern.substr(1), host.substr(dot));
+    return http::iequals(pattern.substr(1), host.substr(dot));
   }
-  return iequals(pattern, host);
+  return http::iequals(pattern, host);
 }
 
 std::shared_ptr<const TlsContext> TlsContext::load(const conf::Listener& listener, const std::string& path,
@@ -127,7 +132,16 @@ std::shared_ptr<const TlsContext> TlsContext::load(const conf::Listener& listene
     }
     t->certs_.back().names = certificateNames(SSL_CTX_get0_certificate(ctx));
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    // TLS 1.2: ECDHE with an AEAD only, in our order (TLS 1.3 keeps OpenSSL's
+    // defaults, all of them AEAD). Every context gets the list: an SSL keeps
+    // the one it was created with when SNI switches its certificate.
+    if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1) {
+      errors->push_back(at + ": cannot set the TLS 1.2 ciphers: " +
+                        opensslReason(ERR_peek_last_error()));
+      continue;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     static const unsigned char kSessionContext[] = "tether";
     SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);

@@ -25,6 +25,11 @@ namespace tether::proxy {
 // are chosen by the client's SNI against their DNS names (subjectAltName, or
 // the common name when a certificate has none). Immutable once loaded and
 // shared by every worker; a reload loads a new one.
+// The TLS 1.2 suites every listener offers, preferred first (the server's
+// order wins): ECDHE key exchange with AES-GCM or ChaCha20-Poly1305, no CBC,
+// no RSA key exchange, no SHA-1 MAC. TLS 1.3 keeps OpenSSL's default suites.
+extern const char kTls12Ciphers[];
+
 class TlsContext {
  public:
   // Loads every certificate of `listener`. Each error names its dotted path

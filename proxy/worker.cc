@@ -354,9 +354,13 @@ void Worker::giveWriteReq(WriteReq* r) {
   writes_.give(r);
 }
 
-HttpParsers* Worker::takeParsers() { return parsers_.take(); }
+HttpCodecs* Worker::takeCodecs() { return codecs_.take(); }
 
-void Worker::giveParsers(HttpParsers* p) { parsers_.give(p); }
+void Worker::giveCodecs(HttpCodecs* c) {
+  c->request.reset();
+  c->response.reset();
+  codecs_.give(c);
+}
 
 balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key) {
   std::int64_t now_ms = nowWallMs();
@@ -395,7 +399,21 @@ void Worker::newRequestId(char out[32]) {
 
 void Worker::backendFailure(balancer::Backend& b) {
   std::int64_t now = nowWallMs();
-  std::int64_t until = health::PassiveEjector(config_->passive).onFailure(b, now);
+  bool held = false;
+  std::int64_t until =
+      health::PassiveEjector(config_->passive, rt_.backends).onFailure(b, now, &held);
+  if (held) {
+    // Once a streak per backend at most, and across every worker at most once
+    // every 10 s: a dead backend held by the floor fails every request.
+    static std::atomic<std::int64_t> last_logged_ms{0};
+    std::int64_t last = last_logged_ms.load(std::memory_order_relaxed);
+    if (now - last >= 10'000 && last_logged_ms.compare_exchange_strong(last, now)) {
+      log::warn("backend not ejected: passive.max_ejection_percent reached",
+                {{"backend", b.name},
+                 {"consecutive_failures", config_->passive.consecutive_failures},
+                 {"max_ejection_percent", config_->passive.max_ejection_percent}});
+    }
+  }
   if (!until) return;
   rt_.metrics.backend(b.id).ejections.inc();
   log::warn("backend ejected", {{"backend", b.name},

@@ -22,7 +22,7 @@
 #include "conf/config.h"
 #include "proxy/buffer_pool.h"
 #include "proxy/free_list.h"
-#include "proxy/http_head.h"
+#include "proxy/http/head.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
 #include "proxy/runtime.h"
@@ -33,7 +33,7 @@ namespace tether::proxy {
 class Session;
 class Worker;
 struct WriteReq;
-struct HttpParsers;
+struct HttpCodecs;
 struct QueueTag;
 struct TlsTag;
 
@@ -100,10 +100,12 @@ class Worker {
 
   WriteReq* takeWriteReq();
   void giveWriteReq(WriteReq* r);
-  HeadScratch* takeScratch() { return scratch_.take(); }
-  void giveScratch(HeadScratch* s) { scratch_.give(s); }
-  HttpParsers* takeParsers();
-  void giveParsers(HttpParsers* p);
+  HttpCodecs* takeCodecs();
+  void giveCodecs(HttpCodecs* c);
+  // Scratch for the fields a session's header policy adds to a head, and
+  // for one field value it builds; used within one call, never held.
+  http::HeaderList& extraFields() { return extra_fields_; }
+  std::string& fieldScratch() { return field_scratch_; }
 
   // The affinity plan for a request path (first matching route, else the
   // top level); nullptr when none applies.
@@ -185,8 +187,9 @@ class Worker {
   AffinityPlans plans_;
   std::unique_ptr<PinStore> pins_;
   // Lent to sessions; a burst leaves at most the bound behind.
-  FreeList<HeadScratch, 64> scratch_;
-  FreeList<HttpParsers, 256> parsers_;
+  FreeList<HttpCodecs, 256> codecs_;
+  http::HeaderList extra_fields_;
+  std::string field_scratch_;
   FreeList<WriteReq, 1024> writes_;
   std::uint64_t request_counter_ = 0;
   char request_prefix_[16];

@@ -4,10 +4,12 @@ endpoints").
 Run: cd tests/e2e && TETHER_BIN=... /usr/bin/python3 -m unittest -v test_admin
 """
 
+import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 
 from harness import E2ETestCase, SIGTERM, http_get, http_request, run_tether, wait_until
@@ -275,6 +277,172 @@ class Endpoints(E2ETestCase):
         self.assertEqual(backend_by_address(t, up.address)["weight"], 250)
         self.assertEqual(http_get(t.url("/id")).body, b"u0")
         self.assertEqual(t.metric("tether_config_reloads_total", result="invalid"), 1)
+
+
+class HostileInput(E2ETestCase):
+    """Issue 12, item 14: no admin input ends the process; answers are JSON with
+    invalid UTF-8 replaced (U+FFFD)."""
+
+    def _start(self):
+        up = self.start_http_upstream(name="u0")
+        t = self.start_tether(backends=[up.url], config={"health": FAST_HEALTH})
+        wait_state(t, up.address, "up")
+        return t, up
+
+    def assert_alive(self, t):
+        self.assertIsNone(t.proc.poll(), "tether exited")
+        self.assertEqual(t.admin_get("/healthz").status, 200)
+        self.assertEqual(http_get(t.url("/id")).body, b"u0")
+
+    def test_invalid_utf8_in_an_affinity_key_is_answered_as_json(self):
+        t, _ = self._start()
+        for key in ("cookie:x=%ff", "cookie:x=%c3%28", "header:x=%ed%a0%80", "%ff%fe",
+                    "query:q=%e2%82", "cookie:x=ok%80ok"):
+            with self.subTest(key=key):
+                r = t.admin_get("/admin/affinity?key=" + key)
+                self.assertEqual(r.status, 200, r.body)
+                self.assertTrue(r.headers.get("Content-Type").startswith("application/json"))
+                doc = json.loads(r.body.decode("utf-8"))  # strict: the answer is UTF-8
+                self.assertIn("\ufffd", doc["key"])
+                self.assertIn("why", doc)
+        self.assert_alive(t)
+
+    def test_invalid_utf8_in_error_messages_is_answered_as_json(self):
+        t, _ = self._start()
+        # The action and the backend id are echoed in the error.
+        for path in ("/admin/backends/0/%ff", "/admin/backends/%ff/drain"):
+            with self.subTest(path=path):
+                r = post(t, path)
+                self.assertEqual(r.status, 404, r.body)
+                json.loads(r.body.decode("utf-8"))
+        # Raw bytes >= 0x80 in the target: refused or answered, never a crash.
+        for target in (b"/admin/backends/0/\xff", b"/admin/affinity?key=cookie:x=\xff\xfe",
+                       b"/\xc3\x28"):
+            with self.subTest(target=target):
+                c = self.raw_client(t.admin_port)
+                c.send(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+                resp = c.recv_response(timeout=3)
+                self.assertIsNotNone(resp)
+                self.assertIn(resp.status, (200, 400, 404))
+                if resp.status != 400:
+                    json.loads(resp.body.decode("utf-8"))
+        self.assert_alive(t)
+
+    def test_garbage_on_the_admin_port_is_refused(self):
+        t, _ = self._start()
+        for data in (b"\x00\xff\xfe garbage\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+                     b"POST /admin/reload HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                     b"GET /metrics HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"zz\r\n"):
+            with self.subTest(data=data):
+                c = self.raw_client(t.admin_port)
+                c.send(data)
+                c.recv_all(timeout=2)
+        self.assert_alive(t)
+
+
+def admin_request(client, path="/healthz"):
+    """One keep-alive GET on a RawClient; returns the parsed response or None."""
+    client.send(("GET %s HTTP/1.1\r\nHost: admin\r\n\r\n" % path).encode())
+    return client.recv_response(timeout=3)
+
+
+class ConnectionLimits(E2ETestCase):
+    """Issue 12, item 15: admin.max_connections, timeouts, and closing at shutdown."""
+
+    def test_an_idle_admin_connection_does_not_delay_sigterm(self):
+        up = self.start_http_upstream(name="u0")
+        # Timeouts far beyond the grace: only the shutdown can close these connections.
+        t = self.start_tether(backends=[up.url], config={
+            "health": FAST_HEALTH,
+            "timeouts": {"shutdown_grace": "2s", "request_header": "60s",
+                         "downstream_idle": "60s"}})
+        wait_state(t, up.address, "up")
+        silent = self.raw_client(t.admin_port)           # never sends a byte
+        kept = self.raw_client(t.admin_port)             # kept alive after an answer
+        self.assertEqual(admin_request(kept).status, 200)
+        partial = self.raw_client(t.admin_port)          # half a request head
+        partial.send(b"GET /healthz HTTP/1.1\r\nHo")
+        # A drain deadline far in the future must not hold the loop either.
+        self.assertEqual(post(t, "/admin/backends/0/drain?deadline=1h").status, 200)
+        time.sleep(0.2)
+        started = time.monotonic()
+        t.signal(SIGTERM)
+        self.assertEqual(t.wait_exit(10), 0)
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 2.0 + 1.5, "exit took %.1fs with a 2s grace" % elapsed)
+        for c in (silent, kept, partial):
+            self.assertTrue(c.is_closed(timeout=1))
+
+    def test_connections_beyond_the_cap_are_closed_at_once(self):
+        up = self.start_http_upstream(name="u0")
+        t = self.start_tether(backends=[up.url], config={
+            "health": FAST_HEALTH, "admin": {"max_connections": 3}})
+        wait_state(t, up.address, "up")
+        time.sleep(0.3)  # the harness's own admin connections have closed
+        held = [self.raw_client(t.admin_port) for _ in range(3)]
+        for c in held:
+            self.assertEqual(admin_request(c).status, 200)
+        extra = self.raw_client(t.admin_port)
+        started = time.monotonic()
+        self.assertTrue(extra.is_closed(timeout=2), "the 4th connection stayed open")
+        self.assertLess(time.monotonic() - started, 1.5)
+        # The ones within the cap still work.
+        for c in held:
+            self.assertEqual(admin_request(c, "/admin/backends").status, 200)
+        # One closes: a new connection is accepted again.
+        held.pop().close()
+
+        def fresh_works():
+            c = self.raw_client(t.admin_port)
+            try:
+                r = admin_request(c)
+                return r is not None and r.status == 200
+            finally:
+                c.close()
+
+        wait_until(fresh_works, 3, msg="a new admin connection after one closed")
+        self.assertEqual(http_get(t.url("/id")).body, b"u0")
+
+    def test_idle_and_slow_admin_connections_are_closed(self):
+        up = self.start_http_upstream(name="u0")
+        t = self.start_tether(backends=[up.url], config={
+            "health": FAST_HEALTH,
+            "timeouts": {"request_header": "500ms", "downstream_idle": "1500ms"}})
+        wait_state(t, up.address, "up")
+
+        def closed_after(c, at_most):
+            started = time.monotonic()
+            self.assertTrue(c.is_closed(timeout=at_most), "not closed within %.1fs" % at_most)
+            return time.monotonic() - started
+
+        # Nothing sent: request_header.
+        silent = self.raw_client(t.admin_port)
+        self.assertLess(closed_after(silent, 3), 2.0)
+        # Half a head, then silence: request_header.
+        partial = self.raw_client(t.admin_port)
+        partial.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+        self.assertLess(closed_after(partial, 3), 2.0)
+        # A byte every 200 ms does not keep the head alive: it must be whole in 500 ms.
+        trickle = self.raw_client(t.admin_port)
+        started = time.monotonic()
+        try:
+            for b in b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa":
+                trickle.send(bytes([b]))
+                time.sleep(0.2)
+                if time.monotonic() - started > 4:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.assertTrue(trickle.is_closed(timeout=1))
+        self.assertLess(time.monotonic() - started, 3.0)
+        # Kept alive after an answer: downstream_idle (longer than request_header).
+        kept = self.raw_client(t.admin_port)
+        self.assertEqual(admin_request(kept).status, 200)
+        self.assertFalse(kept.is_closed(timeout=0.9), "closed after request_header, not idle")
+        self.assertEqual(admin_request(kept).status, 200, "still usable between requests")
+        self.assertGreater(closed_after(kept, 4), 1.0)
+        self.assertEqual(t.admin_get("/healthz").status, 200)
 
 
 if __name__ == "__main__":

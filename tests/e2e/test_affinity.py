@@ -542,9 +542,12 @@ class HostileAffinityInput(TwoTethersMixin, E2ETestCase):
                   "EIO&sid",
                   "EIO=4&transport=polling&" + "&".join("sid=%d" % i for i in range(2000)),
                   "&&&&==&=&",
-                  "u=" + "q" * 5000,
-                  "EIO=4&transport=polling#sid=frag"):
+                  "u=" + "q" * 5000):
             self.assert_served(SIO_PATH + "?" + q)
+        # A fragment is never sent in a request target (RFC 9112 §3.2): 400.
+        for port in self.ports:
+            r = request(port, SIO_PATH + "?EIO=4&transport=polling#sid=frag")
+            self.assertEqual(r.status, 400, r.body[:200])
         self.assert_served("/id", {"X-User": " " * 100})
         self.assert_served("/id", {"X-User": "\t"})
 

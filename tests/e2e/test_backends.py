@@ -15,6 +15,9 @@ from lb_util import (KeepAliveClient, backend_by_address, distribution, wait_all
                      wait_state)
 
 FAST_HEALTH = {"interval": "200ms", "timeout": "1s", "rise": 2, "fall": 2}
+# Nothing listens on the discard port: a backend that the active checks keep down.
+NEVER_UP = "http://127.0.0.1:9"
+NEVER_UP_ADDRESS = "127.0.0.1:9"
 
 
 def health_json_body():
@@ -328,10 +331,14 @@ class PassiveHealth(E2ETestCase):
         flaky = self.scripted_upstream(
             lambda req: (200, {}, b'{"status": true}') if req.path == "/health"
             else (503, {}, b"busy") if mode["fail"] else (200, {}, b"flaky"), name="flaky")
-        t = self.start_tether(backends=[flaky.url], config={
+        # A second backend that is never up: the floor (max_ejection_percent 50) counts
+        # configured backends, so flaky, the only one serving, may be ejected.
+        t = self.start_tether(backends=[flaky.url, NEVER_UP], config={
             "health": dict(FAST_HEALTH, slow_start="0s"),
-            "passive": {"consecutive_failures": 2, "eject_for": "1s"}})
+            "passive": {"consecutive_failures": 2, "eject_for": "1s",
+                        "failure_statuses": [503]}})
         wait_state(t, flaky.address, "up")
+        wait_state(t, NEVER_UP_ADDRESS, "down")
         for _ in range(2):
             self.assertEqual(http_get(t.url("/id")).status, 503)
         self.assertEqual(t.metric("tether_backend_ejections_total", backend=flaky.address), 1)
@@ -366,10 +373,12 @@ class PassiveHealth(E2ETestCase):
             return (503, {}, b"busy") if mode["fail"] else (200, {}, b"fine")
 
         flaky = self.scripted_upstream(handler, name="flaky")
-        t = self.start_tether(backends=[flaky.url], config={
+        t = self.start_tether(backends=[flaky.url, NEVER_UP], config={
             "health": dict(FAST_HEALTH, slow_start="0s"),
-            "passive": {"consecutive_failures": 2, "eject_for": "1s"}})
+            "passive": {"consecutive_failures": 2, "eject_for": "1s",
+                        "failure_statuses": [503]}})
         wait_state(t, flaky.address, "up")
+        wait_state(t, NEVER_UP_ADDRESS, "down")
         slow = []
         threads = [threading.Thread(target=lambda: slow.append(http_get(t.url("/slow")).status))
                    for _ in range(3)]
@@ -408,6 +417,89 @@ class PassiveHealth(E2ETestCase):
         self.assertEqual(t.metric("tether_backend_ejections_total", backend=dead.address), 1)
         self.assertGreaterEqual(t.metric("tether_retries_total", backend=dead.address), 1)
         self.assertTrue(backend_by_address(t, dead.address)["ejected"])
+
+
+class EjectionFloor(E2ETestCase):
+    """Issue 12, item 16: passive.max_ejection_percent (50) and passive.failure_statuses
+    ([502, 504])."""
+
+    def _only_backend_answering_503(self, passive):
+        mode = {"fail": True}
+        only = self.scripted_upstream(
+            lambda req: (200, {}, b'{"status": true}') if req.path == "/health"
+            else (503, {"Retry-After": "7"}, b"app busy") if mode["fail"]
+            else (200, {}, b"only"), name="only")
+        t = self.start_tether(backends=[only.url], config={
+            "health": dict(FAST_HEALTH, interval="30s"), "passive": passive})
+        wait_state(t, only.address, "up")
+        c = KeepAliveClient(t.proxy_port)
+        for i in range(10):
+            status, headers, body = c.request("GET", "/id")
+            # The application's answer, passed on: not tether's own "no backend" 503.
+            self.assertEqual((status, body), (503, b"app busy"), "request %d" % i)
+            self.assertEqual(headers.get("Retry-After"), "7")
+        c.close()
+        self.assertEqual(t.metric("tether_backend_ejections_total", backend=only.address), 0)
+        b = backend_by_address(t, only.address)
+        self.assertFalse(b["ejected"])
+        self.assertEqual(b["state"], "up")
+        self.assertEqual(t.admin_get("/readyz").status, 200)
+        mode["fail"] = False
+        self.assertEqual(http_get(t.url("/id")).body, b"only")
+        return t, only
+
+    def test_503s_from_the_only_backend_do_not_eject_it(self):
+        self._only_backend_answering_503({"consecutive_failures": 5, "eject_for": "30s"})
+
+    def test_the_only_backend_is_kept_even_when_503_counts(self):
+        t, only = self._only_backend_answering_503(
+            {"consecutive_failures": 5, "eject_for": "30s", "failure_statuses": [503],
+             "max_ejection_percent": 100})
+        t.wait_log(msg="backend not ejected: passive.max_ejection_percent reached",
+                   backend=only.address, timeout=1)
+
+    def test_the_floor_keeps_one_of_two_backends_failing_connections(self):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(2)]
+        # A long check interval: only passive health sees the failures.
+        t = self.start_tether(backends=[u.url for u in ups], config={
+            "balance": "round_robin", "health": dict(FAST_HEALTH, interval="30s"),
+            "passive": {"consecutive_failures": 2, "eject_for": "30s"}})
+        wait_all_up(t, [u.address for u in ups])
+        ports = {u.address: u.port for u in ups}
+        for u in ups:
+            u.kill()
+        statuses = []
+        for _ in range(12):
+            statuses.append(http_get(t.url("/id")).status)
+        self.assertNotIn(200, statuses)
+        state = t.backends_state()
+        ejected = [b["address"] for b in state if b["ejected"]]
+        kept = [b["address"] for b in state if not b["ejected"]]
+        self.assertEqual(len(ejected), 1, state)
+        self.assertEqual(len(kept), 1, state)
+        self.assertEqual(sum(t.metric("tether_backend_ejections_total", backend=a)
+                             for a in ports), 1)
+        t.wait_log(msg="backend not ejected: passive.max_ejection_percent reached",
+                   backend=kept[0], timeout=1)
+        # The one the floor kept is still in rotation: once it is back, it serves at once
+        # (the active checks, 30 s apart, have not seen anything).
+        back = self.start_http_upstream(name="back", port=ports[kept[0]])
+        self.assertEqual(back.port, ports[kept[0]])
+        got, bad = distribution(t.proxy_port, 6)
+        self.assertEqual((bad, dict(got)), ([], {"back": 6}))
+        self.assertTrue(backend_by_address(t, ejected[0])["ejected"])
+
+    def test_with_four_backends_two_may_be_ejected(self):
+        ups = [self.start_http_upstream(name="u%d" % i) for i in range(4)]
+        t = self.start_tether(backends=[u.url for u in ups], config={
+            "balance": "round_robin", "health": dict(FAST_HEALTH, interval="30s"),
+            "passive": {"consecutive_failures": 2, "eject_for": "30s"}})
+        wait_all_up(t, [u.address for u in ups])
+        for u in ups[:3]:
+            u.kill()
+        got, bad = distribution(t.proxy_port, 30)
+        self.assertEqual(sum(1 for b in t.backends_state() if b["ejected"]), 2)
+        self.assertGreater(got["u3"], 0)
 
 
 class KillDuringTraffic(E2ETestCase):

@@ -459,6 +459,68 @@ class Https(TlsTestCase):
 # SNI
 
 
+class Ciphers(TlsTestCase):
+    """Issue 12, item 17: TLS 1.2 offers ECDHE with AES-GCM or ChaCha20-Poly1305 only, in
+    the server's order; TLS 1.3 keeps OpenSSL's defaults."""
+
+    REFUSED = {
+        "CBC": "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:"
+               "ECDHE-RSA-AES256-SHA384",
+        "CBC with SHA-1": "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+                          "ECDHE-RSA-AES256-SHA",
+        "RSA key exchange": "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA:AES256-SHA256",
+    }
+
+    def tls12_ctx(self, ciphers):
+        ctx = client_ctx(version=ssl.TLSVersion.TLSv1_2)
+        ctx.set_ciphers(ciphers + ":@SECLEVEL=0")  # let the client offer old suites
+        return ctx
+
+    def test_cbc_and_rsa_key_exchange_clients_are_refused(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start_tls([up], names=("a", "c"))  # an EC and an RSA certificate
+        refused = 0
+        for what, ciphers in sorted(self.REFUSED.items()):
+            for sni in ("a.test", "c.test"):
+                with self.subTest(what=what, sni=sni):
+                    with self.assertRaises((ssl.SSLError, ConnectionError)):
+                        self.tls_client(t.proxy_port, sni=sni, ctx=self.tls12_ctx(ciphers))
+                    refused += 1
+        self.wait_counter(t, HANDSHAKES, refused, result="error")
+        # The listener still serves a modern client.
+        r, body = self.https(t.proxy_port).fetch("GET", "/id")
+        self.assertEqual((r.status, body), (200, b"a"))
+
+    def test_gcm_and_chacha_clients_work(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start_tls([up], names=("a", "c"))
+        for sni, kx in (("a.test", "ECDHE-ECDSA"), ("c.test", "ECDHE-RSA")):
+            for suite in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "CHACHA20-POLY1305"):
+                name = kx + "-" + suite
+                with self.subTest(cipher=name):
+                    c = self.tls_client(t.proxy_port, sni=sni, ctx=self.tls12_ctx(name))
+                    self.assertEqual(c.sock.version(), "TLSv1.2")
+                    self.assertEqual(c.sock.cipher()[0], name)
+                    r = self.get_over(c, host=sni)
+                    self.assertEqual((r.status, r.body), (200, b"a"))
+
+    def test_the_servers_order_wins_on_tls_1_2(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start_tls([up])
+        # The client prefers CBC, then ChaCha20; tether's list puts AES-128-GCM first.
+        c = self.tls_client(t.proxy_port, ctx=self.tls12_ctx(
+            "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"))
+        self.assertEqual(c.sock.cipher()[0], "ECDHE-ECDSA-AES128-GCM-SHA256")
+
+    def test_tls_1_3_uses_an_aead_suite(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start_tls([up])
+        c = self.tls_client(t.proxy_port, ctx=client_ctx(version=ssl.TLSVersion.TLSv1_3))
+        self.assertIn(c.sock.cipher()[0], ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256",
+                                           "TLS_CHACHA20_POLY1305_SHA256"))
+        self.assertEqual(self.get_over(c).status, 200)
+
+
 class Sni(TlsTestCase):
     def test_sni_picks_the_certificate_whose_names_match(self):
         up = self.start_http_upstream(name="a")

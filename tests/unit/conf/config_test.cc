@@ -91,6 +91,9 @@ TEST(ToString, NamesMatchTheConfigFile) {
   EXPECT_STREQ(toString(LogLevel::kWarn), "warn");
   EXPECT_STREQ(toString(LogFormat::kJson), "json");
   EXPECT_STREQ(toString(OnTargetDown::kStrict), "strict");
+  EXPECT_STREQ(toString(UnderscoreHeaders::kDrop), "drop");
+  EXPECT_STREQ(toString(UnderscoreHeaders::kReject), "reject");
+  EXPECT_STREQ(toString(UnderscoreHeaders::kAllow), "allow");
 }
 
 }  // namespace

@@ -585,6 +585,70 @@ TEST(Load, BadFlagValuesAreExitCode2WithTheFlagName) {
   EXPECT_EQ(r.errors.size(), 7u) << joined(r.errors);
 }
 
+TEST(Load, HardeningKeysHaveTheirDefaults) {
+  Config c = ok({});
+  EXPECT_EQ(c.timeouts.request_body, 60'000);
+  EXPECT_EQ(c.limits.headers_with_underscores, UnderscoreHeaders::kDrop);
+  EXPECT_EQ(c.limits.max_response_header_bytes, 64u * 1024);
+  EXPECT_EQ(c.admin.max_connections, 64u);
+  EXPECT_EQ(c.passive.max_ejection_percent, 50u);
+  EXPECT_EQ(c.passive.failure_statuses, (std::vector<std::uint16_t>{502, 504}));
+}
+
+TEST(Load, HardeningKeysAreRead) {
+  TempFile file(R"(
+admin: { max_connections: 8 }
+timeouts: { request_body: 5s }
+limits: { headers_with_underscores: reject, max_response_header_bytes: 128KiB }
+passive: { max_ejection_percent: 100, failure_statuses: [500, 503] }
+)");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.admin.max_connections, 8u);
+  EXPECT_EQ(c.timeouts.request_body, 5'000);
+  EXPECT_EQ(c.limits.headers_with_underscores, UnderscoreHeaders::kReject);
+  EXPECT_EQ(c.limits.max_response_header_bytes, 128u * 1024);
+  EXPECT_EQ(c.passive.max_ejection_percent, 100u);
+  EXPECT_EQ(c.passive.failure_statuses, (std::vector<std::uint16_t>{500, 503}));
+}
+
+TEST(Load, HardeningKeysAcceptTheirEdgeValues) {
+  TempFile file(R"(
+timeouts: { request_body: 0 }
+limits: { headers_with_underscores: allow }
+passive: { max_ejection_percent: 0, failure_statuses: [] }
+)");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.timeouts.request_body, 0);  // off
+  EXPECT_EQ(c.limits.headers_with_underscores, UnderscoreHeaders::kAllow);
+  EXPECT_EQ(c.passive.max_ejection_percent, 0u);
+  EXPECT_TRUE(c.passive.failure_statuses.empty());
+}
+
+TEST(Load, HardeningKeysReportBadValuesWithTheirPath) {
+  auto errors = fileErrors(R"(
+admin: { max_connections: 0 }
+timeouts: { request_body: soon }
+limits: { headers_with_underscores: keep, max_response_header_bytes: 100 }
+passive: { max_ejection_percent: 101, failure_statuses: [502, 404, x, 502, [1]] }
+)");
+  EXPECT_ERROR(errors, "admin.max_connections: must be at least 1, got 0");
+  EXPECT_ERROR(errors, "timeouts.request_body: \"soon\" is not a duration");
+  EXPECT_ERROR(errors,
+               "limits.headers_with_underscores: \"keep\" is not one of drop|reject|allow");
+  EXPECT_ERROR(errors, "limits.max_response_header_bytes: must be at least 1024 bytes");
+  EXPECT_ERROR(errors, "passive.max_ejection_percent: must be 0..100, got 101");
+  EXPECT_ERROR(errors, "passive.failure_statuses[1]: \"404\" is not a 5xx status (500..599)");
+  EXPECT_ERROR(errors, "passive.failure_statuses[2]: \"x\" is not a 5xx status");
+  EXPECT_ERROR(errors, "passive.failure_statuses[3]: 502 is listed twice");
+  EXPECT_ERROR(errors, "passive.failure_statuses[4]: expected a single value");
+  EXPECT_EQ(errors.size(), 9u) << joined(errors);
+}
+
+TEST(Load, FailureStatusesMustBeAList) {
+  auto errors = fileErrors("passive: { failure_statuses: 502 }\n");
+  EXPECT_ERROR(errors, "passive.failure_statuses: expected a list");
+}
+
 TEST(Load, WorkersAutoIsTheCpuCount) {
   Config c = ok({"--workers", "auto"});
   EXPECT_GE(c.workers, 1u);

@@ -98,6 +98,7 @@ const std::map<std::string, std::string> kContract = {
     {"tether_config_reloads_total", "counter"},
     // Beyond SPEC.md (README, "Metrics"):
     {"tether_tls_handshakes_total", "counter"},
+    {"tether_request_timeouts_total", "counter"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";
@@ -144,6 +145,10 @@ TEST(Scrape, EmptyMetricsStillDeclareEveryFamilyAndTheFixedLabelSets) {
   for (const char* r : {"ok", "error"}) {
     EXPECT_EQ(e.at(series("tether_tls_handshakes_total", std::string("result=\"") + r + "\"")), 0);
   }
+  for (const char* phase : {"header", "body"}) {
+    EXPECT_EQ(
+        e.at(series("tether_request_timeouts_total", std::string("phase=\"") + phase + "\"")), 0);
+  }
   for (const char* op : {"get", "set", "refresh"}) {
     std::string l = std::string("op=\"") + op + "\"";
     EXPECT_EQ(e.at(series("tether_affinity_store_seconds_count", l)), 0);
@@ -189,6 +194,8 @@ TEST(Scrape, ShowsExactValuesAfterKnownIncrements) {
   m.affinity_store_up.set(1);
   m.config_reloads_ok.inc();
   m.config_reloads_invalid.inc(2);
+  m.request_timeouts_header.inc(3);
+  m.request_timeouts_body.inc();
 
   Exposition e = parse(m.scrape());
   EXPECT_EQ(e.at("tether_downstream_connections_active"), 3);
@@ -233,6 +240,9 @@ TEST(Scrape, ShowsExactValuesAfterKnownIncrements) {
   EXPECT_EQ(e.at("tether_affinity_store_up"), 1);
   EXPECT_EQ(e.at(series("tether_config_reloads_total", "result=\"ok\"")), 1);
   EXPECT_EQ(e.at(series("tether_config_reloads_total", "result=\"invalid\"")), 2);
+  EXPECT_EQ(e.at(series("tether_request_timeouts_total", "phase=\"header\"")), 3);
+  EXPECT_EQ(e.at(series("tether_request_timeouts_total", "phase=\"body\"")), 1);
+  EXPECT_EQ(e.familySamples("tether_request_timeouts_total"), 2);
 }
 
 TEST(Scrape, HistogramBucketsAreCumulativeWithInfCountAndSum) {

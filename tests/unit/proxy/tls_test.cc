@@ -243,6 +243,89 @@ TEST_F(TlsTest, AlpnSelectsHttp11OrNothing) {
   EXPECT_EQ(len, 0u);
 }
 
+// A client that speaks only TLS 1.2 with `ciphers` (OpenSSL names).
+struct Tls12Client {
+  explicit Tls12Client(const char* ciphers) : ctx(SSL_CTX_new(TLS_client_method())) {
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    ok = SSL_CTX_set_cipher_list(ctx, ciphers) == 1;
+  }
+  ~Tls12Client() { SSL_CTX_free(ctx); }
+  SSL_CTX* ctx;
+  bool ok = false;
+};
+
+std::string cipherName(SSL* ssl) {
+  const SSL_CIPHER* c = SSL_get_current_cipher(ssl);
+  return c ? SSL_CIPHER_get_name(c) : "";
+}
+
+TEST_F(TlsTest, Tls12RefusesCbcRsaKeyExchangeAndSha1Suites) {
+  auto ctx = load({a_});
+  for (const char* ciphers :
+       {"ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384",  // CBC
+        "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA",        // CBC with SHA-1
+        "AES128-GCM-SHA256:AES256-GCM-SHA384",                  // RSA key exchange
+        "AES128-SHA:AES256-SHA:DES-CBC3-SHA"}) {
+    Tls12Client client(ciphers);
+    ASSERT_TRUE(client.ok) << ciphers;
+    Pair p(client.ctx, *ctx, pool_, "a.test");
+    EXPECT_FALSE(p.handshake()) << ciphers << " was accepted";
+  }
+}
+
+TEST_F(TlsTest, Tls12AcceptsEcdheWithGcmOrChaCha) {
+  auto ctx = load({a_});  // a P-256 certificate: the ECDSA suites
+  for (const char* cipher : {"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                             "ECDHE-ECDSA-CHACHA20-POLY1305"}) {
+    Tls12Client client(cipher);
+    ASSERT_TRUE(client.ok) << cipher;
+    Pair p(client.ctx, *ctx, pool_, "a.test");
+    ASSERT_TRUE(p.handshake()) << cipher;
+    EXPECT_EQ(SSL_version(p.client), TLS1_2_VERSION);
+    EXPECT_EQ(cipherName(p.client), cipher);
+  }
+}
+
+TEST_F(TlsTest, Tls12TheServersOrderWins) {
+  auto ctx = load({a_});
+  // The client prefers CBC, then ChaCha, then AES-128-GCM; the server's list
+  // puts AES-128-GCM first.
+  Tls12Client client(
+      "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256");
+  ASSERT_TRUE(client.ok);
+  Pair p(client.ctx, *ctx, pool_, "a.test");
+  ASSERT_TRUE(p.handshake());
+  EXPECT_EQ(cipherName(p.client), "ECDHE-ECDSA-AES128-GCM-SHA256");
+}
+
+TEST_F(TlsTest, Tls13KeepsItsDefaultSuites) {
+  auto ctx = load({a_});
+  Pair p(client_ctx_, *ctx, pool_, "a.test");
+  ASSERT_TRUE(p.handshake());
+  EXPECT_EQ(SSL_version(p.client), TLS1_3_VERSION);
+  const std::string name = cipherName(p.client);
+  EXPECT_TRUE(name == "TLS_AES_256_GCM_SHA384" || name == "TLS_AES_128_GCM_SHA256" ||
+              name == "TLS_CHACHA20_POLY1305_SHA256")
+      << name;
+}
+
+TEST(TlsCiphers, TheListHasOnlyEcdheAead) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  ASSERT_EQ(SSL_CTX_set_cipher_list(ctx, kTls12Ciphers), 1);
+  STACK_OF(SSL_CIPHER)* list = SSL_CTX_get_ciphers(ctx);
+  int tls12 = 0;
+  for (int i = 0; i < sk_SSL_CIPHER_num(list); ++i) {
+    const SSL_CIPHER* c = sk_SSL_CIPHER_value(list, i);
+    if (std::string(SSL_CIPHER_get_version(c)) == "TLSv1.3") continue;  // set apart
+    ++tls12;
+    EXPECT_EQ(SSL_CIPHER_get_kx_nid(c), NID_kx_ecdhe) << SSL_CIPHER_get_name(c);
+    EXPECT_TRUE(SSL_CIPHER_is_aead(c)) << SSL_CIPHER_get_name(c);
+  }
+  EXPECT_EQ(tls12, 6);
+  SSL_CTX_free(ctx);
+}
+
 TEST_F(TlsTest, GarbageFailsTheHandshake) {
   auto ctx = load({a_});
   TlsStream s(ctx->newSsl(), pool_, ctx);

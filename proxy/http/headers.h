@@ -1,74 +1,13 @@
-// Parsed HTTP heads as offsets into the buffer they were read into.
-//
-// Offsets, not pointers: a request head may outgrow its first buffer and be
-// moved into a larger one while it is still arriving.
+// Header names: one classification, compiled to word compares, and the
+// helpers every layer shares (case-insensitive compare, Connection tokens).
+// No state, no allocation; safe on any thread.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 #include <string_view>
 
-namespace tether::proxy {
-
-struct Span {
-  std::uint32_t off = 0;
-  std::uint32_t len = 0;
-  std::string_view in(const char* base) const { return {base + off, len}; }
-};
-
-struct HeaderRef {
-  Span name;
-  Span value;
-};
-
-// Scratch for one head being parsed. Borrowed from the worker for the time of
-// one parse (and, for requests, until the upstream head is built).
-struct HeadScratch {
-  static constexpr int kMaxHeaders = 128;
-  HeaderRef headers[kMaxHeaders];
-  std::uint32_t count = 0;
-  Span url;      // request target
-  Span status;   // reason phrase
-  bool too_many = false;
-  bool in_value = false;
-  HeadScratch* next_free = nullptr;
-  // A piece of a field name at `off` (llhttp may split one across reads).
-  // False when the head has more than kMaxHeaders fields.
-  bool addName(std::uint32_t off, std::uint32_t len) {
-    if (in_value || count == 0) {
-      if (count == kMaxHeaders) {
-        too_many = true;
-        return false;
-      }
-      headers[count++] = HeaderRef{{off, 0}, {0, 0}};
-      in_value = false;
-    }
-    headers[count - 1].name.len += len;
-    return true;
-  }
-  // A piece of the current field's value. False for a detached piece: llhttp
-  // 8 reports an obs-fold continuation that way (the CRLF between the pieces
-  // is in neither), and RFC 9112 §5.2 lets us refuse it.
-  bool addValue(std::uint32_t off, std::uint32_t len) {
-    if (count == 0 || too_many) return true;
-    HeaderRef& r = headers[count - 1];
-    if (!in_value) {
-      r.value.off = off;
-      in_value = true;
-    } else if (off != r.value.off + r.value.len) {
-      return false;
-    }
-    r.value.len += len;
-    return true;
-  }
-  void reset() {
-    count = 0;
-    url = {};
-    status = {};
-    too_many = false;
-    in_value = false;
-  }
-};
+namespace tether::http {
 
 // ASCII case-insensitive comparison (header names, DNS names).
 inline bool iequals(std::string_view a, std::string_view b) {
@@ -113,14 +52,13 @@ struct ConnectionTokens {
   }
 };
 
-}  // namespace tether::proxy
-
-namespace tether::proxy {
 
 // The header names tether acts on, recognised in one pass (by length first).
 enum class HeaderKind : std::uint8_t {
   kOther, kConnection, kKeepAlive, kTe, kTrailer, kUpgrade, kProxyConnection, kTransferEncoding,
   kHost, kXForwardedFor, kXForwardedProto, kXForwardedHost, kXRequestId, kContentType,
+  kContentLength, kContentEncoding, kContentRange, kAuthorization, kProxyAuthorization, kCookie,
+  kSetCookie, kExpect, kMaxForwards,
 };
 
 namespace detail {
@@ -162,22 +100,33 @@ inline HeaderKind classifyHeader(std::string_view n) {
   switch (n.size()) {
     case 2: return is<"te">(n) ? HeaderKind::kTe : HeaderKind::kOther;
     case 4: return is<"host">(n) ? HeaderKind::kHost : HeaderKind::kOther;
+    case 6:
+      if (is<"cookie">(n)) return HeaderKind::kCookie;
+      return is<"expect">(n) ? HeaderKind::kExpect : HeaderKind::kOther;
     case 7:
       if (is<"trailer">(n)) return HeaderKind::kTrailer;
       return is<"upgrade">(n) ? HeaderKind::kUpgrade : HeaderKind::kOther;
     case 10:
       if (is<"connection">(n)) return HeaderKind::kConnection;
+      if (is<"set-cookie">(n)) return HeaderKind::kSetCookie;
       return is<"keep-alive">(n) ? HeaderKind::kKeepAlive : HeaderKind::kOther;
     case 12:
       if (is<"content-type">(n)) return HeaderKind::kContentType;
+      if (is<"max-forwards">(n)) return HeaderKind::kMaxForwards;
       return is<"x-request-id">(n) ? HeaderKind::kXRequestId : HeaderKind::kOther;
+    case 13:
+      if (is<"authorization">(n)) return HeaderKind::kAuthorization;
+      return is<"content-range">(n) ? HeaderKind::kContentRange : HeaderKind::kOther;
+    case 14: return is<"content-length">(n) ? HeaderKind::kContentLength : HeaderKind::kOther;
     case 15: return is<"x-forwarded-for">(n) ? HeaderKind::kXForwardedFor : HeaderKind::kOther;
     case 16:
       if (is<"proxy-connection">(n)) return HeaderKind::kProxyConnection;
+      if (is<"content-encoding">(n)) return HeaderKind::kContentEncoding;
       return is<"x-forwarded-host">(n) ? HeaderKind::kXForwardedHost : HeaderKind::kOther;
     case 17:
       if (is<"transfer-encoding">(n)) return HeaderKind::kTransferEncoding;
       return is<"x-forwarded-proto">(n) ? HeaderKind::kXForwardedProto : HeaderKind::kOther;
+    case 19: return is<"proxy-authorization">(n) ? HeaderKind::kProxyAuthorization : HeaderKind::kOther;
     default: return HeaderKind::kOther;
   }
 }
@@ -190,4 +139,31 @@ inline bool isHopByHop(HeaderKind k) {
          k == HeaderKind::kTrailer || k == HeaderKind::kUpgrade || k == HeaderKind::kProxyConnection;
 }
 
-}  // namespace tether::proxy
+// Fields that may not travel in a trailer section (RFC 9110 §6.5.1: framing,
+// routing, authentication, content description and hop-by-hop fields), nor be
+// carried onward by tether from one.
+inline bool forbiddenInTrailer(HeaderKind k) {
+  switch (k) {
+    case HeaderKind::kConnection: case HeaderKind::kKeepAlive: case HeaderKind::kTe:
+    case HeaderKind::kTrailer: case HeaderKind::kUpgrade: case HeaderKind::kProxyConnection:
+    case HeaderKind::kTransferEncoding: case HeaderKind::kHost: case HeaderKind::kXForwardedFor:
+    case HeaderKind::kXForwardedProto: case HeaderKind::kXForwardedHost: case HeaderKind::kXRequestId:
+    case HeaderKind::kContentType: case HeaderKind::kContentLength: case HeaderKind::kContentEncoding:
+    case HeaderKind::kContentRange: case HeaderKind::kAuthorization: case HeaderKind::kProxyAuthorization:
+    case HeaderKind::kCookie: case HeaderKind::kSetCookie: case HeaderKind::kExpect:
+    case HeaderKind::kMaxForwards:
+      return true;
+    case HeaderKind::kOther:
+      return false;
+  }
+  return true;
+}
+
+// Whether a Connection header naming this field would change how the message
+// is framed or routed: such options are refused (requests) or ignored
+// (responses), never honoured by dropping the field.
+inline bool framingOrRouting(HeaderKind k) {
+  return k == HeaderKind::kContentLength || k == HeaderKind::kTransferEncoding || k == HeaderKind::kHost;
+}
+
+}  // namespace tether::http

@@ -1,0 +1,545 @@
+#include "proxy/http/h1_decoder.h"
+
+#include <llhttp.h>
+
+#include <cstring>
+
+namespace tether::http {
+
+static_assert(kMethodDelete == HTTP_DELETE && kMethodGet == HTTP_GET && kMethodHead == HTTP_HEAD &&
+              kMethodPost == HTTP_POST && kMethodPut == HTTP_PUT && kMethodConnect == HTTP_CONNECT &&
+              kMethodOptions == HTTP_OPTIONS && kMethodTrace == HTTP_TRACE && kMethodPatch == HTTP_PATCH);
+
+std::string_view methodName(std::uint8_t method) {
+  const char* n = llhttp_method_name(static_cast<llhttp_method>(method));
+  if (!n || std::strcmp(n, "<unknown>") == 0) return "-";
+  return n;
+}
+
+namespace {
+
+// Why llhttp paused: one reason per pause.
+enum class Pause : std::uint8_t { kNone, kHead, kMessage, kChunkHeader };
+
+bool blank(char c) { return c == ' ' || c == '\t'; }
+
+}  // namespace
+
+struct H1Decoder::Parser {
+  llhttp_t p;
+  Pause pause = Pause::kNone;
+  bool upgraded = false;  // llhttp stopped with HPE_PAUSED_UPGRADE
+};
+
+// The llhttp callbacks, as statics of a friend so that they reach the
+// decoder's state. Data callbacks return -1 to stop (HPE_USER); the
+// decoder's error_status_ then says why.
+struct Callbacks {
+  static H1Decoder& d(llhttp_t* p) { return *static_cast<H1Decoder*>(p->data); }
+
+  static int fail(H1Decoder& d, int status, const char* reason) {
+    if (!d.error_status_) {
+      d.error_status_ = status;
+      d.error_reason_ = reason;
+    }
+    return -1;
+  }
+
+  static int onMessageBegin(llhttp_t* p) {
+    H1Decoder& s = d(p);
+    s.state_ = H1Decoder::State::kHead;
+    if (s.type_ == H1Decoder::Type::kRequest) {
+      s.request_.clear();
+    } else {
+      s.response_.clear();
+    }
+    s.trailers_.clear();
+    s.version_.clear();
+    s.in_name_ = s.in_trailers_ = s.last_chunk_ = s.skip_body_ = false;
+    s.body_bytes_ = s.trailer_bytes_ = 0;
+    return 0;
+  }
+
+  static int onUrl(llhttp_t* p, const char* at, std::size_t len) {
+    d(p).request_.target.append(at, len);
+    return 0;
+  }
+
+  static int onStatus(llhttp_t* p, const char* at, std::size_t len) {
+    d(p).response_.reason.append(at, len);
+    return 0;
+  }
+
+  static int onVersion(llhttp_t* p, const char* at, std::size_t len) {
+    H1Decoder& s = d(p);
+    if (s.version_.size() + len > 16) return fail(s, s.type_ == H1Decoder::Type::kRequest ? 400 : 502, "malformed version");
+    s.version_.append(at, len);
+    return 0;
+  }
+
+  static HeaderList& fields(H1Decoder& s) {
+    if (s.in_trailers_) return s.trailers_;
+    return s.type_ == H1Decoder::Type::kRequest ? s.request_.headers : s.response_.headers;
+  }
+
+  static int badField(H1Decoder& s, const char* reason) {
+    return fail(s, s.type_ == H1Decoder::Type::kRequest ? 400 : 502, reason);
+  }
+
+  static int countTrailer(H1Decoder& s, std::size_t len) {
+    if (!s.in_trailers_) return 0;
+    s.trailer_bytes_ += len;
+    if (s.trailer_bytes_ > s.limits_.max_trailer_bytes) {
+      return fail(s, s.type_ == H1Decoder::Type::kRequest ? 431 : 502, "trailer section too large");
+    }
+    return 0;
+  }
+
+  static int onHeaderField(llhttp_t* p, const char* at, std::size_t len) {
+    H1Decoder& s = d(p);
+    HeaderList& f = fields(s);
+    if (!s.in_name_) {
+      f.beginField();
+      s.in_name_ = true;
+      if (countTrailer(s, 4)) return -1;  // ": " and CRLF
+    }
+    f.appendName(std::string_view(at, len));
+    return countTrailer(s, len);
+  }
+
+  static int onHeaderFieldComplete(llhttp_t* p) {
+    H1Decoder& s = d(p);
+    HeaderList& f = fields(s);
+    if (!s.in_name_ || f.name(f.size() - 1).empty()) return badField(s, "empty field name");
+    s.in_name_ = false;
+    f.endName();
+    return 0;
+  }
+
+  static int onHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
+    H1Decoder& s = d(p);
+    // RFC 9112 §5.2: obs-fold is refused, including a fold after an empty
+    // first line ("Transfer-Encoding:\r\n chunked"), which a piece cannot
+    // show by itself: what precedes it does.
+    if (len == 0) return 0;  // llhttp reports an empty value where it found it
+    if (s.foldAt(at)) return badField(s, "obsolete line folding");
+    if (std::memchr(at, '\r', len) || std::memchr(at, '\n', len) || std::memchr(at, '\0', len)) {
+      return badField(s, "invalid byte in a field value");
+    }
+    fields(s).appendValue(std::string_view(at, len));
+    return countTrailer(s, len);
+  }
+
+  static int onHeaderValueComplete(llhttp_t* p) {
+    H1Decoder& s = d(p);
+    HeaderList& f = fields(s);
+    if (f.empty()) return badField(s, "field value without a name");
+    f.trimLastValue();
+    return 0;
+  }
+
+  static int onHeadersComplete(llhttp_t* p) {
+    H1Decoder& s = d(p);
+    if (s.in_name_) return -1;  // a name without a colon never completes
+    return s.onHeadersComplete();
+  }
+
+  static int onChunkHeader(llhttp_t* p) {
+    H1Decoder& s = d(p);
+    if (p->content_length == 0) {
+      s.last_chunk_ = true;
+      s.in_trailers_ = true;
+    }
+    s.parser_->pause = Pause::kChunkHeader;
+    return HPE_PAUSED;
+  }
+
+  static int onBody(llhttp_t* p, const char* at, std::size_t len) {
+    H1Decoder& s = d(p);
+    s.body_bytes_ += len;
+    s.line_start_ = s.offsetOf(at + len);
+    if (s.type_ == H1Decoder::Type::kRequest && s.limits_.max_body_bytes && s.body_bytes_ > s.limits_.max_body_bytes) {
+      return fail(s, 413, "request body too large");
+    }
+    if (s.sink_) s.sink_(s.sink_ctx_, at, len);
+    return 0;
+  }
+
+  static int onMessageComplete(llhttp_t* p) {
+    H1Decoder& s = d(p);
+    if (s.in_name_) return badField(s, "trailer field without a colon");
+    s.parser_->pause = Pause::kMessage;
+    // An upgrade (the request asking, or the 101 answering it): llhttp stops
+    // with HPE_PAUSED_UPGRADE; what follows is not HTTP.
+    if (p->upgrade) return 0;
+    return HPE_PAUSED;
+  }
+
+  static const llhttp_settings_t& settings() {
+    static const llhttp_settings_t st = [] {
+      llhttp_settings_t x;
+      llhttp_settings_init(&x);
+      x.on_message_begin = onMessageBegin;
+      x.on_url = onUrl;
+      x.on_status = onStatus;
+      x.on_version = onVersion;
+      x.on_header_field = onHeaderField;
+      x.on_header_field_complete = onHeaderFieldComplete;
+      x.on_header_value = onHeaderValue;
+      x.on_header_value_complete = onHeaderValueComplete;
+      x.on_headers_complete = onHeadersComplete;
+      x.on_chunk_header = onChunkHeader;
+      x.on_body = onBody;
+      x.on_message_complete = onMessageComplete;
+      return x;
+    }();
+    return st;
+  }
+};
+
+H1Decoder::H1Decoder(Type type, const Limits& limits)
+    : type_(type), limits_(limits), parser_(std::make_unique<Parser>()) {
+  llhttp_init(&parser_->p, type == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &Callbacks::settings());
+  parser_->p.data = this;
+}
+
+H1Decoder::~H1Decoder() = default;
+
+const char* H1Decoder::errorName() const {
+  return llhttp_errno_name(static_cast<llhttp_errno_t>(llhttp_error_));
+}
+
+bool H1Decoder::midMessage() const {
+  return state_ == State::kHead || state_ == State::kBody || (state_ == State::kIdle && base_offset_ > message_start_);
+}
+
+void H1Decoder::shrink() {
+  request_.headers.shrink();
+  response_.headers.shrink();
+  trailers_.shrink();
+  std::string().swap(request_.target);
+  std::string().swap(request_.authority);
+  std::string().swap(response_.reason);
+}
+
+void H1Decoder::reset(std::size_t keep) {
+  llhttp_init(&parser_->p, type_ == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &Callbacks::settings());
+  parser_->p.data = this;
+  parser_->pause = Pause::kNone;
+  parser_->upgraded = false;
+  state_ = State::kIdle;
+  request_method_ = kMethodGet;
+  upgrade_requested_ = false;
+  if (request_.headers.bytes() + response_.headers.bytes() + trailers_.bytes() > keep) shrink();
+  request_.clear();
+  response_.clear();
+  trailers_.clear();
+  version_.clear();
+  data_ = nullptr;
+  base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = 0;
+  prev_last_ = '\n';
+  in_name_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = skip_body_ = false;
+  error_status_ = 0;
+  error_reason_ = "";
+  llhttp_error_ = 0;
+}
+
+// Whether the value piece at `at` follows a line break with only blanks
+// between: the continuation of an obs-fold.
+bool H1Decoder::foldAt(const char* at) const {
+  const char* q = at;
+  while (q > data_ && blank(q[-1])) --q;
+  char before = q > data_ ? q[-1] : prev_last_;
+  return before == '\n';
+}
+
+H1Decoder::Event H1Decoder::fail(int status, const char* reason) {
+  state_ = State::kError;
+  if (!error_status_) {
+    error_status_ = status;
+    error_reason_ = reason;
+  }
+  return Event::kError;
+}
+
+H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size_t* consumed) {
+  *consumed = 0;
+  if (state_ == State::kError) return Event::kError;
+  if (complete_pending_) {
+    complete_pending_ = false;
+    state_ = State::kComplete;
+    return Event::kComplete;
+  }
+  if (state_ == State::kComplete) return Event::kComplete;
+  data_ = data;
+  const bool request = type_ == Type::kRequest;
+  const char* p = data;
+  const char* end = data + len;
+  Event ev = Event::kNeedMore;
+  for (;;) {
+    parser_->pause = Pause::kNone;
+    llhttp_errno_t err = llhttp_execute(&parser_->p, p, static_cast<std::size_t>(end - p));
+    if (err == HPE_OK) {
+      p = end;
+      break;
+    }
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      p = llhttp_get_error_pos(&parser_->p);
+      if (err == HPE_PAUSED) {
+        llhttp_resume(&parser_->p);
+      } else {
+        parser_->upgraded = true;
+      }
+      Pause why = parser_->pause;
+      if (why == Pause::kChunkHeader) {
+        if (offsetOf(p) - line_start_ > limits_.max_chunk_line + 2) {
+          ev = fail(request ? 400 : 502, "chunk line too long");
+          break;
+        }
+        line_start_ = offsetOf(p);
+        continue;
+      }
+      if ((why == Pause::kHead || head_pending_) && offsetOf(p) - message_start_ > limits_.max_head_bytes) {
+        ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
+        break;
+      }
+      if (why == Pause::kHead) {
+        head_pending_ = false;
+        state_ = State::kBody;
+        line_start_ = offsetOf(p);
+        ev = Event::kHead;
+        break;
+      }
+      if (why == Pause::kMessage || err == HPE_PAUSED_UPGRADE) {
+        message_start_ = offsetOf(p);
+        if (!request && response_.informational()) {
+          // A 1xx is a head of its own; the final response follows.
+          head_pending_ = false;
+          state_ = State::kIdle;
+          ev = Event::kHead;
+          break;
+        }
+        if (head_pending_) {
+          // A bodyless response (HEAD, 204, 304) completed behind its head:
+          // the head first, the end on the next call.
+          head_pending_ = false;
+          complete_pending_ = true;
+          state_ = State::kBody;
+          ev = Event::kHead;
+          break;
+        }
+        state_ = State::kComplete;
+        ev = Event::kComplete;
+        break;
+      }
+      continue;  // a pause we did not ask for: llhttp resumes where it stood
+    }
+    llhttp_error_ = err;
+    if (error_status_) {
+      ev = fail(error_status_, error_reason_);
+    } else if (!request) {
+      ev = fail(502, "malformed response");
+    } else if (err == HPE_INVALID_VERSION) {
+      bool digits = version_.size() == 3 && version_[0] >= '0' && version_[0] <= '9' && version_[1] == '.' &&
+                    version_[2] >= '0' && version_[2] <= '9';
+      ev = fail(digits ? 505 : 400, digits ? "HTTP version not supported" : "malformed version");
+    } else {
+      ev = fail(400, "malformed request");
+    }
+    break;
+  }
+  *consumed = static_cast<std::size_t>(p - data);
+  if (ev == Event::kNeedMore) {
+    std::uint64_t at = offsetOf(p);
+    if ((state_ == State::kHead || state_ == State::kIdle) && at - message_start_ > limits_.max_head_bytes) {
+      ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
+    }
+    if (ev == Event::kNeedMore && state_ == State::kBody && (parser_->p.flags & F_CHUNKED) && !last_chunk_ &&
+        at - line_start_ > limits_.max_chunk_line + 2) {
+      ev = fail(request ? 400 : 502, "chunk line too long");
+    }
+  }
+  // Remember the last non-blank byte consumed, for the obs-fold check of a
+  // value that starts the next input.
+  for (const char* q = p; q > data; --q) {
+    if (!blank(q[-1])) {
+      prev_last_ = q[-1];
+      break;
+    }
+  }
+  base_offset_ += *consumed;
+  data_ = nullptr;
+  return ev;
+}
+
+H1Decoder::Event H1Decoder::finish() {
+  if (state_ == State::kError) return Event::kError;
+  if (state_ == State::kComplete || complete_pending_) return Event::kComplete;
+  if (!midMessage()) return Event::kNeedMore;
+  if (type_ == Type::kResponse && state_ == State::kBody && response_.framing == Framing::kClose) {
+    parser_->pause = Pause::kNone;
+    llhttp_errno_t err = llhttp_finish(&parser_->p);
+    if ((err == HPE_OK || err == HPE_PAUSED) && parser_->pause == Pause::kMessage) {
+      state_ = State::kComplete;
+      return Event::kComplete;
+    }
+  }
+  return fail(type_ == Type::kRequest ? 400 : 502, "connection closed mid-message");
+}
+
+void H1Decoder::nextMessage() {
+  if (state_ == State::kError) return;
+  if (parser_->upgraded) {
+    llhttp_resume_after_upgrade(&parser_->p);
+    parser_->upgraded = false;
+  }
+  state_ = State::kIdle;
+  complete_pending_ = head_pending_ = false;
+  message_start_ = base_offset_;
+  request_method_ = kMethodGet;
+  upgrade_requested_ = false;
+}
+
+// ---------------------------------------------------------------------------
+// Heads: framing decided once, RFC 9112's rules checked.
+
+int H1Decoder::onHeadersComplete() {
+  head_pending_ = true;
+  return type_ == Type::kRequest ? requestHeadersComplete() : responseHeadersComplete();
+}
+
+namespace {
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && blank(v.front())) v.remove_prefix(1);
+  while (!v.empty() && blank(v.back())) v.remove_suffix(1);
+  return v;
+}
+
+// Connection options of every Connection field of `h`.
+void connectionTokens(const HeaderList& h, ConnectionTokens* out) {
+  for (std::size_t i = 0; i < h.size(); ++i)
+    if (h.kind(i) == HeaderKind::kConnection) out->add(h.value(i));
+}
+
+bool namesFraming(const ConnectionTokens& t) {
+  return t.names("content-length") || t.names("transfer-encoding") || t.names("host");
+}
+
+}  // namespace
+
+int H1Decoder::requestHeadersComplete() {
+  llhttp_t* p = &parser_->p;
+  RequestHead& r = request_;
+  auto refuse = [&](int status, const char* why) { return Callbacks::fail(*this, status, why); };
+  if (version_.empty()) return refuse(400, "request line without a version");
+  if (p->http_major != 1 || p->http_minor > 1) return refuse(505, "HTTP version not supported");
+  r.method = p->method;
+  r.version_minor = p->http_minor;
+  r.keep_alive = llhttp_should_keep_alive(p) != 0;
+  r.upgrade = p->upgrade != 0;
+  if (p->method == HTTP_CONNECT) return refuse(405, "CONNECT is not served here");
+
+  const HeaderList& h = r.headers;
+  std::size_t te = 0, hosts = 0;
+  long host_at = -1, te_at = -1;
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    switch (h.kind(i)) {
+      case HeaderKind::kTransferEncoding: ++te; te_at = static_cast<long>(i); break;
+      case HeaderKind::kHost: ++hosts; host_at = static_cast<long>(i); break;
+      default: break;
+    }
+  }
+  ConnectionTokens conn;
+  connectionTokens(h, &conn);
+  if (namesFraming(conn)) return refuse(400, "Connection names a framing or routing field");
+  if (te) {
+    // RFC 9112 §6.1: tether decodes chunked only, so it is the one coding.
+    if (te > 1 || !iequals(trim(h.value(static_cast<std::size_t>(te_at))), "chunked")) {
+      return refuse(400, "Transfer-Encoding other than chunked");
+    }
+    if (r.version_minor == 0) return refuse(400, "Transfer-Encoding in an HTTP/1.0 request");
+    if (p->flags & F_CONTENT_LENGTH) return refuse(400, "both Transfer-Encoding and Content-Length");
+    r.framing = Framing::kChunked;
+  } else if (p->flags & F_CONTENT_LENGTH) {
+    r.framing = Framing::kLength;
+    r.content_length = p->content_length;
+    if (limits_.max_body_bytes && r.content_length > limits_.max_body_bytes) {
+      return refuse(413, "request body too large");
+    }
+  }
+  if (hosts > 1) return refuse(400, "more than one Host field");
+  if (hosts == 0 && r.version_minor >= 1) return refuse(400, "missing Host field");
+
+  // The target: origin-form, asterisk-form (OPTIONS only) or absolute-form.
+  std::string& t = r.target;
+  if (t.find('#') != std::string::npos) return refuse(400, "fragment in the request target");
+  if (t == "*") {
+    if (p->method != HTTP_OPTIONS) return refuse(400, "asterisk-form target for a method other than OPTIONS");
+  } else if (!t.empty() && t[0] == '/') {
+    // origin-form
+  } else {
+    std::size_t colon = t.find("://");
+    if (colon == std::string::npos) return refuse(400, "malformed request target");
+    std::string_view scheme(t.data(), colon);
+    if (!iequals(scheme, "http") && !iequals(scheme, "https")) return refuse(400, "request target scheme not http(s)");
+    std::size_t a = colon + 3;
+    std::size_t e = t.find_first_of("/?", a);
+    if (e == std::string::npos) e = t.size();
+    std::string_view auth(t.data() + a, e - a);
+    if (auth.empty() || auth.find('@') != std::string_view::npos) return refuse(400, "malformed authority in the request target");
+    if (host_at >= 0 && !iequals(trim(h.value(static_cast<std::size_t>(host_at))), auth)) {
+      return refuse(400, "Host does not match the request target");
+    }
+    r.authority.assign(auth);
+    std::string origin = e < t.size() && t[e] == '/' ? t.substr(e) : "/" + t.substr(e);
+    t = std::move(origin);
+    r.absolute_form = true;
+  }
+  if (!r.absolute_form && host_at >= 0) r.authority.assign(trim(h.value(static_cast<std::size_t>(host_at))));
+  parser_->pause = Pause::kHead;
+  return HPE_PAUSED;
+}
+
+int H1Decoder::responseHeadersComplete() {
+  llhttp_t* p = &parser_->p;
+  ResponseHead& r = response_;
+  auto refuse = [&](const char* why) { return Callbacks::fail(*this, 502, why); };
+  if (p->http_major != 1 || p->http_minor > 1) return refuse("unsupported response version");
+  r.status = static_cast<std::uint16_t>(p->status_code);
+  r.version_minor = p->http_minor;
+  r.keep_alive = llhttp_should_keep_alive(p) != 0;
+  if (r.status < 100 || r.status > 999) return refuse("malformed status");
+  if (r.status == 101 && !upgrade_requested_) return refuse("101 to a request that did not ask to upgrade");
+  const HeaderList& h = r.headers;
+  std::size_t te = h.count(HeaderKind::kTransferEncoding);
+  bool chunked = (p->flags & F_CHUNKED) != 0;
+  bool length = (p->flags & F_CONTENT_LENGTH) != 0;
+  if (te && length) return refuse("both Transfer-Encoding and Content-Length");
+  if (r.status < 200 || r.status == 204 || r.status == 304 || request_method_ == HTTP_HEAD) {
+    r.framing = Framing::kNone;
+    if (r.informational()) return 0;  // llhttp completes it; the final head follows
+    if (r.status == 101) {
+      parser_->pause = Pause::kHead;
+      return HPE_PAUSED;
+    }
+    skip_body_ = true;
+    return 1;  // RFC 9112 §6.3: ends at its blank line, whatever it says
+  }
+  if (chunked) {
+    r.framing = Framing::kChunked;
+  } else if (te) {
+    r.framing = Framing::kClose;  // a coding other than chunked last: read to the close
+    r.keep_alive = false;
+  } else if (length) {
+    r.framing = Framing::kLength;
+    r.content_length = p->content_length;
+  } else {
+    r.framing = Framing::kClose;
+    r.keep_alive = false;
+  }
+  parser_->pause = Pause::kHead;
+  return HPE_PAUSED;
+}
+
+}  // namespace tether::http

@@ -1,0 +1,171 @@
+// Neutral HTTP message heads: what a request or a response says, whatever
+// protocol carried it. A head owns its bytes (one arena per field list), so
+// nothing in it points into a read buffer that a later read may overwrite.
+//
+// Heads are filled by a codec (h1_decoder.h), changed by policy (headers
+// dropped or added, the target rewritten) and written by an encoder
+// (h1_encoder.h). Not thread-safe; a head lives on one loop.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proxy/http/headers.h"
+
+namespace tether::http {
+
+// A field list in arrival order. Names and values are copied in as they
+// arrive (a codec may deliver either in pieces); drop() hides a field from
+// the encoder without moving the others.
+class HeaderList {
+ public:
+  struct Field {
+    std::uint32_t name_off = 0;
+    std::uint32_t name_len = 0;
+    std::uint32_t value_off = 0;
+    std::uint32_t value_len = 0;
+    HeaderKind kind = HeaderKind::kOther;
+    bool dropped = false;
+    bool underscore = false;  // the name holds '_'
+  };
+
+  std::size_t size() const { return fields_.size(); }
+  bool empty() const { return fields_.empty(); }
+  std::string_view name(std::size_t i) const { return {arena_.data() + fields_[i].name_off, fields_[i].name_len}; }
+  std::string_view value(std::size_t i) const { return {arena_.data() + fields_[i].value_off, fields_[i].value_len}; }
+  HeaderKind kind(std::size_t i) const { return fields_[i].kind; }
+  bool dropped(std::size_t i) const { return fields_[i].dropped; }
+  bool underscore(std::size_t i) const { return fields_[i].underscore; }
+  void drop(std::size_t i) { fields_[i].dropped = true; }
+  // Bytes of names and values held (the bound codecs enforce).
+  std::size_t bytes() const { return arena_.size(); }
+
+  void add(std::string_view name, std::string_view value) {
+    beginField();
+    appendName(name);
+    endName();
+    appendValue(value);
+  }
+  // Field-by-pieces, as a codec fills it: beginField, appendName*, endName,
+  // appendValue*. The value of the last field may grow until the next begin.
+  void beginField() {
+    Field f;
+    f.name_off = f.value_off = static_cast<std::uint32_t>(arena_.size());
+    fields_.push_back(f);
+  }
+  void appendName(std::string_view piece) {
+    arena_.append(piece);
+    fields_.back().name_len += static_cast<std::uint32_t>(piece.size());
+  }
+  void endName() {
+    Field& f = fields_.back();
+    std::string_view n(arena_.data() + f.name_off, f.name_len);
+    f.kind = classifyHeader(n);
+    f.underscore = n.find('_') != std::string_view::npos;
+    f.value_off = static_cast<std::uint32_t>(arena_.size());
+  }
+  void appendValue(std::string_view piece) {
+    arena_.append(piece);
+    fields_.back().value_len += static_cast<std::uint32_t>(piece.size());
+  }
+  // Trims the last field's value of surrounding spaces and tabs (a value
+  // delivered in pieces can end in whitespace only once it is complete).
+  void trimLastValue() {
+    Field& f = fields_.back();
+    while (f.value_len && (arena_[f.value_off + f.value_len - 1] == ' ' || arena_[f.value_off + f.value_len - 1] == '\t')) --f.value_len;
+  }
+
+  // The first field of `k` not dropped; -1 if none.
+  long find(HeaderKind k) const {
+    for (std::size_t i = 0; i < fields_.size(); ++i)
+      if (fields_[i].kind == k && !fields_[i].dropped) return static_cast<long>(i);
+    return -1;
+  }
+  std::size_t count(HeaderKind k) const {
+    std::size_t n = 0;
+    for (const Field& f : fields_) n += f.kind == k && !f.dropped;
+    return n;
+  }
+  // Empties the list, keeping its storage (a codec reuses it per message).
+  void clear() {
+    arena_.clear();
+    fields_.clear();
+  }
+  // Gives the storage back (a pooled codec after a burst of large heads).
+  void shrink() {
+    std::string().swap(arena_);
+    std::vector<Field>().swap(fields_);
+  }
+
+ private:
+  std::string arena_;
+  std::vector<Field> fields_;
+};
+
+// How a message's body is delimited, decided once by the codec from the
+// message as received (RFC 9112 §6).
+enum class Framing : std::uint8_t {
+  kNone,     // no body: HEAD answers, 1xx, 204, 304, requests without length
+  kLength,   // Content-Length
+  kChunked,  // Transfer-Encoding: chunked
+  kClose,    // responses only: the body ends when the connection does
+};
+
+struct RequestHead {
+  std::uint8_t method = 0;       // an llhttp method code; see methodName()
+  std::uint8_t version_minor = 1;  // HTTP/1.0 or HTTP/1.1
+  bool keep_alive = true;        // what the client asks for
+  bool upgrade = false;          // Connection: upgrade with an Upgrade header
+  bool absolute_form = false;    // the target arrived as scheme://authority/...
+  Framing framing = Framing::kNone;
+  std::uint64_t content_length = 0;
+  std::string target;     // origin-form ("/p?q") or "*": what goes upstream
+  std::string authority;  // from an absolute-form target, else the Host field; may be empty
+  HeaderList headers;
+
+  void clear() {
+    method = 0;
+    version_minor = 1;
+    keep_alive = true;
+    upgrade = absolute_form = false;
+    framing = Framing::kNone;
+    content_length = 0;
+    target.clear();
+    authority.clear();
+    headers.clear();
+  }
+};
+
+struct ResponseHead {
+  std::uint16_t status = 0;
+  std::uint8_t version_minor = 1;
+  bool keep_alive = true;  // what the backend allows
+  Framing framing = Framing::kNone;
+  std::uint64_t content_length = 0;
+  std::string reason;
+  HeaderList headers;
+
+  bool informational() const { return status >= 100 && status < 200 && status != 101; }
+  void clear() {
+    status = 0;
+    version_minor = 1;
+    keep_alive = true;
+    framing = Framing::kNone;
+    content_length = 0;
+    reason.clear();
+    headers.clear();
+  }
+};
+
+// "GET", "POST", ... for an llhttp method code; "-" for one it does not know.
+std::string_view methodName(std::uint8_t method);
+
+// Method codes the policy layer asks about (llhttp's values, checked against
+// llhttp.h in head.cc).
+inline constexpr std::uint8_t kMethodDelete = 0, kMethodGet = 1, kMethodHead = 2, kMethodPost = 3,
+                              kMethodPut = 4, kMethodConnect = 5, kMethodOptions = 6, kMethodTrace = 7,
+                              kMethodPatch = 28;
+
+}  // namespace tether::http
