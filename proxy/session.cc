@@ -9,6 +9,8 @@
 #include "balancer/backend.h"
 #include "balancer/picker.h"
 #include "health/ejector.h"
+#include "proxy/forward/header_policy.h"
+#include "proxy/forward/retry.h"
 #include "proxy/forwarded.h"
 #include "proxy/http/status.h"
 #include "proxy/log.h"
@@ -77,20 +79,6 @@ void reserve(BufferPool& pool, IoBuffer& b, std::uint32_t need) {
   }
   b.data = big;
   b.cap = cap;
-}
-
-// The trailer fields tether carries onward: none that may not be a trailer.
-void filterTrailers(HeaderList& t) {
-  for (std::size_t i = 0; i < t.size(); ++i)
-    if (http::forbiddenInTrailer(t.kind(i))) t.drop(i);
-}
-
-// Drops the fields a Connection header names (hop-by-hop, RFC 9110 §7.6.1),
-// except framing and routing fields: those keep their meaning.
-void dropConnectionOptions(HeaderList& h, const http::ConnectionTokens& tokens) {
-  if (tokens.count == 0) return;
-  for (std::size_t i = 0; i < h.size(); ++i)
-    if (!http::framingOrRouting(h.kind(i)) && tokens.names(h.name(i))) h.drop(i);
 }
 
 }  // namespace
@@ -888,7 +876,7 @@ void Session::parseRequestBody() {
 void Session::finishRequestBody() {
   if (!req_chunked_) return;
   HeaderList& t = codecs_->request.trailers();
-  filterTrailers(t);
+  forward::filterTrailers(t);
   if (!appendTrailers(up_body_, t)) {
     respondError(431, "tether: request trailers too large\n");
   }
@@ -914,18 +902,10 @@ void Session::onRequestBody(void* ctx, const char* data, std::size_t len) {
 
 // Header policy that refuses or drops, on the head as decoded.
 bool Session::applyRequestPolicy(int* status, const char** why) {
-  HeaderList& h = request().headers;
-  conf::UnderscoreHeaders u = worker_.config().limits.headers_with_underscores;
-  if (u != conf::UnderscoreHeaders::kAllow) {
-    for (std::size_t i = 0; i < h.size(); ++i) {
-      if (!h.underscore(i)) continue;
-      if (u == conf::UnderscoreHeaders::kReject) {
-        *status = 400;
-        *why = "tether: header field name with an underscore\n";
-        return false;
-      }
-      h.drop(i);
-    }
+  if (!forward::applyUnderscorePolicy(request().headers, worker_.config().limits.headers_with_underscores)) {
+    *status = 400;
+    *why = "tether: header field name with an underscore\n";
+    return false;
   }
   return true;
 }
@@ -1181,75 +1161,20 @@ void Session::onUpstreamReady() {
   updateReading();
 }
 
-// The request head as the backend sees it: hop-by-hop fields and those
-// Connection names gone, X-Forwarded-* set (appended to only for trusted
-// peers), X-Request-Id kept or added, Host as the target says. Policy works
-// on the head (drop marks) and on fields of its own; the encoder writes
-// both. Built for each attempt, so a retry to another backend gets its own.
+// The request head as the backend sees it (forward/header_policy.h), for
+// this attempt's backend: a retry to another one gets its own.
 void Session::buildUpstreamHead() {
   const conf::Config& cfg = worker_.config();
   http::RequestHead& r = request();
-  HeaderList& h = r.headers;
-  bool trusted = isTrusted(client_addr_, client_family_, cfg.trusted_proxies);
-  http::ConnectionTokens connection;
-  std::string_view xfp, xfh, upgrade_value;
-  bool xff = false;
-  for (std::size_t i = 0; i < h.size(); ++i) {
-    switch (h.kind(i)) {
-      case HeaderKind::kConnection: connection.add(h.value(i)); break;
-      case HeaderKind::kUpgrade: upgrade_value = h.value(i); break;
-      case HeaderKind::kXRequestId:
-        if (!request_id_present_) h.drop(i);
-        break;
-      case HeaderKind::kXForwardedFor: xff = true; break;
-      case HeaderKind::kXForwardedProto: if (xfp.empty()) xfp = h.value(i); break;
-      case HeaderKind::kXForwardedHost: if (xfh.empty()) xfh = h.value(i); break;
-      default: break;
-    }
-    HeaderKind k = h.kind(i);
-    if (http::isHopByHop(k) || k == HeaderKind::kXForwardedFor || k == HeaderKind::kXForwardedProto ||
-        k == HeaderKind::kXForwardedHost) {
-      h.drop(i);
-    }
-  }
-  dropConnectionOptions(h, connection);
-  if (!trusted) xff = false, xfp = {}, xfh = {};
-
+  forward::UpstreamRequest in;
+  in.client_ip = std::string_view(client_ip_, client_ip_len_);
+  in.trusted_peer = isTrusted(client_addr_, client_family_, cfg.trusted_proxies);
+  in.tls = listener_.tls;
+  in.request_id = std::string_view(request_id_, 32);
+  in.request_id_from_client = request_id_present_;
+  in.backend_host = backend_ ? std::string_view(backend_->host_header) : std::string_view();
   HeaderList& extra = worker_.extraFields();
-  extra.clear();
-  std::string& line = worker_.fieldScratch();
-  line.clear();
-  // X-Forwarded-For: the client's own value only from a trusted peer (all its
-  // lines, in order), then the peer.
-  if (xff) {
-    for (std::size_t i = 0; i < h.size(); ++i) {
-      if (h.kind(i) != HeaderKind::kXForwardedFor) continue;
-      line.append(h.value(i));
-      line.append(", ");
-    }
-  }
-  line.append(client_ip_, client_ip_len_);
-  extra.add("X-Forwarded-For", line);
-  extra.add("X-Forwarded-Proto", !xfp.empty() && xfp.size() < 16 ? xfp : (listener_.tls ? "https" : "http"));
-  long host_at = h.find(HeaderKind::kHost);
-  std::string_view host = r.authority;
-  if (host_at < 0 && backend_) {
-    // HTTP/1.0 without Host: an HTTP/1.1 request must carry one (RFC 9112
-    // §3.2); the backend's own address, as nginx's $proxy_host.
-    line.assign(backend_->host_header);
-    extra.add("Host", line);
-  } else if (host_at >= 0 && r.absolute_form) {
-    h.drop(static_cast<std::size_t>(host_at));
-    extra.add("Host", r.authority);
-  }
-  if (!host.empty() || !xfh.empty()) {
-    extra.add("X-Forwarded-Host", !xfh.empty() && xfh.size() <= host.size() + 64 ? xfh : host);
-  }
-  if (!request_id_present_) extra.add("X-Request-Id", std::string_view(request_id_, 32));
-  if (upgrade_ && !upgrade_value.empty()) {
-    extra.add("Connection", "upgrade");
-    extra.add("Upgrade", upgrade_value);
-  }
+  forward::upstreamRequestFields(r, in, extra, worker_.fieldScratch());
   std::uint32_t need = static_cast<std::uint32_t>(http::requestHeadSize(r, extra));
   releaseBuffer(up_head_);
   reserve(worker_.buffers(), up_head_, need);
@@ -1463,18 +1388,16 @@ void Session::responseComplete() {
   if (resp_parsed_ < up_in_.end) resp_extra_ = true;
   if (rechunk_) {
     HeaderList& t = d.trailers();
-    filterTrailers(t);
+    forward::filterTrailers(t);
     if (!appendTrailers(down_head_, t)) close();
   }
 }
 
-// The response head as the client sees it: hop-by-hop fields and those
-// Connection names gone (framing fields keep their meaning), X-Request-Id
-// added if the backend did not set one, Connection as we decide, the body
-// framing as the client can read it.
+// The response head as the client sees it (forward/header_policy.h), and
+// the body framing as the client can read it: as received, re-encoded as
+// chunks, or de-chunked for an HTTP/1.0 client.
 void Session::buildDownstreamHead() {
   http::ResponseHead& r = codecs_->response.response();
-  HeaderList& h = r.headers;
   int status = r.status;
   bool informational = r.informational();
   if (informational && http_minor_ == 0) return;  // no 1xx to an HTTP/1.0 client (RFC 9110 §15.2)
@@ -1495,37 +1418,14 @@ void Session::buildDownstreamHead() {
     }
     if (!keep_alive_ || worker_.stopping()) close_after_ = true;
   }
-  http::ConnectionTokens connection;
-  bool has_rid = false;
-  for (std::size_t i = 0; i < h.size(); ++i) {
-    HeaderKind k = h.kind(i);
-    if (k == HeaderKind::kConnection) {
-      connection.add(h.value(i));
-    } else if (k == HeaderKind::kXRequestId) {
-      has_rid = true;
-    } else if (k == HeaderKind::kContentType && !informational) {
-      std::string_view v = h.value(i);
-      if (v.size() >= 17 && http::iequals(v.substr(0, 17), "text/event-stream")) sse_ = true;
-    }
-    if (upgrade_accepted_ || status == 101) {
-      if (k == HeaderKind::kUpgrade || k == HeaderKind::kConnection) continue;
-    }
-    if (http::isHopByHop(k) || (dechunk_ && k == HeaderKind::kTransferEncoding)) h.drop(i);
-  }
-  if (status != 101) dropConnectionOptions(h, connection);
+  forward::DownstreamResponse out;
+  out.http10_client = http_minor_ == 0;
+  out.dechunk = dechunk_;
+  out.close = close_after_;
+  if (aff_) out.set_cookie = aff_->set_cookie;
+  out.request_id = std::string_view(request_id_, request_id_present_ ? ::strnlen(request_id_, 32) : 32);
   HeaderList& extra = worker_.extraFields();
-  extra.clear();
-  if (!informational && aff_ && !aff_->set_cookie.empty()) extra.add("Set-Cookie", aff_->set_cookie);
-  if (!has_rid && !informational) {
-    extra.add("X-Request-Id", std::string_view(request_id_, request_id_present_ ? ::strnlen(request_id_, 32) : 32));
-  }
-  if (!informational && status != 101) {
-    if (close_after_) {
-      extra.add("Connection", "close");
-    } else if (http_minor_ == 0) {
-      extra.add("Connection", "keep-alive");
-    }
-  }
+  if (forward::downstreamResponseFields(r, out, extra)) sse_ = true;
   std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, extra));
   if (down_writing_ && down_head_.data && down_head_.end + need > down_head_.cap) {
     // The previous head is still being written from this buffer.
@@ -1715,35 +1615,38 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
   releaseUpstream(false);
   log::debug("upstream failure", {{"backend", b->name}, {"error", uv_strerror(uv_status)},
                                   {"reused", reused ? "yes" : "no"}});
-  const conf::Config& cfg = worker_.config();
-  bool replayable = !response_started_ && !request_trimmed_ && !client_eof_ &&
-                    (fault == Fault::kConnect || fault == Fault::kUpstreamReset);
-  // A pooled connection the backend had closed: try once more on a fresh one,
-  // to the same backend; this is not the backend's failure.
-  if (replayable && reused && fault == Fault::kUpstreamReset && request_done_) {
+  forward::Attempt a;
+  a.fault = fault;
+  a.response_started = response_started_;
+  a.request_trimmed = request_trimmed_;
+  a.client_eof = client_eof_;
+  a.request_done = request_done_;
+  a.reused_connection = reused;
+  a.idempotent = idempotent(method_);
+  a.strict_pin = aff_ && aff_->from_pin && aff_->plan->cfg.on_target_down == conf::OnTargetDown::kStrict;
+  a.attempts = attempts_;
+  a.max_attempts = worker_.config().retries.attempts;
+  forward::Retry retry = forward::decideRetry(a);
+  if (retry == forward::Retry::kSameBackend) {
+    // A pooled connection the backend had closed: not the backend's failure.
     retrying_ = true;
-    body_sent_ = head_end_;
     head_written_ = false;
     request_sent_ = false;
     connectUpstream();
     return;
   }
   worker_.backendFailure(*b);
-  bool safe = fault == Fault::kConnect || idempotent(method_);
-  if (replayable && safe && attempts_ < cfg.retries.attempts) {
-    if (aff_ && aff_->from_pin && aff_->plan->cfg.on_target_down == conf::OnTargetDown::kStrict) {
-      // strict: a pinned request is never redispatched, even on a retry (as
-      // HAProxy without `option redispatch`); the pin stays.
-      respondError(503, "tether: the pinned backend is unavailable\n");
-      return;
-    }
+  if (retry == forward::Retry::kRefusePinned) {
+    respondError(503, "tether: the pinned backend is unavailable\n");  // the pin stays
+    return;
+  }
+  if (retry == forward::Retry::kOtherBackend) {
     ++attempts_;
     bm.retries.inc();
     if (tried_count_ < 4) tried_[tried_count_++] = b->id;
     countActive(false);
     backend_ = nullptr;
     retrying_ = true;
-    body_sent_ = head_end_;
     head_written_ = false;
     request_sent_ = false;
     std::span<const std::uint32_t> tried(tried_, tried_count_);
@@ -1762,21 +1665,12 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
     }
     backend_ = b;
   }
-  switch (fault) {
-    case Fault::kFirstByteTimeout:
-    case Fault::kUpstreamTimeout:
-      if (response_head_sent_) {
-        close();
-      } else {
-        respondError(504, "tether: backend timed out\n");
-      }
-      break;
-    default:
-      if (response_head_sent_) {
-        close();
-      } else {
-        respondError(502, "tether: backend unavailable\n");
-      }
+  if (response_head_sent_) {
+    close();
+  } else if (forward::failureStatus(fault) == 504) {
+    respondError(504, "tether: backend timed out\n");
+  } else {
+    respondError(502, "tether: backend unavailable\n");
   }
 }
 

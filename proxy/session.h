@@ -28,6 +28,7 @@
 #include "metrics/metrics.h"
 #include "proxy/buffer_pool.h"
 #include "proxy/http/h1_decoder.h"
+#include "proxy/forward/retry.h"
 #include "proxy/http/h1_encoder.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
@@ -119,7 +120,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
 
  private:
   // Where an error came from decides its status and whether a retry is safe.
-  enum class Fault : std::uint8_t { kNone, kConnect, kUpstreamReset, kUpstreamTimeout, kFirstByteTimeout };
+  using Fault = forward::Fault;
 
   void transition(State to);
   // Closing, or answered and on the way out (closeGracefully): no more
