@@ -24,6 +24,9 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TETHER_BIN = os.environ.get("TETHER_BIN", os.path.join(ROOT, "build", "proxy", "tether"))
+# An earlier build to compare in the same run (--proxies tether,tether-base,...): an A/B
+# of a change, both binaries measured against the same upstream, in turn.
+TETHER_BASE_BIN = os.environ.get("TETHER_BASE_BIN", "")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"  # loopback only, always
 
@@ -432,20 +435,22 @@ def start_haproxy(wd, upstream_port, tls=None):
     return Proxy("haproxy", p, port)
 
 
-def tether_available():
-    if not os.access(TETHER_BIN, os.X_OK):
-        return False, "no binary at %s" % TETHER_BIN
+def tether_available(binary=None):
+    binary = binary or TETHER_BIN
+    if not binary or not os.access(binary, os.X_OK):
+        return False, "no binary at %s" % binary
     try:
-        r = subprocess.run([TETHER_BIN, "--version"], capture_output=True, timeout=5)
+        r = subprocess.run([binary, "--version"], capture_output=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return False, "%s --version failed: %s" % (TETHER_BIN, e)
+        return False, "%s --version failed: %s" % (binary, e)
     if r.returncode != 0:
-        return False, "%s --version exited %d" % (TETHER_BIN, r.returncode)
+        return False, "%s --version exited %d" % (binary, r.returncode)
     return True, (r.stdout or r.stderr).decode().strip()
 
 
-def start_tether(wd, upstream_port, tls=None):
-    conf = os.path.join(wd, "tether.yaml")
+def start_tether(wd, upstream_port, tls=None, binary=None, name="tether"):
+    binary = binary or TETHER_BIN
+    conf = os.path.join(wd, name + ".yaml")
     with open(conf, "w") as f:
         f.write(TETHER_CONF)
 
@@ -456,11 +461,11 @@ def start_tether(wd, upstream_port, tls=None):
             with open(conf, "w") as f:
                 f.write(TETHER_CONF + TETHER_TLS_LISTENER % {
                     "host": HOST, "port": port, "cert": tls.cert, "key": tls.key})
-        return spawn([TETHER_BIN, "-c", conf] + listen + ["--admin", HOST + ":0",
+        return spawn([binary, "-c", conf] + listen + ["--admin", HOST + ":0",
                       "-b", "http://%s:%d" % (HOST, upstream_port), "--log-level", "warn"],
-                     "tether", stderr=open(os.path.join(wd, "tether.log"), "w")), "/health"
-    p, port = start_on_free_port("tether; see %s/tether.log" % wd, launch, tls=tls)
-    return Proxy("tether", p, port)
+                     name, stderr=open(os.path.join(wd, name + ".log"), "w")), "/health"
+    p, port = start_on_free_port("%s; see %s/%s.log" % (name, wd, name), launch, tls=tls)
+    return Proxy(name, p, port)
 
 
 def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None):
@@ -475,6 +480,13 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None):
             notes.append("tether: %s" % info)
         else:
             notes.append("tether skipped: %s" % info)
+    if "tether-base" in wanted:
+        ok, info = tether_available(TETHER_BASE_BIN)
+        if ok:
+            proxies.append(start_tether(wd, upstream_port, tls, TETHER_BASE_BIN, "tether-base"))
+            notes.append("tether-base (%s): %s" % (TETHER_BASE_BIN, info))
+        else:
+            notes.append("tether-base skipped: %s" % info)
     if "haproxy" in wanted:
         proxies.append(start_haproxy(wd, upstream_port, tls))
     if "nginx" in wanted:

@@ -327,7 +327,7 @@ std::int64_t Session::deadline() const {
       if (looking_up_ && aff_) return timer_deadline_ + aff_->plan->cfg.lookup_timeout;
       return bodyDeadline(timer_deadline_ + t.connect);
     case State::kExchange:
-      if (request_sent_ && !response_started_) return bodyDeadline(timer_deadline_ + t.upstream_first_byte);
+      if (rq_.request_sent && !rq_.response_started) return bodyDeadline(timer_deadline_ + t.upstream_first_byte);
       return bodyDeadline(last_activity_ + t.upstream_idle);
     case State::kTunnel:
       if (going_away_) return timer_deadline_ + t.websocket_close;
@@ -341,13 +341,13 @@ std::int64_t Session::deadline() const {
 // without a byte from the client is bounded too.
 std::int64_t Session::bodyDeadline(std::int64_t d) const {
   std::int64_t limit = worker_.config().timeouts.request_body;
-  if (request_done_ || limit <= 0 || !head_done_) return d;
+  if (rq_.request_done || limit <= 0 || !rq_.head_done) return d;
   return std::min(d, last_down_ms_ + limit);
 }
 
 bool Session::bodyTimedOut() const {
   std::int64_t limit = worker_.config().timeouts.request_body;
-  return !request_done_ && head_done_ && limit > 0 && worker_.now() >= last_down_ms_ + limit;
+  return !rq_.request_done && rq_.head_done && limit > 0 && worker_.now() >= last_down_ms_ + limit;
 }
 
 // The timer only ever moves earlier here; a timer that fires before the
@@ -417,7 +417,7 @@ void Session::onTimeout() {
     case State::kExchange:
       if (bodyTimedOut()) {
         requestBodyTimeout();
-      } else if (request_sent_ && !response_started_) {
+      } else if (rq_.request_sent && !rq_.response_started) {
         onUpstreamFailure(Fault::kFirstByteTimeout, UV_ETIMEDOUT);
       } else {
         onUpstreamFailure(Fault::kUpstreamTimeout, UV_ETIMEDOUT);
@@ -440,7 +440,7 @@ void Session::requestBodyTimeout() {
                                       {"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))}});
   worker_.metrics().request_timeouts_body.inc();
   releaseUpstream(false);
-  if (response_head_sent_) {
+  if (rq_.response_head_sent) {
     close();
     return;
   }
@@ -501,7 +501,7 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
     s->updateReading();  // the ciphertext buffer is full: decrypt before reading more
   } else if (nread > 0) {
     s->in_.end += static_cast<std::uint32_t>(nread);
-    s->bytes_in_ += static_cast<std::uint64_t>(nread);
+    s->rq_.bytes_in += static_cast<std::uint64_t>(nread);
     s->touch();
     s->onDownstreamData();
   } else if (nread == 0) {
@@ -666,8 +666,8 @@ void Session::onDownstreamWritten(int status) {
       afterResponseWrite();
       break;
     case State::kTunnel:
-      if (up_in_.data && resp_body_sent_ == up_in_.end) {
-        resp_body_sent_ = 0;
+      if (up_in_.data && rq_.resp_body_sent == up_in_.end) {
+        rq_.resp_body_sent = 0;
         releaseBuffer(up_in_);
       }
       pumpTunnel();
@@ -690,8 +690,8 @@ void Session::onUpstreamWritten(int status) {
     return;
   }
   if (state_ == State::kTunnel) {
-    if (in_.data && body_sent_ == in_.end) {
-      body_sent_ = 0;
+    if (in_.data && rq_.body_sent == in_.end) {
+      rq_.body_sent = 0;
       releaseBuffer(in_);
     }
     pumpTunnel();
@@ -739,7 +739,7 @@ void Session::onDownstreamData() {
       break;
     case State::kUpstream:
     case State::kExchange:
-      if (!request_done_) {
+      if (!rq_.request_done) {
         parseRequest();
         if (state_ == State::kExchange && !closing_) pumpRequest();
       }
@@ -762,7 +762,7 @@ void Session::onDownstreamEof() {
     case State::kUpstream:
     case State::kExchange:
       client_eof_ = true;
-      if (!request_done_) {
+      if (!rq_.request_done) {
         // The request can never complete: nothing to answer.
         close();
         return;
@@ -789,7 +789,7 @@ void Session::requestParseError() {
                              {"reason", d.errorReason()},
                              {"error", d.errorName()}});
   if (state_ == State::kHead) worker_.newRequestId(request_id_);
-  if (response_head_sent_) {
+  if (rq_.response_head_sent) {
     close();
     return;
   }
@@ -803,24 +803,24 @@ void Session::parseRequest() {
   if (state_ != State::kHead) return parseRequestBody();
   http::H1Decoder& d = codecs_->request;
   std::size_t used = 0;
-  http::H1Decoder::Event ev = d.execute(in_.data + parsed_, in_.end - parsed_, &used);
-  parsed_ += static_cast<std::uint32_t>(used);
+  http::H1Decoder::Event ev = d.execute(in_.data + rq_.parsed, in_.end - rq_.parsed, &used);
+  rq_.parsed += static_cast<std::uint32_t>(used);
   if (ev == http::H1Decoder::Event::kError) return requestParseError();
   if (ev == http::H1Decoder::Event::kNeedMore) {
     // The head's bytes are in the head now: the buffer starts over.
-    in_.end = parsed_ = 0;
+    in_.end = rq_.parsed = 0;
     return;
   }
   // kHead: the body, if any, starts here.
-  head_done_ = true;
-  head_end_ = body_sent_ = parsed_;
+  rq_.head_done = true;
+  rq_.head_end = rq_.body_sent = rq_.parsed;
   const http::RequestHead& h = request();
   method_ = h.method;
   http_minor_ = h.version_minor;
   keep_alive_ = h.keep_alive;
-  upgrade_ = h.upgrade;
-  head_request_ = h.method == http::kMethodHead;
-  req_chunked_ = h.framing == http::Framing::kChunked;
+  rq_.upgrade = h.upgrade;
+  rq_.head_request = h.method == http::kMethodHead;
+  rq_.req_chunked = h.framing == http::Framing::kChunked;
   int status = 0;
   const char* why = nullptr;
   if (!applyRequestPolicy(&status, &why)) {
@@ -836,45 +836,43 @@ void Session::parseRequest() {
   dispatch();
 }
 
-// Body bytes: a Content-Length body is forwarded as it is read, [body_sent_,
-// parsed_) of in_; a chunked one is decoded and re-encoded into up_body_
+// Body bytes: a Content-Length body is forwarded as it is read, [rq_.body_sent,
+// rq_.parsed) of in_; a chunked one is decoded and re-encoded into up_body_
 // (extensions dropped, trailers filtered), as far as up_body_ has room.
 void Session::parseRequestBody() {
   http::H1Decoder& d = codecs_->request;
-  for (int step = 0; !done() && !request_done_ && step < 64; ++step) {
-    std::uint32_t len = in_.end - parsed_;
-    if (req_chunked_) {
+  for (int step = 0; !done() && !rq_.request_done && step < 64; ++step) {
+    std::uint32_t len = in_.end - rq_.parsed;
+    if (rq_.req_chunked) {
       if (up_writing_) return;  // up_body_ is being written: wait for it
       reserve(worker_.buffers(), up_body_, 0);
       std::uint32_t room = up_body_.cap - up_body_.end;
       if (room < http::ChunkStager::kOverhead + 64) return;
       len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
-      req_stager_.begin(up_body_.end);
-      up_body_.end = req_stager_.dataStart();
+      rq_.req_stager.begin(up_body_.end);
+      up_body_.end = rq_.req_stager.dataStart();
     }
     std::size_t used = 0;
-    http::H1Decoder::Event ev = d.execute(in_.data + parsed_, len, &used);
-    parsed_ += static_cast<std::uint32_t>(used);
-    if (req_chunked_) {
-      up_body_.end = req_stager_.seal(up_body_.data, up_body_.end);
+    http::H1Decoder::Event ev = d.execute(in_.data + rq_.parsed, len, &used);
+    rq_.parsed += static_cast<std::uint32_t>(used);
+    if (rq_.req_chunked) {
+      up_body_.end = rq_.req_stager.seal(up_body_.data, up_body_.end);
       // Decoded: the chunked bytes read are not needed again.
-      if (parsed_ == in_.end && state_ != State::kHead) {
-        in_.end = parsed_ = body_sent_ = head_end_ = 0;
-      }
+      if (rq_.parsed == in_.end) in_.end = rq_.parsed = rq_.body_sent = rq_.head_end = 0;
     }
     if (ev == http::H1Decoder::Event::kError) return requestParseError();
     if (ev == http::H1Decoder::Event::kComplete) {
-      request_done_ = true;
+      rq_.request_done = true;
       finishRequestBody();
       return;
     }
-    if (ev == http::H1Decoder::Event::kNeedMore && parsed_ == in_.end) return;
+    if (ev == http::H1Decoder::Event::kNeedMore && rq_.parsed == in_.end) return;
   }
 }
 
 // The request's end: a chunked body gets its last chunk and its trailers.
 void Session::finishRequestBody() {
-  if (!req_chunked_) return;
+  if (!rq_.req_chunked) return;
   HeaderList& t = codecs_->request.trailers();
   forward::filterTrailers(t);
   if (!appendTrailers(up_body_, t)) {
@@ -894,7 +892,7 @@ bool Session::appendTrailers(IoBuffer& b, const HeaderList& trailers) {
 
 void Session::onRequestBody(void* ctx, const char* data, std::size_t len) {
   Session* s = static_cast<Session*>(ctx);
-  if (!s->req_chunked_) return;  // forwarded from in_ as it is
+  if (!s->rq_.req_chunked) return;  // forwarded from in_ as it is
   // parseRequestBody passed no more than fits.
   std::memcpy(s->up_body_.data + s->up_body_.end, data, len);
   s->up_body_.end += static_cast<std::uint32_t>(len);
@@ -923,10 +921,10 @@ void Session::dispatch() {
     std::string_view v = h.value(static_cast<std::size_t>(rid));
     std::memset(request_id_, 0, sizeof request_id_);
     std::memcpy(request_id_, v.data(), v.size());
-    request_id_present_ = true;
+    rq_.request_id_present = true;
   } else {
     worker_.newRequestId(request_id_);
-    request_id_present_ = false;
+    rq_.request_id_present = false;
   }
   std::string_view path = url.substr(0, url.find('?'));
   const std::shared_ptr<const AffinityPlan>* plan = worker_.affinityFor(path);
@@ -937,7 +935,7 @@ void Session::dispatch() {
     char text[46];
     client_hash_ = balancer::hashKey(clientAddress(text));
   }
-  proceed(worker_.pick(std::span<const std::uint32_t>(tried_, tried_count_), client_hash_, by_client));
+  proceed(worker_.pick(std::span<const std::uint32_t>(rq_.tried, rq_.tried_count), client_hash_, by_client));
 }
 
 // The client's address after trusted_proxies (forwarded.h): what client_ip
@@ -1023,7 +1021,7 @@ bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
   if (inserted) {
     // A brand-new key: nothing to look up.
     worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
-    Backend* b = worker_.placeByHash(aff_->hash, std::span<const std::uint32_t>(tried_, tried_count_));
+    Backend* b = worker_.placeByHash(aff_->hash, std::span<const std::uint32_t>(rq_.tried, rq_.tried_count));
     if (b) pinTo(b, false);
     proceed(b);
     return false;
@@ -1047,7 +1045,7 @@ void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
   aff_->ticket = nullptr;
   const conf::Affinity& cfg = aff_->plan->cfg;
   std::int64_t wall = Worker::nowWallMs();
-  std::span<const std::uint32_t> tried(tried_, tried_count_);
+  std::span<const std::uint32_t> tried(rq_.tried, rq_.tried_count);
   Backend* pinned = pinned_name.empty() ? nullptr : worker_.runtime().backends.findByName(pinned_name);
   if (pinned && pinned->available(wall)) {
     // A pin holds while its backend is up and not draining.
@@ -1090,7 +1088,7 @@ void Session::pinTo(Backend* b, bool repin) {
 // backend that issued it, so that every later poll and the upgrade find it.
 void Session::sniffSid(std::string_view body) {
   balancer::EngineIoSidSniffer& sn = *aff_->sniffer;
-  if (status_ != 200) {
+  if (rq_.status != 200) {
     aff_->sniffer.reset();
     return;
   }
@@ -1150,13 +1148,13 @@ void Session::onUpstreamConnected(int status) {
 
 void Session::onUpstreamReady() {
   up_reading_ = false;
-  head_written_ = false;
-  body_sent_ = head_end_;
-  up_body_sent_ = 0;
+  rq_.head_written = false;
+  rq_.body_sent = rq_.head_end;
+  rq_.up_body_sent = 0;
   buildUpstreamHead();
   http::H1Decoder& d = codecs_->response;
   d.reset();
-  d.expectResponseTo(method_, upgrade_);
+  d.expectResponseTo(method_, rq_.upgrade);
   pumpRequest();
   updateReading();
 }
@@ -1171,7 +1169,7 @@ void Session::buildUpstreamHead() {
   in.trusted_peer = isTrusted(client_addr_, client_family_, cfg.trusted_proxies);
   in.tls = listener_.tls;
   in.request_id = std::string_view(request_id_, 32);
-  in.request_id_from_client = request_id_present_;
+  in.request_id_from_client = rq_.request_id_present;
   in.backend_host = backend_ ? std::string_view(backend_->host_header) : std::string_view();
   HeaderList& extra = worker_.extraFields();
   forward::upstreamRequestFields(r, in, extra, worker_.fieldScratch());
@@ -1185,20 +1183,20 @@ void Session::pumpRequest() {
   if (up_writing_ || closing_ || !upstream_) return;
   uv_buf_t bufs[2];
   unsigned n = 0;
-  if (!head_written_) {
+  if (!rq_.head_written) {
     bufs[n++] = uv_buf_init(up_head_.data, up_head_.end);
-    head_written_ = true;
+    rq_.head_written = true;
   }
-  if (req_chunked_) {
-    if (up_body_.data && up_body_.end > up_body_sent_) {
-      bufs[n++] = uv_buf_init(up_body_.data + up_body_sent_, up_body_.end - up_body_sent_);
-      up_body_sent_ = up_body_.end;
+  if (rq_.req_chunked) {
+    if (up_body_.data && up_body_.end > rq_.up_body_sent) {
+      bufs[n++] = uv_buf_init(up_body_.data + rq_.up_body_sent, up_body_.end - rq_.up_body_sent);
+      rq_.up_body_sent = up_body_.end;
     }
-  } else if (parsed_ > body_sent_) {
+  } else if (rq_.parsed > rq_.body_sent) {
     // For an upgrade request the parser stopped at the end of the request:
     // what follows belongs to the tunnel and waits for the 101.
-    bufs[n++] = uv_buf_init(in_.data + body_sent_, parsed_ - body_sent_);
-    body_sent_ = parsed_;
+    bufs[n++] = uv_buf_init(in_.data + rq_.body_sent, rq_.parsed - rq_.body_sent);
+    rq_.body_sent = rq_.parsed;
   }
   if (n == 0) {
     afterRequestWrite();
@@ -1210,30 +1208,30 @@ void Session::pumpRequest() {
 
 void Session::afterRequestWrite() {
   if (closing_ || state_ != State::kExchange) return;
-  if (req_chunked_ && up_body_.data && up_body_sent_ == up_body_.end) {
+  if (rq_.req_chunked && up_body_.data && rq_.up_body_sent == up_body_.end) {
     // Written: the staged chunks start over. The request can no longer be
     // replayed.
-    if (up_body_.end) request_trimmed_ = true;
-    up_body_.end = up_body_sent_ = 0;
-    if (request_done_) releaseBuffer(up_body_);
+    if (up_body_.end) rq_.request_trimmed = true;
+    up_body_.end = rq_.up_body_sent = 0;
+    if (rq_.request_done) releaseBuffer(up_body_);
   }
-  bool body_out = req_chunked_ ? (!up_body_.data || up_body_sent_ == up_body_.end) : body_sent_ == parsed_;
-  if (request_done_ && body_out) {
-    if (!request_sent_) {
-      request_sent_ = true;
+  bool body_out = rq_.req_chunked ? (!up_body_.data || rq_.up_body_sent == up_body_.end) : rq_.body_sent == rq_.parsed;
+  if (rq_.request_done && body_out) {
+    if (!rq_.request_sent) {
+      rq_.request_sent = true;
       timer_deadline_ = worker_.now();
       armTimer();
     }
-  } else if (!req_chunked_ && parsed_ == in_.end && body_sent_ == parsed_ && in_.end == in_.cap) {
+  } else if (!rq_.req_chunked && rq_.parsed == in_.end && rq_.body_sent == rq_.parsed && in_.end == in_.cap) {
     // Every byte read so far went upstream and the buffer is full: start it
     // over. The request can no longer be replayed.
-    request_trimmed_ = true;
-    in_.end = parsed_ = body_sent_ = head_end_ = req_start_ = 0;
+    rq_.request_trimmed = true;
+    in_.end = rq_.parsed = rq_.body_sent = rq_.head_end = rq_.req_start = 0;
   }
-  if (!request_done_ && parsed_ < in_.end) {
+  if (!rq_.request_done && rq_.parsed < in_.end) {
     parseRequest();
     if (done()) return;
-    bool more = req_chunked_ ? (up_body_.data && up_body_.end > up_body_sent_) : parsed_ > body_sent_;
+    bool more = rq_.req_chunked ? (up_body_.data && up_body_.end > rq_.up_body_sent) : rq_.parsed > rq_.body_sent;
     if (more) {
       pumpRequest();
       return;
@@ -1259,9 +1257,9 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
       pumpTunnel();
       return;
     }
-    if (!response_started_) {
-      response_started_ = true;
-      first_byte_ms_ = worker_.now();
+    if (!rq_.response_started) {
+      rq_.response_started = true;
+      rq_.first_byte_ms = worker_.now();
       releaseBuffer(up_head_);
       armTimer();
     }
@@ -1281,15 +1279,15 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
     }
     return;
   }
-  if (!response_started_) {
+  if (!rq_.response_started) {
     onUpstreamFailure(Fault::kUpstreamReset, static_cast<int>(nread));
     return;
   }
   // The backend is gone mid-response. A close-delimited body ends here;
   // anything else is truncated and the client must see a closed connection.
-  if (nread == UV_EOF && !response_done_ && codecs_ && response_head_sent_ &&
+  if (nread == UV_EOF && !rq_.response_done && codecs_ && rq_.response_head_sent &&
       codecs_->response.finish() == http::H1Decoder::Event::kComplete) {
-    resp_keep_alive_ = false;
+    rq_.resp_keep_alive = false;
     close_after_ = true;
     releaseUpstream(false);
     responseComplete();
@@ -1297,11 +1295,11 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
     pumpResponse();
     return;
   }
-  if (!response_done_) {
+  if (!rq_.response_done) {
     log::warn("upstream closed mid-response", {{"backend", backend_->name}, {"request_id", std::string_view(request_id_, 32)}});
     worker_.backendFailure(*backend_);
     releaseUpstream(false);
-    abort_when_flushed_ = true;
+    rq_.abort_when_flushed = true;
     if (!down_writing_) close();
   } else {
     releaseUpstream(false);
@@ -1314,10 +1312,10 @@ void Session::parseResponse() {
   // After a head, one more step even over zero bytes: that is how a response
   // without body (204, 304, Content-Length: 0) completes.
   bool again = false;
-  while (!done() && !response_done_ && (resp_parsed_ < up_in_.end || again)) {
+  while (!done() && !rq_.response_done && (rq_.resp_parsed < up_in_.end || again)) {
     again = false;
-    std::uint32_t len = up_in_.end - resp_parsed_;
-    bool staging = response_head_sent_ && (dechunk_ || rechunk_);
+    std::uint32_t len = up_in_.end - rq_.resp_parsed;
+    bool staging = rq_.response_head_sent && (rq_.dechunk || rq_.rechunk);
     if (staging) {
       // Decoded bytes are staged in down_head_; never parse more than fits,
       // and never while it is being written.
@@ -1326,17 +1324,17 @@ void Session::parseResponse() {
       std::uint32_t room = down_head_.cap - down_head_.end;
       if (room < http::ChunkStager::kOverhead + 64) break;  // flush first
       len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
-      if (rechunk_) {
-        resp_stager_.begin(down_head_.end);
-        down_head_.end = resp_stager_.dataStart();
+      if (rq_.rechunk) {
+        rq_.resp_stager.begin(down_head_.end);
+        down_head_.end = rq_.resp_stager.dataStart();
       }
     }
     std::size_t used = 0;
-    http::H1Decoder::Event ev = d.execute(up_in_.data + resp_parsed_, len, &used);
-    resp_parsed_ += static_cast<std::uint32_t>(used);
+    http::H1Decoder::Event ev = d.execute(up_in_.data + rq_.resp_parsed, len, &used);
+    rq_.resp_parsed += static_cast<std::uint32_t>(used);
     if (staging) {
-      if (rechunk_) down_head_.end = resp_stager_.seal(down_head_.data, down_head_.end);
-      resp_body_sent_ = resp_parsed_;  // staged: nothing is forwarded from up_in_
+      if (rq_.rechunk) down_head_.end = rq_.resp_stager.seal(down_head_.data, down_head_.end);
+      rq_.resp_body_sent = rq_.resp_parsed;  // staged: nothing is forwarded from up_in_
     }
     switch (ev) {
       case http::H1Decoder::Event::kNeedMore:
@@ -1344,7 +1342,7 @@ void Session::parseResponse() {
       case http::H1Decoder::Event::kHead:
         buildDownstreamHead();
         if (done()) return;
-        resp_body_sent_ = resp_parsed_;
+        rq_.resp_body_sent = rq_.resp_parsed;
         again = true;
         continue;
       case http::H1Decoder::Event::kComplete:
@@ -1357,21 +1355,21 @@ void Session::parseResponse() {
                                    {"error", d.errorName()}});
         worker_.backendFailure(*backend_);
         releaseUpstream(false);
-        if (!response_head_sent_) {
+        if (!rq_.response_head_sent) {
           respondError(502, "tether: bad response from backend\n");
         } else {
-          abort_when_flushed_ = true;
+          rq_.abort_when_flushed = true;
           if (!down_writing_) close();
         }
         return;
       }
     }
-    if (ev == http::H1Decoder::Event::kNeedMore && resp_parsed_ == up_in_.end) break;
+    if (ev == http::H1Decoder::Event::kNeedMore && rq_.resp_parsed == up_in_.end) break;
   }
-  if (!response_done_ && !done() && up_in_.data && resp_parsed_ == up_in_.end && resp_body_sent_ == resp_parsed_ &&
-      (!response_head_sent_ || dechunk_ || rechunk_)) {
+  if (!rq_.response_done && !done() && up_in_.data && rq_.resp_parsed == up_in_.end &&
+      (!rq_.response_head_sent || ((rq_.dechunk || rq_.rechunk) && rq_.resp_body_sent == rq_.resp_parsed))) {
     // Everything read is in a head or staged: the buffer starts over.
-    up_in_.end = resp_parsed_ = resp_body_sent_ = 0;
+    up_in_.end = rq_.resp_parsed = rq_.resp_body_sent = 0;
   }
   pumpResponse();
 }
@@ -1380,13 +1378,13 @@ void Session::parseResponse() {
 // and trailers; bytes beyond the framing mean the connection is not reused.
 void Session::responseComplete() {
   http::H1Decoder& d = codecs_->response;
-  response_done_ = true;
+  rq_.response_done = true;
   if (d.response().status == 101) {
-    upgrade_accepted_ = true;  // the decoder accepts a 101 only when asked
+    rq_.upgrade_accepted = true;  // the decoder accepts a 101 only when asked
     return;
   }
-  if (resp_parsed_ < up_in_.end) resp_extra_ = true;
-  if (rechunk_) {
+  if (rq_.resp_parsed < up_in_.end) rq_.resp_extra = true;
+  if (rq_.rechunk) {
     HeaderList& t = d.trailers();
     forward::filterTrailers(t);
     if (!appendTrailers(down_head_, t)) close();
@@ -1402,16 +1400,16 @@ void Session::buildDownstreamHead() {
   bool informational = r.informational();
   if (informational && http_minor_ == 0) return;  // no 1xx to an HTTP/1.0 client (RFC 9110 §15.2)
   if (!informational) {
-    status_ = static_cast<std::uint16_t>(status);
-    resp_keep_alive_ = r.keep_alive;
+    rq_.status = static_cast<std::uint16_t>(status);
+    rq_.resp_keep_alive = r.keep_alive;
     switch (r.framing) {
       case http::Framing::kClose: close_after_ = true; break;
       case http::Framing::kChunked:
         if (http_minor_ == 0) {
-          dechunk_ = true;
+          rq_.dechunk = true;
           close_after_ = true;
         } else {
-          rechunk_ = true;
+          rq_.rechunk = true;
         }
         break;
       default: break;
@@ -1420,10 +1418,10 @@ void Session::buildDownstreamHead() {
   }
   forward::DownstreamResponse out;
   out.http10_client = http_minor_ == 0;
-  out.dechunk = dechunk_;
+  out.dechunk = rq_.dechunk;
   out.close = close_after_;
   if (aff_) out.set_cookie = aff_->set_cookie;
-  out.request_id = std::string_view(request_id_, request_id_present_ ? ::strnlen(request_id_, 32) : 32);
+  out.request_id = std::string_view(request_id_, rq_.request_id_present ? ::strnlen(request_id_, 32) : 32);
   HeaderList& extra = worker_.extraFields();
   if (forward::downstreamResponseFields(r, out, extra)) sse_ = true;
   std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, extra));
@@ -1436,7 +1434,7 @@ void Session::buildDownstreamHead() {
   reserve(worker_.buffers(), down_head_, need);
   down_head_.end += static_cast<std::uint32_t>(http::writeResponseHead(r, extra, down_head_.data + down_head_.end));
   if (!informational) {
-    response_head_sent_ = true;
+    rq_.response_head_sent = true;
     if (sse_) worker_.metrics().backend(backend_->id).sse_active.inc();
   }
 }
@@ -1444,7 +1442,7 @@ void Session::buildDownstreamHead() {
 void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
   Session* s = static_cast<Session*>(ctx);
   if (s->aff_ && s->aff_->sniffer) s->sniffSid(std::string_view(data, len));
-  if (!s->dechunk_ && !s->rechunk_) return;  // forwarded from up_in_ as it is
+  if (!s->rq_.dechunk && !s->rq_.rechunk) return;  // forwarded from up_in_ as it is
   // parseResponse passed no more than fits.
   std::memcpy(s->down_head_.data + s->down_head_.end, data, len);
   s->down_head_.end += static_cast<std::uint32_t>(len);
@@ -1455,18 +1453,18 @@ void Session::pumpResponse() {
   uv_buf_t bufs[2];
   unsigned n = 0;
   std::size_t bytes = 0;
-  if (down_head_.data && down_head_.end > down_head_sent_) {
-    bufs[n++] = uv_buf_init(down_head_.data + down_head_sent_, down_head_.end - down_head_sent_);
-    bytes += down_head_.end - down_head_sent_;
-    down_head_sent_ = down_head_.end;
+  if (down_head_.data && down_head_.end > rq_.down_head_sent) {
+    bufs[n++] = uv_buf_init(down_head_.data + rq_.down_head_sent, down_head_.end - rq_.down_head_sent);
+    bytes += down_head_.end - rq_.down_head_sent;
+    rq_.down_head_sent = down_head_.end;
   }
-  if (!dechunk_ && !rechunk_ && response_head_sent_ && !upgrade_accepted_ && resp_parsed_ > resp_body_sent_) {
-    bufs[n++] = uv_buf_init(up_in_.data + resp_body_sent_, resp_parsed_ - resp_body_sent_);
-    bytes += resp_parsed_ - resp_body_sent_;
-    resp_body_sent_ = resp_parsed_;
+  if (!rq_.dechunk && !rq_.rechunk && rq_.response_head_sent && !rq_.upgrade_accepted && rq_.resp_parsed > rq_.resp_body_sent) {
+    bufs[n++] = uv_buf_init(up_in_.data + rq_.resp_body_sent, rq_.resp_parsed - rq_.resp_body_sent);
+    bytes += rq_.resp_parsed - rq_.resp_body_sent;
+    rq_.resp_body_sent = rq_.resp_parsed;
   }
   if (n) {
-    bytes_out_ += bytes;
+    rq_.bytes_out += bytes;
     if (!writeDownstream(bufs, n)) return;
     if (down_writing_) return;
   }
@@ -1475,32 +1473,32 @@ void Session::pumpResponse() {
 
 void Session::afterResponseWrite() {
   if (closing_) return;
-  if (abort_when_flushed_) {
+  if (rq_.abort_when_flushed) {
     close();
     return;
   }
-  if (down_head_.data && down_head_sent_ == down_head_.end) {
-    down_head_sent_ = 0;
+  if (down_head_.data && rq_.down_head_sent == down_head_.end) {
+    rq_.down_head_sent = 0;
     releaseBuffer(down_head_);
   }
-  if (up_in_.data && resp_body_sent_ == resp_parsed_ && resp_parsed_ == up_in_.end && !upgrade_accepted_) {
-    resp_body_sent_ = resp_parsed_ = 0;
+  if (up_in_.data && rq_.resp_body_sent == rq_.resp_parsed && rq_.resp_parsed == up_in_.end && !rq_.upgrade_accepted) {
+    rq_.resp_body_sent = rq_.resp_parsed = 0;
     releaseBuffer(up_in_);
   }
-  if (response_done_) {
-    if (upgrade_accepted_) {
+  if (rq_.response_done) {
+    if (rq_.upgrade_accepted) {
       enterTunnel();
     } else {
       finishExchange();
     }
     return;
   }
-  if (up_in_.data && resp_parsed_ < up_in_.end) {
+  if (up_in_.data && rq_.resp_parsed < up_in_.end) {
     parseResponse();
     return;
   }
-  if (up_in_.data && up_in_.end == up_in_.cap && resp_body_sent_ == up_in_.end) {
-    resp_body_sent_ = resp_parsed_ = 0;
+  if (up_in_.data && up_in_.end == up_in_.cap && rq_.resp_body_sent == up_in_.end) {
+    rq_.resp_body_sent = rq_.resp_parsed = 0;
     up_in_.end = 0;
   }
   updateReading();
@@ -1510,17 +1508,17 @@ void Session::finishExchange() {
   const conf::Config& cfg = worker_.config();
   std::int64_t now = worker_.now();
   // Pipelined bytes already read belong to the requests that follow.
-  if (in_.data && in_.end > parsed_) bytes_in_ -= std::min<std::uint64_t>(bytes_in_, in_.end - parsed_);
+  if (in_.data && in_.end > rq_.parsed) rq_.bytes_in -= std::min<std::uint64_t>(rq_.bytes_in, in_.end - rq_.parsed);
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
-  bm.request(metricMethod(method_), status_);
-  if (upgrade_ && !upgrade_accepted_) bm.websocketUpgrade(status_);  // refused: counted with its status
+  bm.request(metricMethod(method_), rq_.status);
+  if (rq_.upgrade && !rq_.upgrade_accepted) bm.websocketUpgrade(rq_.status);  // refused: counted with its status
   bm.request_duration.observeMs(now - req_started_ms_);
-  if (first_byte_ms_ >= 0) bm.first_byte.observeMs(first_byte_ms_ - req_started_ms_);
-  bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(bytes_in_);
-  bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(bytes_out_);
+  if (rq_.first_byte_ms >= 0) bm.first_byte.observeMs(rq_.first_byte_ms - req_started_ms_);
+  bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(rq_.bytes_in);
+  bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(rq_.bytes_out);
   if (sse_) bm.sse_active.dec();
   sse_ = false;
-  if (health::countsAsPassiveFailure(cfg.passive, status_)) {
+  if (health::countsAsPassiveFailure(cfg.passive, rq_.status)) {
     worker_.backendFailure(*backend_);
   } else {
     worker_.backendSuccess(*backend_);
@@ -1531,8 +1529,8 @@ void Session::finishExchange() {
   // A connection is reused only when the response ended exactly at its
   // framing (no stray byte a later request would read as its answer), and
   // never after an upgrade request, whatever the answer.
-  bool reusable = resp_keep_alive_ && request_sent_ && !resp_extra_ && !upgrade_ &&
-                  (!up_in_.data || resp_parsed_ == up_in_.end);
+  bool reusable = rq_.resp_keep_alive && rq_.request_sent && !rq_.resp_extra && !rq_.upgrade &&
+                  (!up_in_.data || rq_.resp_parsed == up_in_.end);
   releaseUpstream(reusable);
   if (close_after_ || !keep_alive_ || client_eof_ || worker_.stopping()) {
     closeGracefully();
@@ -1544,8 +1542,8 @@ void Session::finishExchange() {
 void Session::startNextRequest() {
   // Keep the unparsed rest of the buffer (pipelined requests) at its start.
   if (in_.data) {
-    std::uint32_t rest = in_.end - parsed_;
-    if (rest && parsed_) std::memmove(in_.data, in_.data + parsed_, rest);
+    std::uint32_t rest = in_.end - rq_.parsed;
+    if (rest && rq_.parsed) std::memmove(in_.data, in_.data + rq_.parsed, rest);
     in_.end = rest;
     if (in_.heap() && rest <= BufferPool::kSize) {
       char* small = worker_.buffers().get();
@@ -1563,18 +1561,8 @@ void Session::startNextRequest() {
   releaseBuffer(up_in_);
   releaseBuffer(up_body_);
   releaseBuffer(down_head_);
-  req_start_ = head_end_ = body_sent_ = parsed_ = 0;
-  resp_body_sent_ = resp_parsed_ = 0;
-  down_head_sent_ = up_body_sent_ = 0;
-  attempts_ = tried_count_ = 0;
-  status_ = 0;
-  head_done_ = head_written_ = request_done_ = request_sent_ = request_trimmed_ = false;
-  upgrade_ = head_request_ = response_started_ = response_head_sent_ = response_done_ = false;
-  resp_keep_alive_ = dechunk_ = rechunk_ = req_chunked_ = resp_extra_ = retrying_ = request_id_present_ = false;
-  abort_when_flushed_ = upgrade_accepted_ = false;
-  bytes_in_ = bytes_out_ = 0;
-  bytes_in_ = in_.end;  // pipelined bytes already read belong to the next request
-  first_byte_ms_ = -1;
+  rq_ = Request{};
+  rq_.bytes_in = in_.end;  // pipelined bytes already read belong to the next request
   codecs_->request.nextMessage();
   codecs_->response.reset();
   touch();
@@ -1617,21 +1605,21 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
                                   {"reused", reused ? "yes" : "no"}});
   forward::Attempt a;
   a.fault = fault;
-  a.response_started = response_started_;
-  a.request_trimmed = request_trimmed_;
+  a.response_started = rq_.response_started;
+  a.request_trimmed = rq_.request_trimmed;
   a.client_eof = client_eof_;
-  a.request_done = request_done_;
+  a.request_done = rq_.request_done;
   a.reused_connection = reused;
   a.idempotent = idempotent(method_);
   a.strict_pin = aff_ && aff_->from_pin && aff_->plan->cfg.on_target_down == conf::OnTargetDown::kStrict;
-  a.attempts = attempts_;
+  a.attempts = rq_.attempts;
   a.max_attempts = worker_.config().retries.attempts;
   forward::Retry retry = forward::decideRetry(a);
   if (retry == forward::Retry::kSameBackend) {
     // A pooled connection the backend had closed: not the backend's failure.
-    retrying_ = true;
-    head_written_ = false;
-    request_sent_ = false;
+    rq_.retrying = true;
+    rq_.head_written = false;
+    rq_.request_sent = false;
     connectUpstream();
     return;
   }
@@ -1641,15 +1629,15 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
     return;
   }
   if (retry == forward::Retry::kOtherBackend) {
-    ++attempts_;
+    ++rq_.attempts;
     bm.retries.inc();
-    if (tried_count_ < 4) tried_[tried_count_++] = b->id;
+    if (rq_.tried_count < 4) rq_.tried[rq_.tried_count++] = b->id;
     countActive(false);
     backend_ = nullptr;
-    retrying_ = true;
-    head_written_ = false;
-    request_sent_ = false;
-    std::span<const std::uint32_t> tried(tried_, tried_count_);
+    rq_.retrying = true;
+    rq_.head_written = false;
+    rq_.request_sent = false;
+    std::span<const std::uint32_t> tried(rq_.tried, rq_.tried_count);
     bool by_client = worker_.config().balance == conf::Balance::kConsistentHash;
     Backend* next = aff_ && !aff_->key.empty() ? worker_.placeByHash(aff_->hash, tried)
                                                : worker_.pick(tried, client_hash_, by_client);
@@ -1665,7 +1653,7 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
     }
     backend_ = b;
   }
-  if (response_head_sent_) {
+  if (rq_.response_head_sent) {
     close();
   } else if (forward::failureStatus(fault) == 504) {
     respondError(504, "tether: backend timed out\n");
@@ -1677,14 +1665,14 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
 void Session::respondError(int status, const char* reason) {
   if (closing_) return;
   releaseUpstream(false);
-  if (response_head_sent_ || down_writing_) {
+  if (rq_.response_head_sent || down_writing_) {
     close();
     return;
   }
-  status_ = static_cast<std::uint16_t>(status);
+  rq_.status = static_cast<std::uint16_t>(status);
   releaseBuffer(down_head_);
-  down_head_sent_ = 0;
-  dechunk_ = rechunk_ = false;
+  rq_.down_head_sent = 0;
+  rq_.dechunk = rq_.rechunk = false;
   ensureBuffer(down_head_);
   std::size_t body_len = std::strlen(reason);
   std::string_view phrase = http::reasonPhrase(status);
@@ -1697,17 +1685,17 @@ void Session::respondError(int status, const char* reason) {
                         status, static_cast<int>(phrase.size()), phrase.data(), body_len,
                         static_cast<int>(::strnlen(request_id_, 32)), request_id_, more, reason);
   down_head_.end = static_cast<std::uint32_t>(n);
-  bytes_out_ += down_head_.end;
+  rq_.bytes_out += down_head_.end;
   if (backend_) worker_.metrics().backend(backend_->id).request(metricMethod(method_), status);
   countActive(false);
   if (worker_.config().access_log.enabled && status != 408) {
-    if (log_path_.empty() && codecs_ && head_done_) log_path_.assign(request().target.substr(0, 512));
+    if (log_path_.empty() && codecs_ && rq_.head_done) log_path_.assign(request().target.substr(0, 512));
     logAccess();
   }
   backend_ = nullptr;
-  head_done_ = false;
+  rq_.head_done = false;
   uv_buf_t b = uv_buf_init(down_head_.data, down_head_.end);
-  down_head_sent_ = down_head_.end;
+  rq_.down_head_sent = down_head_.end;
   if (!writeDownstream(&b, 1)) return;
   closeGracefully();
 }
@@ -1745,15 +1733,15 @@ void Session::onShutdown(uv_shutdown_t* req, int status) {
 void Session::logAccess() {
   std::int64_t now = worker_.now();
   double duration = static_cast<double>(now - req_started_ms_) / 1000.0;
-  double ttfb = first_byte_ms_ >= 0 ? static_cast<double>(first_byte_ms_ - req_started_ms_) / 1000.0 : -1.0;
+  double ttfb = rq_.first_byte_ms >= 0 ? static_cast<double>(rq_.first_byte_ms - req_started_ms_) / 1000.0 : -1.0;
   log::info("access", {{"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))},
                        {"client", std::string_view(client_ip_, client_ip_len_)},
                        {"method", method_ == kNoMethod ? std::string_view("-") : http::methodName(method_)},
                        {"path", log_path_.empty() ? std::string_view("-") : std::string_view(log_path_)},
-                       {"status", static_cast<int>(status_)},
+                       {"status", static_cast<int>(rq_.status)},
                        {"backend", backend_ ? std::string_view(backend_->name) : std::string_view("-")},
-                       {"bytes_in", bytes_in_},
-                       {"bytes_out", bytes_out_},
+                       {"bytes_in", rq_.bytes_in},
+                       {"bytes_out", rq_.bytes_out},
                        {"duration", duration},
                        {"ttfb", ttfb}});
 }
@@ -1783,8 +1771,8 @@ void Session::enterTunnel() {
   transition(State::kTunnel);
   // Bytes the client sent behind its upgrade request, and the backend behind
   // its 101, are the tunnel's first bytes.
-  body_sent_ = parsed_;
-  resp_body_sent_ = resp_parsed_;
+  rq_.body_sent = rq_.parsed;
+  rq_.resp_body_sent = rq_.resp_parsed;
   pumpTunnel();
 }
 
@@ -1797,13 +1785,13 @@ void Session::pumpTunnel() {
     // gone), the handshake is over and we, its server, close the TCP
     // connection first (RFC 6455 7.1.1) instead of waiting out websocket_close.
     if (in_.data && !up_writing_) {
-      ws_client_.feed(in_.data + body_sent_, in_.end - body_sent_);
-      in_.end = body_sent_ = 0;
+      ws_client_.feed(in_.data + rq_.body_sent, in_.end - rq_.body_sent);
+      in_.end = rq_.body_sent = 0;
       releaseBuffer(in_);
     }
     if (up_in_.data && !down_writing_) {
-      ws_backend_.feed(up_in_.data + resp_body_sent_, up_in_.end - resp_body_sent_);
-      up_in_.end = resp_body_sent_ = 0;
+      ws_backend_.feed(up_in_.data + rq_.resp_body_sent, up_in_.end - rq_.resp_body_sent);
+      up_in_.end = rq_.resp_body_sent = 0;
       releaseBuffer(up_in_);
     }
     if ((ws_client_.closeSeen() || client_half_closed_) &&
@@ -1814,27 +1802,27 @@ void Session::pumpTunnel() {
     updateReading();
     return;
   }
-  if (!up_writing_ && in_.data && in_.end > body_sent_ && upstream_) {
-    std::uint32_t len = in_.end - body_sent_;
-    ws_client_.feed(in_.data + body_sent_, len);
+  if (!up_writing_ && in_.data && in_.end > rq_.body_sent && upstream_) {
+    std::uint32_t len = in_.end - rq_.body_sent;
+    ws_client_.feed(in_.data + rq_.body_sent, len);
     bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
-    uv_buf_t b = uv_buf_init(in_.data + body_sent_, len);
-    body_sent_ = in_.end;
+    uv_buf_t b = uv_buf_init(in_.data + rq_.body_sent, len);
+    rq_.body_sent = in_.end;
     if (!writeUpstream(&b, 1)) return;
     if (!up_writing_) {
-      body_sent_ = 0;
+      rq_.body_sent = 0;
       releaseBuffer(in_);
     }
   }
-  if (!down_writing_ && up_in_.data && up_in_.end > resp_body_sent_) {
-    std::uint32_t len = up_in_.end - resp_body_sent_;
-    ws_backend_.feed(up_in_.data + resp_body_sent_, len);
+  if (!down_writing_ && up_in_.data && up_in_.end > rq_.resp_body_sent) {
+    std::uint32_t len = up_in_.end - rq_.resp_body_sent;
+    ws_backend_.feed(up_in_.data + rq_.resp_body_sent, len);
     bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(len);
-    uv_buf_t b = uv_buf_init(up_in_.data + resp_body_sent_, len);
-    resp_body_sent_ = up_in_.end;
+    uv_buf_t b = uv_buf_init(up_in_.data + rq_.resp_body_sent, len);
+    rq_.resp_body_sent = up_in_.end;
     if (!writeDownstream(&b, 1)) return;
     if (!down_writing_) {
-      resp_body_sent_ = 0;
+      rq_.resp_body_sent = 0;
       releaseBuffer(up_in_);
     }
   }
@@ -1850,12 +1838,12 @@ void Session::pumpTunnel() {
   }
   // Nothing pending on a side (e.g. the upgrade request and the 101, already
   // forwarded): an idle tunnel holds no buffer.
-  if (!up_writing_ && in_.data && body_sent_ == in_.end) {
-    body_sent_ = 0;
+  if (!up_writing_ && in_.data && rq_.body_sent == in_.end) {
+    rq_.body_sent = 0;
     releaseBuffer(in_);
   }
-  if (!down_writing_ && up_in_.data && resp_body_sent_ == up_in_.end) {
-    resp_body_sent_ = 0;
+  if (!down_writing_ && up_in_.data && rq_.resp_body_sent == up_in_.end) {
+    rq_.resp_body_sent = 0;
     releaseBuffer(up_in_);
   }
   if (ws_client_.closeSeen()) {
@@ -1966,7 +1954,7 @@ void Session::tlsDecrypt() {
     long n = t.read(in_.data + in_.end, in_.cap - in_.end);
     if (n > 0) {
       in_.end += static_cast<std::uint32_t>(n);
-      bytes_in_ += static_cast<std::uint64_t>(n);
+      rq_.bytes_in += static_cast<std::uint64_t>(n);
       got = true;
       continue;
     }

@@ -238,26 +238,53 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   bool down_reading_ = false;
   bool closing_ = false;
 
-  // Per request. Offsets into in_: [req_start_, head_end_) head, [body_sent_, parsed_) body
-  // bytes parsed and not yet forwarded; parsed_ is where the parser stands.
-  std::uint32_t req_start_ = 0;
-  std::uint32_t head_end_ = 0;
-  std::uint32_t body_sent_ = 0;
-  std::uint32_t parsed_ = 0;
-  // Offsets into up_in_, the same way.
-  std::uint32_t resp_body_sent_ = 0;
-  std::uint32_t resp_parsed_ = 0;
+  // What one request causes, created with it and dropped when it ends
+  // (startNextRequest makes a fresh one): nothing is reset by hand. Offsets
+  // into in_: [req_start, head_end) head, [body_sent, parsed) body bytes
+  // parsed and not yet forwarded; parsed is where the decoder stands. Into
+  // up_in_ the same way: [resp_body_sent, resp_parsed).
+  struct Request {
+    std::uint32_t req_start = 0;
+    std::uint32_t head_end = 0;
+    std::uint32_t body_sent = 0;
+    std::uint32_t parsed = 0;
+    std::uint32_t resp_body_sent = 0;
+    std::uint32_t resp_parsed = 0;
+    std::uint8_t attempts = 0;
+    std::uint8_t tried_count = 0;
+    std::uint32_t tried[4] = {};
+    std::uint16_t status = 0;
+    bool head_done = false;
+    bool head_written = false;      // up_head_ queued to the backend
+    bool abort_when_flushed = false;
+    bool upgrade_accepted = false;
+    std::uint32_t down_head_sent = 0;
+    bool request_done = false;      // whole request parsed
+    bool request_sent = false;      // whole request written upstream
+    bool request_trimmed = false;   // request bytes were dropped from in_: no replay
+    bool upgrade = false;           // request asked for an upgrade
+    bool head_request = false;
+    bool response_started = false;  // any response byte received from the backend
+    bool response_head_sent = false;  // final response head queued to the client
+    bool response_done = false;
+    bool resp_keep_alive = false;
+    bool dechunk = false;           // HTTP/1.0 client, chunked response: send the body plain
+    bool rechunk = false;           // chunked response to an HTTP/1.1 client: re-encoded
+    bool req_chunked = false;       // chunked request body: re-encoded into up_body_
+    bool resp_extra = false;        // the backend sent bytes beyond the response's framing
+    http::ChunkStager req_stager;
+    http::ChunkStager resp_stager;
+    std::uint32_t up_body_sent = 0;  // up_body_ [0, up_body_sent) is queued or written
+    bool retrying = false;
+    bool request_id_present = false;
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::int64_t first_byte_ms = -1;
+  };
+  Request rq_;
 
   std::uint8_t method_ = kNoMethod;  // llhttp_method, once the head is parsed
   std::uint8_t http_minor_ = 1;
-  std::uint8_t attempts_ = 0;
-  std::uint8_t tried_count_ = 0;
-  std::uint32_t tried_[4] = {};
-  std::uint16_t status_ = 0;
-  bool head_done_ = false;
-  bool head_written_ = false;      // up_head_ queued to the backend
-  bool abort_when_flushed_ = false;
-  bool upgrade_accepted_ = false;
   bool up_reading_ = false;
   bool refused_ = false;
   bool active_counted_ = false;   // counted in backend_->active_requests
@@ -265,36 +292,14 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   bool served_ = false;           // a request was answered on this connection
   bool looking_up_ = false;       // waiting for the pin store
   bool queued_ = false;           // waiting for a backend under its connection cap
-  std::uint32_t down_head_sent_ = 0;
-  bool request_done_ = false;      // whole request parsed
-  bool request_sent_ = false;      // whole request written upstream
-  bool request_trimmed_ = false;   // request bytes were dropped from in_: no replay
   bool keep_alive_ = true;         // the client's wish
   bool close_after_ = false;       // close the client connection after this response
-  bool upgrade_ = false;           // request asked for an upgrade
-  bool head_request_ = false;
-  bool response_started_ = false;  // any response byte received from the backend
-  bool response_head_sent_ = false;  // final response head queued to the client
-  bool response_done_ = false;
-  bool resp_keep_alive_ = false;
-  bool dechunk_ = false;           // HTTP/1.0 client, chunked response: send the body plain
-  bool rechunk_ = false;           // chunked response to an HTTP/1.1 client: re-encoded
-  bool req_chunked_ = false;       // chunked request body: re-encoded into up_body_
-  bool resp_extra_ = false;        // the backend sent bytes beyond the response's framing
-  http::ChunkStager req_stager_;
-  http::ChunkStager resp_stager_;
-  std::uint32_t up_body_sent_ = 0;  // up_body_ [0, up_body_sent_) is queued or written
   bool sse_ = false;
   bool client_eof_ = false;
-  bool retrying_ = false;
-  bool request_id_present_ = false;
   bool counted_active_ = false;
   std::uint64_t client_hash_ = 0;  // consistent_hash: the client's address, hashed at dispatch
   std::int64_t last_down_ms_ = 0;  // last downstream byte: timeouts.request_body
-  std::uint64_t bytes_in_ = 0;
-  std::uint64_t bytes_out_ = 0;
   std::int64_t req_started_ms_ = 0;
-  std::int64_t first_byte_ms_ = -1;
   std::int64_t last_activity_ = 0;
   std::int64_t timer_deadline_ = 0;  // start of the current wait (connect, first byte, close)
   std::int64_t armed_at_ = 0;        // when the timer fires, if armed

@@ -1,5 +1,7 @@
 #include "proxy/forward/header_policy.h"
 
+#include <cstdio>
+
 namespace tether::forward {
 
 using http::HeaderKind;
@@ -83,6 +85,18 @@ void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, Head
     extra.add("X-Forwarded-Host", !xfh.empty() && xfh.size() <= host.size() + 64 ? xfh : host);
   }
   if (!in.request_id_from_client) extra.add("X-Request-Id", in.request_id);
+  if (r.framing == http::Framing::kLength) {
+    // The length as tether read it, in one spelling: "0040" is 40 here and
+    // 32 to a backend that reads octal.
+    char digits[24];
+    int n = std::snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(r.content_length));
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      if (h.kind(i) != HeaderKind::kContentLength || h.value(i) == std::string_view(digits, static_cast<std::size_t>(n))) continue;
+      h.drop(i);
+      scratch.assign(digits, static_cast<std::size_t>(n));
+      extra.add("Content-Length", scratch);
+    }
+  }
   if (r.upgrade && !upgrade_value.empty()) {
     extra.add("Connection", "upgrade");
     extra.add("Upgrade", upgrade_value);

@@ -60,8 +60,19 @@ struct Callbacks {
     return 0;
   }
 
+  // RFC 9112 §3: method SP target SP version, one space each: a request
+  // line with more is refused rather than read one of several ways.
+  static int onMethod(llhttp_t* p, const char* at, std::size_t len) {
+    H1Decoder& s = d(p);
+    s.line_mark_ = s.offsetOf(at + len);
+    return 0;
+  }
+
   static int onUrl(llhttp_t* p, const char* at, std::size_t len) {
-    d(p).request_.target.append(at, len);
+    H1Decoder& s = d(p);
+    if (s.request_.target.empty() && s.offsetOf(at) != s.line_mark_ + 1) return fail(s, 400, "malformed request line");
+    s.request_.target.append(at, len);
+    s.line_mark_ = s.offsetOf(at + len);
     return 0;
   }
 
@@ -72,6 +83,9 @@ struct Callbacks {
 
   static int onVersion(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
+    if (s.type_ == H1Decoder::Type::kRequest && s.version_.empty() && s.offsetOf(at) != s.line_mark_ + 6) {
+      return fail(s, 400, "malformed request line");  // " HTTP/" between target and version
+    }
     if (s.version_.size() + len > 16) return fail(s, s.type_ == H1Decoder::Type::kRequest ? 400 : 502, "malformed version");
     s.version_.append(at, len);
     return 0;
@@ -154,10 +168,17 @@ struct Callbacks {
     return HPE_PAUSED;
   }
 
+  // The first extension of a chunk marks where its size digits ended.
+  static int onChunkExtensionName(llhttp_t* p, const char* at, std::size_t) {
+    H1Decoder& s = d(p);
+    if (!s.size_end_) s.size_end_ = s.offsetOf(at);
+    return 0;
+  }
+
   static int onBody(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
     s.body_bytes_ += len;
-    s.line_start_ = s.offsetOf(at + len);
+    s.line_start_ = s.offsetOf(at + len) + 2;  // the data's CRLF, then the next size line
     if (s.type_ == H1Decoder::Type::kRequest && s.limits_.max_body_bytes && s.body_bytes_ > s.limits_.max_body_bytes) {
       return fail(s, 413, "request body too large");
     }
@@ -170,8 +191,10 @@ struct Callbacks {
     if (s.in_name_) return badField(s, "trailer field without a colon");
     s.parser_->pause = Pause::kMessage;
     // An upgrade (the request asking, or the 101 answering it): llhttp stops
-    // with HPE_PAUSED_UPGRADE; what follows is not HTTP.
-    if (p->upgrade) return 0;
+    // with HPE_PAUSED_UPGRADE; what follows is not HTTP. Decided by the head:
+    // trailer fields change nothing (llhttp would act on an Upgrade trailer).
+    bool upgrade = s.type_ == H1Decoder::Type::kRequest ? s.request_.upgrade : s.response_.status == 101;
+    if (p->upgrade && upgrade) return 0;
     return HPE_PAUSED;
   }
 
@@ -180,6 +203,7 @@ struct Callbacks {
       llhttp_settings_t x;
       llhttp_settings_init(&x);
       x.on_message_begin = onMessageBegin;
+      x.on_method = onMethod;
       x.on_url = onUrl;
       x.on_status = onStatus;
       x.on_version = onVersion;
@@ -189,6 +213,7 @@ struct Callbacks {
       x.on_header_value_complete = onHeaderValueComplete;
       x.on_headers_complete = onHeadersComplete;
       x.on_chunk_header = onChunkHeader;
+      x.on_chunk_extension_name = onChunkExtensionName;
       x.on_body = onBody;
       x.on_message_complete = onMessageComplete;
       return x;
@@ -236,7 +261,7 @@ void H1Decoder::reset(std::size_t keep) {
   trailers_.clear();
   version_.clear();
   data_ = nullptr;
-  base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = 0;
+  base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = size_end_ = 0;
   prev_last_ = '\n';
   in_name_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = skip_body_ = false;
   error_status_ = 0;
@@ -292,11 +317,16 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
       }
       Pause why = parser_->pause;
       if (why == Pause::kChunkHeader) {
-        if (offsetOf(p) - line_start_ > limits_.max_chunk_line + 2) {
-          ev = fail(request ? 400 : 502, "chunk line too long");
+        // The line is [line_start_, p): size digits, extensions, CRLF. More
+        // than 16 digits (zeros in front) is no size a 64-bit reader agrees on.
+        std::uint64_t at = offsetOf(p);
+        std::uint64_t digits_end = size_end_ ? size_end_ - 1 : at - 2;
+        if (at - line_start_ > limits_.max_chunk_line + 2 || digits_end - line_start_ > 16) {
+          ev = fail(request ? 400 : 502, at - line_start_ > limits_.max_chunk_line + 2 ? "chunk line too long" : "chunk size of more than 16 digits");
           break;
         }
-        line_start_ = offsetOf(p);
+        line_start_ = at;
+        size_end_ = 0;
         continue;
       }
       if ((why == Pause::kHead || head_pending_) && offsetOf(p) - message_start_ > limits_.max_head_bytes) {
@@ -340,9 +370,13 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
     } else if (!request) {
       ev = fail(502, "malformed response");
     } else if (err == HPE_INVALID_VERSION) {
+      // "HTTP/d.d" that is not 1.0 or 1.1: a version tether does not speak
+      // (505); anything else on the line is malformed (400).
       bool digits = version_.size() == 3 && version_[0] >= '0' && version_[0] <= '9' && version_[1] == '.' &&
                     version_[2] >= '0' && version_[2] <= '9';
-      ev = fail(digits ? 505 : 400, digits ? "HTTP version not supported" : "malformed version");
+      bool spoken = version_ == "1.0" || version_ == "1.1";
+      bool other = digits && !spoken;
+      ev = fail(other ? 505 : 400, other ? "HTTP version not supported" : "malformed request line");
     } else {
       ev = fail(400, "malformed request");
     }
@@ -355,7 +389,7 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
       ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
     }
     if (ev == Event::kNeedMore && state_ == State::kBody && (parser_->p.flags & F_CHUNKED) && !last_chunk_ &&
-        at - line_start_ > limits_.max_chunk_line + 2) {
+        at > line_start_ && at - line_start_ > limits_.max_chunk_line + 2) {
       ev = fail(request ? 400 : 502, "chunk line too long");
     }
   }
@@ -389,10 +423,11 @@ H1Decoder::Event H1Decoder::finish() {
 
 void H1Decoder::nextMessage() {
   if (state_ == State::kError) return;
-  if (parser_->upgraded) {
-    llhttp_resume_after_upgrade(&parser_->p);
-    parser_->upgraded = false;
-  }
+  // A fresh parser state for each message: nothing llhttp learnt from the
+  // last one (a Connection or Upgrade trailer, an upgrade refused) carries
+  // over. The heads were read from the head alone.
+  llhttp_reset(&parser_->p);
+  parser_->upgraded = false;
   state_ = State::kIdle;
   complete_pending_ = head_pending_ = false;
   message_start_ = base_offset_;
@@ -420,6 +455,41 @@ std::string_view trim(std::string_view v) {
 void connectionTokens(const HeaderList& h, ConnectionTokens* out) {
   for (std::size_t i = 0; i < h.size(); ++i)
     if (h.kind(i) == HeaderKind::kConnection) out->add(h.value(i));
+}
+
+// RFC 9112 §3.2 / RFC 3986 §3.2.2: uri-host [ ":" port ]; a reg-name of
+// unreserved, pct-encoded and sub-delims (without ',', which no host has and
+// which some proxies would read as a list), or a bracketed IP literal. Empty
+// is allowed (a target without authority).
+bool validAuthority(std::string_view a) {
+  if (a.empty()) return true;
+  std::size_t i = 0;
+  if (a[0] == '[') {
+    std::size_t e = a.find(']');
+    if (e == std::string_view::npos || e < 3) return false;
+    for (std::size_t k = 1; k < e; ++k) {
+      char c = a[k];
+      bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' || c == '.';
+      if (!ok) return false;
+    }
+    i = e + 1;
+  } else {
+    for (; i < a.size() && a[i] != ':'; ++i) {
+      char c = a[i];
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                c == '.' || c == '_' || c == '~' || c == '%' || c == '!' || c == '$' || c == '&' || c == '\'' ||
+                c == '(' || c == ')' || c == '*' || c == '+' || c == ';' || c == '=';
+      if (!ok) return false;
+    }
+    if (i == 0) return false;
+  }
+  if (i == a.size()) return true;
+  if (a[i] != ':') return false;
+  std::size_t digits = a.size() - i - 1;
+  if (digits > 5) return false;
+  for (std::size_t k = i + 1; k < a.size(); ++k)
+    if (a[k] < '0' || a[k] > '9') return false;
+  return true;
 }
 
 bool namesFraming(const ConnectionTokens& t) {
@@ -469,6 +539,9 @@ int H1Decoder::requestHeadersComplete() {
     }
   }
   if (hosts > 1) return refuse(400, "more than one Host field");
+  if (host_at >= 0 && !validAuthority(trim(h.value(static_cast<std::size_t>(host_at))))) {
+    return refuse(400, "invalid Host field");
+  }
   if (hosts == 0 && r.version_minor >= 1) return refuse(400, "missing Host field");
 
   // The target: origin-form, asterisk-form (OPTIONS only) or absolute-form.
@@ -487,7 +560,7 @@ int H1Decoder::requestHeadersComplete() {
     std::size_t e = t.find_first_of("/?", a);
     if (e == std::string::npos) e = t.size();
     std::string_view auth(t.data() + a, e - a);
-    if (auth.empty() || auth.find('@') != std::string_view::npos) return refuse(400, "malformed authority in the request target");
+    if (auth.empty() || !validAuthority(auth)) return refuse(400, "malformed authority in the request target");
     if (host_at >= 0 && !iequals(trim(h.value(static_cast<std::size_t>(host_at))), auth)) {
       return refuse(400, "Host does not match the request target");
     }

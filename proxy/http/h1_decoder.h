@@ -141,6 +141,8 @@ class H1Decoder {
   std::uint64_t base_offset_ = 0;
   std::uint64_t message_start_ = 0;  // stream offset where the current message began
   std::uint64_t line_start_ = 0;     // stream offset where the current chunk line began
+  std::uint64_t line_mark_ = 0;
+  std::uint64_t size_end_ = 0;       // chunk line: where its first extension began, if any      // request line: where the last method/target piece ended
   std::uint64_t body_bytes_ = 0;
   std::uint64_t trailer_bytes_ = 0;
   char prev_last_ = '\n';  // last non-blank byte of the previous input (obs-fold check)

@@ -100,6 +100,14 @@ TEST(UpstreamRequestFields, ClientRequestIdIsKept) {
   EXPECT_EQ(out.find("X-Request-Id: abc\r\nX-Request-Id"), std::string::npos);
 }
 
+TEST(UpstreamRequestFields, ContentLengthIsWrittenAsReadInOneSpelling) {
+  std::string out = upstream("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0040\r\n\r\n");
+  EXPECT_EQ(out.find("0040"), std::string::npos) << out;
+  EXPECT_NE(out.find("Content-Length: 40\r\n"), std::string::npos) << out;
+  std::string plain = upstream("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n");
+  EXPECT_EQ(plain.find("Content-Length: 40\r\n"), plain.rfind("Content-Length: 40\r\n")) << plain;
+}
+
 TEST(UnderscorePolicy, DropRejectAllow) {
   std::string in = "GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 1.1.1.1\r\n\r\n";
   for (auto p : {conf::UnderscoreHeaders::kDrop, conf::UnderscoreHeaders::kReject, conf::UnderscoreHeaders::kAllow}) {

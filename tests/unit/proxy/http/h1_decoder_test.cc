@@ -85,6 +85,15 @@ TEST(H1Request, LargeTrailersOfTheIssueStayOutOfTheHead) {
   EXPECT_EQ(decode(Type::kRequest, whole(in), small).error, 431);
 }
 
+TEST(H1Request, TrailersChangeNeitherFramingNorTheConnection) {
+  std::string one = "POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+                    "Connection: close\r\nUpgrade: h2c\r\nContent-Length: 9\r\n\r\n";
+  Decoded r = req(one + "GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(r.error, 0) << r.transcript;
+  EXPECT_EQ(r.messages, 2u) << r.transcript;
+  EXPECT_NE(r.transcript.find("HEAD GET /next"), std::string::npos) << r.transcript;
+}
+
 TEST(H1Request, PipelinedRequestsStopAtEachEnd) {
   std::string one = "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n";
   Decoded r = req(one + one + one);
@@ -190,6 +199,8 @@ INSTANTIATE_TEST_SUITE_P(
         Refused{"CrInValue", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400},
         Refused{"NulInValue", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 37), 400},
         Refused{"ChunkSizeOverflow", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", 400},
+        Refused{"ChunkSize17Digits", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n", 400},
+        Refused{"ChunkSize17DigitsWithExtension", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n00000000000000005;a=b\r\nhello\r\n0\r\n\r\n", 400},
         Refused{"ChunkSizeNotHex", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
         Refused{"ChunkLongExtension", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a=" + std::string(5000, 'x') + "\r\nx\r\n0\r\n\r\n", 400},
         Refused{"ChunkLongZeroPadding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(5000, '0') + "1\r\nx\r\n0\r\n\r\n", 400},
@@ -197,7 +208,31 @@ INSTANTIATE_TEST_SUITE_P(
         Refused{"TrailerWithoutColon", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBroken\r\n\r\n", 400},
         Refused{"TrailerFolded", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: b\r\n c\r\n\r\n", 400},
         Refused{"InvalidMethodChars", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
-        Refused{"SpaceInTarget", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400}));
+        Refused{"SpaceInTarget", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        Refused{"DoubleSpaceAfterMethod", "GET  /v HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        Refused{"DoubleSpaceBeforeVersion", "GET /v  HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+        Refused{"TextAfterVersion", "GET /v HTTP/1.1 extra\r\nHost: a\r\n\r\n", 400},
+        Refused{"HostList", "GET / HTTP/1.1\r\nHost: a.test, b.test\r\n\r\n", 400},
+        Refused{"HostWithSpace", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+        Refused{"HostWithPath", "GET / HTTP/1.1\r\nHost: foo/bar\r\n\r\n", 400},
+        Refused{"HostWithUserinfo", "GET / HTTP/1.1\r\nHost: a.test@evil.test\r\n\r\n", 400},
+        Refused{"HostNotAscii", "GET / HTTP/1.1\r\nHost: \xff" "a\xff\r\n\r\n", 400},
+        Refused{"HostBadPort", "GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400}));
+
+TEST(H1Request, HostForms) {
+  for (const char* host : {"a", "a.example:8080", "[::1]:80", "[2001:db8::1]", "xn--bcher-kva.example", "1.2.3.4"}) {
+    Decoded r = req(std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n");
+    EXPECT_EQ(r.error, 0) << host << " " << r.transcript;
+  }
+  EXPECT_EQ(req("GET / HTTP/1.1\r\nHost:\r\n\r\n").error, 0);  // no authority: empty Host
+}
+
+TEST(H1Request, ChunkSizesOfSixteenDigitsAreRead) {
+  Decoded r = req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000005\r\nhello\r\n"
+                  "000000000000003;e=1\r\nabc\r\n0\r\n\r\n");
+  EXPECT_EQ(r.error, 0) << r.transcript;
+  EXPECT_NE(r.transcript.find("BODY helloabc"), std::string::npos) << r.transcript;
+}
 
 TEST(H1Request, ChunkedLongExtensionAcrossReadsIsRefusedBeforeItEnds) {
   std::string in = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a=" + std::string(1 << 20, 'x');
