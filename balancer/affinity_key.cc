@@ -500,7 +500,7 @@ void EngineIoSidSniffer::feed(std::string_view chunk) {
     state_ = kNotHandshake;
     return;
   }
-  std::memcpy(buf_ + size_, chunk.data(), n);
+  if (n) std::memcpy(buf_ + size_, chunk.data(), n);  // an empty view may have no data()
   size_ += n;
   scan();
   if (state_ == kNeedMore && size_ == kMaxBytes) state_ = kNotHandshake;

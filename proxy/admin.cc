@@ -1,33 +1,37 @@
 #include "proxy/admin.h"
 
-#include <llhttp.h>
 #include <netinet/in.h>
 
-#include <cstring>
 #include <exception>
 
+#include "proxy/http/h1_decoder.h"
+#include "proxy/http/h1_encoder.h"
+#include "proxy/http/status.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 
 namespace tether::proxy {
 namespace {
 
-constexpr std::size_t kMaxRequestBytes = 128 * 1024;
+// The bounds admin.h promises: the decoder answers 431 above the first and
+// 413 above the second.
+constexpr http::H1Decoder::Limits kLimits{.max_head_bytes = kAdminMaxHeadBytes,
+                                          .max_trailer_bytes = kAdminMaxHeadBytes,
+                                          .max_body_bytes = kAdminMaxBodyBytes,
+                                          .max_chunk_line = 4096};
 
-const char* reason(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+// The handler's "Name: value\r\n" lines as fields (our own text, not the
+// network's: a line without a colon is skipped).
+void addExtraHeaders(std::string_view text, http::HeaderList* out) {
+  while (!text.empty()) {
+    std::size_t eol = text.find("\r\n");
+    std::string_view line = text.substr(0, eol);
+    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 2);
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    out->add(line.substr(0, colon), value);
   }
 }
 
@@ -38,40 +42,17 @@ struct AdminServer::Conn : ListHook<> {
   uv_tcp_t tcp;
   uv_timer_t timer;
   int open_handles = 0;  // tcp and timer; the Conn is freed after both close callbacks
-  llhttp_t parser;
-  llhttp_settings_t settings;
+  http::H1Decoder decoder{http::H1Decoder::Type::kRequest, kLimits};
   AdminRequest req;
-  std::string url;
-  std::string field;
-  std::string value;
-  bool in_value = false;
   bool in_request = false;  // a byte of the current request has arrived
-  bool complete = false;
   bool closing = false;
   bool last_answer = false;  // an answer with Connection: close is queued: read no more
-  std::size_t received = 0;
   char buf[16384];
 
-  void flushHeader() {
-    if (!field.empty()) {
-      if (strcasecmp(field.c_str(), "Authorization") == 0) req.authorization = value;
-    }
-    field.clear();
-    value.clear();
-    in_value = false;
-  }
-
-  void reset() {
-    bool loopback = req.loopback_peer;
-    req = AdminRequest{};
-    req.loopback_peer = loopback;
-    url.clear();
-    field.clear();
-    value.clear();
-    in_value = false;
-    in_request = false;
-    complete = false;
-    received = 0;
+  Conn() {
+    decoder.setBodySink(
+        [](void* ctx, const char* p, std::size_t n) { static_cast<AdminRequest*>(ctx)->body.append(p, n); },
+        &req);
   }
 
   // Closes the connection after `ms` (none when ms <= 0), replacing any
@@ -97,7 +78,9 @@ struct AdminServer::Conn : ListHook<> {
     uv_close(reinterpret_cast<uv_handle_t*>(&timer), closed);
   }
 
-  void respond(const AdminResponse& r, bool keep_alive) {
+  // Writes `r` (its body left out for a HEAD request); with keep_alive
+  // false, reads no more and closes once it is written.
+  void respond(const AdminResponse& r, bool keep_alive, bool head_request) {
     if (!keep_alive) {
       last_answer = true;
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
@@ -105,16 +88,20 @@ struct AdminServer::Conn : ListHook<> {
     // Until the answer is written (a client that does not read it) and then
     // between requests.
     armTimer(server->limits_.idle_ms);
+    http::ResponseHead h;
+    // The encoder writes three digits; a handler's status outside them is our bug.
+    h.status = static_cast<std::uint16_t>(r.status >= 100 && r.status <= 999 ? r.status : 500);
+    h.reason.assign(http::reasonPhrase(h.status));
+    h.headers.add("Content-Type", r.content_type);
+    h.headers.add("Content-Length", std::to_string(r.body.size()));
+    h.headers.add("Cache-Control", "no-store");
+    http::HeaderList extra;
+    addExtraHeaders(r.extra_headers, &extra);
+    if (!keep_alive) extra.add("Connection", "close");
     std::string* out = new std::string;
-    out->reserve(r.body.size() + 256);
-    *out += "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) + "\r\n";
-    *out += "Content-Type: " + r.content_type + "\r\n";
-    *out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
-    *out += "Cache-Control: no-store\r\n";
-    *out += r.extra_headers;
-    if (!keep_alive) *out += "Connection: close\r\n";
-    *out += "\r\n";
-    if (req.method != "HEAD") *out += r.body;
+    out->resize(http::responseHeadSize(h, extra));
+    out->resize(http::writeResponseHead(h, extra, out->data()));
+    if (!head_request) *out += r.body;
     struct W {
       uv_write_t req;
       std::string* data;
@@ -154,47 +141,75 @@ struct AdminServer::Conn : ListHook<> {
     r.body = "{\"error\":\"internal error\"}\n";
   }
 
+  // A request the decoder refused: its status (400, 405, 413, 431, 505) and
+  // reason, and the connection ends, since nothing after it can be framed.
+  void refuse() {
+    const int status = decoder.errorStatus();
+    log::debug("admin request refused", {{"status", status},
+                                         {"reason", decoder.errorReason()},
+                                         {"error", decoder.errorName()}});
+    AdminResponse r;
+    r.status = status;
+    r.body.assign(decoder.errorReason());
+    r.body += '\n';
+    respond(r, false, false);
+  }
+
+  // The request is whole: the handler answers it.
+  void answer() {
+    const http::RequestHead& h = decoder.request();
+    req.method.assign(http::methodName(h.method));
+    std::size_t q = h.target.find('?');
+    req.path.assign(h.target, 0, q);
+    if (q == std::string::npos) {
+      req.query.clear();
+    } else {
+      req.query.assign(h.target, q + 1);
+    }
+    // The last one, as before the codec was shared.
+    req.authorization.clear();
+    for (std::size_t i = 0; i < h.headers.size(); ++i)
+      if (h.headers.kind(i) == http::HeaderKind::kAuthorization) req.authorization.assign(h.headers.value(i));
+    // An upgrade is not served here, and what follows it is not HTTP.
+    const bool keep = h.keep_alive && !h.upgrade;
+    AdminResponse r;
+    handle(r);
+    respond(r, keep, h.method == http::kMethodHead);
+  }
+
   void onRead(const char* p, std::size_t left) {
-    received += left;
-    while (left > 0 && !closing && !last_answer) {
+    bool after_head = false;
+    for (;;) {
+      if (closing || last_answer) return;
+      // After a head, once more even with nothing left: that completes a
+      // request without a body.
+      if (left == 0 && !after_head) return;
+      after_head = false;
       if (!in_request) {
         // The first byte of a request: all of it within request_header.
         in_request = true;
         armTimer(server->limits_.request_header_ms);
       }
-      llhttp_errno_t err = llhttp_execute(&parser, p, left);
-      std::size_t used = left;
-      if (err == HPE_PAUSED) {
-        used = static_cast<std::size_t>(llhttp_get_error_pos(&parser) - p);
-        llhttp_resume(&parser);
-      } else if (err != HPE_OK) {
-        AdminResponse r;
-        r.status = 400;
-        r.body = "bad request\n";
-        respond(r, false);
-        return;
-      }
+      std::size_t used = 0;
+      http::H1Decoder::Event ev = decoder.execute(p, left, &used);
       p += used;
       left -= used;
-      if (complete) {
-        std::size_t q = url.find('?');
-        req.path = url.substr(0, q);
-        req.query = q == std::string::npos ? "" : url.substr(q + 1);
-        req.method = llhttp_method_name(static_cast<llhttp_method>(parser.method));
-        bool keep = llhttp_should_keep_alive(&parser) != 0;
-        AdminResponse r;
-        handle(r);
-        respond(r, keep);
-        reset();
-        // What is left in this read belongs to the next request.
-        received = left;
-        if (!keep) return;
-      } else if (received > kMaxRequestBytes) {
-        AdminResponse r;
-        r.status = 413;
-        r.body = "request too large\n";
-        respond(r, false);
-        return;
+      switch (ev) {
+        case http::H1Decoder::Event::kNeedMore:
+          return;
+        case http::H1Decoder::Event::kError:
+          refuse();
+          return;
+        case http::H1Decoder::Event::kHead:
+          after_head = true;
+          break;
+        case http::H1Decoder::Event::kComplete:
+          answer();
+          // What is left in this read belongs to the next request.
+          req.body.clear();
+          decoder.nextMessage();
+          in_request = false;
+          break;
       }
     }
   }
@@ -262,38 +277,6 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
       c->req.loopback_peer = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
     }
   }
-  llhttp_settings_init(&c->settings);
-  c->settings.on_url = [](llhttp_t* p, const char* at, std::size_t n) {
-    static_cast<Conn*>(p->data)->url.append(at, n);
-    return 0;
-  };
-  c->settings.on_header_field = [](llhttp_t* p, const char* at, std::size_t n) {
-    Conn* c = static_cast<Conn*>(p->data);
-    if (c->in_value) c->flushHeader();
-    c->field.append(at, n);
-    return 0;
-  };
-  c->settings.on_header_value = [](llhttp_t* p, const char* at, std::size_t n) {
-    Conn* c = static_cast<Conn*>(p->data);
-    c->in_value = true;
-    c->value.append(at, n);
-    return 0;
-  };
-  c->settings.on_headers_complete = [](llhttp_t* p) {
-    Conn* c = static_cast<Conn*>(p->data);
-    c->flushHeader();
-    return 0;
-  };
-  c->settings.on_body = [](llhttp_t* p, const char* at, std::size_t n) {
-    static_cast<Conn*>(p->data)->req.body.append(at, n);
-    return 0;
-  };
-  c->settings.on_message_complete = [](llhttp_t* p) {
-    static_cast<Conn*>(p->data)->complete = true;
-    return static_cast<int>(HPE_PAUSED);
-  };
-  llhttp_init(&c->parser, HTTP_REQUEST, &c->settings);
-  c->parser.data = c;
   // Before the first request, the stricter request_header applies.
   c->armTimer(self->limits_.request_header_ms);
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp),

@@ -1,8 +1,18 @@
 // The admin listener: a small HTTP/1.1 server on the main loop.
 //
-// It parses requests (bounded: 128 KiB of head and body together), hands each
-// to the handler synchronously and writes the answer. The routes and their
-// rules live in the handler (server.cc); this file only speaks HTTP.
+// It reads requests with tether's one HTTP/1 decoder (proxy/http/h1_decoder.h,
+// the same RFC 9112 rules as the proxy listeners), hands each to the handler
+// synchronously and writes the answer; a kept-alive connection may carry any
+// number of requests, pipelined or not. The routes and their rules live in
+// the handler (server.cc); this file only speaks HTTP.
+//
+// Bounded: a head of at most kAdminMaxHeadBytes (431 above), a body of at
+// most kAdminMaxBodyBytes (413 above). A request the decoder refuses is
+// answered with the status it chose (400 for malformed syntax or framing,
+// e.g. obs-fold or a Transfer-Encoding other than chunked; 405 for CONNECT;
+// 413; 431; 505 for a version other than 1.0 and 1.1), the reason as a
+// text/plain body, and Connection: close. An upgrade request is answered
+// and the connection closed.
 //
 // Hostile or dead clients cannot hold it (AdminLimits): at most
 // max_connections are open (one more is accepted and closed at once), a
@@ -23,11 +33,14 @@
 
 namespace tether::proxy {
 
+inline constexpr std::uint64_t kAdminMaxHeadBytes = 64 * 1024;
+inline constexpr std::uint64_t kAdminMaxBodyBytes = 64 * 1024;
+
 struct AdminRequest {
   std::string method;
-  std::string path;    // without the query
+  std::string path;    // origin-form (an absolute-form target's authority removed), without the query
   std::string query;   // after '?', without it
-  std::string authorization;
+  std::string authorization;  // the last Authorization field's value
   std::string body;
   bool loopback_peer = false;
 };

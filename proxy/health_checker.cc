@@ -1,12 +1,9 @@
 #include "proxy/health_checker.h"
 
-#include <llhttp.h>
-
-#include <cstring>
 #include <random>
 
-#include "health/check_response.h"
 #include "health/ejector.h"
+#include "proxy/http/h1_encoder.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -14,6 +11,100 @@ namespace tether::proxy {
 
 using balancer::Backend;
 using balancer::BackendState;
+
+std::string checkRequest(const std::string& path, const std::string& host) {
+  http::RequestHead h;
+  h.method = http::kMethodGet;
+  h.target = path;
+  h.headers.add("Host", host);
+  h.headers.add("User-Agent", "tether-health-check");
+  h.headers.add("Accept", "*/*");
+  h.headers.add("Connection", "close");
+  std::string out(http::requestHeadSize(h, {}), '\0');
+  out.resize(http::writeRequestHead(h, {}, out.data()));
+  return out;
+}
+
+CheckReader::CheckReader(const conf::Health& cfg)
+    : expect_(health::checkExpectFrom(cfg)),
+      matcher_(cfg.expect_body),
+      decoder_(http::H1Decoder::Type::kResponse, http::H1Decoder::Limits{}) {
+  decoder_.expectResponseTo(http::kMethodGet, false);
+  decoder_.setBodySink(
+      [](void* ctx, const char* p, std::size_t n) {
+        static_cast<health::BodyMatcher*>(ctx)->feed(std::string_view(p, n));
+      },
+      &matcher_);
+}
+
+bool CheckReader::feed(const char* data, std::size_t len) {
+  if (done_) return true;
+  bool after_head = false;
+  for (;;) {
+    // After a head, once more even with nothing left: that ends a response
+    // without a body (a 204).
+    if (len == 0 && !after_head) return false;
+    after_head = false;
+    std::size_t used = 0;
+    http::H1Decoder::Event ev = decoder_.execute(data, len, &used);
+    data += used;
+    len -= used;
+    switch (ev) {
+      case http::H1Decoder::Event::kNeedMore:
+        break;
+      case http::H1Decoder::Event::kError: {
+        // What came after the body decided is not looked at, whatever the cuts.
+        if (decided()) return conclude();
+        std::string why = "bad response: " + std::string(decoder_.errorReason());
+        std::string_view name = decoder_.errorName();
+        // llhttp's own name when it found the fault (ours carry none).
+        if (name != "HPE_OK" && name != "HPE_USER") why += " (" + std::string(name) + ")";
+        return fail(std::move(why));
+      }
+      case http::H1Decoder::Event::kHead:
+        // A 1xx is followed by the final head, on the same decoder.
+        if (!decoder_.response().informational()) status_ = decoder_.response().status;
+        after_head = true;
+        continue;
+      case http::H1Decoder::Event::kComplete:
+        return conclude();
+    }
+    // The body may decide before it ends: the needle found, or the inspected
+    // bound passed without it.
+    if (decided()) return conclude();
+    if (len == 0) return false;
+  }
+}
+
+void CheckReader::eof(const char* read_error) {
+  if (done_) return;
+  const bool mid = status_ || decoder_.midMessage();
+  if (decided() || (!read_error && decoder_.finish() == http::H1Decoder::Event::kComplete)) {
+    conclude();  // decided before the end, or a response without length ends here
+    return;
+  }
+  if (mid) {
+    fail("connection closed mid-response");
+  } else {
+    fail(read_error ? std::string(read_error) : std::string("connection closed before a response"));
+  }
+}
+
+bool CheckReader::conclude() {
+  done_ = true;
+  verdict_ = health::evaluateMatched(expect_, status_, matcher_.found());
+  if (!verdict_.ok() && !expect_.body_substring.empty() && matcher_.done() && !matcher_.found() &&
+      status_ >= expect_.status_min && status_ <= expect_.status_max) {
+    verdict_.reason += " in its first " + std::to_string(health::kMaxInspectedBodyBytes) + " bytes";
+  }
+  return true;
+}
+
+bool CheckReader::fail(std::string reason) {
+  done_ = true;
+  verdict_ = health::CheckVerdict{health::CheckResult::kFail, std::move(reason)};
+  return true;
+}
 
 struct HealthChecker::Check {
   HealthChecker* owner;
@@ -24,13 +115,9 @@ struct HealthChecker::Check {
   uv_tcp_t* tcp = nullptr;  // the connection of the check in progress
   uv_connect_t connect_req;
   uv_write_t write_req;
-  llhttp_t parser;
-  llhttp_settings_t settings;
   std::string request;
-  std::unique_ptr<health::BodyMatcher> matcher;
+  std::unique_ptr<CheckReader> reader;  // the answer of the check in progress
   std::uint64_t generation = 0;  // a stale callback sees another generation
-  int status = 0;
-  bool complete = false;
   bool running = false;
   bool stopped = false;
   char buf[8192];
@@ -63,23 +150,9 @@ struct HealthChecker::Check {
 
   void begin() {
     running = true;
-    complete = false;
-    status = 0;
     ++generation;
-    matcher = std::make_unique<health::BodyMatcher>(cfg.expect_body);
-    llhttp_settings_init(&settings);
-    settings.on_body = [](llhttp_t* p, const char* at, std::size_t len) {
-      static_cast<Check*>(p->data)->matcher->feed(std::string_view(at, len));
-      return 0;
-    };
-    settings.on_message_complete = [](llhttp_t* p) {
-      static_cast<Check*>(p->data)->complete = true;
-      return static_cast<int>(HPE_PAUSED);
-    };
-    llhttp_init(&parser, HTTP_RESPONSE, &settings);
-    parser.data = this;
-    request = "GET " + cfg.path + " HTTP/1.1\r\nHost: " + backend->host_header +
-              "\r\nUser-Agent: tether-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+    reader = std::make_unique<CheckReader>(cfg);
+    request = checkRequest(cfg.path, backend->host_header);
     tcp = new uv_tcp_t;
     uv_tcp_init(owner->loop_, tcp);
     tcp->data = this;
@@ -111,30 +184,17 @@ struct HealthChecker::Check {
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* b) {
     Check* c = static_cast<Check*>(s->data);
     if (!c || !c->running) return;
-    if (nread > 0) {
-      llhttp_errno_t err = llhttp_execute(&c->parser, b->base, static_cast<std::size_t>(nread));
-      if (err != HPE_OK && err != HPE_PAUSED) {
-        c->finish(health::CheckVerdict{health::CheckResult::kFail, std::string("bad response: ") + llhttp_errno_name(err)});
-        return;
-      }
-      c->status = c->parser.status_code;
-      if (c->complete || (c->status && c->matcher->done() && c->cfg.expect_body.size())) {
-        c->conclude();
-      }
-      return;
-    }
     if (nread == 0) return;
-    if (nread == UV_EOF && llhttp_finish(&c->parser) == HPE_OK && c->parser.status_code) {
-      c->status = c->parser.status_code;
-      c->conclude();
+    if (nread > 0) {
+      if (c->reader->feed(b->base, static_cast<std::size_t>(nread))) c->finish(c->reader->verdict());
       return;
     }
-    c->finish(health::CheckVerdict{health::CheckResult::kFail,
-                                   c->status ? "connection closed mid-response" : std::string("read: ") + uv_strerror(static_cast<int>(nread))});
-  }
-
-  void conclude() {
-    finish(health::evaluateMatched(health::checkExpectFrom(cfg), status, matcher->found()));
+    if (nread == UV_EOF) {
+      c->reader->eof();
+    } else {
+      c->reader->eof((std::string("read: ") + uv_strerror(static_cast<int>(nread))).c_str());
+    }
+    c->finish(c->reader->verdict());
   }
 
   void closeConnection() {
@@ -153,6 +213,7 @@ struct HealthChecker::Check {
                                                                           : metrics::HealthResult::kFail;
     owner->metrics_.backend(backend->id).healthCheck(r);
     backend->last_check_ms.store(Worker::nowWallMs(), std::memory_order_relaxed);
+    const int status = reader ? reader->status() : 0;
     backend->last_check_status.store(static_cast<std::uint16_t>(status), std::memory_order_relaxed);
     backend->last_check_reason = v.ok() ? "ok" : v.reason;
     apply(v);

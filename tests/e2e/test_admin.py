@@ -341,6 +341,126 @@ class HostileInput(E2ETestCase):
         self.assert_alive(t)
 
 
+class RequestFraming(E2ETestCase):
+    """The admin listener reads requests with tether's one HTTP/1 decoder (admin.h):
+    what it refuses is answered with the decoder's status and reason, Connection: close,
+    and nothing else changes; well-framed requests keep the connection."""
+
+    def _start(self):
+        up = self.start_http_upstream(name="u0")
+        t = self.start_tether(backends=[up.url], config={"health": FAST_HEALTH})
+        wait_state(t, up.address, "up")
+        return t, up
+
+    def assert_alive(self, t):
+        self.assertIsNone(t.proc.poll(), "tether exited")
+        self.assertEqual(t.admin_get("/healthz").status, 200)
+        self.assertEqual(http_get(t.url("/id")).body, b"u0")
+
+    def refused(self, t, data, status):
+        c = self.raw_client(t.admin_port)
+        c.send(data)
+        resp = c.recv_response(timeout=3)
+        self.assertIsNotNone(resp, "no answer to %r" % data[:80])
+        self.assertEqual(resp.status, status, (data[:80], resp))
+        self.assertEqual(resp.reason, {400: "Bad Request", 405: "Method Not Allowed",
+                                       413: "Content Too Large",
+                                       431: "Request Header Fields Too Large",
+                                       505: "HTTP Version Not Supported"}[status])
+        self.assertEqual(dict((k.lower(), v) for k, v in resp.headers).get("connection"),
+                         "close")
+        self.assertTrue(resp.body.strip(), "the reason is in the body")
+        self.assertTrue(c.is_closed(timeout=2), "the connection stays open after %d" % status)
+        return resp
+
+    def test_obs_fold_and_bad_framing_are_400_and_the_process_lives(self):
+        t, up = self._start()
+        cases = [
+            # obs-fold (RFC 9112 section 5.2), also with an empty first line
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+            b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+            b"0\r\n\r\n",
+            b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 0\r\n\r\n",
+            # framing that has more than one reading
+            b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n"
+            b"\r\n",
+            b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"0\r\n\r\n",
+            b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"zz\r\n\r\n",
+            # syntax
+            b"GET /healthz HTTP/1.1\r\n: empty-name\r\nHost: a\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"GET /healthz\r\nHost: a\r\n\r\n",
+            b"\x00\xff garbage\r\n\r\n",
+        ]
+        for data in cases:
+            with self.subTest(data=data):
+                self.refused(t, data, 400)
+        # The refused POSTs changed nothing.
+        self.assertEqual(t.metric("tether_config_reloads_total", default=0, result="ok"), 0)
+        self.assert_alive(t)
+
+    def test_limits_and_versions_get_the_decoders_status(self):
+        t, _ = self._start()
+        self.refused(t, b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * (65 * 1024) +
+                     b"\r\n\r\n", 431)
+        self.refused(t, b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n"
+                     b"\r\n", 413)
+        # A chunked body over the bound is refused as it passes it.
+        self.refused(t, b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked"
+                     b"\r\n\r\n" + (b"4000\r\n" + b"b" * 0x4000 + b"\r\n") * 5, 413)
+        self.refused(t, b"GET /healthz HTTP/2.0\r\nHost: a\r\n\r\n", 505)
+        self.refused(t, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405)
+        self.assert_alive(t)
+
+    def test_keep_alive_pipelining_and_bodies_within_the_bounds(self):
+        t, up = self._start()
+        c = self.raw_client(t.admin_port)
+        # Three requests in one write: a chunked POST body, a Content-Length one, a GET.
+        c.send(b"POST /admin/backends/0/weight?value=7 HTTP/1.1\r\nHost: a\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+               b"POST /admin/backends/0/weight?value=8 HTTP/1.1\r\nHost: a\r\n"
+               b"Content-Length: 4\r\n\r\nbody"
+               b"GET /admin/backends HTTP/1.1\r\nHost: a\r\n\r\n")
+        answers = [c.recv_response(timeout=3) for _ in range(3)]
+        self.assertEqual([a.status if a else None for a in answers], [200, 200, 200])
+        self.assertEqual(json.loads(answers[0].body)["weight"], 7)
+        self.assertEqual(json.loads(answers[1].body)["weight"], 8)
+        self.assertEqual(json.loads(answers[2].body)[0]["weight"], 8)
+        # A body of 64 KiB exactly is within the bound; the connection is still open.
+        c.send(b"POST /admin/backends/0/weight?value=9 HTTP/1.1\r\nHost: a\r\n"
+               b"Content-Length: 65536\r\n\r\n" + b"x" * 65536)
+        r = c.recv_response(timeout=3)
+        self.assertEqual(r.status, 200, r)
+        # HEAD: the head only, and the next request on the connection reads cleanly.
+        c.send(b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = c.recv_until(b"\r\n\r\n", timeout=3)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(c.recv_response(timeout=3).status, 200)
+        # An absolute-form target is served by its path; an HTTP/1.0 request closes.
+        c.send(b"GET http://a/healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(c.recv_response(timeout=3).status, 200)
+        c.send(b"GET /healthz HTTP/1.0\r\n\r\n")
+        r = c.recv_response(timeout=3)
+        self.assertEqual(r.status, 200)
+        self.assertTrue(c.is_closed(timeout=2))
+        # A bad request behind a good one: the good one is answered, then 400 and close.
+        c = self.raw_client(t.admin_port)
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+               b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n")
+        self.assertEqual(c.recv_response(timeout=3).status, 200)
+        self.assertEqual(c.recv_response(timeout=3).status, 400)
+        self.assertTrue(c.is_closed(timeout=2))
+        self.assert_alive(t)
+
+
 def admin_request(client, path="/healthz"):
     """One keep-alive GET on a RawClient; returns the parsed response or None."""
     client.send(("GET %s HTTP/1.1\r\nHost: admin\r\n\r\n" % path).encode())

@@ -296,6 +296,91 @@ class ActiveHealth(E2ETestCase):
         wait_state(t, spa.address, "up")
 
 
+def raw_health(answer, other=(200, {}, b"served")):
+    """A scripted-upstream handler: /health gets `answer` written as raw bytes, one write
+    (and flush) per piece when `answer` is a list, then the connection is closed; any
+    other path gets `other`."""
+    def handler(req):
+        if req.path != "/health":
+            return other
+        try:
+            for piece in answer if isinstance(answer, list) else [answer]:
+                req.write(piece)
+                time.sleep(0.01)  # separate reads on tether's side, most of the time
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the check stopped reading once it knew
+        req.close()
+        return None
+    return handler
+
+
+class ActiveHealthAnswers(E2ETestCase):
+    """What a check makes of the bytes it reads (health_checker.h, CheckReader): the
+    shared HTTP/1 decoder frames the answer, the body streams through the matcher, and
+    what cannot be read as a response is a failed check that says why."""
+
+    EXPECT = dict(FAST_HEALTH, expect_body='"status": true')
+
+    def test_chunked_answer_with_the_expected_body_split_across_chunks_passes(self):
+        chunks = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: application/json\r\nConnection: close\r\n\r\n",
+                  b"5\r\n{\"sta\r\n", b"6;x=y\r\ntus\": \r\n", b"5\r\ntrue}\r\n",
+                  b"0\r\nX-Trailer: t\r\n\r\n"]
+        up = self.scripted_upstream(raw_health(chunks, (200, {}, b"chunky")))
+        t = self.start_tether(backends=[up.url], config={"health": self.EXPECT})
+        wait_state(t, up.address, "up")
+        b = backend_by_address(t, up.address)
+        self.assertEqual((b["last_check"]["status"], b["last_check"]["result"]), (200, "ok"))
+        self.assertEqual(http_get(t.url("/id")).body, b"chunky")
+        self.assertEqual(t.metric("tether_health_checks_total", backend=up.address,
+                                  result="fail", default=0), 0)
+
+    def test_answer_read_to_eof_and_a_204_pass(self):
+        to_eof = self.scripted_upstream(raw_health(
+            [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"status\":",
+             b" true}"]))
+        no_content = self.scripted_upstream(raw_health(b"HTTP/1.1 204 No Content\r\n\r\n"))
+        t = self.start_tether(backends=[to_eof.url], config={"health": self.EXPECT})
+        wait_state(t, to_eof.address, "up")
+        t2 = self.start_tether(backends=[no_content.url], config={"health": FAST_HEALTH})
+        wait_state(t2, no_content.address, "up")
+
+    def _down_with(self, handler, reason, health=None):
+        up = self.scripted_upstream(handler)
+        t = self.start_tether(backends=[up.url], config={"health": health or FAST_HEALTH})
+        wait_state(t, up.address, "down")
+        wait_until(lambda: t.metric("tether_health_checks_total", backend=up.address,
+                                    result="fail", default=0) >= 2, 5)
+        result = backend_by_address(t, up.address)["last_check"]["result"]
+        self.assertIn(reason, result)
+        self.assertEqual([r.path for r in up.requests if r.path != "/health"], [])
+        self.assertIsNone(t.proc.poll(), "tether exited")
+        self.assertEqual(t.admin_get("/healthz").status, 200)
+        return result
+
+    def test_expected_body_beyond_the_checks_bound_fails_with_a_reason(self):
+        # The needle ends past the first 64 KiB the check inspects (check_response.h).
+        body = b"x" * (70 * 1024) + b'{"status": true}'
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        result = self._down_with(raw_health(answer), "in its first 65536 bytes", self.EXPECT)
+        self.assertTrue(result.startswith("body does not contain"), result)
+
+    def test_malformed_answers_fail_with_a_reason_naming_them(self):
+        cases = [
+            (b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+             "bad response: obsolete line folding"),
+            (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * (70 * 1024) + b"\r\nContent-Length: 2\r\n\r\nok",
+             "bad response: response head too large"),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+             "bad response: malformed response"),
+            (b"SSH-2.0-OpenSSH_9.2p1\r\n", "bad response: malformed response"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "connection closed mid-response"),
+        ]
+        for answer, reason in cases:
+            with self.subTest(reason=reason, answer=answer[:40]):
+                self._down_with(raw_health(answer), reason)
+
+
 class PassiveHealth(E2ETestCase):
 
     def test_consecutive_502_eject_the_backend(self):
