@@ -497,8 +497,10 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   } else if (nread == UV_EOF && s->tls_ && s->tls_->stream.buffered()) {
     s->tls_->eof = true;  // after what is still held
     s->tlsDecrypt();
-  } else if (nread == UV_ENOBUFS && s->tls_) {
-    s->updateReading();  // the ciphertext buffer is full: decrypt before reading more
+  } else if (nread == UV_ENOBUFS) {
+    // The buffer is full (TLS: the ciphertext buffer): stop reading until
+    // what it holds has moved on.
+    s->updateReading();
   } else if (nread > 0) {
     s->in_.end += static_cast<std::uint32_t>(nread);
     s->rq_.bytes_in += static_cast<std::uint64_t>(nread);
@@ -809,6 +811,13 @@ void Session::parseRequest() {
   if (ev == http::H1Decoder::Event::kNeedMore) {
     // The head's bytes are in the head now: the buffer starts over.
     in_.end = rq_.parsed = 0;
+    return;
+  }
+  if (ev == http::H1Decoder::Event::kComplete) {
+    // An end with no head: never (the decoder moves on only after
+    // nextMessage), so a bug of ours; never guess a request from it.
+    log::error("session bug: request end without a head", {});
+    close();
     return;
   }
   // kHead: the body, if any, starts here.
@@ -1128,7 +1137,11 @@ void Session::connectUpstream() {
   upstream_ = c;
   transition(State::kUpstream);
   int rc = c->connect(this);
-  if (rc != 0) onUpstreamFailure(Fault::kConnect, rc);
+  if (rc != 0) {
+    onUpstreamFailure(Fault::kConnect, rc);
+    return;
+  }
+  updateReading();  // while connecting, the client is read only as far as in_ has room
 }
 
 void Session::onUpstreamConnected(int status) {
@@ -1532,7 +1545,9 @@ void Session::finishExchange() {
   bool reusable = rq_.resp_keep_alive && rq_.request_sent && !rq_.resp_extra && !rq_.upgrade &&
                   (!up_in_.data || rq_.resp_parsed == up_in_.end);
   releaseUpstream(reusable);
-  if (close_after_ || !keep_alive_ || client_eof_ || worker_.stopping()) {
+  // A response that ended before its request did (an early 401, 413 or
+  // redirect): the rest of the request body is never read as a request.
+  if (close_after_ || !keep_alive_ || client_eof_ || worker_.stopping() || !rq_.request_done) {
     closeGracefully();
     return;
   }
@@ -1564,7 +1579,6 @@ void Session::startNextRequest() {
   rq_ = Request{};
   rq_.bytes_in = in_.end;  // pipelined bytes already read belong to the next request
   codecs_->request.nextMessage();
-  codecs_->response.reset();
   touch();
   transition(State::kIdle);
   if (in_.end > 0) {

@@ -2,6 +2,7 @@
 
 #include <llhttp.h>
 
+#include <array>
 #include <cstring>
 
 namespace tether::http {
@@ -57,6 +58,7 @@ struct Callbacks {
     s.version_.clear();
     s.in_name_ = s.in_trailers_ = s.last_chunk_ = s.skip_body_ = false;
     s.body_bytes_ = s.trailer_bytes_ = 0;
+    s.mirror_upto_ = s.message_start_;
     return 0;
   }
 
@@ -109,24 +111,39 @@ struct Callbacks {
     return 0;
   }
 
+  // Head fields are mirrored (h1_decoder.h: the head's bytes copied once per
+  // read, fields as offsets); trailer fields are copied piece by piece.
+  static std::uint32_t arenaOffset(H1Decoder& s, const char* at) {
+    return static_cast<std::uint32_t>(s.offsetOf(at) - s.message_start_);
+  }
+
   static int onHeaderField(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
     HeaderList& f = fields(s);
-    if (!s.in_name_) {
-      f.beginField();
-      s.in_name_ = true;
-      if (countTrailer(s, 4)) return -1;  // ": " and CRLF
+    if (s.in_trailers_) {
+      if (!s.in_name_) {
+        f.beginField();
+        s.in_name_ = true;
+        if (countTrailer(s, 4)) return -1;  // ": " and CRLF
+      }
+      f.appendName(std::string_view(at, len));
+      return countTrailer(s, len);
     }
-    f.appendName(std::string_view(at, len));
-    return countTrailer(s, len);
+    if (!s.in_name_) {
+      f.beginMirrored(arenaOffset(s, at));
+      s.in_name_ = true;
+    }
+    f.extendName(len);
+    s.last_end_ = at + len;
+    return 0;
   }
 
   static int onHeaderFieldComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
     HeaderList& f = fields(s);
-    if (!s.in_name_ || f.name(f.size() - 1).empty()) return badField(s, "empty field name");
+    if (!s.in_name_ || f.lastNameLength() == 0) return badField(s, "empty field name");
     s.in_name_ = false;
-    f.endName();
+    if (s.in_trailers_) f.endName();
     return 0;
   }
 
@@ -137,24 +154,38 @@ struct Callbacks {
     // show by itself: what precedes it does.
     if (len == 0) return 0;  // llhttp reports an empty value where it found it
     if (s.foldAt(at)) return badField(s, "obsolete line folding");
-    if (std::memchr(at, '\r', len) || std::memchr(at, '\n', len) || std::memchr(at, '\0', len)) {
-      return badField(s, "invalid byte in a field value");
+    HeaderList& f = fields(s);
+    if (s.in_trailers_) {
+      f.appendValue(std::string_view(at, len));
+      return countTrailer(s, len);
     }
-    fields(s).appendValue(std::string_view(at, len));
-    return countTrailer(s, len);
+    if (f.valueLength() == 0) f.valueAt(arenaOffset(s, at));
+    f.extendValue(len);
+    s.last_end_ = at + len;
+    return 0;
   }
 
   static int onHeaderValueComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
     HeaderList& f = fields(s);
     if (f.empty()) return badField(s, "field value without a name");
-    f.trimLastValue();
+    if (s.in_trailers_) {
+      f.endValue();
+      return 0;
+    }
+    // Trailing blanks are not part of the value (RFC 9112 §5); they are in
+    // the current input or, for a value that began in an earlier read,
+    // possibly already mirrored.
+    s.trimMirroredValue();
     return 0;
   }
 
   static int onHeadersComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
     if (s.in_name_) return -1;  // a name without a colon never completes
+    // Every name and value byte into the copy before the head is judged.
+    s.mirrorTo(s.last_end_);
+    fields(s).classifyMirrored();
     return s.onHeadersComplete();
   }
 
@@ -189,6 +220,7 @@ struct Callbacks {
   static int onMessageComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
     if (s.in_name_) return badField(s, "trailer field without a colon");
+    if (s.trailers_.lastOpen()) s.trailers_.endValue();
     s.parser_->pause = Pause::kMessage;
     // An upgrade (the request asking, or the 101 answering it): llhttp stops
     // with HPE_PAUSED_UPGRADE; what follows is not HTTP. Decided by the head:
@@ -238,6 +270,37 @@ bool H1Decoder::midMessage() const {
   return state_ == State::kHead || state_ == State::kBody || (state_ == State::kIdle && base_offset_ > message_start_);
 }
 
+// Copies the consumed head bytes up to `upto` (in the current input) into
+// the head's field list: the one copy of a head, in bulk.
+void H1Decoder::mirrorTo(const char* upto) {
+  if (!data_ || upto < data_) return;
+  std::uint64_t to = offsetOf(upto);
+  if (to <= mirror_upto_) return;
+  std::uint64_t from = std::max(mirror_upto_, base_offset_);
+  heads().mirror(data_ + (from - base_offset_), static_cast<std::size_t>(to - from));
+  mirror_upto_ = to;
+}
+
+// The current field's value without its trailing blanks, which sit in the
+// current input or, for a value that began in an earlier read, in the copy.
+void H1Decoder::trimMirroredValue() {
+  HeaderList& f = heads();
+  while (f.valueLength()) {
+    std::uint64_t last = message_start_ + f.lastValueEnd() - 1;
+    char c = last >= base_offset_ ? data_[last - base_offset_] : f.arenaByte(static_cast<std::uint32_t>(last - message_start_));
+    if (!blank(c)) break;
+    f.trimValue(1);
+  }
+}
+
+// The head ended at `p`: its copy is complete up to there, every field's
+// line is known (the last one ends before the blank line).
+void H1Decoder::sealHead(const char* p) {
+  mirrorTo(p);
+  std::uint64_t end = offsetOf(p) - message_start_;
+  heads().sealMirror(static_cast<std::uint32_t>(end >= 2 ? end - 2 : 0));
+}
+
 void H1Decoder::shrink() {
   request_.headers.shrink();
   response_.headers.shrink();
@@ -261,7 +324,7 @@ void H1Decoder::reset(std::size_t keep) {
   trailers_.clear();
   version_.clear();
   data_ = nullptr;
-  base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = size_end_ = 0;
+  base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = size_end_ = mirror_upto_ = 0;
   prev_last_ = '\n';
   in_name_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = skip_body_ = false;
   error_status_ = 0;
@@ -297,6 +360,7 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
   }
   if (state_ == State::kComplete) return Event::kComplete;
   data_ = data;
+  last_end_ = data;
   const bool request = type_ == Type::kRequest;
   const char* p = data;
   const char* end = data + len;
@@ -333,6 +397,7 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
         ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
         break;
       }
+      if (why == Pause::kHead || head_pending_) sealHead(p);
       if (why == Pause::kHead) {
         head_pending_ = false;
         state_ = State::kBody;
@@ -383,6 +448,8 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
     break;
   }
   *consumed = static_cast<std::size_t>(p - data);
+  if (ev == Event::kNeedMore && state_ == State::kHead) mirrorTo(p);  // the head so far
+  if (ev == Event::kNeedMore && state_ == State::kIdle) message_start_ = mirror_upto_ = offsetOf(p);
   if (ev == Event::kNeedMore) {
     std::uint64_t at = offsetOf(p);
     if ((state_ == State::kHead || state_ == State::kIdle) && at - message_start_ > limits_.max_head_bytes) {
@@ -457,6 +524,16 @@ void connectionTokens(const HeaderList& h, ConnectionTokens* out) {
     if (h.kind(i) == HeaderKind::kConnection) out->add(h.value(i));
 }
 
+// reg-name bytes: unreserved, pct-encoded's '%', sub-delims without ','.
+constexpr auto kRegName = [] {
+  std::array<bool, 256> t{};
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (char c : std::string_view("-._~%!$&'()*+;=")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
 // RFC 9112 §3.2 / RFC 3986 §3.2.2: uri-host [ ":" port ]; a reg-name of
 // unreserved, pct-encoded and sub-delims (without ',', which no host has and
 // which some proxies would read as a list), or a bracketed IP literal. Empty
@@ -474,13 +551,8 @@ bool validAuthority(std::string_view a) {
     }
     i = e + 1;
   } else {
-    for (; i < a.size() && a[i] != ':'; ++i) {
-      char c = a[i];
-      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                c == '.' || c == '_' || c == '~' || c == '%' || c == '!' || c == '$' || c == '&' || c == '\'' ||
-                c == '(' || c == ')' || c == '*' || c == '+' || c == ';' || c == '=';
-      if (!ok) return false;
-    }
+    for (; i < a.size() && a[i] != ':'; ++i)
+      if (!kRegName[static_cast<unsigned char>(a[i])]) return false;
     if (i == 0) return false;
   }
   if (i == a.size()) return true;
@@ -522,6 +594,7 @@ int H1Decoder::requestHeadersComplete() {
   }
   ConnectionTokens conn;
   connectionTokens(h, &conn);
+  if (conn.overflow) return refuse(400, "more than 16 Connection options");
   if (namesFraming(conn)) return refuse(400, "Connection names a framing or routing field");
   if (te) {
     // RFC 9112 §6.1: tether decodes chunked only, so it is the one coding.
@@ -585,6 +658,9 @@ int H1Decoder::responseHeadersComplete() {
   if (r.status < 100 || r.status > 999) return refuse("malformed status");
   if (r.status == 101 && !upgrade_requested_) return refuse("101 to a request that did not ask to upgrade");
   const HeaderList& h = r.headers;
+  ConnectionTokens conn;
+  connectionTokens(h, &conn);
+  if (conn.overflow) return refuse("more than 16 Connection options");
   std::size_t te = h.count(HeaderKind::kTransferEncoding);
   bool chunked = (p->flags & F_CHUNKED) != 0;
   bool length = (p->flags & F_CONTENT_LENGTH) != 0;

@@ -117,6 +117,10 @@ class H1Decoder {
   Event fail(int status, const char* reason);
   std::uint64_t offsetOf(const char* p) const { return base_offset_ + static_cast<std::uint64_t>(p - data_); }
   bool foldAt(const char* at) const;
+  HeaderList& heads() { return type_ == Type::kRequest ? request_.headers : response_.headers; }
+  void mirrorTo(const char* upto);
+  void trimMirroredValue();
+  void sealHead(const char* p);
   int onHeadersComplete();
   int requestHeadersComplete();
   int responseHeadersComplete();
@@ -142,7 +146,9 @@ class H1Decoder {
   std::uint64_t message_start_ = 0;  // stream offset where the current message began
   std::uint64_t line_start_ = 0;     // stream offset where the current chunk line began
   std::uint64_t line_mark_ = 0;
-  std::uint64_t size_end_ = 0;       // chunk line: where its first extension began, if any      // request line: where the last method/target piece ended
+  std::uint64_t size_end_ = 0;
+  std::uint64_t mirror_upto_ = 0;    // the head's bytes before this stream offset are in heads()
+  const char* last_end_ = nullptr;   // end of the last field piece in the current input       // chunk line: where its first extension began, if any      // request line: where the last method/target piece ended
   std::uint64_t body_bytes_ = 0;
   std::uint64_t trailer_bytes_ = 0;
   char prev_last_ = '\n';  // last non-blank byte of the previous input (obs-fold check)

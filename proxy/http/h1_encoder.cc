@@ -10,23 +10,9 @@ char* put(char* o, std::string_view s) {
   return o + s.size();
 }
 
-std::size_t fieldsSize(const HeaderList& h) {
-  std::size_t n = 0;
-  for (std::size_t i = 0; i < h.size(); ++i)
-    if (!h.dropped(i)) n += h.name(i).size() + h.value(i).size() + 4;
-  return n;
-}
+std::size_t fieldsSize(const HeaderList& h) { return h.lineBytes(); }
 
-char* putFields(const HeaderList& h, char* o) {
-  for (std::size_t i = 0; i < h.size(); ++i) {
-    if (h.dropped(i)) continue;
-    o = put(o, h.name(i));
-    o = put(o, ": ");
-    o = put(o, h.value(i));
-    o = put(o, "\r\n");
-  }
-  return o;
-}
+char* putFields(const HeaderList& h, char* o) { return o + h.writeLines(o); }
 
 }  // namespace
 

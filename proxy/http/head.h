@@ -16,16 +16,20 @@
 
 namespace tether::http {
 
-// A field list in arrival order. Names and values are copied in as they
-// arrive (a codec may deliver either in pieces); drop() hides a field from
-// the encoder without moving the others.
+// A field list in arrival order, owning its bytes. Each field is kept as
+// the line it is written as ("Name: value" CRLF), so that an encoder writes a
+// run of kept fields with one copy; drop() hides a field without moving the
+// others. A codec fills it one of two ways: mirrored (the head's bytes copied
+// in bulk as they are consumed, fields as offsets into that copy: one copy
+// per read) or by pieces (trailers, fields policy adds).
 class HeaderList {
  public:
   struct Field {
-    std::uint32_t name_off = 0;
-    std::uint32_t name_len = 0;
-    std::uint32_t value_off = 0;
+    std::uint32_t off = 0;        // the line starts here: the name
+    std::uint32_t value_off = 0;  // after "Name: "
     std::uint32_t value_len = 0;
+    std::uint32_t line_len = 0;   // 0 while the field is still arriving
+    std::uint16_t name_len = 0;
     HeaderKind kind = HeaderKind::kOther;
     bool dropped = false;
     bool underscore = false;  // the name holds '_'
@@ -33,49 +37,100 @@ class HeaderList {
 
   std::size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
-  std::string_view name(std::size_t i) const { return {arena_.data() + fields_[i].name_off, fields_[i].name_len}; }
+  std::string_view name(std::size_t i) const { return {arena_.data() + fields_[i].off, fields_[i].name_len}; }
   std::string_view value(std::size_t i) const { return {arena_.data() + fields_[i].value_off, fields_[i].value_len}; }
   HeaderKind kind(std::size_t i) const { return fields_[i].kind; }
   bool dropped(std::size_t i) const { return fields_[i].dropped; }
   bool underscore(std::size_t i) const { return fields_[i].underscore; }
-  void drop(std::size_t i) { fields_[i].dropped = true; }
+  void drop(std::size_t i) {
+    Field& f = fields_[i];
+    if (f.dropped) return;
+    f.dropped = true;
+    live_bytes_ -= f.line_len ? f.line_len : f.name_len + f.value_len + 4u;
+  }
   // Bytes of names and values held (the bound codecs enforce).
   std::size_t bytes() const { return arena_.size(); }
+  // Bytes the kept fields take as lines: what an encoder writes.
+  std::size_t lineBytes() const { return live_bytes_; }
+  // Writes the kept fields' lines to `out`, a run of kept fields in one
+  // copy; returns the bytes written (lineBytes()).
+  std::size_t writeLines(char* out) const;
 
   void add(std::string_view name, std::string_view value) {
     beginField();
     appendName(name);
     endName();
     appendValue(value);
+    endValue();
+  }
+  // A field whose name tether knows: no classification.
+  void add(HeaderKind kind, std::string_view name, std::string_view value) {
+    Field f;
+    f.off = static_cast<std::uint32_t>(arena_.size());
+    f.name_len = static_cast<std::uint16_t>(name.size());
+    f.kind = kind;
+    arena_.append(name);
+    arena_.append(": ", 2);
+    f.value_off = static_cast<std::uint32_t>(arena_.size());
+    f.value_len = static_cast<std::uint32_t>(value.size());
+    arena_.append(value);
+    arena_.append("\r\n", 2);
+    f.line_len = static_cast<std::uint32_t>(arena_.size()) - f.off;
+    live_bytes_ += f.line_len;
+    fields_.push_back(f);
   }
   // Field-by-pieces, as a codec fills it: beginField, appendName*, endName,
-  // appendValue*. The value of the last field may grow until the next begin.
+  // appendValue*, endValue.
   void beginField() {
     Field f;
-    f.name_off = f.value_off = static_cast<std::uint32_t>(arena_.size());
+    f.off = f.value_off = static_cast<std::uint32_t>(arena_.size());
     fields_.push_back(f);
   }
   void appendName(std::string_view piece) {
     arena_.append(piece);
-    fields_.back().name_len += static_cast<std::uint32_t>(piece.size());
+    fields_.back().name_len = static_cast<std::uint16_t>(fields_.back().name_len + piece.size());
   }
-  void endName() {
-    Field& f = fields_.back();
-    std::string_view n(arena_.data() + f.name_off, f.name_len);
-    f.kind = classifyHeader(n);
-    f.underscore = n.find('_') != std::string_view::npos;
-    f.value_off = static_cast<std::uint32_t>(arena_.size());
-  }
+  // The name's bytes as held (possibly several pieces, possibly empty).
+  std::size_t lastNameLength() const { return fields_.back().name_len; }
+  void endName();
   void appendValue(std::string_view piece) {
     arena_.append(piece);
     fields_.back().value_len += static_cast<std::uint32_t>(piece.size());
   }
-  // Trims the last field's value of surrounding spaces and tabs (a value
-  // delivered in pieces can end in whitespace only once it is complete).
-  void trimLastValue() {
+  // The value is complete: trailing blanks trimmed, the line closed.
+  void endValue() {
     Field& f = fields_.back();
-    while (f.value_len && (arena_[f.value_off + f.value_len - 1] == ' ' || arena_[f.value_off + f.value_len - 1] == '\t')) --f.value_len;
+    if (f.line_len) return;
+    while (f.value_len && (arena_.back() == ' ' || arena_.back() == '\t')) {
+      arena_.pop_back();
+      --f.value_len;
+    }
+    arena_.append("\r\n", 2);
+    f.line_len = static_cast<std::uint32_t>(arena_.size()) - f.off;
+    live_bytes_ += f.line_len;
   }
+  bool lastOpen() const { return !fields_.empty() && fields_.back().line_len == 0; }
+
+  // Mirrored: the codec appends the head's bytes with mirror() and marks
+  // fields by offsets into them; sealMirror() classifies every field and
+  // closes their lines once all their bytes are in (end: where the last
+  // field's line ends, before the blank line).
+  void mirror(const char* p, std::size_t n) { arena_.append(p, n); }
+  void beginMirrored(std::uint32_t name_off) {
+    Field f;
+    f.off = f.value_off = name_off;
+    fields_.push_back(f);
+  }
+  void extendName(std::size_t n) { fields_.back().name_len = static_cast<std::uint16_t>(fields_.back().name_len + n); }
+  void valueAt(std::uint32_t off) { fields_.back().value_off = off; }
+  void extendValue(std::size_t n) { fields_.back().value_len += static_cast<std::uint32_t>(n); }
+  void trimValue(std::uint32_t n) { fields_.back().value_len -= n; }
+  std::uint32_t valueLength() const { return fields_.back().value_len; }
+  std::uint32_t lastValueEnd() const { return fields_.back().value_off + fields_.back().value_len; }
+  char arenaByte(std::uint32_t off) const { return arena_[off]; }
+  // Names classified and '_' noted, for mirrored fields whose bytes are in.
+  void classifyMirrored();
+  void sealMirror(std::uint32_t end);
 
   // The first field of `k` not dropped; -1 if none.
   long find(HeaderKind k) const {
@@ -92,16 +147,19 @@ class HeaderList {
   void clear() {
     arena_.clear();
     fields_.clear();
+    live_bytes_ = 0;
   }
   // Gives the storage back (a pooled codec after a burst of large heads).
   void shrink() {
     std::string().swap(arena_);
     std::vector<Field>().swap(fields_);
+    live_bytes_ = 0;
   }
 
  private:
   std::string arena_;
   std::vector<Field> fields_;
+  std::size_t live_bytes_ = 0;
 };
 
 // How a message's body is delimited, decided once by the codec from the

@@ -31,10 +31,12 @@ struct ConnectionTokens {
   };
   Token list[16];
   int count = 0;
+  bool overflow = false;  // more than 16 options: a caller refuses or closes
 
   // Adds the comma-separated tokens of one Connection header value.
   void add(std::string_view value) {
     std::size_t i = 0;
+    if (count == 16 && !value.empty()) overflow = true;
     while (i <= value.size() && count < 16) {
       std::size_t j = value.find(',', i);
       if (j == std::string_view::npos) j = value.size();
@@ -42,6 +44,7 @@ struct ConnectionTokens {
       while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
       while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
       if (!t.empty()) list[count++] = Token{t.data(), static_cast<std::uint32_t>(t.size())};
+      if (count == 16 && j < value.size()) overflow = true;
       i = j + 1;
     }
   }

@@ -1,5 +1,6 @@
 #include "proxy/http/status.h"
 
+
 namespace tether::http {
 
 std::string_view reasonPhrase(int status) {

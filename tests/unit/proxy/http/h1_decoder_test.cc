@@ -217,6 +217,7 @@ INSTANTIATE_TEST_SUITE_P(
         Refused{"HostWithPath", "GET / HTTP/1.1\r\nHost: foo/bar\r\n\r\n", 400},
         Refused{"HostWithUserinfo", "GET / HTTP/1.1\r\nHost: a.test@evil.test\r\n\r\n", 400},
         Refused{"HostNotAscii", "GET / HTTP/1.1\r\nHost: \xff" "a\xff\r\n\r\n", 400},
+        Refused{"SeventeenConnectionOptions", "GET / HTTP/1.1\r\nHost: a\r\nConnection: a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,Content-Length\r\nContent-Length: 0\r\n\r\n", 400},
         Refused{"HostBadPort", "GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400}));
 
 TEST(H1Request, HostForms) {
