@@ -95,9 +95,9 @@ struct AdminServer::Conn : ListHook<> {
     h.headers.add("Content-Type", r.content_type);
     h.headers.add("Content-Length", std::to_string(r.body.size()));
     h.headers.add("Cache-Control", "no-store");
-    http::HeaderList extra;
-    addExtraHeaders(r.extra_headers, &extra);
-    if (!keep_alive) extra.add("Connection", "close");
+    addExtraHeaders(r.extra_headers, &h.headers);
+    if (!keep_alive) h.headers.add("Connection", "close");
+    http::ExtraFields extra;
     std::string* out = new std::string;
     out->resize(http::responseHeadSize(h, extra));
     out->resize(http::writeResponseHead(h, extra, out->data()));

@@ -1184,7 +1184,7 @@ void Session::buildUpstreamHead() {
   in.request_id = std::string_view(request_id_, 32);
   in.request_id_from_client = rq_.request_id_present;
   in.backend_host = backend_ ? std::string_view(backend_->host_header) : std::string_view();
-  HeaderList& extra = worker_.extraFields();
+  http::ExtraFields& extra = worker_.extraFields();
   forward::upstreamRequestFields(r, in, extra, worker_.fieldScratch());
   std::uint32_t need = static_cast<std::uint32_t>(http::requestHeadSize(r, extra));
   releaseBuffer(up_head_);
@@ -1435,7 +1435,7 @@ void Session::buildDownstreamHead() {
   out.close = close_after_;
   if (aff_) out.set_cookie = aff_->set_cookie;
   out.request_id = std::string_view(request_id_, rq_.request_id_present ? ::strnlen(request_id_, 32) : 32);
-  HeaderList& extra = worker_.extraFields();
+  http::ExtraFields& extra = worker_.extraFields();
   if (forward::downstreamResponseFields(r, out, extra)) sse_ = true;
   std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, extra));
   if (down_writing_ && down_head_.data && down_head_.end + need > down_head_.cap) {

@@ -104,7 +104,7 @@ class Worker {
   void giveCodecs(HttpCodecs* c);
   // Scratch for the fields a session's header policy adds to a head, and
   // for one field value it builds; used within one call, never held.
-  http::HeaderList& extraFields() { return extra_fields_; }
+  http::ExtraFields& extraFields() { return extra_fields_; }
   std::string& fieldScratch() { return field_scratch_; }
 
   // The affinity plan for a request path (first matching route, else the
@@ -188,7 +188,7 @@ class Worker {
   std::unique_ptr<PinStore> pins_;
   // Lent to sessions; a burst leaves at most the bound behind.
   FreeList<HttpCodecs, 256> codecs_;
-  http::HeaderList extra_fields_;
+  http::ExtraFields extra_fields_;
   std::string field_scratch_;
   FreeList<WriteReq, 1024> writes_;
   std::uint64_t request_counter_ = 0;

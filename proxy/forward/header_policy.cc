@@ -31,7 +31,7 @@ bool applyUnderscorePolicy(HeaderList& h, conf::UnderscoreHeaders policy) {
   return true;
 }
 
-void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, HeaderList& extra, std::string& scratch) {
+void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, http::ExtraFields& extra, std::string& scratch) {
   HeaderList& h = r.headers;
   http::ConnectionTokens connection;
   std::string_view xfp, xfh, upgrade_value;
@@ -69,8 +69,8 @@ void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, Head
     }
   }
   scratch.append(in.client_ip);
-  extra.add(HeaderKind::kXForwardedFor, "X-Forwarded-For", scratch);
-  extra.add(HeaderKind::kXForwardedProto, "X-Forwarded-Proto", !xfp.empty() && xfp.size() < 16 ? xfp : (in.tls ? "https" : "http"));
+  extra.add("X-Forwarded-For", scratch);
+  extra.add("X-Forwarded-Proto", !xfp.empty() && xfp.size() < 16 ? xfp : (in.tls ? "https" : "http"));
   // The client's Host, dropped or not (a second attempt sees the first's marks).
   long host_at = -1;
   for (std::size_t i = 0; i < h.size() && host_at < 0; ++i)
@@ -79,34 +79,34 @@ void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, Head
   if (host_at < 0) {
     // HTTP/1.0 without Host: an HTTP/1.1 request must carry one (RFC 9112
     // §3.2): the backend's own, as nginx's $proxy_host.
-    extra.add(HeaderKind::kHost, "Host", in.backend_host);
+    extra.add("Host", in.backend_host);
   } else if (r.absolute_form) {
     h.drop(static_cast<std::size_t>(host_at));
-    extra.add(HeaderKind::kHost, "Host", r.authority);
+    extra.add("Host", r.authority);
   }
   if (!host.empty() || !xfh.empty()) {
-    extra.add(HeaderKind::kXForwardedHost, "X-Forwarded-Host", !xfh.empty() && xfh.size() <= host.size() + 64 ? xfh : host);
+    extra.add("X-Forwarded-Host", !xfh.empty() && xfh.size() <= host.size() + 64 ? xfh : host);
   }
-  if (!in.request_id_from_client) extra.add(HeaderKind::kXRequestId, "X-Request-Id", in.request_id);
+  if (!in.request_id_from_client) extra.add("X-Request-Id", in.request_id);
   if (r.framing == http::Framing::kLength) {
     // The length as tether read it, in one spelling: "0040" is 40 here and
     // 32 to a backend that reads octal.
-    char digits[24];
-    int n = std::snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(r.content_length));
+    char* digits = extra.digits;
+    int n = std::snprintf(digits, sizeof extra.digits, "%llu", static_cast<unsigned long long>(r.content_length));
+    std::string_view canonical(digits, static_cast<std::size_t>(n));
     for (std::size_t i = 0; i < h.size(); ++i) {
-      if (h.kind(i) != HeaderKind::kContentLength || h.value(i) == std::string_view(digits, static_cast<std::size_t>(n))) continue;
+      if (h.kind(i) != HeaderKind::kContentLength || h.value(i) == canonical) continue;
       h.drop(i);
-      scratch.assign(digits, static_cast<std::size_t>(n));
-      extra.add(HeaderKind::kContentLength, "Content-Length", scratch);
+      extra.add("Content-Length", canonical);
     }
   }
   if (r.upgrade && !upgrade_value.empty()) {
-    extra.add(HeaderKind::kConnection, "Connection", "upgrade");
-    extra.add(HeaderKind::kUpgrade, "Upgrade", upgrade_value);
+    extra.add("Connection", "upgrade");
+    extra.add("Upgrade", upgrade_value);
   }
 }
 
-bool downstreamResponseFields(http::ResponseHead& r, const DownstreamResponse& in, HeaderList& extra) {
+bool downstreamResponseFields(http::ResponseHead& r, const DownstreamResponse& in, http::ExtraFields& extra) {
   HeaderList& h = r.headers;
   bool informational = r.informational();
   bool switching = r.status == 101;
@@ -129,13 +129,13 @@ bool downstreamResponseFields(http::ResponseHead& r, const DownstreamResponse& i
   if (!switching) dropConnectionOptions(h, connection);
   extra.clear();
   if (informational) return false;
-  if (!in.set_cookie.empty()) extra.add(HeaderKind::kSetCookie, "Set-Cookie", in.set_cookie);
-  if (!has_rid) extra.add(HeaderKind::kXRequestId, "X-Request-Id", in.request_id);
+  if (!in.set_cookie.empty()) extra.add("Set-Cookie", in.set_cookie);
+  if (!has_rid) extra.add("X-Request-Id", in.request_id);
   if (!switching) {
     if (in.close) {
-      extra.add(HeaderKind::kConnection, "Connection", "close");
+      extra.add("Connection", "close");
     } else if (in.http10_client) {
-      extra.add(HeaderKind::kConnection, "Connection", "keep-alive");
+      extra.add("Connection", "keep-alive");
     }
   }
   return sse;

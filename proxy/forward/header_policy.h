@@ -42,7 +42,7 @@ struct UpstreamRequest {
 // added; Host from an absolute-form target's authority, or the backend's
 // for an HTTP/1.0 request without one; Connection: upgrade and Upgrade kept
 // for an upgrade. `scratch` holds built values until `extra` is written.
-void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, http::HeaderList& extra,
+void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, http::ExtraFields& extra,
                            std::string& scratch);
 
 struct DownstreamResponse {
@@ -57,6 +57,6 @@ struct DownstreamResponse {
 // Connection names dropped (a 101 keeps Connection and Upgrade), X-Request-Id
 // added if the backend set none, Connection as tether decides. Returns
 // whether the response is an event stream (text/event-stream).
-bool downstreamResponseFields(http::ResponseHead& r, const DownstreamResponse& in, http::HeaderList& extra);
+bool downstreamResponseFields(http::ResponseHead& r, const DownstreamResponse& in, http::ExtraFields& extra);
 
 }  // namespace tether::forward

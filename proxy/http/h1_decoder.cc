@@ -55,8 +55,8 @@ struct Callbacks {
       s.response_.clear();
     }
     s.trailers_.clear();
-    s.version_.clear();
-    s.in_name_ = s.in_trailers_ = s.last_chunk_ = s.skip_body_ = false;
+    s.version_len_ = 0;
+    s.in_name_ = s.field_open_ = s.in_trailers_ = s.last_chunk_ = s.skip_body_ = false;
     s.body_bytes_ = s.trailer_bytes_ = 0;
     s.mirror_upto_ = s.message_start_;
     return 0;
@@ -85,11 +85,12 @@ struct Callbacks {
 
   static int onVersion(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
-    if (s.type_ == H1Decoder::Type::kRequest && s.version_.empty() && s.offsetOf(at) != s.line_mark_ + 6) {
+    if (s.type_ == H1Decoder::Type::kRequest && s.version_len_ == 0 && s.offsetOf(at) != s.line_mark_ + 6) {
       return fail(s, 400, "malformed request line");  // " HTTP/" between target and version
     }
-    if (s.version_.size() + len > 16) return fail(s, s.type_ == H1Decoder::Type::kRequest ? 400 : 502, "malformed version");
-    s.version_.append(at, len);
+    if (s.version_len_ + len > sizeof s.version_) return fail(s, s.type_ == H1Decoder::Type::kRequest ? 400 : 502, "malformed version");
+    std::memcpy(s.version_ + s.version_len_, at, len);
+    s.version_len_ = static_cast<std::uint8_t>(s.version_len_ + len);
     return 0;
   }
 
@@ -117,33 +118,46 @@ struct Callbacks {
     return static_cast<std::uint32_t>(s.offsetOf(at) - s.message_start_);
   }
 
-  static int onHeaderField(llhttp_t* p, const char* at, std::size_t len) {
-    H1Decoder& s = d(p);
+  // A field's name ends at its first value piece; the field ends when the
+  // next one begins or the section does (no per-field completion callback:
+  // two fewer calls a field).
+  static int endField(H1Decoder& s) {
+    if (!s.field_open_) return 0;
     HeaderList& f = fields(s);
+    s.field_open_ = false;
+    if (f.lastNameLength() == 0) return badField(s, "empty field name");
     if (s.in_trailers_) {
-      if (!s.in_name_) {
-        f.beginField();
-        s.in_name_ = true;
-        if (countTrailer(s, 4)) return -1;  // ": " and CRLF
-      }
-      f.appendName(std::string_view(at, len));
-      return countTrailer(s, len);
+      if (!s.name_done_) f.endName();
+      f.endValue();
     }
-    if (!s.in_name_) {
-      f.beginMirrored(arenaOffset(s, at));
-      s.in_name_ = true;
-    }
-    f.extendName(len);
-    s.last_end_ = at + len;
+    s.in_name_ = s.name_done_ = false;
     return 0;
   }
 
-  static int onHeaderFieldComplete(llhttp_t* p) {
+  static int onHeaderField(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
+    // A piece that does not continue the name in progress (a field with an
+    // empty value has no value piece) begins the next field.
+    if (s.in_name_ && s.offsetOf(at) != s.name_end_) s.in_name_ = false;
+    if (!s.in_name_) {
+      if (endField(s)) return -1;
+      HeaderList& f = fields(s);
+      if (s.in_trailers_) {
+        f.beginField();
+        if (countTrailer(s, 4)) return -1;  // ": " and CRLF
+      } else {
+        f.beginMirrored(arenaOffset(s, at));
+      }
+      s.in_name_ = s.field_open_ = true;
+    }
     HeaderList& f = fields(s);
-    if (!s.in_name_ || f.lastNameLength() == 0) return badField(s, "empty field name");
-    s.in_name_ = false;
-    if (s.in_trailers_) f.endName();
+    s.name_end_ = s.offsetOf(at + len);
+    if (s.in_trailers_) {
+      f.appendName(std::string_view(at, len));
+      return countTrailer(s, len);
+    }
+    f.extendName(len);
+    s.last_end_ = at + len;
     return 0;
   }
 
@@ -155,6 +169,12 @@ struct Callbacks {
     if (len == 0) return 0;  // llhttp reports an empty value where it found it
     if (s.foldAt(at)) return badField(s, "obsolete line folding");
     HeaderList& f = fields(s);
+    if (s.in_name_) {
+      if (f.lastNameLength() == 0) return badField(s, "empty field name");
+      s.in_name_ = false;
+      if (s.in_trailers_) f.endName();
+      s.name_done_ = true;
+    }
     if (s.in_trailers_) {
       f.appendValue(std::string_view(at, len));
       return countTrailer(s, len);
@@ -165,24 +185,9 @@ struct Callbacks {
     return 0;
   }
 
-  static int onHeaderValueComplete(llhttp_t* p) {
-    H1Decoder& s = d(p);
-    HeaderList& f = fields(s);
-    if (f.empty()) return badField(s, "field value without a name");
-    if (s.in_trailers_) {
-      f.endValue();
-      return 0;
-    }
-    // Trailing blanks are not part of the value (RFC 9112 §5); they are in
-    // the current input or, for a value that began in an earlier read,
-    // possibly already mirrored.
-    s.trimMirroredValue();
-    return 0;
-  }
-
   static int onHeadersComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
-    if (s.in_name_) return -1;  // a name without a colon never completes
+    if (endField(s)) return -1;
     // Every name and value byte into the copy before the head is judged.
     s.mirrorTo(s.last_end_);
     fields(s).classifyMirrored();
@@ -219,8 +224,7 @@ struct Callbacks {
 
   static int onMessageComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
-    if (s.in_name_) return badField(s, "trailer field without a colon");
-    if (s.trailers_.lastOpen()) s.trailers_.endValue();
+    if (endField(s)) return -1;
     s.parser_->pause = Pause::kMessage;
     // An upgrade (the request asking, or the 101 answering it): llhttp stops
     // with HPE_PAUSED_UPGRADE; what follows is not HTTP. Decided by the head:
@@ -240,9 +244,7 @@ struct Callbacks {
       x.on_status = onStatus;
       x.on_version = onVersion;
       x.on_header_field = onHeaderField;
-      x.on_header_field_complete = onHeaderFieldComplete;
       x.on_header_value = onHeaderValue;
-      x.on_header_value_complete = onHeaderValueComplete;
       x.on_headers_complete = onHeadersComplete;
       x.on_chunk_header = onChunkHeader;
       x.on_chunk_extension_name = onChunkExtensionName;
@@ -281,18 +283,6 @@ void H1Decoder::mirrorTo(const char* upto) {
   mirror_upto_ = to;
 }
 
-// The current field's value without its trailing blanks, which sit in the
-// current input or, for a value that began in an earlier read, in the copy.
-void H1Decoder::trimMirroredValue() {
-  HeaderList& f = heads();
-  while (f.valueLength()) {
-    std::uint64_t last = message_start_ + f.lastValueEnd() - 1;
-    char c = last >= base_offset_ ? data_[last - base_offset_] : f.arenaByte(static_cast<std::uint32_t>(last - message_start_));
-    if (!blank(c)) break;
-    f.trimValue(1);
-  }
-}
-
 // The head ended at `p`: its copy is complete up to there, every field's
 // line is known (the last one ends before the blank line).
 void H1Decoder::sealHead(const char* p) {
@@ -322,11 +312,11 @@ void H1Decoder::reset(std::size_t keep) {
   request_.clear();
   response_.clear();
   trailers_.clear();
-  version_.clear();
+  version_len_ = 0;
   data_ = nullptr;
   base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = size_end_ = mirror_upto_ = 0;
   prev_last_ = '\n';
-  in_name_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = skip_body_ = false;
+  in_name_ = field_open_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = skip_body_ = false;
   error_status_ = 0;
   error_reason_ = "";
   llhttp_error_ = 0;
@@ -437,9 +427,9 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
     } else if (err == HPE_INVALID_VERSION) {
       // "HTTP/d.d" that is not 1.0 or 1.1: a version tether does not speak
       // (505); anything else on the line is malformed (400).
-      bool digits = version_.size() == 3 && version_[0] >= '0' && version_[0] <= '9' && version_[1] == '.' &&
-                    version_[2] >= '0' && version_[2] <= '9';
-      bool spoken = version_ == "1.0" || version_ == "1.1";
+      std::string_view v(version_, version_len_);
+      bool digits = v.size() == 3 && v[0] >= '0' && v[0] <= '9' && v[1] == '.' && v[2] >= '0' && v[2] <= '9';
+      bool spoken = v == "1.0" || v == "1.1";
       bool other = digits && !spoken;
       ev = fail(other ? 505 : 400, other ? "HTTP version not supported" : "malformed request line");
     } else {
@@ -518,12 +508,6 @@ std::string_view trim(std::string_view v) {
   return v;
 }
 
-// Connection options of every Connection field of `h`.
-void connectionTokens(const HeaderList& h, ConnectionTokens* out) {
-  for (std::size_t i = 0; i < h.size(); ++i)
-    if (h.kind(i) == HeaderKind::kConnection) out->add(h.value(i));
-}
-
 // reg-name bytes: unreserved, pct-encoded's '%', sub-delims without ','.
 constexpr auto kRegName = [] {
   std::array<bool, 256> t{};
@@ -574,7 +558,7 @@ int H1Decoder::requestHeadersComplete() {
   llhttp_t* p = &parser_->p;
   RequestHead& r = request_;
   auto refuse = [&](int status, const char* why) { return Callbacks::fail(*this, status, why); };
-  if (version_.empty()) return refuse(400, "request line without a version");
+  if (version_len_ == 0) return refuse(400, "request line without a version");
   if (p->http_major != 1 || p->http_minor > 1) return refuse(505, "HTTP version not supported");
   r.method = p->method;
   r.version_minor = p->http_minor;
@@ -585,15 +569,15 @@ int H1Decoder::requestHeadersComplete() {
   const HeaderList& h = r.headers;
   std::size_t te = 0, hosts = 0;
   long host_at = -1, te_at = -1;
+  ConnectionTokens conn;
   for (std::size_t i = 0; i < h.size(); ++i) {
     switch (h.kind(i)) {
       case HeaderKind::kTransferEncoding: ++te; te_at = static_cast<long>(i); break;
       case HeaderKind::kHost: ++hosts; host_at = static_cast<long>(i); break;
+      case HeaderKind::kConnection: conn.add(h.value(i)); break;
       default: break;
     }
   }
-  ConnectionTokens conn;
-  connectionTokens(h, &conn);
   if (conn.overflow) return refuse(400, "more than 16 Connection options");
   if (namesFraming(conn)) return refuse(400, "Connection names a framing or routing field");
   if (te) {
@@ -659,9 +643,12 @@ int H1Decoder::responseHeadersComplete() {
   if (r.status == 101 && !upgrade_requested_) return refuse("101 to a request that did not ask to upgrade");
   const HeaderList& h = r.headers;
   ConnectionTokens conn;
-  connectionTokens(h, &conn);
+  std::size_t te = 0;
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    if (h.kind(i) == HeaderKind::kConnection) conn.add(h.value(i));
+    te += h.kind(i) == HeaderKind::kTransferEncoding;
+  }
   if (conn.overflow) return refuse("more than 16 Connection options");
-  std::size_t te = h.count(HeaderKind::kTransferEncoding);
   bool chunked = (p->flags & F_CHUNKED) != 0;
   bool length = (p->flags & F_CONTENT_LENGTH) != 0;
   if (te && length) return refuse("both Transfer-Encoding and Content-Length");

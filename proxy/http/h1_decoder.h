@@ -119,7 +119,6 @@ class H1Decoder {
   bool foldAt(const char* at) const;
   HeaderList& heads() { return type_ == Type::kRequest ? request_.headers : response_.headers; }
   void mirrorTo(const char* upto);
-  void trimMirroredValue();
   void sealHead(const char* p);
   int onHeadersComplete();
   int requestHeadersComplete();
@@ -137,7 +136,8 @@ class H1Decoder {
   RequestHead request_;
   ResponseHead response_;
   HeaderList trailers_;
-  std::string version_;  // the version text as it arrived, for 400 against 505
+  char version_[16];     // the version text as it arrived, for 400 against 505
+  std::uint8_t version_len_ = 0;
 
   // Where execute() stands: data_ is the current input, base_offset_ the
   // stream offset of data_[0] (bytes consumed by earlier calls).
@@ -153,6 +153,9 @@ class H1Decoder {
   std::uint64_t trailer_bytes_ = 0;
   char prev_last_ = '\n';  // last non-blank byte of the previous input (obs-fold check)
   bool in_name_ = false;   // a field name is being received
+  bool field_open_ = false;  // a field has begun and not been closed
+  bool name_done_ = false;   // the open field's name is complete (a value piece came)
+  std::uint64_t name_end_ = 0;  // stream offset where the last name piece ended
   bool in_trailers_ = false;
   bool last_chunk_ = false;
   bool head_pending_ = false;      // a head completed inside the current llhttp call

@@ -14,28 +14,40 @@ std::size_t fieldsSize(const HeaderList& h) { return h.lineBytes(); }
 
 char* putFields(const HeaderList& h, char* o) { return o + h.writeLines(o); }
 
-}  // namespace
-
-std::size_t requestHeadSize(const RequestHead& h, const HeaderList& extra) {
-  return methodName(h.method).size() + 1 + h.target.size() + 11 + fieldsSize(h.headers) + fieldsSize(extra) + 2;
+char* putExtra(const ExtraFields& e, char* o) {
+  for (int i = 0; i < e.count; ++i) {
+    o = put(o, e.items[i].name);
+    *o++ = ':';
+    *o++ = ' ';
+    o = put(o, e.items[i].value);
+    *o++ = '\r';
+    *o++ = '\n';
+  }
+  return o;
 }
 
-std::size_t writeRequestHead(const RequestHead& h, const HeaderList& extra, char* out) {
+}  // namespace
+
+std::size_t requestHeadSize(const RequestHead& h, const ExtraFields& extra) {
+  return methodName(h.method).size() + 1 + h.target.size() + 11 + fieldsSize(h.headers) + extra.bytes() + 2;
+}
+
+std::size_t writeRequestHead(const RequestHead& h, const ExtraFields& extra, char* out) {
   char* o = put(out, methodName(h.method));
   *o++ = ' ';
   o = put(o, h.target);
   o = put(o, " HTTP/1.1\r\n");
   o = putFields(h.headers, o);
-  o = putFields(extra, o);
+  o = putExtra(extra, o);
   o = put(o, "\r\n");
   return static_cast<std::size_t>(o - out);
 }
 
-std::size_t responseHeadSize(const ResponseHead& h, const HeaderList& extra) {
-  return 13 + h.reason.size() + 2 + fieldsSize(h.headers) + fieldsSize(extra) + 2;
+std::size_t responseHeadSize(const ResponseHead& h, const ExtraFields& extra) {
+  return 13 + h.reason.size() + 2 + fieldsSize(h.headers) + extra.bytes() + 2;
 }
 
-std::size_t writeResponseHead(const ResponseHead& h, const HeaderList& extra, char* out) {
+std::size_t writeResponseHead(const ResponseHead& h, const ExtraFields& extra, char* out) {
   char line[14] = "HTTP/1.1 000 ";
   int s = h.status;
   line[9] = static_cast<char>('0' + (s / 100) % 10);
@@ -45,7 +57,7 @@ std::size_t writeResponseHead(const ResponseHead& h, const HeaderList& extra, ch
   o = put(o, h.reason);
   o = put(o, "\r\n");
   o = putFields(h.headers, o);
-  o = putFields(extra, o);
+  o = putExtra(extra, o);
   o = put(o, "\r\n");
   return static_cast<std::size_t>(o - out);
 }

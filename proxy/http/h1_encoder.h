@@ -17,12 +17,12 @@ namespace tether::http {
 // "METHOD target HTTP/1.1" CRLF, the head's fields, then `extra`'s (the
 // fields policy adds, kept apart so that the head can be written again for a
 // retry), CRLF.
-std::size_t requestHeadSize(const RequestHead& h, const HeaderList& extra);
-std::size_t writeRequestHead(const RequestHead& h, const HeaderList& extra, char* out);
+std::size_t requestHeadSize(const RequestHead& h, const ExtraFields& extra);
+std::size_t writeRequestHead(const RequestHead& h, const ExtraFields& extra, char* out);
 
 // "HTTP/1.1 NNN reason" CRLF, the head's fields, `extra`'s, CRLF.
-std::size_t responseHeadSize(const ResponseHead& h, const HeaderList& extra);
-std::size_t writeResponseHead(const ResponseHead& h, const HeaderList& extra, char* out);
+std::size_t responseHeadSize(const ResponseHead& h, const ExtraFields& extra);
+std::size_t writeResponseHead(const ResponseHead& h, const ExtraFields& extra, char* out);
 
 // A chunk's size line ("1a2f" CRLF); at most kChunkHeaderMax bytes. The data
 // follows, then kCrlf.

@@ -3,6 +3,26 @@
 #include <cstring>
 
 namespace tether::http {
+namespace {
+
+// '_' anywhere in a name, eight bytes at a time (names are short; memchr's
+// call costs more than the scan).
+bool hasUnderscore(std::string_view n) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+  constexpr std::uint64_t kPattern = 0x5f * kOnes;
+  std::size_t i = 0;
+  for (; i + 8 <= n.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, n.data() + i, 8);
+    w ^= kPattern;
+    if ((w - kOnes) & ~w & kHighs) return true;
+  }
+  for (; i < n.size(); ++i)
+    if (n[i] == '_') return true;
+  return false;
+}
+
+}  // namespace
 
 void HeaderList::endName() {
   Field& f = fields_.back();
@@ -19,7 +39,11 @@ void HeaderList::classifyMirrored() {
     if (f.line_len) continue;  // added by pieces
     std::string_view n(base + f.off, f.name_len);
     f.kind = classifyHeader(n);
-    f.underscore = n.find('_') != std::string_view::npos;
+    f.underscore = hasUnderscore(n);
+    // Trailing blanks are not part of the value (RFC 9112 §5).
+    while (f.value_len && (base[f.value_off + f.value_len - 1] == ' ' || base[f.value_off + f.value_len - 1] == '\t')) {
+      --f.value_len;
+    }
   }
 }
 

@@ -162,6 +162,31 @@ class HeaderList {
   std::size_t live_bytes_ = 0;
 };
 
+// Fields policy adds to a head for one write, as views into storage that
+// outlives the write (the caller's, or `digits` here for a number). Kept
+// apart from the head so that the head can be written again for another
+// attempt. At most kMax; add() beyond it is a bug of ours and is ignored.
+struct ExtraFields {
+  static constexpr int kMax = 10;
+  struct Field {
+    std::string_view name;
+    std::string_view value;
+  };
+  Field items[kMax];
+  int count = 0;
+  char digits[24];  // a value of our own (Content-Length)
+
+  void clear() { count = 0; }
+  void add(std::string_view name, std::string_view value) {
+    if (count < kMax) items[count++] = Field{name, value};
+  }
+  std::size_t bytes() const {
+    std::size_t n = 0;
+    for (int i = 0; i < count; ++i) n += items[i].name.size() + items[i].value.size() + 4;
+    return n;
+  }
+};
+
 // How a message's body is delimited, decided once by the codec from the
 // message as received (RFC 9112 §6).
 enum class Framing : std::uint8_t {

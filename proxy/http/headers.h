@@ -21,41 +21,6 @@ inline bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// The header names a Connection header lists: hop-by-hop too (RFC 9110
-// §7.6.1). Views into the head's buffer; at most 16 are kept.
-struct ConnectionTokens {
-  // Left uninitialised: built twice per request, and only [0, count) is read.
-  struct Token {
-    const char* data;
-    std::uint32_t size;
-  };
-  Token list[16];
-  int count = 0;
-  bool overflow = false;  // more than 16 options: a caller refuses or closes
-
-  // Adds the comma-separated tokens of one Connection header value.
-  void add(std::string_view value) {
-    std::size_t i = 0;
-    if (count == 16 && !value.empty()) overflow = true;
-    while (i <= value.size() && count < 16) {
-      std::size_t j = value.find(',', i);
-      if (j == std::string_view::npos) j = value.size();
-      std::string_view t = value.substr(i, j - i);
-      while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-      while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-      if (!t.empty()) list[count++] = Token{t.data(), static_cast<std::uint32_t>(t.size())};
-      if (count == 16 && j < value.size()) overflow = true;
-      i = j + 1;
-    }
-  }
-  bool names(std::string_view header) const {
-    for (int k = 0; k < count; ++k)
-      if (iequals(std::string_view(list[k].data, list[k].size), header)) return true;
-    return false;
-  }
-};
-
-
 // The header names tether acts on, recognised in one pass (by length first).
 enum class HeaderKind : std::uint8_t {
   kOther, kConnection, kKeepAlive, kTe, kTrailer, kUpgrade, kProxyConnection, kTransferEncoding,
@@ -141,6 +106,46 @@ inline bool isHopByHop(HeaderKind k) {
   return k == HeaderKind::kConnection || k == HeaderKind::kKeepAlive || k == HeaderKind::kTe ||
          k == HeaderKind::kTrailer || k == HeaderKind::kUpgrade || k == HeaderKind::kProxyConnection;
 }
+
+// The header names a Connection header lists: hop-by-hop too (RFC 9110
+// §7.6.1). Views into the head's buffer; at most 16 are kept, and close,
+// keep-alive and upgrade are not (their fields are hop-by-hop anyway).
+struct ConnectionTokens {
+  // Left uninitialised: built twice per request, and only [0, count) is read.
+  struct Token {
+    const char* data;
+    std::uint32_t size;
+  };
+  Token list[16];
+  int count = 0;
+  bool overflow = false;  // more than 16 options: a caller refuses or closes
+
+  // Adds the comma-separated tokens of one Connection header value.
+  void add(std::string_view value) {
+    std::size_t i = 0;
+    if (count == 16 && !value.empty()) overflow = true;
+    while (i <= value.size() && count < 16) {
+      std::size_t j = value.find(',', i);
+      if (j == std::string_view::npos) j = value.size();
+      std::string_view t = value.substr(i, j - i);
+      while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+      while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+      // close, keep-alive and upgrade name no field that is not hop-by-hop
+      // already: not kept, so that a list of only those costs no scan.
+      bool common = (t.size() == 10 && detail::is<"keep-alive">(t)) || (t.size() == 5 && detail::is<"close">(t)) ||
+                    (t.size() == 7 && detail::is<"upgrade">(t));
+      if (!t.empty() && !common) list[count++] = Token{t.data(), static_cast<std::uint32_t>(t.size())};
+      if (count == 16 && j < value.size()) overflow = true;
+      i = j + 1;
+    }
+  }
+  bool names(std::string_view header) const {
+    for (int k = 0; k < count; ++k)
+      if (iequals(std::string_view(list[k].data, list[k].size), header)) return true;
+    return false;
+  }
+};
+
 
 // Fields that may not travel in a trailer section (RFC 9110 §6.5.1: framing,
 // routing, authentication, content description and hop-by-hop fields), nor be

@@ -22,7 +22,7 @@ std::string upstream(const std::string& in, UpstreamRequest u = {}) {
   if (u.client_ip.empty()) u.client_ip = "192.0.2.7";
   if (u.request_id.empty()) u.request_id = "rid";
   if (u.backend_host.empty()) u.backend_host = "10.0.0.1:8080";
-  http::HeaderList extra;
+  http::ExtraFields extra;
   std::string scratch;
   upstreamRequestFields(d.request(), u, extra, scratch);
   std::string out(http::requestHeadSize(d.request(), extra), '\0');
@@ -41,7 +41,7 @@ std::string downstream(const std::string& in, DownstreamResponse o = {}) {
   std::size_t used = 0;
   EXPECT_EQ(d.execute(in.data(), in.size(), &used), H1Decoder::Event::kHead) << in;
   if (o.request_id.empty()) o.request_id = "rid";
-  http::HeaderList extra;
+  http::ExtraFields extra;
   downstreamResponseFields(d.response(), o, extra);
   std::string out(http::responseHeadSize(d.response(), extra), '\0');
   out.resize(http::writeResponseHead(d.response(), extra, out.data()));
@@ -155,7 +155,7 @@ TEST(DownstreamResponseFields, EventStreamIsReported) {
   std::string in = "HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n";
   std::size_t used = 0;
   ASSERT_EQ(d.execute(in.data(), in.size(), &used), H1Decoder::Event::kHead);
-  http::HeaderList extra;
+  http::ExtraFields extra;
   EXPECT_TRUE(downstreamResponseFields(d.response(), {}, extra));
 }
 
