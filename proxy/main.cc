@@ -7,7 +7,7 @@
 #include "conf/loader.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
-#include "proxy/tls.h"
+#include "proxy/io/tls.h"
 
 int main(int argc, char** argv) {
   using tether::conf::ExitCode;

@@ -16,7 +16,7 @@
 #include "conf/config.h"
 #include "metrics/metrics.h"
 #include "proxy/pin_store.h"
-#include "proxy/tls.h"
+#include "proxy/io/tls.h"
 
 namespace tether::proxy {
 

@@ -14,7 +14,7 @@
 #include "proxy/forwarded.h"
 #include "proxy/http/status.h"
 #include "proxy/log.h"
-#include "proxy/tls.h"
+#include "proxy/io/tls.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 

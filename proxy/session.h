@@ -26,7 +26,7 @@
 #include <string>
 
 #include "metrics/metrics.h"
-#include "proxy/buffer_pool.h"
+#include "proxy/io/buffer_pool.h"
 #include "proxy/http/h1_decoder.h"
 #include "proxy/forward/retry.h"
 #include "proxy/http/h1_encoder.h"

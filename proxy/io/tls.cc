@@ -1,6 +1,5 @@
-#include "proxy/tls.h"
+#include "proxy/io/tls.h"
 
-#include "proxy/http/headers.h"
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -12,6 +11,22 @@
 #include <cstring>
 
 namespace tether::proxy {
+namespace {
+
+// ASCII case-insensitive comparison of DNS names (io depends on nothing above it).
+bool iequalsAscii(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+    if (x >= 'A' && x <= 'Z') x += 32;
+    if (y >= 'A' && y <= 'Z') y += 32;
+    if (x != y) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 
 const char kTls12Ciphers[] =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -85,9 +100,9 @@ bool tlsNameMatches(std::string_view pattern, std::string_view host) {
   if (pattern.starts_with("*.")) {
     std::size_t dot = host.find('.');
     if (dot == 0 || dot == std::string_view::npos) return false;
-    return http::iequals(pattern.substr(1), host.substr(dot));
+    return iequalsAscii(pattern.substr(1), host.substr(dot));
   }
-  return http::iequals(pattern, host);
+  return iequalsAscii(pattern, host);
 }
 
 std::shared_ptr<const TlsContext> TlsContext::load(const conf::Listener& listener, const std::string& path,

@@ -1,7 +1,7 @@
 // TLS: certificate names, certificate loading errors, SNI, and the record
 // layer of TlsStream against an OpenSSL client, with the bytes shuttled by
 // hand in every chunking.
-#include "proxy/tls.h"
+#include "proxy/io/tls.h"
 
 #include <gtest/gtest.h>
 #include <openssl/err.h>

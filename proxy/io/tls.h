@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "conf/config.h"
-#include "proxy/buffer_pool.h"
+#include "proxy/io/buffer_pool.h"
 
 namespace tether::proxy {
 

@@ -1,5 +1,5 @@
 // The buffer pool: reuse newest first, a bound on what it keeps, counts.
-#include "proxy/buffer_pool.h"
+#include "proxy/io/buffer_pool.h"
 
 #include <gtest/gtest.h>
 
