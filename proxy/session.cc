@@ -1206,7 +1206,7 @@ void Session::pumpRequest() {
       rq_.up_body_sent = up_body_.end;
     }
   } else if (rq_.parsed > rq_.body_sent) {
-    // For an upgrade request the parser stopped at the end of the request:
+    // For an upgrade request the decoder stopped at the end of the request:
     // what follows belongs to the tunnel and waits for the 101.
     bufs[n++] = uv_buf_init(in_.data + rq_.body_sent, rq_.parsed - rq_.body_sent);
     rq_.body_sent = rq_.parsed;

@@ -1,7 +1,10 @@
 // A session: one downstream connection and everything it causes.
 //
-// The session owns the client's TCP handle, its timer, both HTTP parsers and
-// the upstream connection it borrowed from the pool for the current request.
+// The session owns the client's TCP handle, its timer, its two HTTP/1
+// decoders (proxy/http, lent by the worker), the state of the current
+// request (rq_, made afresh for each) and the upstream connection it
+// borrowed from the pool for it. Header policy and the retry rule are
+// proxy/forward's; the session carries out what they decide.
 // It runs one request at a time (pipelined requests wait, unparsed, in the
 // read buffer and are answered in order) and, after a 101, becomes a tunnel.
 //
@@ -283,7 +286,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   };
   Request rq_;
 
-  std::uint8_t method_ = kNoMethod;  // llhttp_method, once the head is parsed
+  std::uint8_t method_ = kNoMethod;  // http::kMethod*, once the head is decoded
   std::uint8_t http_minor_ = 1;
   bool up_reading_ = false;
   bool refused_ = false;
