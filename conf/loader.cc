@@ -1262,30 +1262,50 @@ std::optional<RedisUrl> parseRedisUrl(std::string_view url, std::string* why) {
   return redis;
 }
 
+// The same grammar as balancer::parseKeySpec (affinity_key.h), which the
+// workers use: a key the loader accepts is one they can read.
 bool checkAffinityKey(std::string_view key, std::string* why) {
   Fail fail{why};
-  std::vector<std::string_view> parts;
-  for (std::string_view rest = key;;) {
-    std::size_t colon = rest.find(':');
-    parts.push_back(rest.substr(0, colon));
-    if (colon == std::string_view::npos) break;
-    rest.remove_prefix(colon + 1);
-  }
-  const bool no_empty_part =
-      std::none_of(parts.begin(), parts.end(), [](std::string_view p) { return p.empty(); });
-  const std::string_view source = parts[0];
+  auto tchar = [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != '\0' && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
+  };
+  auto token = [&](std::string_view t) { return !t.empty() && std::all_of(t.begin(), t.end(), tchar); };
+  auto query_name = [](std::string_view t) {
+    return !t.empty() && std::none_of(t.begin(), t.end(), [](char c) {
+      auto u = static_cast<unsigned char>(c);
+      return u <= 0x20 || u == 0x7F || c == '&' || c == '=' || c == '#';
+    });
+  };
+  auto control = [](std::string_view t) {
+    return std::any_of(t.begin(), t.end(), [](char c) {
+      auto u = static_cast<unsigned char>(c);
+      return u < 0x20 || u == 0x7F;
+    });
+  };
+  if (key == "engineio_sid" || key == "client_ip") return true;
+  std::size_t colon = key.find(':');
+  const std::string_view source = key.substr(0, colon);
+  const std::string_view rest = colon == std::string_view::npos ? std::string_view() : key.substr(colon + 1);
   if (source == "engineio_sid" || source == "client_ip") {
-    if (parts.size() == 1) return true;
     fail(quote(source) + " takes no name: " + quote(key));
     return false;
   }
   if (source == "cookie" || source == "header" || source == "query") {
-    if (parts.size() == 2 && no_empty_part) return true;
-    fail(quote(key) + " is not " + std::string(source) + ":NAME");
+    bool ok = colon != std::string_view::npos && (source == "query" ? query_name(rest) : token(rest));
+    if (ok) return true;
+    fail(quote(key) + " is not " + std::string(source) + ":NAME with a valid name");
     return false;
   }
   if (source == "jwt") {
-    if (parts.size() == 4 && no_empty_part && (parts[1] == "cookie" || parts[1] == "header")) {
+    std::size_t c2 = rest.find(':');
+    std::string_view where = rest.substr(0, c2);
+    std::string_view after = c2 == std::string_view::npos ? std::string_view() : rest.substr(c2 + 1);
+    std::size_t c3 = after.find(':');
+    std::string_view name = after.substr(0, c3);
+    std::string_view claim = c3 == std::string_view::npos ? std::string_view() : after.substr(c3 + 1);
+    if ((where == "cookie" || where == "header") && c2 != std::string_view::npos &&
+        c3 != std::string_view::npos && token(name) && !claim.empty() && !control(claim)) {
       return true;
     }
     fail(quote(key) + " is not jwt:cookie:NAME:CLAIM or jwt:header:NAME:CLAIM");

@@ -7,7 +7,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
-  build-essential cmake pkg-config ccache git ca-certificates \
+  build-essential cmake pkg-config ccache git ca-certificates clang libclang-rt-dev \
   libuv1-dev node-llhttp libssl-dev libhiredis-dev prometheus-cpp-dev \
   libspdlog-dev libfmt-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev \
   libsystemd-dev libgtest-dev libgmock-dev \

@@ -66,12 +66,14 @@ struct Callbacks {
   // line with more is refused rather than read one of several ways.
   static int onMethod(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
+    s.cb_at_ = at;
     s.line_mark_ = s.offsetOf(at + len);
     return 0;
   }
 
   static int onUrl(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
+    s.cb_at_ = at;
     if (s.request_.target.empty() && s.offsetOf(at) != s.line_mark_ + 1) return fail(s, 400, "malformed request line");
     s.request_.target.append(at, len);
     s.line_mark_ = s.offsetOf(at + len);
@@ -79,12 +81,21 @@ struct Callbacks {
   }
 
   static int onStatus(llhttp_t* p, const char* at, std::size_t len) {
-    d(p).response_.reason.append(at, len);
+    H1Decoder& s = d(p);
+    s.cb_at_ = at;
+    // reason-phrase = *( HTAB / SP / VCHAR / obs-text ): no control byte
+    // reaches a client's status line.
+    for (std::size_t i = 0; i < len; ++i) {
+      unsigned char c = static_cast<unsigned char>(at[i]);
+      if ((c < 0x20 && c != '\t') || c == 0x7f) return fail(s, 502, "control byte in the reason phrase");
+    }
+    s.response_.reason.append(at, len);
     return 0;
   }
 
   static int onVersion(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
+    s.cb_at_ = at;
     if (s.type_ == H1Decoder::Type::kRequest && s.version_len_ == 0 && s.offsetOf(at) != s.line_mark_ + 6) {
       return fail(s, 400, "malformed request line");  // " HTTP/" between target and version
     }
@@ -136,6 +147,7 @@ struct Callbacks {
 
   static int onHeaderField(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
+    s.cb_at_ = at;
     // A piece that does not continue the name in progress (a field with an
     // empty value has no value piece) begins the next field.
     if (s.in_name_ && s.offsetOf(at) != s.name_end_) s.in_name_ = false;
@@ -163,6 +175,7 @@ struct Callbacks {
 
   static int onHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
+    s.cb_at_ = at;
     // RFC 9112 §5.2: obs-fold is refused, including a fold after an empty
     // first line ("Transfer-Encoding:\r\n chunked"), which a piece cannot
     // show by itself: what precedes it does.
@@ -351,6 +364,7 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
   if (state_ == State::kComplete) return Event::kComplete;
   data_ = data;
   last_end_ = data;
+  cb_at_ = nullptr;
   const bool request = type_ == Type::kRequest;
   const char* p = data;
   const char* end = data + len;
@@ -388,6 +402,10 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
         break;
       }
       if (why == Pause::kHead || head_pending_) sealHead(p);
+      if (why == Pause::kHead && request && requestHeadersComplete() != 0) {
+        ev = fail(error_status_, error_reason_);
+        break;
+      }
       if (why == Pause::kHead) {
         head_pending_ = false;
         state_ = State::kBody;
@@ -420,7 +438,15 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
       continue;  // a pause we did not ask for: llhttp resumes where it stood
     }
     llhttp_error_ = err;
-    if (error_status_) {
+    // Where the fault was found: the byte llhttp stopped at, or, for a fault
+    // our callback found, the start of the piece it was handed (the same
+    // point whatever the cut).
+    const char* at = err == HPE_USER && cb_at_ ? cb_at_ : llhttp_get_error_pos(&parser_->p);
+    if ((state_ == State::kHead || state_ == State::kIdle) && at && offsetOf(at) - message_start_ > limits_.max_head_bytes) {
+      // Past the head's bound, whatever the error: the answer a reader that
+      // got the same bytes in smaller pieces gives (it stops at the bound).
+      ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
+    } else if (error_status_) {
       ev = fail(error_status_, error_reason_);
     } else if (!request) {
       ev = fail(502, "malformed response");
@@ -497,7 +523,11 @@ void H1Decoder::nextMessage() {
 
 int H1Decoder::onHeadersComplete() {
   head_pending_ = true;
-  return type_ == Type::kRequest ? requestHeadersComplete() : responseHeadersComplete();
+  if (type_ == Type::kResponse) return responseHeadersComplete();
+  // A request head is judged where it ends, in execute(): after its size,
+  // so that the answer is the one a reader of smaller pieces gives.
+  parser_->pause = Pause::kHead;
+  return HPE_PAUSED;
 }
 
 namespace {
@@ -627,8 +657,7 @@ int H1Decoder::requestHeadersComplete() {
     r.absolute_form = true;
   }
   if (!r.absolute_form && host_at >= 0) r.authority.assign(trim(h.value(static_cast<std::size_t>(host_at))));
-  parser_->pause = Pause::kHead;
-  return HPE_PAUSED;
+  return 0;
 }
 
 int H1Decoder::responseHeadersComplete() {
@@ -654,11 +683,8 @@ int H1Decoder::responseHeadersComplete() {
   if (te && length) return refuse("both Transfer-Encoding and Content-Length");
   if (r.status < 200 || r.status == 204 || r.status == 304 || request_method_ == HTTP_HEAD) {
     r.framing = Framing::kNone;
-    if (r.informational()) return 0;  // llhttp completes it; the final head follows
-    if (r.status == 101) {
-      parser_->pause = Pause::kHead;
-      return HPE_PAUSED;
-    }
+    if (r.informational()) return 1;  // no body whatever it says; the final head follows
+    if (r.status == 101) return 2;  // no body: what follows is the tunnel's (HPE_PAUSED_UPGRADE)
     skip_body_ = true;
     return 1;  // RFC 9112 §6.3: ends at its blank line, whatever it says
   }

@@ -148,7 +148,8 @@ class H1Decoder {
   std::uint64_t line_mark_ = 0;
   std::uint64_t size_end_ = 0;
   std::uint64_t mirror_upto_ = 0;    // the head's bytes before this stream offset are in heads()
-  const char* last_end_ = nullptr;   // end of the last field piece in the current input       // chunk line: where its first extension began, if any      // request line: where the last method/target piece ended
+  const char* last_end_ = nullptr;   // end of the last field piece in the current input
+  const char* cb_at_ = nullptr;      // the piece the last data callback was handed       // chunk line: where its first extension began, if any      // request line: where the last method/target piece ended
   std::uint64_t body_bytes_ = 0;
   std::uint64_t trailer_bytes_ = 0;
   char prev_last_ = '\n';  // last non-blank byte of the previous input (obs-fold check)

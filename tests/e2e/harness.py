@@ -20,7 +20,10 @@ printed to stderr.
 
 API summary
   Environment    TETHER_BIN (default /work/main/build/proxy/tether), CI=true (missing
-                 programs fail instead of skip), TETHER_E2E_VERBOSE=1 (echo tether's stderr).
+                 programs fail instead of skip), TETHER_E2E_VERBOSE=1 (echo tether's stderr),
+                 TETHER_SANITIZED=1 (TETHER_BIN is an ASan/UBSan build: each tether is
+                 stopped with SIGTERM for the leak check, and a sanitizer report in its
+                 stderr, or exit code SANITIZER_EXIT, fails the test that ran it).
   require_program(name)          path of name on PATH; SkipTest, or failure when CI=true.
   wait_until(pred, timeout, interval=0.02, msg)   polls pred until truthy; returns its value.
   Tether(args, config, backends, listen, admin, env, wait)   .start() / .stop(sig) -> exit code
@@ -78,6 +81,27 @@ def tether_bin():
 
 def in_ci():
     return os.environ.get("CI", "").lower() == "true"
+
+
+# Under TETHER_SANITIZED, tests/run.sh sets ASAN_OPTIONS, LSAN_OPTIONS and UBSAN_OPTIONS
+# so that a sanitized tether exits with this code on an error or a leak.
+SANITIZER_EXIT = 86
+_SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
+
+
+def sanitized():
+    return bool(os.environ.get("TETHER_SANITIZED"))
+
+
+def sanitizer_report(lines, returncode):
+    """The sanitizer report in a tether's stderr lines (from its first line), or None."""
+    for i, line in enumerate(lines):
+        if _SANITIZER_REPORT.search(line):
+            return "\n".join(lines[i:i + 60])
+    if returncode == SANITIZER_EXIT:
+        return "exit code %d (a sanitizer error or leak); stderr tail:\n%s" % (
+            returncode, "\n".join(lines[-30:]))
+    return None
 
 
 def require_program(name):
@@ -344,6 +368,11 @@ def run_tether(args=(), config=None, timeout=20, env=None, binary=None):
         full_env.update(env or {})
         p = subprocess.run(argv, capture_output=True, timeout=timeout, env=full_env,
                            stdin=subprocess.DEVNULL)
+        if sanitized():
+            report = sanitizer_report(p.stderr.decode("utf-8", "replace").splitlines(),
+                                      p.returncode)
+            if report:
+                raise AssertionError("sanitizer report from %s:\n%s" % (argv, report))
         return Completed(p.returncode, p.stdout.decode("utf-8", "replace"),
                          p.stderr.decode("utf-8", "replace"))
     finally:
@@ -479,8 +508,24 @@ class Tether:
         _unregister(self.proc)
 
     def cleanup(self):
+        if sanitized() and self.running:
+            # Leaks are reported at exit: stop it (a second signal stops at once).
+            self.signal(SIGTERM)
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.signal(SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
         self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if sanitized() and not getattr(self, "_sanitizer_checked", False):
+            self._sanitizer_checked = True
+            report = sanitizer_report(list(self.log_lines), self.returncode)
+            if report:
+                raise AssertionError("sanitizer report from tether:\n" + report)
 
     @property
     def running(self):

@@ -208,9 +208,11 @@ TEST(CheckAffinityKey, ExplainsBadKeys) {
   EXPECT_EQ(why.rfind("unknown source \"foo\"", 0), 0u) << why;
   for (const char* bad : {"", "cookie", "cookie:", "cookie:a:b", "header", "engineio_sid:x",
                           "client_ip:x", "jwt:cookie:token", "jwt:query:a:b", "jwt:cookie::id",
-                          "jwt:cookie:token:id:x", "Cookie:a"}) {
+                          "Cookie:a", "header:G\x06", "cookie:a b", "query:a=b"}) {
     EXPECT_FALSE(checkAffinityKey(bad, nullptr)) << bad;
   }
+  // A claim may hold ':' (the rest of the spec), as the workers read it.
+  EXPECT_TRUE(checkAffinityKey("jwt:cookie:token:id:x", nullptr));
 }
 
 TEST(ParseWorkers, NumbersAndAuto) {
