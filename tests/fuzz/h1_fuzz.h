@@ -228,7 +228,7 @@ inline Run decode(H1Decoder::Type type, std::string_view in, const Options& opt,
           while (first < in.size() && (in[first] == '\r' || in[first] == '\n')) ++first;
           FUZZ_CHECK(offset - first <= opt.limits.max_head_bytes);
           // No body byte before a final head: a 1xx has none (RFC 9112 §6.3).
-          if (!ignored("1xx-body")) FUZZ_CHECK(body.empty());
+          FUZZ_CHECK(body.empty());
           if (request) {
             const RequestHead& r = d.request();
             FUZZ_CHECK(r.headers.bytes() <= opt.limits.max_head_bytes);
@@ -249,7 +249,7 @@ inline Run decode(H1Decoder::Type type, std::string_view in, const Options& opt,
             FUZZ_CHECK(r.headers.bytes() <= opt.limits.max_head_bytes);
             FUZZ_CHECK(r.status >= 100 && r.status <= 999);
             FUZZ_CHECK(writable(r.headers));
-            if (!writable(r.reason) && !ignored("reason-nul")) {
+            if (!writable(r.reason)) {
               std::fprintf(stderr, "reason phrase \"%s\" holds CR, LF or NUL\n",
                            printable(r.reason).c_str());
               __builtin_trap();
@@ -276,23 +276,18 @@ inline Run decode(H1Decoder::Type type, std::string_view in, const Options& opt,
         case H1Decoder::Event::kComplete: {
           FUZZ_CHECK(d.complete());
           FUZZ_CHECK(after_head);
-          // Known: a 1xx is read with the body its fields announce.
-          const bool known_1xx_body = ignored("1xx-body") && !request &&
-                                      (!cur.interim.empty() || cur.response.status == 101);
+          FUZZ_CHECK(d.bodyBytes() == body.size());
           FUZZ_CHECK(d.trailers().bytes() <= opt.limits.max_trailer_bytes);
           FUZZ_CHECK(writable(d.trailers()));
           Framing f = request ? cur.request.framing : cur.response.framing;
-          if (!known_1xx_body) {
-            FUZZ_CHECK(d.bodyBytes() == body.size());
-            // A Content-Length or close-delimited body is exactly the consumed
-            // bytes after the head (h1_decoder.h: forwarded without a copy).
-            if (f == Framing::kLength || f == Framing::kClose) FUZZ_CHECK(raw_body == body);
-            if (f == Framing::kLength)
-              FUZZ_CHECK(body.size() ==
-                         (request ? cur.request.content_length : cur.response.content_length));
-            if (f == Framing::kNone) FUZZ_CHECK(body.empty());
-            if (f != Framing::kChunked) FUZZ_CHECK(d.trailers().empty());
-          }
+          // A Content-Length or close-delimited body is exactly the consumed
+          // bytes after the head (h1_decoder.h: forwarded without a copy).
+          if (f == Framing::kLength || f == Framing::kClose) FUZZ_CHECK(raw_body == body);
+          if (f == Framing::kLength)
+            FUZZ_CHECK(body.size() ==
+                       (request ? cur.request.content_length : cur.response.content_length));
+          if (f == Framing::kNone) FUZZ_CHECK(body.empty());
+          if (f != Framing::kChunked) FUZZ_CHECK(d.trailers().empty());
           if (request && opt.limits.max_body_bytes)
             FUZZ_CHECK(body.size() <= opt.limits.max_body_bytes);
           run.transcript +=
@@ -434,7 +429,6 @@ inline bool sameFields(const HeaderList& read, const HeaderList& wrote,
 inline void roundTrip(H1Decoder::Type type, const Message& m, const Options& opt,
                       std::uint8_t cut) {
   const bool request = isRequest(type);
-  if (!request && (m.response.status == 101 || !m.interim.empty()) && ignored("1xx-body")) return;
   // What policy does before a write (h1_encoder.h): fields added, kept apart
   // from the head, and a field dropped (one that changes no framing).
   http::ExtraFields extra;
