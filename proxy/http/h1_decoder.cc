@@ -292,6 +292,10 @@ void H1Decoder::mirrorTo(const char* upto) {
   std::uint64_t to = offsetOf(upto);
   if (to <= mirror_upto_) return;
   std::uint64_t from = std::max(mirror_upto_, base_offset_);
+  // Bytes before this input that were not copied are the CR and LF llhttp
+  // skips before a message: they count towards the head's size (whatever
+  // the cut) and stand in the copy as LF, so that offsets stay aligned.
+  if (from > mirror_upto_) heads().mirrorFill(static_cast<std::size_t>(from - mirror_upto_), '\n');
   heads().mirror(data_ + (from - base_offset_), static_cast<std::size_t>(to - from));
   mirror_upto_ = to;
 }
@@ -465,7 +469,6 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
   }
   *consumed = static_cast<std::size_t>(p - data);
   if (ev == Event::kNeedMore && state_ == State::kHead) mirrorTo(p);  // the head so far
-  if (ev == Event::kNeedMore && state_ == State::kIdle) message_start_ = mirror_upto_ = offsetOf(p);
   if (ev == Event::kNeedMore) {
     std::uint64_t at = offsetOf(p);
     if ((state_ == State::kHead || state_ == State::kIdle) && at - message_start_ > limits_.max_head_bytes) {

@@ -116,6 +116,7 @@ class HeaderList {
   // closes their lines once all their bytes are in (end: where the last
   // field's line ends, before the blank line).
   void mirror(const char* p, std::size_t n) { arena_.append(p, n); }
+  void mirrorFill(std::size_t n, char c) { arena_.append(n, c); }
   void beginMirrored(std::uint32_t name_off) {
     Field f;
     f.off = f.value_off = name_off;
