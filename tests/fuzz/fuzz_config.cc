@@ -140,7 +140,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const bool asked = r.invocation.help || r.invocation.version;
   if (asked) {
-    FUZZ_CHECK(!r.config && r.errors.empty());
+    // --help or --version: no configuration is read; only a bad command line
+    // (an unknown flag beside it) is reported, and exits 2.
+    FUZZ_CHECK(!r.config);
+    FUZZ_CHECK(r.errors.empty() || r.exit_code == c::ExitCode::kBadCommandLine);
   } else if (r.errors.empty()) {
     FUZZ_CHECK(r.config != nullptr);
     FUZZ_CHECK(r.exit_code == c::ExitCode::kOk);
