@@ -56,7 +56,7 @@ struct Callbacks {
     }
     s.trailers_.clear();
     s.version_len_ = 0;
-    s.in_name_ = s.field_open_ = s.in_trailers_ = s.last_chunk_ = s.skip_body_ = false;
+    s.in_name_ = s.field_open_ = s.in_trailers_ = s.last_chunk_ = false;
     s.body_bytes_ = s.trailer_bytes_ = 0;
     s.mirror_upto_ = s.message_start_;
     return 0;
@@ -333,7 +333,7 @@ void H1Decoder::reset(std::size_t keep) {
   data_ = nullptr;
   base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = size_end_ = mirror_upto_ = 0;
   prev_last_ = '\n';
-  in_name_ = field_open_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = skip_body_ = false;
+  in_name_ = field_open_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = false;
   error_status_ = 0;
   error_reason_ = "";
   llhttp_error_ = 0;
@@ -688,7 +688,6 @@ int H1Decoder::responseHeadersComplete() {
     r.framing = Framing::kNone;
     if (r.informational()) return 1;  // no body whatever it says; the final head follows
     if (r.status == 101) return 2;  // no body: what follows is the tunnel's (HPE_PAUSED_UPGRADE)
-    skip_body_ = true;
     return 1;  // RFC 9112 §6.3: ends at its blank line, whatever it says
   }
   if (chunked) {

@@ -161,7 +161,6 @@ class H1Decoder {
   bool last_chunk_ = false;
   bool head_pending_ = false;      // a head completed inside the current llhttp call
   bool complete_pending_ = false;  // the message completed right behind its head
-  bool skip_body_ = false;         // HEAD answer: no body
   int error_status_ = 0;
   const char* error_reason_ = "";
   int llhttp_error_ = 0;

@@ -63,22 +63,6 @@ class HeaderList {
     appendValue(value);
     endValue();
   }
-  // A field whose name tether knows: no classification.
-  void add(HeaderKind kind, std::string_view name, std::string_view value) {
-    Field f;
-    f.off = static_cast<std::uint32_t>(arena_.size());
-    f.name_len = static_cast<std::uint16_t>(name.size());
-    f.kind = kind;
-    arena_.append(name);
-    arena_.append(": ", 2);
-    f.value_off = static_cast<std::uint32_t>(arena_.size());
-    f.value_len = static_cast<std::uint32_t>(value.size());
-    arena_.append(value);
-    arena_.append("\r\n", 2);
-    f.line_len = static_cast<std::uint32_t>(arena_.size()) - f.off;
-    live_bytes_ += f.line_len;
-    fields_.push_back(f);
-  }
   // Field-by-pieces, as a codec fills it: beginField, appendName*, endName,
   // appendValue*, endValue.
   void beginField() {
@@ -109,7 +93,6 @@ class HeaderList {
     f.line_len = static_cast<std::uint32_t>(arena_.size()) - f.off;
     live_bytes_ += f.line_len;
   }
-  bool lastOpen() const { return !fields_.empty() && fields_.back().line_len == 0; }
 
   // Mirrored: the codec appends the head's bytes with mirror() and marks
   // fields by offsets into them; sealMirror() classifies every field and
@@ -125,10 +108,7 @@ class HeaderList {
   void extendName(std::size_t n) { fields_.back().name_len = static_cast<std::uint16_t>(fields_.back().name_len + n); }
   void valueAt(std::uint32_t off) { fields_.back().value_off = off; }
   void extendValue(std::size_t n) { fields_.back().value_len += static_cast<std::uint32_t>(n); }
-  void trimValue(std::uint32_t n) { fields_.back().value_len -= n; }
   std::uint32_t valueLength() const { return fields_.back().value_len; }
-  std::uint32_t lastValueEnd() const { return fields_.back().value_off + fields_.back().value_len; }
-  char arenaByte(std::uint32_t off) const { return arena_[off]; }
   // Names classified and '_' noted, for mirrored fields whose bytes are in.
   void classifyMirrored();
   void sealMirror(std::uint32_t end);
@@ -138,11 +118,6 @@ class HeaderList {
     for (std::size_t i = 0; i < fields_.size(); ++i)
       if (fields_[i].kind == k && !fields_[i].dropped) return static_cast<long>(i);
     return -1;
-  }
-  std::size_t count(HeaderKind k) const {
-    std::size_t n = 0;
-    for (const Field& f : fields_) n += f.kind == k && !f.dropped;
-    return n;
   }
   // Empties the list, keeping its storage (a codec reuses it per message).
   void clear() {
