@@ -221,6 +221,12 @@ std::optional<std::string> jwtClaim(std::string_view token, const std::string& c
     return std::nullopt;
   std::optional<std::string> payload = unBase64Url(token.substr(d1 + 1, d2 - d1 - 1));
   if (!payload || !unBase64Url(token.substr(0, d1)) || d1 == 0) return std::nullopt;
+  // nlohmann::json ends its input at a NUL byte; JSON has none outside a
+  // string and none unescaped inside one, so a payload with one is no JSON.
+  if (payload->find('\0') != std::string::npos) {
+    *comparable = true;
+    return std::nullopt;
+  }
   nlohmann::json j = nlohmann::json::parse(*payload, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   // Duplicate members: a parser keeps one of them; which one is not said.
