@@ -29,6 +29,7 @@ constexpr const char* kClosedByNames[kClosedByCount] = {"client", "backend", "te
 constexpr const char* kHealthNames[3] = {"ok", "fail", "timeout"};
 constexpr const char* kStateNames[4] = {"unknown", "up", "down", "draining"};
 constexpr const char* kAffinityNames[4] = {"hit", "miss", "repin", "store_error"};
+constexpr const char* kPinConfirmNames[3] = {"stored", "unavailable", "timeout"};
 constexpr const char* kStoreOpNames[3] = {"get", "set", "refresh"};
 constexpr int kStateRemoved = 4;
 
@@ -281,6 +282,14 @@ std::string Metrics::scrape() const {
     for (int i = 0; i < 4; ++i) {
       addCounter(f, {{"result", kAffinityNames[i]}}, affinity_[i].value());
     }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_affinity_pin_confirmations_total",
+                    "Responses revealing a new affinity key (Engine.IO handshake, inserted cookie) "
+                    "held until the store held the pin, by result (stored, unavailable, timeout).",
+                    MetricType::Counter);
+    for (int i = 0; i < 3; ++i) addCounter(f, {{"result", kPinConfirmNames[i]}}, pin_confirm_[i].value());
     out.push_back(std::move(f));
   }
   {

@@ -170,6 +170,11 @@ class BackendMetrics {
 
 enum class AffinityResult : std::uint8_t { kHit, kMiss, kRepin, kStoreError };
 enum class StoreOp : std::uint8_t { kGet, kSet, kRefresh };
+// A response that reveals a new affinity key (an Engine.IO handshake's sid,
+// an inserted cookie) waits for the store to hold its pin: stored, the store
+// was down or refused (released at once), or no answer within
+// affinity.lookup_timeout (released anyway).
+enum class PinConfirm : std::uint8_t { kStored, kUnavailable, kTimeout };
 
 class Metrics {
  public:
@@ -198,6 +203,8 @@ class Metrics {
   Counter downstream_total;
   void affinityLookup(AffinityResult r) { affinity_[static_cast<int>(r)].inc(); }
   Gauge affinity_store_up;
+  void pinConfirm(PinConfirm r) { pin_confirm_[static_cast<int>(r)].inc(); }
+  std::uint64_t pinConfirmCount(PinConfirm r) const { return pin_confirm_[static_cast<int>(r)].value(); }
   Histogram& storeSeconds(StoreOp op) { return *store_seconds_[static_cast<int>(op)]; }
   Counter config_reloads_ok;
   Counter config_reloads_invalid;
@@ -229,6 +236,7 @@ class Metrics {
   std::atomic<std::size_t> backend_count_{0};  // highest added id + 1
   std::vector<std::unique_ptr<BackendMetrics>> owned_;
   Counter affinity_[4];
+  Counter pin_confirm_[3];
   std::unique_ptr<Histogram> store_seconds_[3];
 };
 

@@ -14,3 +14,10 @@ $SUDO apt-get install -y -q --no-install-recommends \
   curl python3 python3-websockets python3-socketio python3-aiohttp uvicorn \
   python3-requests python3-redis redis-server prometheus nodejs node-ws \
   haproxy nginx-light wrk procps psmisc valgrind
+# The node Socket.IO peers of the end-to-end tests (socket.io, socket.io-client),
+# from the npm registry, pinned by tests/e2e/apps/node/package-lock.json.
+command -v npm >/dev/null 2>&1 || $SUDO apt-get install -y -q --no-install-recommends npm
+NODE_PEERS="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/apps/node"
+if [ -f "$NODE_PEERS/package-lock.json" ]; then
+  (cd "$NODE_PEERS" && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -110,6 +110,12 @@ class MemoryStore final : public PinStore {
   void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
     pins_.set(key, backend, wallClockMs() + ttl_ms);
   }
+  PinTicket* setConfirmed(const std::string& key, const std::string& backend, std::int64_t ttl_ms,
+                          PinWaiter* w) override {
+    set(key, backend, ttl_ms);
+    w->onPinStored(true);
+    return nullptr;
+  }
   void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
     if (!pins_.get(key, wallClockMs())) set(key, backend, ttl_ms);
   }
@@ -184,6 +190,33 @@ class RedisStore final : public PinStore {
     flush();
   }
 
+  PinTicket* setConfirmed(const std::string& key, const std::string& backend, std::int64_t ttl_ms,
+                          PinWaiter* w) override {
+    if (!connected_) {
+      set(key, backend, ttl_ms);
+      w->onPinStored(false);
+      return nullptr;
+    }
+    cacheSet(key, backend, wallClockMs(), ttl_ms);
+    auto* t = new PinTicket;
+    t->waiter = w;
+    t->key = key;
+    t->started_ms = wallClockMs();
+    t->store = this;
+    tickets_.push_back(t);
+    if (!write(key, backend, ttl_ms, false, t)) {
+      tickets_.pop_back();
+      delete t;
+      w->onPinStored(false);
+      return nullptr;
+    }
+    flush();
+    // A write error met by flush() tears the context down, which answers
+    // every command in flight, this one too.
+    if (std::find(tickets_.begin(), tickets_.end(), t) == tickets_.end()) return nullptr;
+    return t;
+  }
+
   void place(const std::string& key, const std::string& backend, std::int64_t ttl_ms) override {
     std::int64_t now = wallClockMs();
     cacheSet(key, backend, now, ttl_ms);
@@ -245,6 +278,7 @@ class RedisStore final : public PinStore {
     std::int64_t started_ms;
     metrics::StoreOp op;
     std::string key;  // SET NX only: forgotten locally when the store had a pin
+    PinTicket* ticket = nullptr;  // setConfirmed: told when the reply comes
   };
 
   void cacheSet(const std::string& key, const std::string& backend, std::int64_t now, std::int64_t ttl_ms) {
@@ -252,13 +286,16 @@ class RedisStore final : public PinStore {
     stale_.set(key, backend, now + ttl_ms);
   }
 
-  void write(const std::string& key, const std::string& backend, std::int64_t ttl_ms, bool if_absent) {
-    auto* op = new Op{this, wallClockMs(), metrics::StoreOp::kSet, if_absent ? key : std::string()};
+  bool write(const std::string& key, const std::string& backend, std::int64_t ttl_ms, bool if_absent,
+             PinTicket* ticket = nullptr) {
+    auto* op = new Op{this, wallClockMs(), metrics::StoreOp::kSet, if_absent ? key : std::string(), ticket};
     int rc = if_absent ? redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld NX", key.data(), key.size(),
                                            backend.data(), backend.size(), static_cast<long long>(ttl_ms))
                        : redisAsyncCommand(ctx_, onOp, op, "SET %b %b PX %lld", key.data(), key.size(),
                                            backend.data(), backend.size(), static_cast<long long>(ttl_ms));
-    if (rc != REDIS_OK) delete op;
+    if (rc == REDIS_OK) return true;
+    delete op;
+    return false;
   }
 
   // Puts what hiredis holds on the wire now rather than on the loop's next
@@ -396,6 +433,12 @@ class RedisStore final : public PinStore {
         op->store->cache_.erase(op->key);
         op->store->stale_.erase(op->key);
       }
+    }
+    if (PinTicket* t = op->ticket) {
+      auto& v = op->store->tickets_;
+      v.erase(std::find(v.begin(), v.end(), t));
+      if (t->waiter) t->waiter->onPinStored(c->data && reply && reply->type != REDIS_REPLY_ERROR);
+      delete t;
     }
     delete op;
   }

@@ -37,6 +37,9 @@ class PinWaiter {
   // store_ok: the store answered (false: error or down; backend then comes
   // from the local cache when it has the key). backend: empty when no pin.
   virtual void onPinLookup(bool store_ok, const std::string& backend) = 0;
+  // The end of a confirmed set (PinStore::setConfirmed): stored, the store
+  // acknowledged the pin; otherwise it refused, went away or is down.
+  virtual void onPinStored(bool stored) = 0;
 
  protected:
   ~PinWaiter() = default;
@@ -61,6 +64,14 @@ class PinStore {
   void cancel(PinTicket* t) { t->waiter = nullptr; }
   // Pins key to backend for ttl_ms (overwrites).
   virtual void set(const std::string& key, const std::string& backend, std::int64_t ttl_ms) = 0;
+  // Pins key to backend as set() does, and tells w when the store holds it
+  // (w->onPinStored): for a pin about to be revealed to a client, which may
+  // use it at once through another tether. A store that is down answers at
+  // once (false; the pin is written once it is back, as for set()). Returns
+  // nullptr when w has been told already; otherwise a ticket, valid until
+  // the answer arrives or cancel().
+  virtual PinTicket* setConfirmed(const std::string& key, const std::string& backend, std::int64_t ttl_ms,
+                                  PinWaiter* w) = 0;
   // Pins key to backend unless the store already holds a pin for it: for a
   // placement made without the store's answer (lookup timed out, store down),
   // which must not replace a pin another tether made. The local view takes

@@ -92,7 +92,9 @@ struct AffinityState {
   std::string store_key;  // balancer::pinStoreKey(key)
   std::uint64_t hash = 0;
   std::string set_cookie;  // Set-Cookie value for an inserted cookie
-  PinTicket* ticket = nullptr;
+  PinTicket* ticket = nullptr;      // the lookup in flight
+  PinTicket* set_ticket = nullptr;  // the confirmed set of a pin this response reveals
+  std::int64_t hold_since = 0;      // when the response started to wait for it
   std::unique_ptr<balancer::EngineIoSidSniffer> sniffer;
   bool from_pin = false;  // the backend is an existing pin (not a placement)
 };
@@ -326,9 +328,13 @@ std::int64_t Session::deadline() const {
       if (queued_) return timer_deadline_ + lim.queue_timeout;
       if (looking_up_ && aff_) return timer_deadline_ + aff_->plan->cfg.lookup_timeout;
       return bodyDeadline(timer_deadline_ + t.connect);
-    case State::kExchange:
-      if (rq_.request_sent && !rq_.response_started) return bodyDeadline(timer_deadline_ + t.upstream_first_byte);
-      return bodyDeadline(last_activity_ + t.upstream_idle);
+    case State::kExchange: {
+      std::int64_t d = rq_.request_sent && !rq_.response_started ? timer_deadline_ + t.upstream_first_byte
+                                                                  : last_activity_ + t.upstream_idle;
+      d = bodyDeadline(d);
+      if (rq_.pin_hold && aff_) d = std::min(d, pinHoldDeadline());
+      return d;
+    }
     case State::kTunnel:
       if (going_away_) return timer_deadline_ + t.websocket_close;
       return last_activity_ + t.tunnel_idle;
@@ -344,6 +350,8 @@ std::int64_t Session::bodyDeadline(std::int64_t d) const {
   if (rq_.request_done || limit <= 0 || !rq_.head_done) return d;
   return std::min(d, last_down_ms_ + limit);
 }
+
+std::int64_t Session::pinHoldDeadline() const { return aff_->hold_since + aff_->plan->cfg.lookup_timeout; }
 
 bool Session::bodyTimedOut() const {
   std::int64_t limit = worker_.config().timeouts.request_body;
@@ -415,7 +423,10 @@ void Session::onTimeout() {
       onUpstreamFailure(Fault::kConnect, UV_ETIMEDOUT);
       break;
     case State::kExchange:
-      if (bodyTimedOut()) {
+      if (rq_.pin_hold && aff_ && worker_.now() >= pinHoldDeadline()) {
+        if (aff_->set_ticket) worker_.pins().cancel(std::exchange(aff_->set_ticket, nullptr));
+        releasePinHold(metrics::PinConfirm::kTimeout);
+      } else if (bodyTimedOut()) {
         requestBodyTimeout();
       } else if (rq_.request_sent && !rq_.response_started) {
         onUpstreamFailure(Fault::kFirstByteTimeout, UV_ETIMEDOUT);
@@ -1089,7 +1100,11 @@ void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
 
 void Session::pinTo(Backend* b, bool repin) {
   if (!aff_ || aff_->key.empty()) return;
-  worker_.pins().set(aff_->store_key, b->name, aff_->plan->cfg.ttl);
+  if (!aff_->set_cookie.empty()) {
+    confirmPin(aff_->store_key, b->name);  // the response hands the new cookie out
+  } else {
+    worker_.pins().set(aff_->store_key, b->name, aff_->plan->cfg.ttl);
+  }
   if (repin) log::info("affinity repin", {{"backend", b->name}, {"request_id", std::string_view(request_id_, 32)}});
 }
 
@@ -1106,15 +1121,51 @@ void Session::sniffSid(std::string_view body) {
   if (sn.state() == balancer::EngineIoSidSniffer::kFound && backend_) {
     balancer::KeySpec spec{balancer::KeySpec::Source::kEngineIoSid, "", ""};
     std::string key = balancer::makeKey(spec, sn.sid());
-    worker_.pins().set(balancer::pinStoreKey(key), backend_->name, aff_->plan->cfg.ttl);
+    confirmPin(balancer::pinStoreKey(key), backend_->name);
     log::debug("engine.io sid pinned", {{"backend", backend_->name}});
   }
   aff_->sniffer.reset();
 }
 
+// A pin this response reveals (an Engine.IO sid, an inserted cookie): the
+// client may use it at once, through another tether that shares the store,
+// so the response is held (pumpResponse) until the store holds the pin, for
+// at most affinity.lookup_timeout. Nothing else waits for a store write.
+void Session::confirmPin(const std::string& store_key, const std::string& backend) {
+  if (aff_->set_ticket) worker_.pins().cancel(std::exchange(aff_->set_ticket, nullptr));  // a retry re-places
+  rq_.pin_hold = true;
+  rq_.pin_sync = true;
+  aff_->hold_since = worker_.now();
+  PinTicket* t = worker_.pins().setConfirmed(store_key, backend, aff_->plan->cfg.ttl, this);
+  rq_.pin_sync = false;
+  if (!t) return;  // answered already (onPinStored)
+  aff_->set_ticket = t;
+  armTimer();
+}
+
+void Session::onPinStored(bool stored) {
+  if (!rq_.pin_hold || closing_ || !aff_) return;
+  aff_->set_ticket = nullptr;
+  releasePinHold(stored ? metrics::PinConfirm::kStored : metrics::PinConfirm::kUnavailable);
+}
+
+void Session::releasePinHold(metrics::PinConfirm why) {
+  rq_.pin_hold = false;
+  worker_.metrics().pinConfirm(why);
+  if (why != metrics::PinConfirm::kStored) {
+    log::warn(why == metrics::PinConfirm::kTimeout ? "affinity pin not acknowledged within lookup_timeout"
+                                                   : "affinity pin not stored: the store is down",
+              {{"request_id", std::string_view(request_id_, 32)}});
+  }
+  if (rq_.pin_sync) return;  // inside confirmPin: nothing was held yet
+  armTimer();
+  if (state_ == State::kExchange) pumpResponse();
+}
+
 void Session::endAffinity() {
   if (!aff_) return;
   if (aff_->ticket) worker_.pins().cancel(aff_->ticket);
+  if (aff_->set_ticket) worker_.pins().cancel(aff_->set_ticket);
   aff_.reset();
   looking_up_ = false;
 }
@@ -1462,7 +1513,7 @@ void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
 }
 
 void Session::pumpResponse() {
-  if (down_writing_ || closing_) return;
+  if (down_writing_ || closing_ || rq_.pin_hold) return;
   uv_buf_t bufs[2];
   unsigned n = 0;
   std::size_t bytes = 0;

@@ -108,6 +108,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
 
   // The affinity store's answer (PinWaiter).
   void onPinLookup(bool store_ok, const std::string& backend) override;
+  void onPinStored(bool stored) override;
 
   // TLS: plaintext or ciphertext held by the record layer may be read now
   // (deferred by updateReading, which runs inside other callbacks).
@@ -165,6 +166,9 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   void pinTo(balancer::Backend* b, bool repin);
   void endAffinity();
   void sniffSid(std::string_view body);
+  void confirmPin(const std::string& store_key, const std::string& backend);
+  void releasePinHold(metrics::PinConfirm why);
+  std::int64_t pinHoldDeadline() const;
   void connectUpstream();
   void onUpstreamReady();
   void buildUpstreamHead();
@@ -279,6 +283,8 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
     http::ChunkStager resp_stager;
     std::uint32_t up_body_sent = 0;  // up_body_ [0, up_body_sent) is queued or written
     bool retrying = false;
+    bool pin_hold = false;   // the response waits for the store to hold the pin it reveals
+    bool pin_sync = false;   // inside confirmPin
     bool request_id_present = false;
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;

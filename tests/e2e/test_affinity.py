@@ -55,12 +55,9 @@ class TwoTethersMixin:
 # ---------------------------------------------------------------------------------------
 
 
-# Two tethers share a sid's pin through Redis, and tether A writes it without
-# waiting for Redis's answer (open issue 14, part 1): tether B's lookup can come
-# first. Under the sanitizer build each tether is several times slower, and the
-# race shows there often enough to fail a run; the plain build keeps running it.
-@unittest.skipIf(os.environ.get("TETHER_SANITIZED"),
-                 "the cross-tether pin race of open issue 14 part 1 is too wide under ASan")
+# Two tethers share a sid's pin through Redis. The handshake answer that reveals
+# the sid is held until Redis has acknowledged the pin, so that the client's next
+# request, through either tether, finds it.
 class EngineIoAcrossTethers(TwoTethersMixin, E2ETestCase):
 
     def setUp(self):
@@ -99,10 +96,6 @@ class EngineIoAcrossTethers(TwoTethersMixin, E2ETestCase):
             self.assertEqual(t.metric("tether_http_requests_total", default=0.0, code="400"),
                              0.0, "no poll was refused (400 Invalid session)")
 
-    @unittest.skip("known race, open issue 14 part 1: tether A writes the sid's pin to Redis "
-                   "without waiting for it, so tether B's lookup can come first (seen about "
-                   "once in ten runs under load: a poll placed elsewhere, 400 Invalid session); "
-                   "un-skip when the handshake answer waits for the pin's acknowledgement")
     def test_first_poll_through_the_other_tether_right_after_the_handshake(self):
         # The sid's pin must be in Redis before the client can use the sid: tether A pins
         # it while forwarding the handshake answer, tether B looks it up at once.
@@ -118,6 +111,9 @@ class EngineIoAcrossTethers(TwoTethersMixin, E2ETestCase):
         self.assertEqual(failures, [])
         for t in self.tethers:
             self.assertEqual(lookups(t, "miss"), 0.0, "every sid was found in the store")
+        stored = sum(t.metric("tether_affinity_pin_confirmations_total", result="stored")
+                     for t in self.tethers)
+        self.assertGreaterEqual(stored, 30, "every handshake answer waited for its pin")
 
     def test_socketio_client_polls_then_upgrades_through_each_tether(self):
         import socketio  # python3-socketio

@@ -210,6 +210,45 @@ class RedisPins(E2ETestCase):
             r = self.get_id((a, b)[i % 2].proxy_port, u)
             self.assertEqual((r.status, r.header("X-Upstream-Name")), (200, where[u]))
 
+    def test_an_inserted_cookie_waits_for_its_pin_at_most_the_lookup_timeout(self):
+        # The response that hands out a new cookie waits until Redis holds its pin (another
+        # tether may get the next request); a silent Redis holds it lookup_timeout, no more.
+        cfg = tether_config(store=self.redis.redis_url, keys=["cookie:tether_affinity"],
+                            extra_affinity={"cookie": {"insert": True},
+                                            "lookup_timeout": "300ms"})
+        t = self.start_tether(config=cfg, backends=[u.url for u in self.ups])
+        self.wait_until(lambda: t.metric("tether_affinity_store_up") == 1.0, 5)
+        self.wait_until(lambda: all(b["state"] == "up" for b in t.backends_state()), 5)
+        r = request(t.proxy_port, "/id")
+        self.assertEqual(r.status, 200)
+        value = r.header("Set-Cookie").split(";")[0].split("=", 1)[1]
+        # Acknowledged before the client saw it: the pin is in Redis now.
+        self.assertEqual(redis_client(self.redis.port).get(
+            pin_store_key("cookie:tether_affinity=" + value)).decode(),
+            self.by_name[r.header("X-Upstream-Name")].address)
+        self.assertEqual(t.metric("tether_affinity_pin_confirmations_total", result="stored"), 1)
+
+        pause(self.redis)
+        self.addCleanup(resume, self.redis)
+        try:
+            t0 = time.monotonic()
+            r = request(t.proxy_port, "/id", timeout=5)
+            held = time.monotonic() - t0
+        finally:
+            resume(self.redis)
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.header("Set-Cookie").startswith("tether_affinity="))
+        self.assertEqual(r.body.decode().strip(), r.header("X-Upstream-Name"), "body complete")
+        self.assertGreaterEqual(held, 0.25, "held for the lookup timeout")
+        self.assertLess(held, 2.0)
+        self.assertEqual(t.metric("tether_affinity_pin_confirmations_total", result="timeout"), 1)
+        t.wait_log(msg="affinity pin not acknowledged within lookup_timeout", timeout=2)
+        # Once Redis answers again, the pin made meanwhile is in it.
+        value2 = r.header("Set-Cookie").split(";")[0].split("=", 1)[1]
+        c = redis_client(self.redis.port)
+        self.wait_until(lambda: c.get(pin_store_key("cookie:tether_affinity=" + value2)), 3,
+                        msg="the pin reached Redis once it answered again")
+
     def test_a_lookup_timeout_does_not_overwrite_another_tethers_pin(self):
         # Tether a pins users against hashing; tether b has never seen them. With Redis
         # paused, b's lookups time out and b places those users by hashing (fail open).

@@ -99,6 +99,7 @@ const std::map<std::string, std::string> kContract = {
     // Beyond SPEC.md (README, "Metrics"):
     {"tether_tls_handshakes_total", "counter"},
     {"tether_request_timeouts_total", "counter"},
+    {"tether_affinity_pin_confirmations_total", "counter"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";
@@ -135,6 +136,10 @@ TEST(Scrape, EmptyMetricsStillDeclareEveryFamilyAndTheFixedLabelSets) {
   EXPECT_EQ(e.at("tether_downstream_connections_active"), 0);
   EXPECT_EQ(e.at("tether_downstream_connections_total"), 0);
   EXPECT_EQ(e.at("tether_affinity_store_up"), 0);
+  for (const char* r : {"stored", "unavailable", "timeout"}) {
+    EXPECT_EQ(e.at(series("tether_affinity_pin_confirmations_total", std::string("result=\"") + r + "\"")),
+              0);
+  }
   for (const char* r : {"hit", "miss", "repin", "store_error"}) {
     EXPECT_EQ(e.at(series("tether_affinity_lookups_total", std::string("result=\"") + r + "\"")),
               0);
