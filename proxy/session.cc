@@ -403,6 +403,7 @@ void Session::onTimeout() {
     case State::kUpstream:
       if (queued_) {
         queued_ = false;
+        queued_for_ = nullptr;
         worker_.dequeue(this);
         respondError(503, "tether: no backend slot within queue_timeout\n");
         break;
@@ -975,10 +976,14 @@ std::string_view Session::clientAddress(char (&out)[46]) const {
 }
 
 void Session::proceed(Backend* b) {
-  if (!b && worker_.lastPickCapped() && worker_.config().limits.max_connections_per_backend) {
-    // Every candidate is at its cap: wait for a slot, up to queue_timeout.
+  const std::uint64_t cap = worker_.config().limits.max_connections_per_backend;
+  // Above the cap a request waits for a slot, up to queue_timeout: one whose
+  // backend is decided (a pin, a placement) for a slot on that backend, the
+  // others for any (every candidate was at its cap).
+  if (cap && (b ? b->load() >= cap : worker_.lastPickCapped())) {
     if (worker_.enqueue(this)) {
       queued_ = true;
+      queued_for_ = b;
       if (state_ != State::kUpstream) transition(State::kUpstream);
       timer_deadline_ = worker_.now();
       armTimer();
@@ -1053,9 +1058,19 @@ bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
   return true;
 }
 
+Backend* Session::slotCandidate() {
+  if (queued_for_) {
+    const std::uint64_t cap = worker_.config().limits.max_connections_per_backend;
+    return queued_for_->load() < cap ? queued_for_ : nullptr;
+  }
+  bool by_client = worker_.config().balance == conf::Balance::kConsistentHash;
+  return worker_.pick(std::span<const std::uint32_t>(rq_.tried, rq_.tried_count), client_hash_, by_client);
+}
+
 void Session::onSlot(Backend* b) {
   if (!queued_ || closing_) return;
   queued_ = false;
+  queued_for_ = nullptr;
   proceed(b);
 }
 

@@ -105,6 +105,9 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   // A backend slot freed while this session waited in the worker's queue
   // (limits.max_connections_per_backend).
   void onSlot(balancer::Backend* b);
+  // The backend this queued session would take now (its own for a pinned or
+  // placed request), or nullptr while it must wait.
+  balancer::Backend* slotCandidate();
 
   // The affinity store's answer (PinWaiter).
   void onPinLookup(bool store_ok, const std::string& backend) override;
@@ -301,6 +304,7 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   bool served_ = false;           // a request was answered on this connection
   bool looking_up_ = false;       // waiting for the pin store
   bool queued_ = false;           // waiting for a backend under its connection cap
+  balancer::Backend* queued_for_ = nullptr;  // ... for this one (a pin or a placement)
   bool keep_alive_ = true;         // the client's wish
   bool close_after_ = false;       // close the client connection after this response
   bool sse_ = false;

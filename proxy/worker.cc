@@ -87,6 +87,7 @@ bool wasTried(std::span<const std::uint32_t> tried, std::uint32_t id) {
 
 balancer::Backend* Worker::placeByHash(std::uint64_t key_hash, std::span<const std::uint32_t> tried) {
   std::int64_t wall = nowWallMs();
+  last_pick_capped_ = false;  // a placement ignores the cap (the request queues for its backend)
   auto accept = [&](const balancer::Backend& b) { return b.available(wall) && !wasTried(tried, b.id); };
   return balancer::hashPick(candidates(), accept, key_hash);
 }
@@ -331,12 +332,15 @@ void Worker::dequeue(Session* s) { queue_.remove(s); }
 void Worker::slotFreed() {
   if (queue_.empty() || serving_queue_) return;
   serving_queue_ = true;  // onSlot may free or take slots again: no recursion
-  while (Session* s = queue_.front()) {
-    balancer::Backend* b = pick({}, 0, false);
-    if (!b) break;
-    queue_.remove(s);
-    s->onSlot(b);
-  }
+  // In arrival order, each waiting session takes a slot it can use: a pinned
+  // or placed request only on its own backend, keeping its key, client hash
+  // and tried list; one taken again goes to the back.
+  queue_.forEach([this](Session* s) {
+    if (balancer::Backend* b = s->slotCandidate()) {
+      queue_.remove(s);
+      s->onSlot(b);
+    }
+  });
   serving_queue_ = false;
 }
 

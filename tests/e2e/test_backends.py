@@ -800,6 +800,36 @@ class PerBackendLimit(E2ETestCase):
         got, bad = distribution(t.proxy_port, 10)
         self.assertEqual((bad, dict(got)), ([], {"u0": 10}))
 
+    def test_pinned_requests_queue_for_their_backend_and_keep_their_pin(self):
+        # Six slow requests of one user, a cap of 1: one at a time on that user's
+        # instance, the others queued for it (not run at once, not sent elsewhere).
+        ups = [self.start_http_upstream(name=n) for n in ("u0", "u1", "u2")]
+        t = self.start_tether(backends=[u.url for u in ups], config={
+            "health": FAST_HEALTH, "affinity": {"keys": ["cookie:user"]},
+            "limits": {"max_connections_per_backend": 1, "queue_timeout": "10s"}})
+        for u in ups:
+            wait_state(t, u.address, "up")
+        home = http_get(t.url("/id"), headers={"Cookie": "user=alice"}).headers["X-Upstream-Name"]
+        results, peak = [], [0]
+
+        def one():
+            r = http_get(t.url("/sleep/250"), headers={"Cookie": "user=alice"}, timeout=15)
+            results.append((r.status, r.headers.get("X-Upstream-Name")))
+
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(6)]
+        t0 = time.monotonic()
+        for th in threads:
+            th.start()
+        while any(th.is_alive() for th in threads) and time.monotonic() - t0 < 15:
+            peak[0] = max(peak[0], max(b["active_requests"] for b in t.backends_state()))
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+        for th in threads:
+            th.join(1)
+        self.assertEqual(results, [(200, home)] * 6)
+        self.assertLessEqual(peak[0], 1, "never above the cap")
+        self.assertGreater(took, 5 * 0.25, "served one after another (%.2fs)" % took)
+
 
 if __name__ == "__main__":
     unittest.main()
