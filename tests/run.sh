@@ -76,10 +76,7 @@ fuzz_one() {  # fuzz_one TARGET LOG: one bounded run; its exit code
   esac
   case $t in fuzz_h1_*|fuzz_admin) dict=(-dict=tests/fuzz/http.dict) ;; esac
   work=$(mktemp -d)
-  # limit-status: which refusal (400 or 431) a request head with a fault past
-  # its size bound gets depends on where reads end; both refuse it
-  # (tests/fuzz/README.md). Every other check stays on.
-  TETHER_FUZZ_IGNORE=limit-status ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     "$FUZZ_BUILD/tests/fuzz/$t" -max_total_time="$FUZZ_SECONDS" -max_len="$max_len" -timeout=10 \
     -rss_limit_mb=2560 "${dict[@]}" -artifact_prefix="tests/fuzz/crashes/$t-" -print_final_stats=1 \
     "$work" "tests/fuzz/corpus/$t" > "$log" 2>&1 || rc=$?

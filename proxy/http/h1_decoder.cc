@@ -57,7 +57,7 @@ struct Callbacks {
     s.trailers_.clear();
     s.version_len_ = 0;
     s.in_name_ = s.field_open_ = s.in_trailers_ = s.last_chunk_ = false;
-    s.body_bytes_ = s.trailer_bytes_ = 0;
+    s.body_bytes_ = s.trailer_start_ = 0;
     s.mirror_upto_ = s.message_start_;
     return 0;
   }
@@ -114,15 +114,6 @@ struct Callbacks {
     return fail(s, s.type_ == H1Decoder::Type::kRequest ? 400 : 502, reason);
   }
 
-  static int countTrailer(H1Decoder& s, std::size_t len) {
-    if (!s.in_trailers_) return 0;
-    s.trailer_bytes_ += len;
-    if (s.trailer_bytes_ > s.limits_.max_trailer_bytes) {
-      return fail(s, s.type_ == H1Decoder::Type::kRequest ? 431 : 502, "trailer section too large");
-    }
-    return 0;
-  }
-
   // Head fields are mirrored (h1_decoder.h: the head's bytes copied once per
   // read, fields as offsets); trailer fields are copied piece by piece.
   static std::uint32_t arenaOffset(H1Decoder& s, const char* at) {
@@ -156,7 +147,6 @@ struct Callbacks {
       HeaderList& f = fields(s);
       if (s.in_trailers_) {
         f.beginField();
-        if (countTrailer(s, 4)) return -1;  // ": " and CRLF
       } else {
         f.beginMirrored(arenaOffset(s, at));
       }
@@ -166,7 +156,7 @@ struct Callbacks {
     s.name_end_ = s.offsetOf(at + len);
     if (s.in_trailers_) {
       f.appendName(std::string_view(at, len));
-      return countTrailer(s, len);
+      return 0;
     }
     f.extendName(len);
     s.last_end_ = at + len;
@@ -190,7 +180,7 @@ struct Callbacks {
     }
     if (s.in_trailers_) {
       f.appendValue(std::string_view(at, len));
-      return countTrailer(s, len);
+      return 0;
     }
     if (f.valueLength() == 0) f.valueAt(arenaOffset(s, at));
     f.extendValue(len);
@@ -331,7 +321,7 @@ void H1Decoder::reset(std::size_t keep) {
   trailers_.clear();
   version_len_ = 0;
   data_ = nullptr;
-  base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_bytes_ = size_end_ = mirror_upto_ = 0;
+  base_offset_ = message_start_ = line_start_ = body_bytes_ = trailer_start_ = size_end_ = mirror_upto_ = 0;
   prev_last_ = '\n';
   in_name_ = field_open_ = in_trailers_ = last_chunk_ = head_pending_ = complete_pending_ = false;
   error_status_ = 0;
@@ -372,9 +362,25 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
   const bool request = type_ == Type::kRequest;
   const char* p = data;
   const char* end = data + len;
+  // A head or a trailer section is read no further than one byte past its
+  // bound: whatever the cut, a fault beyond the bound is never reached, and a
+  // section that gets there is refused as too large. The same bytes, the
+  // same answer.
+  auto clip = [&](const char* from) {
+    bool head = state_ == State::kHead || state_ == State::kIdle;
+    if (!head && !in_trailers_) return data + len;
+    std::uint64_t bound = head ? limits_.max_head_bytes : limits_.max_trailer_bytes;
+    std::uint64_t seen = offsetOf(from) - (head ? message_start_ : trailer_start_);
+    std::uint64_t room = bound + 1 > seen ? bound + 1 - seen : 0;
+    return static_cast<std::uint64_t>(data + len - from) > room ? from + room : data + len;
+  };
+  auto pastTrailerBound = [&](const char* at) {
+    return in_trailers_ && offsetOf(at) - trailer_start_ > limits_.max_trailer_bytes;
+  };
   Event ev = Event::kNeedMore;
   for (;;) {
     parser_->pause = Pause::kNone;
+    end = clip(p);
     llhttp_errno_t err = llhttp_execute(&parser_->p, p, static_cast<std::size_t>(end - p));
     if (err == HPE_OK) {
       p = end;
@@ -399,6 +405,7 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
         }
         line_start_ = at;
         size_end_ = 0;
+        if (last_chunk_) trailer_start_ = at;
         continue;
       }
       if ((why == Pause::kHead || head_pending_) && offsetOf(p) - message_start_ > limits_.max_head_bytes) {
@@ -415,6 +422,10 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
         state_ = State::kBody;
         line_start_ = offsetOf(p);
         ev = Event::kHead;
+        break;
+      }
+      if (why == Pause::kMessage && pastTrailerBound(p)) {
+        ev = fail(request ? 431 : 502, "trailer section too large");
         break;
       }
       if (why == Pause::kMessage || err == HPE_PAUSED_UPGRADE) {
@@ -450,6 +461,8 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
       // Past the head's bound, whatever the error: the answer a reader that
       // got the same bytes in smaller pieces gives (it stops at the bound).
       ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
+    } else if (at && pastTrailerBound(at)) {
+      ev = fail(request ? 431 : 502, "trailer section too large");
     } else if (error_status_) {
       ev = fail(error_status_, error_reason_);
     } else if (!request) {
@@ -473,6 +486,8 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
     std::uint64_t at = offsetOf(p);
     if ((state_ == State::kHead || state_ == State::kIdle) && at - message_start_ > limits_.max_head_bytes) {
       ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
+    } else if (pastTrailerBound(p)) {
+      ev = fail(request ? 431 : 502, "trailer section too large");
     }
     if (ev == Event::kNeedMore && state_ == State::kBody && (parser_->p.flags & F_CHUNKED) && !last_chunk_ &&
         at > line_start_ && at - line_start_ > limits_.max_chunk_line + 2) {

@@ -151,7 +151,7 @@ class H1Decoder {
   const char* last_end_ = nullptr;   // end of the last field piece in the current input
   const char* cb_at_ = nullptr;      // the piece the last data callback was handed       // chunk line: where its first extension began, if any      // request line: where the last method/target piece ended
   std::uint64_t body_bytes_ = 0;
-  std::uint64_t trailer_bytes_ = 0;
+  std::uint64_t trailer_start_ = 0;  // stream offset where the trailer section began (after the last chunk)
   char prev_last_ = '\n';  // last non-blank byte of the previous input (obs-fold check)
   bool in_name_ = false;   // a field name is being received
   bool field_open_ = false;  // a field has begun and not been closed

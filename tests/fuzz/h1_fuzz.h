@@ -166,14 +166,6 @@ struct Run {
   std::size_t leftover = 0;  // bytes not consumed when decoding stopped
 };
 
-// TETHER_FUZZ_IGNORE names classes of failure to let pass, so that a long
-// run can explore past a bug that is known and reported (tests/fuzz/
-// README.md). tests/run.sh never sets it.
-inline bool ignored(const char* what) {
-  const char* v = std::getenv("TETHER_FUZZ_IGNORE");
-  return v && std::strstr(v, what);
-}
-
 inline bool isRequest(H1Decoder::Type t) { return t == H1Decoder::Type::kRequest; }
 
 // What h1_encoder.h writes as held: "the decoder admits no CR, LF or NUL".
@@ -536,14 +528,6 @@ inline void checkTranscripts(const Run& a, const Run& b, const char* what) {
   // Where decoding stopped matters (pipelined or tunnel bytes) unless it
   // stopped at an error: the connection then dies.
   if (a.transcript != b.transcript || (!a.error && a.leftover != b.leftover)) {
-    // Known: a head or trailer section over its limit is refused as too
-    // large (431) only when a read ends past the limit; in one read, an error
-    // further on is answered instead (400).
-    if (ignored("limit-status") && a.error && b.error && (a.error == 431 || b.error == 431) &&
-        a.transcript.substr(0, a.transcript.rfind("ERROR")) ==
-            b.transcript.substr(0, b.transcript.rfind("ERROR"))) {
-      return;
-    }
     std::fprintf(stderr,
                  "cut invariance (%s): whole\n%s(%s; leftover %zu)\ncut\n%s(%s; leftover %zu)\n",
                  what, printable(a.transcript).c_str(), a.reason.c_str(), a.leftover,

@@ -250,6 +250,43 @@ TEST(H1Request, HeadOverTheLimitIs431WhetherOrNotItCompletes) {
   EXPECT_EQ(decode(Type::kRequest, whole(big.substr(0, 1500)), lim).error, 431);
 }
 
+// A fault beyond a section's bound is never reached, whatever the cut: the
+// section is too large (found by fuzz_h1_request: 400 whole, 431 cut).
+TEST(H1Request, AFaultPastTheHeadBoundIs431WhateverTheCut) {
+  H1Decoder::Limits lim;
+  lim.max_head_bytes = 256;
+  std::string in = "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(400, 'a') + "\r\nBad Name: x\r\n\r\n";
+  EXPECT_EQ(decode(Type::kRequest, whole(in), lim).error, 431);
+  expectCutInvariant(Type::kRequest, in, lim);
+  // Within the bound the fault is what is answered.
+  lim.max_head_bytes = 4096;
+  EXPECT_EQ(decode(Type::kRequest, whole(in), lim).error, 400);
+  expectCutInvariant(Type::kRequest, in, lim);
+}
+
+TEST(H1Request, AFaultPastTheTrailerBoundIs431WhateverTheCut) {
+  H1Decoder::Limits lim;
+  lim.max_trailer_bytes = 128;
+  std::string in = "POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " +
+                   std::string(300, 'b') + "\r\nBad Name: x\r\n\r\n";
+  EXPECT_EQ(decode(Type::kRequest, whole(in), lim).error, 431);
+  expectCutInvariant(Type::kRequest, in, lim);
+  lim.max_trailer_bytes = 4096;
+  EXPECT_EQ(decode(Type::kRequest, whole(in), lim).error, 400);
+  expectCutInvariant(Type::kRequest, in, lim);
+}
+
+TEST(H1Request, ATrailerSectionOfExactlyItsBoundIsRead) {
+  std::string head = "POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+  std::string trailers = "X-T: " + std::string(100, 'b') + "\r\n\r\n";
+  H1Decoder::Limits lim;
+  lim.max_trailer_bytes = trailers.size();
+  EXPECT_EQ(decode(Type::kRequest, whole(head + trailers), lim).error, 0);
+  lim.max_trailer_bytes = trailers.size() - 1;
+  EXPECT_EQ(decode(Type::kRequest, whole(head + trailers), lim).error, 431);
+  expectCutInvariant(Type::kRequest, head + trailers, lim);
+}
+
 TEST(H1Request, BodyOverTheLimitIs413) {
   H1Decoder::Limits lim;
   lim.max_body_bytes = 4;
