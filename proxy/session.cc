@@ -1167,10 +1167,22 @@ void Session::onPinStored(bool stored) {
 void Session::releasePinHold(metrics::PinConfirm why) {
   rq_.pin_hold = false;
   worker_.metrics().pinConfirm(why);
-  if (why != metrics::PinConfirm::kStored) {
-    log::warn(why == metrics::PinConfirm::kTimeout ? "affinity pin not acknowledged within lookup_timeout"
-                                                   : "affinity pin not stored: the store is down",
-              {{"request_id", std::string_view(request_id_, 32)}});
+  if (why == metrics::PinConfirm::kUnavailable) {
+    // The outage itself is logged once by the store.
+    log::debug("affinity pin not stored: the store is down", {{"request_id", std::string_view(request_id_, 32)}});
+  } else if (why == metrics::PinConfirm::kTimeout) {
+    // At most a line a second per worker: a silent store would otherwise
+    // log every handshake.
+    thread_local std::int64_t last_ms = -1'000'000;
+    thread_local std::uint64_t unlogged = 0;
+    if (worker_.now() - last_ms >= 1000) {
+      log::warn("affinity pin not acknowledged within lookup_timeout",
+                {{"request_id", std::string_view(request_id_, 32)}, {"also_since_last_line", unlogged}});
+      last_ms = worker_.now();
+      unlogged = 0;
+    } else {
+      ++unlogged;
+    }
   }
   if (rq_.pin_sync) return;  // inside confirmPin: nothing was held yet
   armTimer();
