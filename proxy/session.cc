@@ -121,26 +121,6 @@ Session::Session(Worker& worker, const ListenerHandle& listener)
   client_ip_[0] = 0;
 }
 
-// The TLS side of a session (TLS listeners only, so that a plain session pays
-// one pointer for it).
-struct Session::Tls {
-  Tls(SSL* ssl, BufferPool& pool, std::shared_ptr<const TlsContext> ctx, std::int64_t now)
-      : stream(ssl, pool, std::move(ctx)), started_ms(now) {}
-  TlsStream stream;
-  // Plaintext of the write in progress not yet encrypted, [next, count), then
-  // bytes of our own (close frames): encrypted in this order.
-  uv_buf_t pending[4];
-  std::uint8_t next = 0;
-  std::uint8_t count = 0;
-  bool data_write = false;   // a writeDownstream waits for its bytes to be written
-  bool notify_sent = false;  // close_notify queued
-  bool eof = false;          // the client's FIN came while bytes were still held here
-  std::string raw;
-  uv_shutdown_t* shutdown = nullptr;  // waits for everything before it
-  uv_shutdown_cb shutdown_cb = nullptr;
-  std::int64_t started_ms;   // accepted: the handshake must finish within request_header
-};
-
 Session::~Session() {
   if (codecs_) worker_.giveCodecs(codecs_);
   endAffinity();
@@ -214,7 +194,8 @@ void Session::start(uv_stream_t* server) {
       close();
       return;
     }
-    tls_ = std::make_unique<Tls>(ssl, worker_.buffers(), std::move(ctx), worker_.now());
+    TransportOwner& owner = *this;
+    tls_ = std::make_unique<TlsTransport>(owner, ssl, worker_.buffers(), std::move(ctx));
   }
   transition(State::kIdle);
   updateReading();
@@ -250,9 +231,7 @@ void Session::close() {
   refused_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&client_), onClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
-  if (tls_) {
-    if (uv_shutdown_t* req = std::exchange(tls_->shutdown, nullptr)) tls_->shutdown_cb(req, UV_ECANCELED);
-  }
+  transport().cancel();
 }
 
 void Session::onClosed(uv_handle_t* h) {
@@ -321,7 +300,7 @@ std::int64_t Session::deadline() const {
   const conf::Limits& lim = worker_.config().limits;
   switch (state_) {
     case State::kIdle:
-      if (tls_ && tls_->stream.handshaking()) return tls_->started_ms + t.request_header;
+      if (transport().handshaking()) return req_started_ms_ + t.request_header;  // from the accept
       return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
     case State::kHead: return req_started_ms_ + t.request_header;
     case State::kUpstream:
@@ -388,7 +367,7 @@ void Session::onTimer(uv_timer_t* t) {
 void Session::onTimeout() {
   switch (state_) {
     case State::kIdle:
-      if (tls_ && tls_->stream.handshaking()) {
+      if (transport().handshaking()) {
         log::debug("tls handshake timeout", {{"client", std::string_view(client_ip_, client_ip_len_)}});
         worker_.metrics().tls_handshakes_error.inc();
       }
@@ -486,14 +465,9 @@ void Session::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
     *buf = uv_buf_init(s->worker_.discardBuffer(), 4096);
     return;
   }
-  if (s->tls_) {
-    std::size_t len = 0;
-    char* p = s->tls_->stream.readSpace(&len);
-    *buf = uv_buf_init(p, static_cast<unsigned>(len));
-    return;
-  }
-  s->ensureBuffer(s->in_);
-  *buf = uv_buf_init(s->in_.data + s->in_.end, s->in_.cap - s->in_.end);
+  std::size_t len = 0;
+  char* p = s->transport().readSpace(&len);
+  *buf = uv_buf_init(p, static_cast<unsigned>(len));
 }
 
 void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
@@ -502,26 +476,17 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
     if (nread < 0) s->close();  // lingering close: the client is done
     return;
   }
-  if (nread > 0 && s->tls_) {
+  if (nread > 0) {
     s->touch();
-    s->tls_->stream.received(static_cast<std::size_t>(nread));
-    s->tlsDecrypt();
-  } else if (nread == UV_EOF && s->tls_ && s->tls_->stream.buffered()) {
-    s->tls_->eof = true;  // after what is still held
-    s->tlsDecrypt();
+    s->onTransport(s->transport().received(static_cast<std::size_t>(nread)));
   } else if (nread == UV_ENOBUFS) {
     // The buffer is full (TLS: the ciphertext buffer): stop reading until
     // what it holds has moved on.
     s->updateReading();
-  } else if (nread > 0) {
-    s->in_.end += static_cast<std::uint32_t>(nread);
-    s->rq_.bytes_in += static_cast<std::uint64_t>(nread);
-    s->touch();
-    s->onDownstreamData();
   } else if (nread == 0) {
     if (s->in_.end == 0) s->releaseBuffer(s->in_);
   } else if (nread == UV_EOF) {
-    s->onDownstreamEof();
+    s->onTransport(s->transport().eof());
   } else {
     if (s->state_ == State::kTunnel) s->noteCloser(metrics::ClosedBy::kClient);
     s->close();
@@ -565,8 +530,8 @@ void Session::updateReading() {
   if (tls_ && state_ != State::kClosing) {
     // What the record layer holds is read without waiting for the socket; a
     // full ciphertext buffer waits for that before the socket is read again.
-    if (want_down && tls_->stream.buffered()) worker_.deferTlsResume(this);
-    if (!tls_->stream.readable()) want_down = false;
+    if (want_down && transport().buffered()) worker_.deferTlsResume(this);
+    if (!transport().readable()) want_down = false;
   }
   auto* down = reinterpret_cast<uv_stream_t*>(&client_);
   if (want_down != down_reading_) {
@@ -615,8 +580,7 @@ int Session::sendOrQueue(uv_stream_t* to, WriteReq*& slot, bool upstream, uv_buf
 }
 
 bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
-  if (tls_) return tlsWrite(bufs, n);
-  int r = sendOrQueue(reinterpret_cast<uv_stream_t*>(&client_), down_write_, false, bufs, n);
+  int r = transport().write(bufs, n);
   if (r < 0) {
     close();
     return false;
@@ -661,11 +625,7 @@ void Session::onWritten(uv_write_t* req, int status) {
     s->onUpstreamWritten(status);
   } else {
     s->down_write_ = nullptr;
-    if (s->tls_) {
-      s->tlsWritten(status);
-    } else {
-      s->onDownstreamWritten(status);
-    }
+    s->transport().socketWritten(status);
   }
 }
 
@@ -717,27 +677,12 @@ void Session::onUpstreamWritten(int status) {
 // Writes a few bytes we made ourselves (close frames); copied if they cannot
 // go out at once.
 void Session::writeRaw(uv_stream_t* to, const char* data, std::size_t len) {
-  if (tls_ && to == reinterpret_cast<uv_stream_t*>(&client_)) {
-    tls_->raw.append(data, len);
-    tlsPump();
-    return;
-  }
-  uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
-  int w = uv_try_write(to, &b, 1);
-  if (w == static_cast<int>(len)) return;
-  std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
-  struct Raw {
-    uv_write_t req;
-    char data[kMaxCloseFrameBytes];
-  };
-  Raw* r = new Raw;
-  std::memcpy(r->data, data + done, len - done);
-  uv_buf_t rb = uv_buf_init(r->data, static_cast<unsigned>(len - done));
-  if (uv_write(&r->req, to, &rb, 1, [](uv_write_t* req, int) { delete reinterpret_cast<Raw*>(req); }) != 0) {
-    delete r;
+  if (to == reinterpret_cast<uv_stream_t*>(&client_)) {
+    transport().writeOwn(data, len);
+  } else {
+    writeCopied(to, data, len);
   }
 }
-
 // ---------------------------------------------------------------------------
 // Downstream: request heads and bodies
 
@@ -2030,188 +1975,70 @@ void Session::finishTunnelMetrics() {
 }
 
 // ---------------------------------------------------------------------------
-// TLS
+// The transport
 
-// Ciphertext arrived (or the record layer still holds some): finish the
-// handshake, then decrypt into in_ as far as it has room, and hand the
-// plaintext on as a plain connection's bytes.
-void Session::tlsDecrypt() {
-  TlsStream& t = tls_->stream;
-  if (t.handshaking() && !tlsHandshake()) return;
-  bool got = false;
-  bool eof = false;
-  while (!closing_) {
-    ensureBuffer(in_);
-    if (in_.end == in_.cap) break;  // the rest waits in the record layer (updateReading resumes)
-    long n = t.read(in_.data + in_.end, in_.cap - in_.end);
-    if (n > 0) {
-      in_.end += static_cast<std::uint32_t>(n);
-      rq_.bytes_in += static_cast<std::uint64_t>(n);
-      got = true;
-      continue;
-    }
-    if (n == TlsStream::kEof) eof = true;
-    if (n == TlsStream::kError) {
-      log::debug("tls: read failed", {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", t.error()}});
-      if (state_ == State::kTunnel) noteCloser(metrics::ClosedBy::kClient);
-      close();
-      return;
-    }
-    break;
-  }
-  if (tls_->eof && !t.buffered()) eof = true;
-  if (in_.data && in_.end == 0) releaseBuffer(in_);
-  tlsPump();  // what reading produced: session tickets, alerts
+// What a read brought, in plaintext (in_), or the transport's own news.
+void Session::onTransport(Transport::Result r) {
   if (closing_) return;
-  if (got) onDownstreamData();
-  if (closing_) return;
-  if (eof) {
-    onDownstreamEof();
-  } else {
-    updateReading();
-  }
-}
-
-// True once the handshake is done; otherwise it waits for more bytes or the
-// connection is on its way out.
-bool Session::tlsHandshake() {
-  TlsStream& t = tls_->stream;
-  int first = t.firstByte();
-  if (first >= 'A' && first <= 'Z') {
-    // A plain-text request on a TLS port (a TLS record starts with 0x16):
-    // answer it in plain text, as nginx does, rather than with a bare reset.
+  if (r.fault == Transport::Fault::kNotTls) {
+    // A plain-text request on a TLS port: answer it in plain text, as nginx
+    // does, rather than with a bare reset.
     worker_.metrics().tls_handshakes_error.inc();
     tls_.reset();
     worker_.newRequestId(request_id_);
     respondError(400, "tether: this port speaks TLS (https://), not plain HTTP\n");
-    return false;
-  }
-  long r = t.handshake();
-  if (r == TlsStream::kError) {
-    worker_.metrics().tls_handshakes_error.inc();
-    log::debug("tls: handshake failed", {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", t.error()}});
-    tlsPump();  // the alert
-    closeGracefully();
-    return false;
-  }
-  tlsPump();  // our flight of the handshake
-  if (closing_ || r != 1) return false;
-  worker_.metrics().tls_handshakes_ok.inc();
-  return true;
-}
-
-// writeDownstream on a TLS connection: the same contract (true and done, or
-// down_writing_ until onDownstreamWritten), the bytes encrypted on their way.
-bool Session::tlsWrite(uv_buf_t* bufs, unsigned n) {
-  Tls& t = *tls_;
-  for (unsigned i = 0; i < n; ++i) {
-    if (bufs[i].len == 0) continue;
-    if (t.count == std::size(t.pending)) {
-      close();  // more pieces than any caller passes
-      return false;
-    }
-    t.pending[t.count++] = bufs[i];
-  }
-  t.data_write = true;
-  tlsPump();
-  if (closing_) return false;
-  if (t.data_write) {
-    down_writing_ = true;
-    updateReading();
-  }
-  return true;
-}
-
-// Encrypts what waits, in order, and writes the ciphertext out, one queued
-// write at a time; then a deferred shutdown, after a close_notify.
-void Session::tlsPump() {
-  Tls& t = *tls_;
-  TlsStream& st = t.stream;
-  auto* to = reinterpret_cast<uv_stream_t*>(&client_);
-  for (;;) {
-    if (closing_ || st.outInFlight()) return;  // tlsWritten carries on
-    bool room = true;
-    while (room && (t.next < t.count || !t.raw.empty())) {
-      bool plain = t.next < t.count;
-      const char* p = plain ? t.pending[t.next].base : t.raw.data();
-      std::size_t len = plain ? t.pending[t.next].len : t.raw.size();
-      long w = st.write(p, len);
-      if (w == TlsStream::kError) {
-        log::debug("tls: write failed", {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", st.error()}});
-        close();
-        return;
-      }
-      if (w == TlsStream::kWantMore) {
-        room = false;
-      } else if (plain) {
-        t.pending[t.next].base += w;
-        t.pending[t.next].len -= static_cast<std::size_t>(w);
-        if (t.pending[t.next].len == 0) ++t.next;
-      } else {
-        t.raw.erase(0, static_cast<std::size_t>(w));
-      }
-    }
-    if (t.next == t.count) t.next = t.count = 0;
-    bool all_encrypted = t.count == 0 && t.raw.empty();
-    if (all_encrypted && t.shutdown && !t.notify_sent) {
-      t.notify_sent = true;
-      st.shutdown();
-    }
-    if (st.outLen()) {
-      uv_buf_t b = uv_buf_init(const_cast<char*>(st.outData()), static_cast<unsigned>(st.outLen()));
-      int r = sendOrQueue(to, down_write_, false, &b, 1);
-      if (r < 0) {
-        close();
-        return;
-      }
-      if (r == 1) {  // b is what the queued write carries
-        st.sent(st.outLen() - b.len);
-        st.inFlight(b.len);
-        return;
-      }
-      st.sent(st.outLen());
-      if (!room || (all_encrypted && t.shutdown)) continue;  // room again, or the close_notify
-    }
-    if (!all_encrypted) continue;
-    break;
-  }
-  // Everything written.
-  t.data_write = false;
-  if (t.shutdown) {
-    uv_shutdown_t* req = std::exchange(t.shutdown, nullptr);
-    if (uv_shutdown(req, to, t.shutdown_cb) != 0) {
-      t.shutdown = req;  // close() completes it
-      close();
-    }
-  }
-}
-
-void Session::tlsWritten(int status) {
-  tls_->stream.written();
-  if (status != 0) {
-    if (state_ == State::kTunnel) noteCloser(metrics::ClosedBy::kClient);
-    close();
     return;
   }
-  bool waiting = tls_->data_write;
-  tlsPump();
+  if (r.fault == Transport::Fault::kHandshake) {
+    worker_.metrics().tls_handshakes_error.inc();
+    log::debug("tls: handshake failed",
+               {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", transport().error()}});
+    closeGracefully();
+    return;
+  }
+  if (r.handshook) worker_.metrics().tls_handshakes_ok.inc();
+  if (in_.data && in_.end == 0) releaseBuffer(in_);
+  if (r.data) onDownstreamData();
   if (closing_) return;
-  if (waiting && !tls_->data_write) onDownstreamWritten(0);
+  if (r.eof) {
+    onDownstreamEof();
+  } else if (tls_) {
+    updateReading();  // records still held wait for the deferred resume
+  }
+}
+
+bool Session::plainRoom(char** data, std::size_t* len) {
+  ensureBuffer(in_);
+  if (!in_.data || in_.end == in_.cap) return false;
+  *data = in_.data + in_.end;
+  *len = in_.cap - in_.end;
+  return true;
+}
+
+void Session::plainAdded(std::size_t n) {
+  in_.end += static_cast<std::uint32_t>(n);
+  rq_.bytes_in += static_cast<std::uint64_t>(n);
+}
+
+int Session::socketWrite(uv_buf_t* bufs, unsigned n) {
+  return sendOrQueue(reinterpret_cast<uv_stream_t*>(&client_), down_write_, false, bufs, n);
+}
+
+void Session::plainWritten(int status) { onDownstreamWritten(status); }
+
+void Session::transportFailed(const char* what, const std::string& why) {
+  log::debug(what, {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", why}});
+  if (state_ == State::kTunnel) noteCloser(metrics::ClosedBy::kClient);
+  close();
 }
 
 // Shuts the client's sending side once everything queued for it is written;
 // on TLS after a close_notify. `cb` runs as uv_shutdown's would.
-int Session::shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb) {
-  if (!tls_) return uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&client_), cb);
-  tls_->shutdown = req;
-  tls_->shutdown_cb = cb;
-  tlsPump();
-  return 0;
-}
+int Session::shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb) { return transport().shutdown(req, cb); }
 
 void Session::onTlsResume() {
   if (closing_ || !tls_ || state_ == State::kClosing || !wantDownstream()) return;
-  tlsDecrypt();
+  onTransport(transport().resume());
 }
 
 }  // namespace tether::proxy

@@ -30,6 +30,7 @@
 
 #include "metrics/metrics.h"
 #include "proxy/io/buffer_pool.h"
+#include "proxy/io/transport.h"
 #include "proxy/http/h1_decoder.h"
 #include "proxy/forward/retry.h"
 #include "proxy/http/h1_encoder.h"
@@ -80,7 +81,11 @@ struct AffinityState;
 struct QueueTag;
 struct TlsTag;
 
-class Session final : public ListHook<>, public ListHook<QueueTag>, public ListHook<TlsTag>, public PinWaiter {
+class Session final : public ListHook<>,
+                      public ListHook<QueueTag>,
+                      public ListHook<TlsTag>,
+                      public PinWaiter,
+                      private TransportOwner {
  public:
   Session(Worker& worker, const ListenerHandle& listener);
   ~Session();
@@ -209,14 +214,17 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
 
   void logAccess();
 
-  // TLS listeners: the record layer sits between the socket and in_ (reads)
-  // and between writeDownstream/writeRaw and the socket (writes).
-  struct Tls;
-  void tlsDecrypt();
-  bool tlsHandshake();
-  bool tlsWrite(uv_buf_t* bufs, unsigned n);
-  void tlsPump();
-  void tlsWritten(int status);
+  // The client's transport (proxy/io/transport.h): TCP, or TLS on a TLS
+  // listener. What its reads bring, and what it asks of the session.
+  void onTransport(Transport::Result r);
+  bool plainRoom(char** data, std::size_t* len) override;
+  void plainAdded(std::size_t n) override;
+  int socketWrite(uv_buf_t* bufs, unsigned n) override;
+  void plainWritten(int status) override;
+  uv_stream_t* socket() override { return reinterpret_cast<uv_stream_t*>(&client_); }
+  void transportFailed(const char* what, const std::string& why) override;
+  Transport& transport() { return tls_ ? static_cast<Transport&>(*tls_) : tcp_; }
+  const Transport& transport() const { return tls_ ? static_cast<const Transport&>(*tls_) : tcp_; }
 
   // The decoders' body sinks (h1_decoder.h): decoded body bytes.
   static void onRequestBody(void* ctx, const char* data, std::size_t len);
@@ -239,7 +247,8 @@ class Session final : public ListHook<>, public ListHook<QueueTag>, public ListH
   UpstreamConn* upstream_ = nullptr;
   balancer::Backend* backend_ = nullptr;
   std::unique_ptr<AffinityState> aff_;  // this request's affinity key and lookup, when it has one
-  std::unique_ptr<Tls> tls_;            // on a TLS listener
+  TcpTransport tcp_{*this};
+  std::unique_ptr<TlsTransport> tls_;  // on a TLS listener, until it turns out not to speak TLS
 
   State state_ = State::kIdle;
   std::uint8_t open_handles_ = 0;

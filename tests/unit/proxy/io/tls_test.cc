@@ -1,7 +1,8 @@
-// TLS: certificate names, certificate loading errors, SNI, and the record
-// layer of TlsStream against an OpenSSL client, with the bytes shuttled by
-// hand in every chunking.
+// TLS: certificate names, certificate loading errors, SNI, the record layer
+// of TlsStream against an OpenSSL client, with the bytes shuttled by hand in
+// every chunking, and the transports (transport.h) over a socket-free owner.
 #include "proxy/io/tls.h"
+#include "proxy/io/transport.h"
 
 #include <gtest/gtest.h>
 #include <openssl/err.h>
@@ -11,9 +12,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace tether::proxy {
 namespace {
@@ -440,6 +443,192 @@ TEST_F(TlsTest, TheClientsCloseNotifyIsAnEnd) {
   char buf[16];
   EXPECT_EQ(p.server.read(buf, sizeof buf), 4);
   EXPECT_EQ(p.server.read(buf, sizeof buf), TlsStream::kEof);
+}
+
+// ---------------------------------------------------------------------------
+// Transports, with an owner that holds its read buffer and socket in memory.
+
+struct MemoryOwner final : TransportOwner {
+  explicit MemoryOwner(std::size_t cap) : buf(cap) {}
+  bool plainRoom(char** data, std::size_t* len) override {
+    if (used == buf.size()) return false;
+    *data = buf.data() + used;
+    *len = buf.size() - used;
+    return true;
+  }
+  void plainAdded(std::size_t n) override { used += n; }
+  int socketWrite(uv_buf_t* bufs, unsigned n) override {
+    for (unsigned i = 0; i < n; ++i) wire.append(bufs[i].base, bufs[i].len);
+    return queue_writes ? 1 : 0;  // queued: the bytes count as taken, the completion comes later
+  }
+  void plainWritten(int status) override { written.push_back(status); }
+  uv_stream_t* socket() override { return nullptr; }
+  void transportFailed(const char* what, const std::string&) override { failures.push_back(what); }
+  std::string plain() {
+    std::string out(buf.data(), used);
+    used = 0;
+    return out;
+  }
+
+  std::vector<char> buf;
+  std::size_t used = 0;
+  std::string wire;  // bytes handed to the socket
+  bool queue_writes = false;
+  std::vector<int> written;
+  std::vector<std::string> failures;
+};
+
+TEST(TcpTransport, BytesLandInTheOwnersBufferAndWritesGoStraightToTheSocket) {
+  MemoryOwner o(64);
+  TcpTransport t(o);
+  std::size_t len = 0;
+  char* p = t.readSpace(&len);
+  ASSERT_EQ(len, 64u);
+  std::memcpy(p, "GET / HTTP/1.1\r\n", 16);
+  Transport::Result r = t.received(16);
+  EXPECT_TRUE(r.data);
+  EXPECT_FALSE(r.eof);
+  EXPECT_EQ(o.plain(), "GET / HTTP/1.1\r\n");
+  EXPECT_TRUE(t.eof().eof);
+  char a[] = "HTTP/1.1 ", b[] = "200 OK\r\n";
+  uv_buf_t bufs[2] = {uv_buf_init(a, 9), uv_buf_init(b, 8)};
+  EXPECT_EQ(t.write(bufs, 2), 0);
+  EXPECT_EQ(o.wire, "HTTP/1.1 200 OK\r\n");
+  o.used = 64;
+  EXPECT_EQ(t.readSpace(&len), nullptr) << "a full buffer reads nothing";
+  EXPECT_EQ(len, 0u);
+  t.socketWritten(UV_EPIPE);
+  EXPECT_EQ(o.written, std::vector<int>{UV_EPIPE});
+  EXPECT_FALSE(t.handshaking());
+  EXPECT_STREQ(t.tlsVersion(), "-");
+}
+
+// An OpenSSL client against a TlsTransport, ciphertext carried by hand.
+struct TransportPair {
+  TransportPair(SSL_CTX* client_ctx, const TlsContext& server_ctx, BufferPool& pool, std::size_t cap)
+      : owner(cap), server(owner, server_ctx.newSsl(), pool, nullptr) {
+    client = SSL_new(client_ctx);
+    SSL_set_connect_state(client);
+    SSL_set_tlsext_host_name(client, "a.test");
+    to_server = BIO_new(BIO_s_mem());
+    to_client = BIO_new(BIO_s_mem());
+    SSL_set_bio(client, to_client, to_server);
+  }
+  ~TransportPair() { SSL_free(client); }
+  // Client ciphertext to the server; what it brought, merged.
+  Transport::Result toServer() {
+    Transport::Result all;
+    char buf[4096];
+    for (;;) {
+      std::size_t room = 0;
+      char* space = server.readSpace(&room);
+      int n = room ? BIO_read(to_server, buf, static_cast<int>(std::min(room, sizeof buf))) : 0;
+      if (n <= 0) return all;
+      std::memcpy(space, buf, static_cast<std::size_t>(n));
+      Transport::Result r = server.received(static_cast<std::size_t>(n));
+      all.data |= r.data;
+      all.eof |= r.eof;
+      all.handshook |= r.handshook;
+      if (r.fault != Transport::Fault::kNone) all.fault = r.fault;
+    }
+  }
+  void toClient() {
+    BIO_write(to_client, owner.wire.data(), static_cast<int>(owner.wire.size()));
+    owner.wire.clear();
+  }
+  bool handshake() {
+    int handshakes = 0;
+    for (int i = 0; i < 10; ++i) {
+      int c = SSL_do_handshake(client);
+      Transport::Result r = toServer();
+      handshakes += r.handshook;
+      toClient();
+      if (r.fault != Transport::Fault::kNone) return false;
+      if (c == 1 && !server.handshaking()) return handshakes == 1;
+    }
+    return false;
+  }
+  std::string clientReads() {
+    std::string out;
+    char buf[4096];
+    int n;
+    while ((n = SSL_read(client, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+    return out;
+  }
+
+  MemoryOwner owner;
+  TlsTransport server;
+  SSL* client;
+  BIO* to_server;
+  BIO* to_client;
+};
+
+TEST_F(TlsTest, TlsTransportCarriesPlaintextBothWaysAndKeepsOwnBytesInOrder) {
+  auto ctx = load({a_});
+  TransportPair p(client_ctx_, *ctx, pool_, 1 << 16);
+  EXPECT_TRUE(p.server.handshaking());
+  ASSERT_TRUE(p.handshake());
+  EXPECT_STRNE(p.server.tlsVersion(), "-");
+  SSL_write(p.client, "GET / HTTP/1.1\r\n\r\n", 18);
+  Transport::Result r = p.toServer();
+  EXPECT_TRUE(r.data);
+  EXPECT_FALSE(r.handshook);
+  EXPECT_EQ(p.owner.plain(), "GET / HTTP/1.1\r\n\r\n");
+  // A queued socket write: write() answers 1, and plainWritten follows its completion.
+  p.owner.queue_writes = true;
+  char body[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
+  uv_buf_t b = uv_buf_init(body, sizeof body - 1);
+  EXPECT_EQ(p.server.write(&b, 1), 1);
+  p.server.writeOwn("\x88\x02\x03\xe8", 4);  // a close frame, after the head
+  EXPECT_TRUE(p.owner.written.empty());
+  p.server.socketWritten(0);  // the head's write; the close frame's is queued behind it
+  EXPECT_TRUE(p.owner.written.empty()) << "done once everything before is written";
+  p.owner.queue_writes = false;
+  p.server.socketWritten(0);
+  EXPECT_EQ(p.owner.written, std::vector<int>{0});
+  p.toClient();
+  EXPECT_EQ(p.clientReads(), std::string(body) + "\x88\x02\x03\xe8");
+  EXPECT_TRUE(p.owner.failures.empty());
+}
+
+TEST_F(TlsTest, TlsTransportWaitsWithWhatTheOwnerHasNoRoomFor) {
+  auto ctx = load({a_});
+  TransportPair p(client_ctx_, *ctx, pool_, 10);
+  ASSERT_TRUE(p.handshake());
+  SSL_write(p.client, "0123456789abcdefghij", 20);
+  SSL_shutdown(p.client);
+  Transport::Result r = p.toServer();
+  EXPECT_TRUE(r.data);
+  EXPECT_FALSE(r.eof) << "the end comes after the bytes still held";
+  EXPECT_EQ(p.owner.plain(), "0123456789");
+  EXPECT_TRUE(p.server.buffered());
+  r = p.server.resume();
+  EXPECT_TRUE(r.data);
+  EXPECT_EQ(p.owner.plain(), "abcdefghij");
+  r = p.server.resume();
+  EXPECT_TRUE(r.eof) << "the client's close_notify";
+}
+
+TEST_F(TlsTest, TlsTransportTellsPlainHttpAndBrokenHandshakesApart) {
+  auto ctx = load({a_});
+  {
+    MemoryOwner o(64);
+    TlsTransport t(o, ctx->newSsl(), pool_, nullptr);
+    std::size_t room = 0;
+    char* p = t.readSpace(&room);
+    std::memcpy(p, "GET / HTTP/1.1\r\n", 16);
+    EXPECT_EQ(t.received(16).fault, Transport::Fault::kNotTls);
+  }
+  {
+    MemoryOwner o(64);
+    TlsTransport t(o, ctx->newSsl(), pool_, nullptr);
+    std::size_t room = 0;
+    char* p = t.readSpace(&room);
+    std::memcpy(p, "\x16\x03\x01\x00\x05\x00\x00\x00\x00\x00", 10);  // a ClientHello that is not one
+    EXPECT_EQ(t.received(10).fault, Transport::Fault::kHandshake);
+    EXPECT_GT(o.wire.size(), 0u) << "the alert";
+    EXPECT_FALSE(t.error().empty());
+  }
 }
 
 }  // namespace
