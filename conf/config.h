@@ -71,6 +71,11 @@ struct BackendConf {
 struct Health {
   std::string path = "/health";
   Millis interval = 5'000;
+  // Instead of interval while a backend is unknown, down, or up with failed
+  // checks in a row (HAProxy's downinter/fastinter, Envoy's
+  // unhealthy_interval): one that comes back is in rotation within seconds.
+  // Unset, it is 1 s, or interval when that is shorter.
+  Millis down_interval = 1'000;
   Millis timeout = 2'000;
   std::uint32_t rise = 2;
   std::uint32_t fall = 3;
@@ -100,13 +105,40 @@ struct AffinityCookie {
   Millis max_age = 3'600'000;
 };
 
-// affinity.store when it is "redis://[[user]:password@]host[:port][/db]".
+// affinity.store when it names Redis (parseRedisUrl, loader.h):
+//   redis://[[user]:password@]host[:port][/db]        port 6379 by default
+//   rediss://...                                      the same over TLS (affinity.redis.tls)
+//   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]
+//                                                     sentinels, port 26379 by default
 struct RedisUrl {
-  HostPort address;      // port 6379 when the URL names none
-  std::string username;  // empty = the default user
-  std::string password;  // empty = no AUTH
+  HostPort address;                 // the server; unused with sentinels
+  std::vector<HostPort> sentinels;  // redis+sentinel://: asked where master_name is
+  std::string master_name;
+  bool tls = false;                 // rediss://
+  std::string username;             // empty = the default user
+  std::string password;             // empty = no AUTH
   std::uint32_t db = 0;
   bool operator==(const RedisUrl&) const = default;
+};
+
+// The client side of a TLS connection tether makes (affinity.redis.tls).
+struct ClientTls {
+  std::string ca;           // PEM file of trusted CAs; "" = the system's (OpenSSL's default paths)
+  std::string cert;         // PEM client certificate chain, leaf first; "" = none
+  std::string key;          // its PEM private key (with cert, and only with it)
+  std::string server_name;  // SNI and the name the server's certificate must carry; "" = the host
+  bool verify = true;       // false: any certificate is accepted (encryption without authentication)
+  bool operator==(const ClientTls&) const = default;
+};
+
+// affinity.redis: how tether talks to a Redis store.
+struct RedisOptions {
+  std::optional<ClientTls> tls;  // set (maybe to the defaults) only with a rediss:// store
+  // A connection whose oldest command has had no reply for this long (a
+  // Redis that accepts but stopped answering) is dropped and the store is
+  // down. Idle connections send PING once a second so that this is seen.
+  Millis reply_timeout = 2'000;
+  bool operator==(const RedisOptions&) const = default;
 };
 
 struct Affinity {
@@ -115,6 +147,7 @@ struct Affinity {
   Millis ttl = 3'600'000;
   std::string store = "memory";   // "memory" or a redis:// URL
   std::optional<RedisUrl> redis;  // parsed from store by the loader; empty = memory
+  RedisOptions redis_options;     // affinity.redis
   OnTargetDown on_target_down = OnTargetDown::kRedispatch;
   Millis lookup_timeout = 5;
   std::uint64_t memory_max_entries = 1'000'000;
@@ -159,7 +192,7 @@ struct RouteMatch {
 };
 
 // A route's affinity, when set, is the top-level one with the keys the route
-// names replaced; store, redis, lookup_timeout and memory_max_entries are
+// names replaced; store, redis, redis_options, lookup_timeout and memory_max_entries are
 // always the top-level ones (one store per process).
 struct Route {
   RouteMatch match;  // path_prefix starts with '/'
@@ -179,10 +212,18 @@ struct Cidr {
   std::string str() const;  // "10.0.0.0/8", "fd00::/8"
 };
 
+// The access log, a stream of its own (proxy/access_log.h): independent of
+// log.level, on stdout unless path names a file.
 struct AccessLog {
   bool enabled = true;
   LogFormat format = LogFormat::kJson;
+  std::string path;          // "" = stdout; SIGUSR1 reopens it
+  Millis flush = 1'000;      // buffered lines are written at least this often; 0 = each at once
+  Bytes buffer = 64 * 1024;  // per worker; a full buffer is written at once (blocking)
 };
+
+inline constexpr Bytes kMinAccessLogBuffer = 1024;
+inline constexpr Bytes kMaxAccessLogBuffer = 16 * 1024 * 1024;
 
 struct Config {
   std::string source;  // path of the file it came from, or empty

@@ -399,17 +399,41 @@ void readStatusRange(const YAML::Node& map, const std::string& parent, Health& h
   h.expect_status_max = *max;
 }
 
-// store, lookup_timeout and memory_max_entries belong to the process (one
-// store), so only the top-level affinity takes them.
+// affinity.redis: { tls: { ca, cert, key, server_name, verify }, reply_timeout }.
+// Whether the store is a rediss:// URL is checked once the environment and
+// the flags are in (validate()).
+void readRedisOptions(const YAML::Node& node, const std::string& path, RedisOptions& o, Reader& r) {
+  if (!r.map(node, path, {"tls", "reply_timeout"})) return;
+  r.duration(node, "reply_timeout", path, o.reply_timeout, true);
+  const YAML::Node tls = node["tls"];
+  const std::string tls_path = join(path, "tls");
+  if (tls.IsDefined() && tls.IsNull()) {
+    o.tls = ClientTls{};  // "tls:" alone: the defaults
+    return;
+  }
+  if (!r.map(tls, tls_path, {"ca", "cert", "key", "server_name", "verify"})) return;
+  ClientTls t;
+  r.string(tls, "ca", tls_path, t.ca);
+  r.string(tls, "cert", tls_path, t.cert);
+  r.string(tls, "key", tls_path, t.key);
+  r.string(tls, "server_name", tls_path, t.server_name);
+  r.boolean(tls, "verify", tls_path, t.verify);
+  if (!t.cert.empty() && t.key.empty()) r.fail(join(tls_path, "key"), "missing (cert is set)");
+  if (t.cert.empty() && !t.key.empty()) r.fail(join(tls_path, "cert"), "missing (key is set)");
+  o.tls = t;
+}
+
+// store, redis, lookup_timeout and memory_max_entries belong to the process
+// (one store), so only the top-level affinity takes them.
 void readAffinity(const YAML::Node& node, const std::string& path, Affinity& a, bool top_level,
                   Reader& r) {
   if (!top_level && node.IsMap()) {
-    for (const char* key : {"store", "lookup_timeout", "memory_max_entries"}) {
+    for (const char* key : {"store", "redis", "lookup_timeout", "memory_max_entries"}) {
       if (node[key].IsDefined()) r.fail(join(path, key), "allowed only in the top-level affinity");
     }
   }
   if (!r.map(node, path,
-             {"keys", "cookie", "ttl", "store", "on_target_down", "lookup_timeout",
+             {"keys", "cookie", "ttl", "store", "redis", "on_target_down", "lookup_timeout",
               "memory_max_entries"})) {
     return;
   }
@@ -457,6 +481,7 @@ void readAffinity(const YAML::Node& node, const std::string& path, Affinity& a, 
       r.fail(store_path, why);
     }
   }
+  readRedisOptions(node["redis"], join(path, "redis"), a.redis_options, r);
   r.duration(node, "lookup_timeout", path, a.lookup_timeout, true);
   r.integer(node, "memory_max_entries", path, a.memory_max_entries, 1);
 }
@@ -512,13 +537,19 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
   r.choice(root, "balance", "", c.balance, kBalances);
 
   if (const YAML::Node n = root["health"]; r.map(n, "health",
-                                                 {"path", "interval", "timeout", "rise", "fall",
-                                                  "expect_status", "expect_body", "slow_start"})) {
+                                                 {"path", "interval", "down_interval", "timeout",
+                                                  "rise", "fall", "expect_status", "expect_body",
+                                                  "slow_start"})) {
     r.string(n, "path", "health", c.health.path);
     if (!c.health.path.starts_with('/')) {
       r.fail("health.path", quote(c.health.path) + " does not start with '/'");
     }
     r.duration(n, "interval", "health", c.health.interval, true);
+    r.duration(n, "down_interval", "health", c.health.down_interval, true);
+    // Unset, it is never longer than interval: a fast interval stays fast.
+    if (!n["down_interval"].IsDefined() || n["down_interval"].IsNull()) {
+      c.health.down_interval = std::min(c.health.down_interval, c.health.interval);
+    }
     r.duration(n, "timeout", "health", c.health.timeout, true);
     r.integer(n, "rise", "health", c.health.rise, 1);
     r.integer(n, "fall", "health", c.health.fall, 1);
@@ -629,9 +660,24 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     }
   }
 
-  if (const YAML::Node n = root["access_log"]; r.map(n, "access_log", {"enabled", "format"})) {
-    r.boolean(n, "enabled", "access_log", c.access_log.enabled);
-    r.choice(n, "format", "access_log", c.access_log.format, kLogFormats);
+  if (const YAML::Node n = root["access_log"];
+      r.map(n, "access_log", {"enabled", "format", "path", "flush", "buffer"})) {
+    AccessLog& a = c.access_log;
+    r.boolean(n, "enabled", "access_log", a.enabled);
+    r.choice(n, "format", "access_log", a.format, kLogFormats);
+    r.string(n, "path", "access_log", a.path);
+    if (a.path.find('\0') != std::string::npos) {
+      r.fail("access_log.path", "contains a NUL byte");
+    } else if (!a.path.empty() && a.path.back() == '/') {
+      r.fail("access_log.path", quote(a.path) + " names a directory, not a file");
+    }
+    r.duration(n, "flush", "access_log", a.flush, false);
+    r.size(n, "buffer", "access_log", a.buffer, kMinAccessLogBuffer);
+    if (a.buffer > kMaxAccessLogBuffer) {
+      r.fail("access_log.buffer", "must be at most " + std::to_string(kMaxAccessLogBuffer) +
+                                      " bytes (16MiB)");
+      a.buffer = kMaxAccessLogBuffer;
+    }
   }
 
   if (const YAML::Node n = root["log"]; r.map(n, "log", {"level", "format"})) {
@@ -816,7 +862,9 @@ bool parseCommandLine(const std::vector<std::string>& args, RawOverrides& raw, L
       ->delimiter(',');
   auto* admin_opt = app.add_option("--admin", admin, "admin listener (default 127.0.0.1:9901)");
   auto* redis_opt = app.add_option(
-      "--redis", redis, "affinity store redis://[:password@]host:port[/db] (default memory)");
+      "--redis", redis,
+      "affinity store redis://[user:password@]host:port[/db], rediss://... (TLS) or "
+      "redis+sentinel://[user:password@]host:port[,host:port...]/master[/db] (default memory)");
   auto* workers_opt =
       app.add_option("--workers", workers, "event-loop threads, N or auto (default 1)");
   auto* level_opt =
@@ -859,6 +907,7 @@ void finalize(Config& c) {
     if (!route.affinity) continue;
     route.affinity->store = c.affinity.store;
     route.affinity->redis = c.affinity.redis;
+    route.affinity->redis_options = c.affinity.redis_options;
     route.affinity->lookup_timeout = c.affinity.lookup_timeout;
     route.affinity->memory_max_entries = c.affinity.memory_max_entries;
   }
@@ -884,6 +933,15 @@ void validate(const Config& c, Errors& errors) {
   if (!isLoopback(c.admin.address) && c.admin.token.empty()) {
     errors.push_back("admin.address: " + c.admin.address.str() +
                      " is not loopback and admin.token_file is not set");
+  }
+  const bool rediss = c.affinity.redis && c.affinity.redis->tls;
+  if (c.affinity.redis_options.tls && !rediss) {
+    // Not the store itself: a URL may carry a password.
+    const char* is = !c.affinity.redis                ? "memory"
+                     : c.affinity.redis->master_name.empty() ? "a redis:// URL"
+                                                             : "a redis+sentinel:// URL";
+    errors.push_back(std::string("affinity.redis.tls: set, but affinity.store is ") + is +
+                     ", not a rediss:// URL");
   }
   for (std::size_t i = 0; i < c.backends.size(); ++i) {
     const BackendConf& b = c.backends[i];
@@ -1220,45 +1278,94 @@ std::optional<BackendConf> parseBackendUrl(std::string_view url, std::string* wh
 
 std::optional<RedisUrl> parseRedisUrl(std::string_view url, std::string* why) {
   Fail fail{why};
-  const std::string form = " (expected redis://[:password@]host:port[/db])";
-  if (url.starts_with("rediss://")) return fail("TLS to Redis (rediss://) is not supported yet");
-  if (!url.starts_with("redis://"))
-    return fail(quote(url) + " is not \"memory\" or a redis:// URL" + form);
-  std::string_view rest = url.substr(8);
+  // Errors show the URL with its password masked: they reach logs and terminals.
+  std::string masked(url);
+  if (std::size_t scheme = masked.find("://"); scheme != std::string::npos) {
+    std::size_t at = masked.rfind('@');
+    std::size_t colon = masked.find(':', scheme + 3);
+    if (at != std::string::npos && at > scheme) {
+      std::size_t from = colon < at ? colon + 1 : scheme + 3;  // no ':': all of it may be a password
+      masked.replace(from, at - from, "***");
+    }
+  }
+  const std::string form =
+      " (expected redis://[user:password@]host:port[/db], rediss://... for TLS, or "
+      "redis+sentinel://[user:password@]host:port[,host:port...]/master[/db])";
   RedisUrl redis;
+  std::string_view rest;
+  bool sentinel = false;
+  if (url.starts_with("redis://")) {
+    rest = url.substr(8);
+  } else if (url.starts_with("rediss://")) {
+    redis.tls = true;
+    rest = url.substr(9);
+  } else if (url.starts_with("redis+sentinel://")) {
+    sentinel = true;
+    rest = url.substr(17);
+  } else if (url.starts_with("rediss+sentinel://")) {
+    return fail("TLS to sentinels (rediss+sentinel://) is not supported in " + quote(masked) + form);
+  } else {
+    return fail(quote(masked) + " is not \"memory\" or a Redis URL" + form);
+  }
   if (std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
     std::string_view userinfo = rest.substr(0, at);
     rest.remove_prefix(at + 1);
     std::size_t colon = userinfo.find(':');
     if (colon == std::string_view::npos)
-      return fail("no ':' before the password in " + quote(url) + form);
+      return fail("no ':' before the password in " + quote(masked) + form);
     auto user = percentDecode(userinfo.substr(0, colon));
     auto password = percentDecode(userinfo.substr(colon + 1));
-    if (!user || !password) return fail("bad %-escape in " + quote(url));
+    if (!user || !password) return fail("bad %-escape in " + quote(masked));
     redis.username = *user;
     redis.password = *password;
   }
   if (rest.find_first_of("?#") != std::string_view::npos) {
-    return fail("options are not supported in " + quote(url) + form);
+    return fail("options are not supported in " + quote(masked) + form);
   }
   std::size_t slash = rest.find('/');
-  if (slash != std::string_view::npos) {
-    std::string_view db = rest.substr(slash + 1);
-    if (!db.empty()) {
-      auto number = parseUint<std::uint32_t>(db);
-      if (!number) return fail("bad database number " + quote(db) + " in " + quote(url));
-      redis.db = *number;
-    }
-    rest = rest.substr(0, slash);
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+  if (sentinel) {
+    // The master's name, then the database.
+    std::size_t next = path.find('/');
+    std::string_view name = path.substr(0, next);
+    if (name.empty()) return fail("no master name in " + quote(masked) + form);
+    auto decoded = percentDecode(name);
+    if (!decoded) return fail("bad %-escape in " + quote(masked));
+    redis.master_name = *decoded;
+    path = next == std::string_view::npos ? std::string_view() : path.substr(next + 1);
   }
-  if (rest.empty() || rest.starts_with(':')) return fail("no host in " + quote(url) + form);
-  std::string authority(rest);
-  if (!hasPort(authority)) authority += ":6379";
-  std::string host_why;
-  auto address = parseHostPort(authority, &host_why);
-  if (!address) return fail(host_why);
-  if (address->port == 0) return fail("port 0 in " + quote(url));
-  redis.address = *address;
+  if (!path.empty()) {
+    auto number = parseUint<std::uint32_t>(path);
+    if (!number) return fail("bad database number " + quote(path) + " in " + quote(masked) + form);
+    redis.db = *number;
+  }
+  auto address = [&](std::string_view item, std::uint16_t default_port) -> std::optional<HostPort> {
+    if (item.empty() || item.starts_with(':')) return fail("no host in " + quote(masked) + form);
+    std::string text(item);
+    if (!hasPort(text)) text += ":" + std::to_string(default_port);
+    std::string host_why;
+    auto hp = parseHostPort(text, &host_why);
+    if (!hp) return fail(host_why + " in " + quote(masked));
+    if (hp->port == 0) return fail("port 0 in " + quote(masked));
+    return hp;
+  };
+  if (!sentinel) {
+    if (authority.find(',') != std::string_view::npos)
+      return fail("several hosts in " + quote(masked) + " (only redis+sentinel:// takes a list)" + form);
+    auto hp = address(authority, 6379);
+    if (!hp) return std::nullopt;
+    redis.address = *hp;
+    return redis;
+  }
+  while (true) {
+    std::size_t comma = authority.find(',');
+    auto hp = address(authority.substr(0, comma), 26379);
+    if (!hp) return std::nullopt;
+    redis.sentinels.push_back(*hp);
+    if (comma == std::string_view::npos) break;
+    authority.remove_prefix(comma + 1);
+  }
   return redis;
 }
 

@@ -86,7 +86,8 @@ bool isLoopback(const HostPort& hp);
 // loader then refuses it: not supported yet). weight and resolve_interval are
 // the defaults.
 std::optional<BackendConf> parseBackendUrl(std::string_view url, std::string* why);
-// "redis://[[user]:password@]host[:port][/db]", password percent-decoded.
+// A Redis store URL (config.h RedisUrl): redis://, rediss:// or redis+sentinel://,
+// user and password percent-decoded. Errors show the URL with the password masked.
 std::optional<RedisUrl> parseRedisUrl(std::string_view url, std::string* why);
 // engineio_sid, client_ip, cookie:NAME, header:NAME, query:NAME,
 // jwt:cookie:NAME:CLAIM, jwt:header:NAME:CLAIM.

@@ -29,6 +29,11 @@ HealthState::Transition HealthState::observe(bool ok) {
   return Transition{status_ != from, from, status_};
 }
 
+conf::Millis checkInterval(const conf::Health& cfg, const HealthState& state) {
+  if (state.status() == HealthState::Status::kUp && state.failStreak() == 0) return cfg.interval;
+  return cfg.down_interval;
+}
+
 const char* toString(HealthState::Status s) {
   switch (s) {
     case HealthState::Status::kUnknown:

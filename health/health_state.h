@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "balancer/backend.h"
+#include "conf/config.h"
 
 namespace tether::health {
 
@@ -48,6 +49,12 @@ class HealthState {
 };
 
 const char* toString(HealthState::Status s);  // "unknown", "up", "down"
+
+// How long until the next check (before jitter): health.down_interval while
+// the backend is unknown, down, or up with a failure streak (a fall in
+// progress, so that a dying backend leaves rotation sooner); health.interval
+// while it is up and its last check passed.
+conf::Millis checkInterval(const conf::Health& cfg, const HealthState& state);
 
 // The backend state a health status stands for (drain and removal are the
 // caller's business: they override whatever the checks say).

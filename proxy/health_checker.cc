@@ -217,7 +217,7 @@ struct HealthChecker::Check {
     backend->last_check_status.store(static_cast<std::uint16_t>(status), std::memory_order_relaxed);
     backend->last_check_reason = v.ok() ? "ok" : v.reason;
     apply(v);
-    schedule(jittered(cfg.interval));
+    schedule(jittered(health::checkInterval(cfg, state)));
   }
 
   void apply(const health::CheckVerdict& v) {

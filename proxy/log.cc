@@ -26,6 +26,8 @@ const char* levelName(conf::LogLevel l) {
   return "info";
 }
 
+}  // namespace
+
 void appendTime(std::string& out) {
   timeval tv;
   gettimeofday(&tv, nullptr);
@@ -44,8 +46,6 @@ bool needsQuotes(std::string_view s) {
     if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x20) return true;
   return false;
 }
-
-}  // namespace
 
 // A field's value: numbers as they are, strings quoted (and escaped) when asked.
 static void appendValue(std::string& line, const Field& f, bool quote) {
@@ -98,6 +98,7 @@ void init(conf::LogLevel level, conf::LogFormat format) {
 }
 
 void setLevel(conf::LogLevel level) { g_level = static_cast<int>(level); }
+conf::LogLevel level() { return static_cast<conf::LogLevel>(g_level.load(std::memory_order_relaxed)); }
 bool enabled(conf::LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
 conf::LogFormat format() { return g_format.load(std::memory_order_relaxed); }
 

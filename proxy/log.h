@@ -35,6 +35,7 @@ struct Field {
 
 void init(conf::LogLevel level, conf::LogFormat format);
 void setLevel(conf::LogLevel level);
+conf::LogLevel level();
 bool enabled(conf::LogLevel level);
 conf::LogFormat format();
 
@@ -48,5 +49,9 @@ inline void error(std::string_view m, std::initializer_list<Field> f = {}) { if 
 
 // Appends s to out as the body of a JSON string (no quotes).
 void appendJsonEscaped(std::string& out, std::string_view s);
+// Appends the wall-clock time as 2024-05-01T12:00:00.123Z (UTC).
+void appendTime(std::string& out);
+// Whether a text-format value needs quotes (empty, or holds ' ', '"', '=' or a control byte).
+bool needsQuotes(std::string_view s);
 
 }  // namespace tether::proxy::log

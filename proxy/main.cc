@@ -5,9 +5,11 @@
 #include <cstdlib>
 
 #include "conf/loader.h"
+#include "proxy/access_log.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/io/tls.h"
+#include "proxy/pin_store.h"
 
 int main(int argc, char** argv) {
   using tether::conf::ExitCode;
@@ -37,10 +39,15 @@ int main(int argc, char** argv) {
     cfg->log_format = isatty(STDERR_FILENO) ? tether::conf::LogFormat::kText : tether::conf::LogFormat::kJson;
   }
   if (r.invocation.check_config) {
-    std::vector<std::string> tls_errors;
-    tether::proxy::loadListenerTls(*cfg, &tls_errors);
-    for (const std::string& e : tls_errors) std::fprintf(stderr, "tether: %s\n", e.c_str());
-    if (!tls_errors.empty()) return static_cast<int>(ExitCode::kConfigInvalid);
+    std::vector<std::string> errors;
+    tether::proxy::loadListenerTls(*cfg, &errors);
+    tether::proxy::redisTlsContext(cfg->affinity, &errors);
+    if (cfg->access_log.enabled) {
+      std::string e = tether::proxy::AccessLogFile::check(cfg->access_log.path);
+      if (!e.empty()) errors.push_back(e);
+    }
+    for (const std::string& e : errors) std::fprintf(stderr, "tether: %s\n", e.c_str());
+    if (!errors.empty()) return static_cast<int>(ExitCode::kConfigInvalid);
     std::printf("configuration ok%s%s\n", cfg->source.empty() ? "" : ": ", cfg->source.c_str());
     return 0;
   }

@@ -1,12 +1,19 @@
 // Where pins live: key -> backend address, with a sliding TTL.
 //
 // One PinStore per worker loop. `memory` stores share one LRU (mutex; the
-// default, for a single tether); `redis://` stores keep one hiredis
-// connection per loop (its libuv adapter), pipelined, with a local cache in
-// front so that a slow or absent Redis never holds a request up: lookups
-// that do not answer within affinity.lookup_timeout fall back to the cache
-// and then to consistent hashing (the caller's job), and pins made while
-// Redis is down are written once it is back.
+// default, for a single tether); Redis stores (redis://, rediss://,
+// redis+sentinel://) keep one pipelined connection per loop
+// (RedisConnection, redis_client.h), with a local cache in front so that a
+// slow or absent Redis never holds a request up: lookups that do not answer
+// within affinity.lookup_timeout fall back to the cache and then to
+// consistent hashing (the caller's job), and pins made while Redis is down
+// are written once it (or, with sentinels, the new master) is back.
+//
+// A Redis store is up once its connection has been answered (AUTH accepted,
+// the database selected, with sentinels ROLE saying "master"), and down
+// from the moment it fails, a command waits affinity.redis.reply_timeout,
+// or the master turns read-only: tether_affinity_store_up and the log say
+// which, with the address and the reason (never the password).
 //
 // Keys handed to a store are already hashed (balancer::pinStoreKey): raw
 // cookies and tokens never reach Redis or memory.
@@ -21,12 +28,11 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "balancer/memory_store.h"
 #include "conf/config.h"
 #include "metrics/metrics.h"
-
-struct redisAsyncContext;
 
 namespace tether::proxy {
 
@@ -84,6 +90,9 @@ class PinStore {
   virtual std::optional<std::string> peek(const std::string& key) = 0;
   virtual bool up() const = 0;
   virtual const char* kind() const = 0;
+  // The Redis server the store talks to while up (with sentinels, the
+  // current master); nothing for memory or while down.
+  virtual std::optional<conf::HostPort> server() const { return std::nullopt; }
   // Closes every handle; the store may be destroyed after the loop ran once more.
   virtual void close() = 0;
 };
@@ -100,6 +109,15 @@ class SharedMemoryPins {
   std::mutex mu_;
   balancer::MemoryPinStore lru_;
 };
+
+class TlsClientContext;
+
+// The TLS context of a rediss:// store (affinity.redis.tls), loaded once for
+// the process and shared by every worker's store; nullptr for other stores,
+// and when it cannot be loaded, with the errors appended ("affinity.redis.
+// tls.ca: FILE: why"). Server::run asks first, so that a bad file stops
+// the start (exit 3), and --check-config reports the same.
+std::shared_ptr<const TlsClientContext> redisTlsContext(const conf::Affinity& cfg, std::vector<std::string>* errors);
 
 // Creates the store of one worker for `cfg` (affinity.store). A Redis
 // connect that gets no answer within connect_timeout_ms (timeouts.connect)

@@ -15,6 +15,7 @@
 #include "balancer/backend.h"
 #include "conf/config.h"
 #include "metrics/metrics.h"
+#include "proxy/access_log.h"
 #include "proxy/pin_store.h"
 #include "proxy/io/tls.h"
 
@@ -27,6 +28,7 @@ struct Runtime {
   std::atomic<bool> stopping{false};
   std::atomic<bool> listening{false};
   std::unique_ptr<SharedMemoryPins> memory_pins;  // set before any worker starts
+  AccessLogFile access_log;  // where every worker's AccessLog writes (access_log.h)
 
   conf::ConfigPtr config() const {
     std::lock_guard<std::mutex> lock(mu_);

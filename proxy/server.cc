@@ -213,11 +213,18 @@ int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> tls_errors;
   rt_.setTls(loadListenerTls(*cfg, &tls_errors));
+  redisTlsContext(cfg->affinity, &tls_errors);  // rediss://: loaded once, for every worker's store
   if (!tls_errors.empty()) {
     for (const std::string& e : tls_errors) log::error("cannot start", {{"error", e}});
     return static_cast<int>(conf::ExitCode::kCannotStart);
   }
 
+  if (cfg->access_log.enabled) {
+    if (std::string e = rt_.access_log.use(cfg->access_log.path); !e.empty()) {
+      log::error("cannot start", {{"error", e}});
+      return static_cast<int>(conf::ExitCode::kCannotStart);
+    }
+  }
   rt_.memory_pins = std::make_unique<SharedMemoryPins>(cfg->affinity.memory_max_entries);
   for (std::uint32_t i = 0; i < cfg->workers; ++i) workers_.push_back(std::make_unique<Worker>(rt_, i));
   uv_loop_t* loop = workers_[0]->loop();
@@ -254,10 +261,12 @@ int Server::run() {
   uv_signal_init(loop, &sig_term_);
   uv_signal_init(loop, &sig_int_);
   uv_signal_init(loop, &sig_hup_);
-  sig_term_.data = sig_int_.data = sig_hup_.data = this;
+  uv_signal_init(loop, &sig_usr1_);
+  sig_term_.data = sig_int_.data = sig_hup_.data = sig_usr1_.data = this;
   uv_signal_start(&sig_term_, onSignal, SIGTERM);
   uv_signal_start(&sig_int_, onSignal, SIGINT);
   uv_signal_start(&sig_hup_, onSignal, SIGHUP);
+  uv_signal_start(&sig_usr1_, onSignal, SIGUSR1);
   uv_timer_init(loop, &grace_timer_);
   grace_timer_.data = this;
   uv_timer_init(loop, &watchdog_timer_);
@@ -302,6 +311,8 @@ void Server::onSignal(uv_signal_t* s, int signum) {
   Server* self = static_cast<Server*>(s->data);
   if (signum == SIGHUP) {
     self->reload();
+  } else if (signum == SIGUSR1) {
+    self->reopenAccessLog();
   } else {
     self->beginStop(signum == SIGTERM ? "SIGTERM" : "SIGINT");
   }
@@ -349,11 +360,27 @@ void Server::finishStop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_term_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_int_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_hup_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sig_usr1_), nullptr);
   for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
   while (!drain_deadlines_.empty()) closeDrainDeadline(*drain_deadlines_.begin());
   // Every admin connection too: an idle one would otherwise keep the loop,
   // and the process, alive past shutdown_grace.
   admin_->close();
+}
+
+// SIGUSR1, after logrotate renamed the file: lines go to a new one of the same
+// name. A worker's lines still buffered at this moment land in the new file.
+void Server::reopenAccessLog() {
+  const std::string& path = rt_.access_log.path();
+  if (path.empty()) {
+    log::info("access log reopen: nothing to do", {{"path", "stdout"}});
+    return;
+  }
+  if (std::string e = rt_.access_log.reopen(); !e.empty()) {
+    log::error("access log reopen failed: the old file stays", {{"error", e}});
+    return;
+  }
+  log::info("access log reopened", {{"path", path}});
 }
 
 void Server::closeDrainDeadline(DrainDeadline* d) {
@@ -400,6 +427,12 @@ void Server::reload() {
   if (!tls_errors.empty()) {
     refuse(tls_errors);
     return;
+  }
+  if (next->access_log.enabled) {
+    if (std::string e = rt_.access_log.use(next->access_log.path); !e.empty()) {
+      refuse({e});
+      return;
+    }
   }
   rt_.setTls(std::move(tls));
   if (!next->log_format_explicit) next->log_format = prev->log_format;
@@ -522,11 +555,19 @@ std::string Server::affinityJson(const std::string& key) {
                       {"store_up", w.pins().up()}};
   std::optional<std::string> pinned;
   std::string source = "local";
-  if (cfg.affinity.redis) {
-    // Ask Redis itself (briefly blocking: an operator's request, not traffic).
-    const conf::RedisUrl& u = *cfg.affinity.redis;
+  // Over TLS (this blocking client speaks none) or with no master known,
+  // the store's local view is shown instead.
+  const conf::RedisUrl* url = cfg.affinity.redis ? &*cfg.affinity.redis : nullptr;
+  std::optional<conf::HostPort> redis_at;
+  if (url) redis_at = url->sentinels.empty() ? std::optional(url->address) : w.pins().server();
+  if (url && url->tls) j["store_error"] = "not asked directly over TLS: the local view is shown";
+  if (url && !url->tls && !redis_at) j["store_error"] = "no master known: the local view is shown";
+  if (url && !url->tls && redis_at) {
+    // Ask Redis itself (briefly blocking: an operator's request, not traffic):
+    // the server of the URL, or the master the store follows.
+    const conf::RedisUrl& u = *url;
     timeval tv{0, 200'000};
-    redisContext* c = redisConnectWithTimeout(u.address.host.c_str(), u.address.port, tv);
+    redisContext* c = redisConnectWithTimeout(redis_at->host.c_str(), redis_at->port, tv);
     if (c && !c->err) {
       redisSetTimeout(c, tv);
       if (!u.password.empty()) {
@@ -608,6 +649,9 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     if (key.empty()) return error(400, "key: expected ?key=SOURCE[:NAME]=value, e.g. cookie:tether_affinity=abc");
     return json(200, affinityJson(key));
   }
+  if (req.path == "/admin/log" && get) {
+    return json(200, jsonText(nlohmann::json{{"level", conf::toString(log::level())}}));
+  }
   if (req.path.rfind("/admin/", 0) != 0) return error(404, "no such endpoint");
 
   // Everything else changes state: POST, and the token when one is set.
@@ -626,6 +670,25 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     if (!same) return error(403, "wrong token");
   } else if (!req.loopback_peer) {
     return error(403, "admin POST needs a token when not on loopback");
+  }
+  if (req.path == "/admin/log") {
+    // The application log's level until the next reload, which applies the
+    // configured one. The access log has no level: access_log.enabled.
+    std::string wanted = queryValue(req.query, "level");
+    std::optional<conf::LogLevel> level;
+    for (conf::LogLevel l : {conf::LogLevel::kTrace, conf::LogLevel::kDebug, conf::LogLevel::kInfo,
+                             conf::LogLevel::kWarn, conf::LogLevel::kError}) {
+      if (wanted == conf::toString(l)) level = l;
+    }
+    if (!level) return error(400, "level: expected ?level=trace|debug|info|warn|error");
+    conf::LogLevel previous = log::level();
+    log::setLevel(*level);
+    // At warn, so that the change shows at every level but error.
+    log::warn("log level changed", {{"from", conf::toString(previous)},
+                                    {"to", conf::toString(*level)},
+                                    {"by", "admin"}});
+    return json(200, jsonText(nlohmann::json{{"level", conf::toString(*level)},
+                                             {"previous", conf::toString(previous)}}));
   }
   if (req.path == "/admin/reload") {
     std::uint64_t before = rt_.metrics.config_reloads_ok.value();

@@ -46,6 +46,7 @@ class Server {
   std::string affinityJson(const std::string& key);
   bool ready() const;
   void reload();
+  void reopenAccessLog();
   void beginStop(const char* why);
   void finishStop();
   void notify(const char* state);
@@ -60,7 +61,7 @@ class Server {
   std::unique_ptr<HealthChecker> health_;
   std::vector<std::unique_ptr<Resolver>> resolvers_;
   std::set<DrainDeadline*> drain_deadlines_;
-  uv_signal_t sig_term_, sig_int_, sig_hup_;
+  uv_signal_t sig_term_, sig_int_, sig_hup_, sig_usr1_;
   uv_timer_t grace_timer_;
   uv_timer_t watchdog_timer_;
   uv_async_t drained_async_;

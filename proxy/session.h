@@ -301,6 +301,11 @@ class Session final : public ListHook<>,
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::int64_t first_byte_ms = -1;
+    // For the access log, from uv_hrtime() (microseconds; the loop's clock has milliseconds).
+    std::uint64_t first_byte_ns = 0;       // the first response byte; 0 = none yet
+    std::uint64_t connect_started_ns = 0;  // a new upstream connect began
+    std::int64_t connect_us = -1;          // its duration; 0 = a pooled connection; -1 = none
+    bool upstream_reused = false;          // the upstream connection came from the pool
   };
   Request rq_;
 
@@ -326,7 +331,7 @@ class Session final : public ListHook<>,
   std::int64_t timer_deadline_ = 0;  // start of the current wait (connect, first byte, close)
   std::int64_t armed_at_ = 0;        // when the timer fires, if armed
   bool timer_armed_ = false;
-  std::uint64_t req_started_ns_ = 0;
+  std::uint64_t req_started_ns_ = 0;  // uv_hrtime() at req_started_ms_, for the access log
   char request_id_[32];
   std::string log_path_;           // for the access log, when enabled
 

@@ -16,7 +16,8 @@
 
 namespace tether::proxy {
 
-Worker::Worker(Runtime& rt, std::uint32_t index) : rt_(rt), index_(index), upstreams_(*this) {
+Worker::Worker(Runtime& rt, std::uint32_t index)
+    : rt_(rt), index_(index), upstreams_(*this), access_log_(rt.access_log) {
   uv_loop_init(&loop_);
   loop_.data = this;
   uv_async_init(&loop_, &async_, onAsync);
@@ -28,6 +29,7 @@ Worker::Worker(Runtime& rt, std::uint32_t index) : rt_(rt), index_(index), upstr
   uv_idle_init(&loop_, &tls_idle_);
   tls_idle_.data = this;
   config_ = rt.config();
+  access_log_.start(&loop_, config_->access_log);
   upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
   picker_kind_ = config_->balance;
   std::random_device rd;
@@ -208,6 +210,7 @@ void Worker::onAsync(uv_async_t* a) {
 
 void Worker::applyConfig() {
   config_ = rt_.config();
+  access_log_.configure(config_->access_log);
   upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
   buildPlans();
   if (config_->balance != picker_kind_) {
@@ -283,6 +286,7 @@ void Worker::maybeFinishStop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&spread_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tls_idle_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  access_log_.close();  // every session is gone: this worker's last lines
   if (on_drained_) on_drained_();
 }
 

@@ -20,6 +20,7 @@
 #include "balancer/affinity_key.h"
 #include "balancer/picker.h"
 #include "conf/config.h"
+#include "proxy/access_log.h"
 #include "proxy/io/buffer_pool.h"
 #include "proxy/io/free_list.h"
 #include "proxy/http/head.h"
@@ -92,6 +93,7 @@ class Worker {
   const conf::Config& config() const { return *config_; }
   const conf::ConfigPtr& configPtr() const { return config_; }
   BufferPool& buffers() { return buffers_; }
+  AccessLog& accessLog() { return access_log_; }
   UpstreamPool& upstreams() { return upstreams_; }
   metrics::Metrics& metrics() { return rt_.metrics; }
   std::uint32_t index() const { return index_; }
@@ -180,6 +182,7 @@ class Worker {
   bool serving_queue_ = false;
   BufferPool buffers_;
   UpstreamPool upstreams_;
+  AccessLog access_log_;  // this loop's buffer; written out by its own timer
   std::unique_ptr<balancer::Picker> picker_;
   conf::Balance picker_kind_ = conf::Balance::kLeastConn;
   std::vector<balancer::Backend*> pick_scratch_;  // every backend, in id order

@@ -46,6 +46,9 @@ if [ "$ONLY" = all ]; then
 # 1. Everything, on the build users run.
 step "build" eval 'cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build "$BUILD" -j2'
 step "unit, integration, e2e" ctest --test-dir "$BUILD" --output-on-failure -j2 --timeout 900
+# The Debian package: built, installed with dpkg, checked (version, configuration,
+# unit, man page, lintian) and purged again (tests/package.sh).
+step "Debian package" env SKIP_DEPS=1 bash tests/package.sh
 
 # 2. Unit and integration tests under ASan + UBSan.
 step "build ASan+UBSan" eval 'cmake -S . -B "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DTETHER_SANITIZE=ON &&

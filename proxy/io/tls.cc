@@ -283,6 +283,8 @@ void TlsStream::received(std::size_t n) {
   stalled_ = false;
 }
 
+const char* TlsStream::version() const { return handshake_done_ ? SSL_get_version(ssl_) : "-"; }
+
 long TlsStream::handshake() {
   ERR_clear_error();
   int r = SSL_do_handshake(ssl_);

@@ -83,6 +83,8 @@ class TlsStream {
   int firstByte() const { return first_byte_; }
 
   bool handshaking() const { return !handshake_done_; }
+  // The negotiated protocol ("TLSv1.3", "TLSv1.2"), or "-" before the handshake is done.
+  const char* version() const;
   // Advances the handshake: 1 done, kWantMore, or kError.
   long handshake();
 

@@ -29,6 +29,7 @@ API summary
   Tether(args, config, backends, listen, admin, env, wait)   .start() / .stop(sig) -> exit code
       .proxy_port(s) .admin_port .url(path) .admin_url(path) .logs (parsed JSON dicts)
       .wait_log(msg=..., timeout, **fields) .access_logs() .reload(config) .signal(sig)
+      (.logs holds stderr's records and, merged in, the access log's from stdout)
       .wait_exit(timeout) .metrics() .metric(name, **labels) .backends_state() .returncode
       .admin_get(path) .admin_post(path, token) .write_config(cfg) .kill() .tail(n)
   run_tether(args, config, timeout) -> Completed(returncode, stdout, stderr)  (--check-config...)
@@ -217,9 +218,11 @@ def _kill_all():
 
 
 class LineCollector:
-    """Reads a stream line by line in a daemon thread; lets callers wait for a line."""
+    """Reads a stream line by line in a daemon thread; lets callers wait for a line.
+    With `also` (another LineCollector), parsed records are appended to its records too,
+    in arrival order, so that one list holds both streams."""
 
-    def __init__(self, stream, name, parse_json=False, echo=False, tee_path=None):
+    def __init__(self, stream, name, parse_json=False, echo=False, tee_path=None, also=None):
         self.lines = []          # raw text lines
         self.records = []        # parsed JSON objects (parse_json), in order
         self.closed = False
@@ -228,6 +231,7 @@ class LineCollector:
         self._echo = echo
         self._name = name
         self._tee = open(tee_path, "w") if tee_path else None
+        self._also = also
         self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True,
                                         name="reader-" + name)
         self._thread.start()
@@ -254,6 +258,10 @@ class LineCollector:
                     if rec is not None:
                         self.records.append(rec)
                     self._cond.notify_all()
+                if rec is not None and self._also is not None:
+                    with self._also._cond:
+                        self._also.records.append(rec)
+                        self._also._cond.notify_all()
         except (ValueError, OSError):
             pass
         finally:
@@ -446,7 +454,11 @@ class Tether:
         self.stderr = LineCollector(self.proc.stderr, "tether.stderr", parse_json=True,
                                     echo=verbose,
                                     tee_path=os.path.join(self.workdir, "stderr.log"))
-        self.stdout = LineCollector(self.proc.stdout, "tether.stdout", echo=verbose)
+        # The access log is on stdout (access_log.path unset): its JSON lines join the
+        # records of stderr, so that .logs, wait_log(msg="access") and access_logs() see
+        # both streams in arrival order; .stdout.records holds the access lines alone.
+        self.stdout = LineCollector(self.proc.stdout, "tether.stdout", parse_json=True,
+                                    echo=verbose, also=self.stderr)
         if self.wait == "started":
             self.wait_log(msg="started", timeout=self.start_timeout)
         elif self.wait == "listening":
@@ -563,6 +575,7 @@ class Tether:
                 and all(r.get(k) == v for k, v in fields.items())]
 
     def access_logs(self, **fields):
+        """Access lines so far (stdout, merged into .logs; see start())."""
         return self.find_logs("access", **fields)
 
     def tail(self, n=60):

@@ -126,13 +126,18 @@ class NodeSocketIoBehindL4(TwoTethersMixin, E2ETestCase):
         # Every request naming a sid, through either tether, went to the instance that
         # issued it. (A poll still in flight when a client closes may meet "Session ID
         # unknown" from that same instance: that is the close, not a misplacement.)
-        backends_of = collections.defaultdict(set)
-        for t in self.tethers:
-            for r in t.access_logs():
-                m = re.search(r"[?&]sid=([^&]+)", r.get("path", ""))
-                if m:
-                    backends_of[m.group(1)].add(r["backend"])
-        self.assertGreaterEqual(len(backends_of), CLIENTS * ROUNDS)
+        def backends_of_sids():
+            out = collections.defaultdict(set)
+            for t in self.tethers:
+                for r in t.access_logs():
+                    m = re.search(r"[?&]sid=([^&]+)", r.get("path", ""))
+                    if m:
+                        out[m.group(1)].add(r["backend"])
+            return out
+        # Access lines are written within access_log.flush (1 s).
+        self.wait_until(lambda: len(backends_of_sids()) >= CLIENTS * ROUNDS, 5,
+                        msg="an access line for every session")
+        backends_of = backends_of_sids()
         misplaced = {sid: b for sid, b in backends_of.items() if len(b) != 1}
         self.assertEqual(misplaced, {})
 

@@ -996,6 +996,7 @@ class NotTls(TlsTestCase):
         self.assertEqual(r.status if r else None, 400)
         elapsed = time.monotonic() - start
         rec = self.t.wait_log(lambda x: x.get("status") == 400, msg="access", start=mark)
+        self.assertEqual(rec["tls"], "-", rec)  # no handshake: no TLS version
         self.assertGreaterEqual(rec["duration"], 0, rec)
         self.assertLessEqual(rec["duration"], elapsed + 0.5,
                              "a connection of %.3fs logged with duration %r: %r"
@@ -1257,6 +1258,8 @@ class RequestIdentity(TlsTestCase):
         self.assertEqual(hget(echo_headers(body), "X-Request-Id"), ["rid-tls-1"])
         rec = t.wait_log(msg="access", request_id="rid-tls-1", start=mark)
         self.assertEqual((rec["method"], rec["status"], rec["backend"]), ("GET", 200, up.address))
+        self.assertIn(rec["tls"], ("TLSv1.2", "TLSv1.3"), rec)
+        self.assertEqual(rec["protocol"], "HTTP/1.1", rec)
         self.assertTrue(rec["path"].startswith("/echo"), rec)
         self.assertTrue(str(rec["client"]).startswith("127.0.0.1"), rec)
         # Without one, tether makes one up, sends it on and returns it.

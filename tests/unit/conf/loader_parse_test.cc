@@ -186,12 +186,76 @@ TEST(ParseRedisUrl, AcceptsTheDocumentedForm) {
   EXPECT_EQ(parseRedisUrl("redis://redis", nullptr)->address, (HostPort{"redis", 6379}));
 }
 
+TEST(ParseRedisUrl, AcceptsAnAclUser) {
+  auto r = parseRedisUrl("redis://tether:p%3Ass%2Fw@10.0.0.5:6380/3", nullptr);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->username, "tether");
+  EXPECT_EQ(r->password, "p:ss/w");
+  EXPECT_EQ(r->address, (HostPort{"10.0.0.5", 6380}));
+  EXPECT_EQ(r->db, 3u);
+  EXPECT_FALSE(r->tls);
+  EXPECT_TRUE(r->sentinels.empty());
+}
+
+TEST(ParseRedisUrl, RedissIsTheSameOverTls) {
+  auto r = parseRedisUrl("rediss://default:pw@redis.example:6380/1", nullptr);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->tls);
+  EXPECT_EQ(r->address, (HostPort{"redis.example", 6380}));
+  EXPECT_EQ(r->username, "default");
+  EXPECT_EQ(r->db, 1u);
+  EXPECT_EQ(parseRedisUrl("rediss://redis", nullptr)->address, (HostPort{"redis", 6379}));
+}
+
+TEST(ParseRedisUrl, SentinelsListAndMasterName) {
+  auto r = parseRedisUrl("redis+sentinel://u:pw@s1:26380,s2,[::1]:5000/mymaster/4", nullptr);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->master_name, "mymaster");
+  ASSERT_EQ(r->sentinels.size(), 3u);
+  EXPECT_EQ(r->sentinels[0], (HostPort{"s1", 26380}));
+  EXPECT_EQ(r->sentinels[1], (HostPort{"s2", 26379}));  // the sentinels' default port
+  EXPECT_EQ(r->sentinels[2], (HostPort{"::1", 5000}));
+  EXPECT_EQ(r->username, "u");
+  EXPECT_EQ(r->password, "pw");
+  EXPECT_EQ(r->db, 4u);
+  EXPECT_FALSE(r->tls);
+  r = parseRedisUrl("redis+sentinel://sentinel/mymaster", nullptr);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->db, 0u);
+  EXPECT_EQ(r->sentinels, (std::vector<HostPort>{{"sentinel", 26379}}));
+  EXPECT_EQ(parseRedisUrl("redis+sentinel://s/m%2Fx/", nullptr)->master_name, "m/x");
+}
+
 TEST(ParseRedisUrl, RejectsOtherForms) {
-  for (const char* bad : {"memory", "redis://", "redis://:6379", "http://redis:6379",
-                          "rediss://redis:6379", "redis://redis:6379/x", "redis://pw@redis:6379",
-                          "redis://redis:6379?timeout=1", "redis://redis:0", "redis://:%zz@r:1"}) {
+  for (const char* bad : {"memory", "redis://", "redis://:6379", "http://redis:6379", "rediss://",
+                          "redis://redis:6379/x", "redis://pw@redis:6379", "redis://redis:6379?timeout=1",
+                          "redis://redis:0", "redis://:%zz@r:1", "redis://a:1,b:2/0",
+                          "redis+sentinel://s1", "redis+sentinel://s1/", "redis+sentinel:///m",
+                          "redis+sentinel://s1,,s2/m", "redis+sentinel://s1,/m", "redis+sentinel://s1:0/m",
+                          "redis+sentinel://s1/m/x", "redis+sentinel://s1/m/1/2", "rediss+sentinel://s1/m",
+                          "redis+sentinel://s1:99999/m", "redis+sentinel://::1/m"}) {
     EXPECT_FALSE(parseRedisUrl(bad, nullptr)) << bad;
   }
+}
+
+TEST(ParseRedisUrl, ExplainsFailuresWithoutThePassword) {
+  std::string why;
+  EXPECT_FALSE(parseRedisUrl("redis+sentinel://:hunter2@s1:26379", &why));
+  EXPECT_EQ(why.rfind("no master name in \"redis+sentinel://:***@s1:26379\"", 0), 0u) << why;
+  EXPECT_FALSE(parseRedisUrl("redis://:hunter2@redis:6379/zero", &why));
+  EXPECT_EQ(why.rfind("bad database number \"zero\" in \"redis://:***@redis:6379/zero\"", 0), 0u) << why;
+  EXPECT_FALSE(parseRedisUrl("redis://hunter2@redis:6379", &why));
+  EXPECT_EQ(why.rfind("no ':' before the password in \"redis://***@redis:6379\"", 0), 0u) << why;
+  EXPECT_FALSE(parseRedisUrl("redis://a:1,b:2", &why));
+  EXPECT_NE(why.find("only redis+sentinel:// takes a list"), std::string::npos) << why;
+  EXPECT_FALSE(parseRedisUrl("redis+sentinel://s1,,s2/m", &why));
+  EXPECT_EQ(why.rfind("no host in \"redis+sentinel://s1,,s2/m\"", 0), 0u) << why;
+  EXPECT_FALSE(parseRedisUrl("rediss+sentinel://s1/m", &why));
+  EXPECT_NE(why.find("not supported"), std::string::npos) << why;
+  EXPECT_FALSE(parseRedisUrl("valkey://v:6379", &why));
+  EXPECT_EQ(why.rfind("\"valkey://v:6379\" is not \"memory\" or a Redis URL (expected redis://", 0), 0u) << why;
+  EXPECT_FALSE(parseRedisUrl("redis+sentinel://u:hunter2@s1:0/m", &why));
+  EXPECT_EQ(why, "port 0 in \"redis+sentinel://u:***@s1:0/m\"") << why;
 }
 
 TEST(CheckAffinityKey, AcceptsEverySource) {

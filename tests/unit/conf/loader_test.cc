@@ -200,6 +200,70 @@ routes:
   EXPECT_EQ(c.routes[0].affinity->redis, c.affinity.redis);
 }
 
+TEST(Load, RedisTlsOptionsGoWithARedissStore) {
+  TempFile file(R"(
+affinity:
+  store: "rediss://tether:pw@redis.internal:6380/1"
+  redis:
+    tls: { ca: /etc/tether/redis-ca.pem, cert: /etc/tether/c.pem, key: /etc/tether/c.key,
+           server_name: redis.example, verify: false }
+    reply_timeout: 3s
+)");
+  Config c = ok({"-c", file.path()});
+  ASSERT_TRUE(c.affinity.redis);
+  EXPECT_TRUE(c.affinity.redis->tls);
+  EXPECT_EQ(c.affinity.redis->username, "tether");
+  EXPECT_EQ(c.affinity.redis->address, (HostPort{"redis.internal", 6380}));
+  ASSERT_TRUE(c.affinity.redis_options.tls);
+  const ClientTls& t = *c.affinity.redis_options.tls;
+  EXPECT_EQ(t.ca, "/etc/tether/redis-ca.pem");
+  EXPECT_EQ(t.cert, "/etc/tether/c.pem");
+  EXPECT_EQ(t.key, "/etc/tether/c.key");
+  EXPECT_EQ(t.server_name, "redis.example");
+  EXPECT_FALSE(t.verify);
+  EXPECT_EQ(c.affinity.redis_options.reply_timeout, 3000);
+  // Without a tls block, rediss:// verifies against the system's CAs.
+  Config d = ok({"--redis", "rediss://redis:6380"});
+  EXPECT_FALSE(d.affinity.redis_options.tls);
+  EXPECT_EQ(d.affinity.redis_options.reply_timeout, 2000);
+}
+
+TEST(Load, RedisTlsOptionsAreRefusedWithoutRediss) {
+  TempFile file(R"(
+affinity:
+  store: "redis://:secret@redis:6379"
+  redis: { tls: { ca: /ca.pem, cert: /c.pem }, reply_timeout: 0s, ping: 1s }
+)");
+  LoadResult r = run({"-c", file.path()});
+  EXPECT_EQ(r.exit_code, ExitCode::kConfigInvalid);
+  EXPECT_ERROR(r.errors, "affinity.redis.tls: set, but affinity.store is a redis:// URL, not a rediss:// URL");
+  EXPECT_ERROR(r.errors, "affinity.redis.tls.key: missing (cert is set)");
+  EXPECT_ERROR(r.errors, "affinity.redis.reply_timeout: must be greater than 0");
+  EXPECT_ERROR(r.errors, "affinity.redis.ping: unknown key");
+  for (const std::string& e : r.errors) EXPECT_EQ(e.find("secret"), std::string::npos) << e;
+  // The flag that makes the store rediss:// makes the file's tls block right.
+  EXPECT_EQ(run({"-c", file.path(), "--redis", "rediss://redis:6380"}).errors.size(), 3u);
+}
+
+TEST(Load, RedisOptionsOnlyAtTheTopLevel) {
+  TempFile file(R"(
+routes:
+  - match: { path_prefix: /ws/ }
+    affinity: { keys: [engineio_sid], redis: { reply_timeout: 1s } }
+)");
+  LoadResult r = run({"-c", file.path()});
+  EXPECT_ERROR(r.errors, "routes[0].affinity.redis: allowed only in the top-level affinity");
+}
+
+TEST(Load, SentinelStoreFromTheEnvironment) {
+  Config c = ok({}, {{"TETHER_REDIS_URL", "redis+sentinel://:pw@s1,s2:26380,[::1]/mymaster/2"}});
+  ASSERT_TRUE(c.affinity.redis);
+  EXPECT_EQ(c.affinity.redis->master_name, "mymaster");
+  ASSERT_EQ(c.affinity.redis->sentinels.size(), 3u);
+  EXPECT_EQ(c.affinity.redis->sentinels[1], (HostPort{"s2", 26380}));
+  EXPECT_EQ(c.affinity.redis->db, 2u);
+}
+
 TEST(Load, LogFormatExplicitOnlyWhenNamed) {
   EXPECT_FALSE(ok({"--log-level", "debug"}).log_format_explicit);
   Config c = ok({"--log-format", "text"});
@@ -296,6 +360,7 @@ affinity: { lookup_timeout: 20ms, memory_max_entries: 5000 }
 )");
   Config c = ok({"-c", file.path()});
   EXPECT_EQ(c.health.slow_start, 0);
+  EXPECT_EQ(c.health.down_interval, 1'000);  // the default
   EXPECT_EQ(c.passive.eject_max, 600'000);
   EXPECT_EQ(c.timeouts.upstream_keepalive, 90'000);
   EXPECT_EQ(c.timeouts.websocket_close, 2'000);
@@ -418,7 +483,7 @@ access_log: { enabled: maybe }
   EXPECT_ERROR(errors, "health.expect_status: \"299-200\"");
   EXPECT_ERROR(errors, "affinity.keys[1]: unknown source \"foo\"");
   EXPECT_ERROR(errors, "affinity.keys[2]: \"cookie:\" is not cookie:NAME");
-  EXPECT_ERROR(errors, "affinity.store: \"redis//x\" is not \"memory\" or a redis:// URL");
+  EXPECT_ERROR(errors, "affinity.store: \"redis//x\" is not \"memory\" or a Redis URL");
   EXPECT_ERROR(errors, "affinity.on_target_down: \"retry\" is not one of redispatch|strict");
   EXPECT_ERROR(errors,
                "balance: \"fastest\" is not one of round_robin|least_conn|p2c|consistent_hash");
@@ -427,6 +492,82 @@ access_log: { enabled: maybe }
   EXPECT_ERROR(errors, "trusted_proxies[0]: \"10.0.0.0/40\" is not an address or a CIDR");
   EXPECT_ERROR(errors, "access_log.enabled: \"maybe\" is not true or false");
   EXPECT_EQ(errors.size(), 18u) << joined(errors);
+}
+
+TEST(Load, HealthDownInterval) {
+  TempFile file("health: { interval: 30s, down_interval: 250ms }\n");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.health.interval, 30'000);
+  EXPECT_EQ(c.health.down_interval, 250);
+  TempFile fast("health: { interval: 200ms }\n");
+  EXPECT_EQ(ok({"-c", fast.path()}).health.down_interval, 200);  // unset: never slower than interval
+  TempFile slower("health: { interval: 200ms, down_interval: 2s }\n");
+  EXPECT_EQ(ok({"-c", slower.path()}).health.down_interval, 2'000);  // set: as written
+  auto errors = fileErrors("health: { down_interval: 0 }\n");
+  EXPECT_ERROR(errors, "health.down_interval: must be greater than 0");
+  errors = fileErrors("health: { down_interval: fast, downinterval: 1s }\n");
+  EXPECT_ERROR(errors, "health.down_interval: \"fast\" is not a duration");
+  EXPECT_ERROR(errors, "health.downinterval: unknown key (did you mean \"down_interval\"?)");
+  EXPECT_EQ(errors.size(), 2u) << joined(errors);
+}
+
+TEST(Load, AccessLogKeys) {
+  Config defaults = ok({});
+  EXPECT_TRUE(defaults.access_log.enabled);
+  EXPECT_EQ(defaults.access_log.format, LogFormat::kJson);
+  EXPECT_EQ(defaults.access_log.path, "");  // stdout
+  EXPECT_EQ(defaults.access_log.flush, 1'000);
+  EXPECT_EQ(defaults.access_log.buffer, 65'536u);
+
+  TempFile file(R"(
+access_log: { format: text, path: /var/log/tether/access.log, flush: 250ms, buffer: 1MiB }
+)");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.access_log.format, LogFormat::kText);
+  EXPECT_EQ(c.access_log.path, "/var/log/tether/access.log");
+  EXPECT_EQ(c.access_log.flush, 250);
+  EXPECT_EQ(c.access_log.buffer, 1'048'576u);
+
+  TempFile unbuffered("access_log: { flush: 0, buffer: 1KiB }\n");
+  Config u = ok({"-c", unbuffered.path()});
+  EXPECT_EQ(u.access_log.flush, 0);  // every line written at once
+  EXPECT_EQ(u.access_log.buffer, 1'024u);
+}
+
+TEST(Load, AccessLogBadValuesAreReported) {
+  auto errors = fileErrors(R"(
+access_log:
+  enabled: sometimes
+  format: csv
+  path: /var/log/tether/
+  flush: 1000
+  buffer: 512
+  rotate: daily
+)");
+  EXPECT_ERROR(errors, "access_log.enabled: \"sometimes\" is not true or false");
+  EXPECT_ERROR(errors, "access_log.format: \"csv\" is not one of text|json");
+  EXPECT_ERROR(errors,
+               "access_log.path: \"/var/log/tether/\" names a directory, not a file");
+  EXPECT_ERROR(errors, "access_log.flush: \"1000\" is not a duration");
+  EXPECT_ERROR(errors, "access_log.buffer: must be at least 1024 bytes");
+  EXPECT_ERROR(errors, "access_log.rotate: unknown key");
+  EXPECT_EQ(errors.size(), 6u) << joined(errors);
+
+  errors = fileErrors(R"(
+access_log: { flush: -1s, buffer: 1GiB, path: [a, b] }
+)");
+  EXPECT_ERROR(errors, "access_log.flush: \"-1s\" is not a duration");
+  EXPECT_ERROR(errors, "access_log.buffer: must be at most 16777216 bytes (16MiB)");
+  EXPECT_ERROR(errors, "access_log.path: expected a single value");
+  EXPECT_EQ(errors.size(), 3u) << joined(errors);
+
+  errors = fileErrors("access_log: { buffer: lots, flsh: 1s }\n");
+  EXPECT_ERROR(errors, "access_log.buffer: \"lots\" is not a size");
+  EXPECT_ERROR(errors, "access_log.flsh: unknown key (did you mean \"flush\"?)");
+  EXPECT_EQ(errors.size(), 2u) << joined(errors);
+
+  errors = fileErrors("access_log: true\n");
+  EXPECT_ERROR(errors, "access_log: expected a mapping");
 }
 
 TEST(Load, WrongShapesAreReported) {

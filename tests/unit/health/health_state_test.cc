@@ -96,6 +96,39 @@ TEST(HealthState, StreaksSaturate) {
   EXPECT_EQ(h.failStreak(), 2u);
 }
 
+TEST(CheckInterval, DownIntervalUntilUpAndPassing) {
+  conf::Health cfg;
+  cfg.interval = 5'000;
+  cfg.down_interval = 1'000;
+  HealthState h(2, 3);
+  EXPECT_EQ(checkInterval(cfg, h), 1'000);  // unknown
+  run(h, "-");
+  EXPECT_EQ(checkInterval(cfg, h), 1'000);  // down
+  run(h, "+");
+  EXPECT_EQ(checkInterval(cfg, h), 1'000);  // down, rising
+  run(h, "+");
+  EXPECT_EQ(h.status(), Status::kUp);
+  EXPECT_EQ(checkInterval(cfg, h), 5'000);  // up and passing
+  run(h, "-");
+  EXPECT_EQ(checkInterval(cfg, h), 1'000);  // up, falling: leave rotation sooner
+  run(h, "+");
+  EXPECT_EQ(checkInterval(cfg, h), 5'000);  // the streak is over
+  run(h, "---");
+  EXPECT_EQ(h.status(), Status::kDown);
+  EXPECT_EQ(checkInterval(cfg, h), 1'000);
+}
+
+TEST(CheckInterval, ALongerDownIntervalIsHonouredToo) {
+  conf::Health cfg;
+  cfg.interval = 2'000;
+  cfg.down_interval = 60'000;  // check a dead backend less often (HAProxy's downinter)
+  HealthState h(1, 1);
+  run(h, "-");
+  EXPECT_EQ(checkInterval(cfg, h), 60'000);
+  run(h, "+");
+  EXPECT_EQ(checkInterval(cfg, h), 2'000);
+}
+
 TEST(HealthState, NamesAndBackendStates) {
   EXPECT_STREQ(toString(Status::kUp), "up");
   EXPECT_STREQ(toString(Status::kDown), "down");
