@@ -102,9 +102,17 @@ struct AffinityState {
 // ---------------------------------------------------------------------------
 // Lifetime
 
-Session::Session(Worker& worker, const ListenerHandle& listener)
-    : worker_(worker), listener_(listener), codecs_(worker.takeCodecs()) {
-  const conf::Limits& lim = worker.config().limits;
+Session::Session(Worker& worker, const ListenerHandle& listener) : worker_(worker), listener_(listener) {
+  client_ip_[0] = 0;
+}
+
+// The decoders come from the worker's pool when a request's first bytes
+// arrive and go back when the connection is idle again (or a tunnel): an
+// idle keep-alive connection holds none.
+void Session::takeCodecs() {
+  if (codecs_) return;
+  codecs_ = worker_.takeCodecs();  // reset when given back
+  const conf::Limits& lim = worker_.config().limits;
   http::H1Decoder::Limits req;
   req.max_head_bytes = lim.max_request_header_bytes;
   req.max_trailer_bytes = lim.max_request_header_bytes;
@@ -112,13 +120,10 @@ Session::Session(Worker& worker, const ListenerHandle& listener)
   http::H1Decoder::Limits resp;
   resp.max_head_bytes = lim.max_response_header_bytes;
   resp.max_trailer_bytes = lim.max_response_header_bytes;
-  codecs_->request.reset();
   codecs_->request.setLimits(req);
   codecs_->request.setBodySink(onRequestBody, this);
-  codecs_->response.reset();
   codecs_->response.setLimits(resp);
   codecs_->response.setBodySink(onResponseBody, this);
-  client_ip_[0] = 0;
 }
 
 Session::~Session() {
@@ -692,6 +697,7 @@ void Session::onDownstreamData() {
   last_down_ms_ = worker_.now();
   switch (state_) {
     case State::kIdle:
+      takeCodecs();
       transition(State::kHead);
       parseRequest();
       break;
@@ -1610,7 +1616,11 @@ void Session::startNextRequest() {
   releaseBuffer(down_head_);
   rq_ = Request{};
   rq_.bytes_in = in_.end;  // pipelined bytes already read belong to the next request
-  codecs_->request.nextMessage();
+  if (in_.end == 0) {
+    worker_.giveCodecs(std::exchange(codecs_, nullptr));  // idle: no decoder held
+  } else {
+    codecs_->request.nextMessage();
+  }
   touch();
   transition(State::kIdle);
   if (in_.end > 0) {

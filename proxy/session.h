@@ -12,9 +12,9 @@
 //     ▲                                 ▲ (retry)                         ├─▶ kTunnel ─▶ kClosing
 //     └──────────── keep-alive ─────────┴─────────────────────────────────┴─▶ kClosing
 //
-// Memory: an idle session (keep-alive or tunnel) holds no buffer; buffers are
-// taken from the worker's pool when bytes arrive and given back when nothing
-// in them is pending.
+// Memory: an idle session (keep-alive or tunnel) holds no buffer and no
+// decoder; buffers are taken from the worker's pool when bytes arrive and
+// given back when nothing in them is pending.
 //
 // Lifetime: created by Worker::onConnection, destroyed in the close callback
 // of its last handle, after which it unlinks itself from the worker. Never
@@ -58,8 +58,9 @@ struct WriteReq {
   WriteReq* next_free = nullptr;
 };
 
-// A session's two HTTP/1 decoders, lent by the worker: a tunnel gives them
-// back. Their heads keep their storage across requests.
+// A session's two HTTP/1 decoders, lent by the worker from a request's first
+// byte until its answer is done: an idle keep-alive connection and a tunnel
+// hold none. Their heads keep their storage in the worker's pool.
 struct HttpCodecs {
   http::H1Decoder request{http::H1Decoder::Type::kRequest, {}};
   http::H1Decoder response{http::H1Decoder::Type::kResponse, {}};
@@ -135,6 +136,7 @@ class Session final : public ListHook<>,
   using Fault = forward::Fault;
 
   void transition(State to);
+  void takeCodecs();
   // Closing, or answered and on the way out (closeGracefully): no more
   // request or response processing.
   bool done() const { return closing_ || state_ == State::kClosing; }
@@ -238,7 +240,7 @@ class Session final : public ListHook<>,
   uv_timer_t timer_;
   WriteReq* down_write_ = nullptr;  // queued write to the client, from the worker's pool
   WriteReq* up_write_ = nullptr;    // queued write to the backend
-  HttpCodecs* codecs_ = nullptr;  // while the connection speaks HTTP
+  HttpCodecs* codecs_ = nullptr;  // while a request is read or answered
   IoBuffer in_;       // downstream bytes: request heads, bodies, tunnel bytes to the backend
   IoBuffer up_in_;    // upstream bytes: response heads, bodies, tunnel bytes to the client
   IoBuffer up_head_;  // the request head as sent upstream (kept until the response starts, for a retry)

@@ -1,5 +1,7 @@
 #include "proxy/worker.h"
 
+#include <malloc.h>
+
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -322,6 +324,7 @@ void Worker::onConnection(uv_stream_t* server, int status) {
   }
   auto* s = new Session(*w, *l);
   w->sessions_.pushBack(s);
+  w->sessions_peak_ = std::max(w->sessions_peak_, w->sessions_.size());
   s->start(server);
 }
 
@@ -352,6 +355,15 @@ void Worker::sessionClosed(Session* s) {
   sessions_.remove(s);
   tls_resume_.remove(s);
   delete s;
+  // A burst of connections has ended: malloc keeps the chunks their sessions
+  // freed, so give the pages back (rarely: after a thousand closes at least,
+  // once half of the peak is gone, or when the last of a few hundred closes).
+  std::size_t open = sessions_.size();
+  if ((sessions_peak_ >= open + kTrimAfterClosed && open <= sessions_peak_ / 2) ||
+      (open == 0 && sessions_peak_ >= kTrimAfterClosed / 4)) {
+    malloc_trim(0);
+    sessions_peak_ = open;
+  }
   maybeFinishStop();
 }
 
@@ -366,7 +378,7 @@ HttpCodecs* Worker::takeCodecs() { return codecs_.take(); }
 
 void Worker::giveCodecs(HttpCodecs* c) {
   c->request.reset();
-  c->response.reset();
+  c->response.trimStorage();  // reset by the next exchange before it reads a response
   codecs_.give(c);
 }
 

@@ -176,6 +176,8 @@ class Worker {
   conf::ConfigPtr config_;
   std::vector<std::unique_ptr<ListenerHandle>> listeners_;
   IntrusiveList<Session> sessions_;
+  std::size_t sessions_peak_ = 0;  // most sessions since memory was last given back
+  static constexpr std::size_t kTrimAfterClosed = 1024;
   IntrusiveList<Session, QueueTag> queue_;
   IntrusiveList<Session, TlsTag> tls_resume_;
   bool last_pick_capped_ = false;

@@ -307,6 +307,10 @@ void H1Decoder::shrink() {
   std::string().swap(response_.reason);
 }
 
+void H1Decoder::trimStorage(std::size_t keep) {
+  if (request_.headers.bytes() + response_.headers.bytes() + trailers_.bytes() > keep) shrink();
+}
+
 void H1Decoder::reset(std::size_t keep) {
   llhttp_init(&parser_->p, type_ == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &Callbacks::settings());
   parser_->p.data = this;

@@ -104,6 +104,9 @@ class H1Decoder {
 
   // Gives the heads' storage back (pooled decoders after large heads).
   void shrink();
+  // shrink() when the heads hold more than `keep` bytes: a pooled decoder
+  // that is reset() before its next use.
+  void trimStorage(std::size_t keep = 4096);
   // As new: the start of a connection (a pooled decoder lent again, or the
   // response decoder for the next exchange). Storage above `keep` bytes is
   // given back.
