@@ -63,9 +63,14 @@ std::string base64Url(std::string_view in) {
   return out;
 }
 
-// base64url, padding optional; nullopt on any other character.
+// base64url, padding optional; nullopt on any other character, and on a
+// length no encoding has: 4n+1 characters leave 6 bits, not a byte (the
+// decoder of affinity_key.cc refuses it; reading the 4n characters instead
+// let the oracle find a claim in a payload tether rightly calls malformed,
+// regress-jwt-payload-nul-after-object-is-no-json).
 std::optional<std::string> unBase64Url(std::string_view in) {
   while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  if (in.size() % 4 == 1) return std::nullopt;
   std::string out;
   std::uint32_t acc = 0;
   int bits = 0;
@@ -219,19 +224,36 @@ std::optional<std::string> jwtClaim(std::string_view token, const std::string& c
   std::size_t d2 = token.find('.', d1 + 1);
   if (d2 == std::string_view::npos || token.find('.', d2 + 1) != std::string_view::npos)
     return std::nullopt;
-  std::optional<std::string> payload = unBase64Url(token.substr(d1 + 1, d2 - d1 - 1));
-  if (!payload || !unBase64Url(token.substr(0, d1)) || d1 == 0) return std::nullopt;
-  // nlohmann::json ends its input at a NUL byte; JSON has none outside a
-  // string and none unescaped inside one, so a payload with one is no JSON.
-  if (payload->find('\0') != std::string::npos) {
-    *comparable = true;
+  // The JOSE header: base64url characters (then padding), not decoded
+  // (affinity_key.h).
+  std::string_view jose = token.substr(0, d1);
+  while (!jose.empty() && jose.back() == '=') jose.remove_suffix(1);
+  if (jose.empty() ||
+      jose.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
+          std::string_view::npos)
     return std::nullopt;
-  }
-  nlohmann::json j = nlohmann::json::parse(*payload, nullptr, /*allow_exceptions=*/false);
+  // A payload that is no base64url gives no key: the contract says so.
+  std::optional<std::string> payload = unBase64Url(token.substr(d1 + 1, d2 - d1 - 1));
+  *comparable = true;
+  if (!payload) return std::nullopt;
+  *comparable = false;
+  // nlohmann::json ends its input at a NUL byte; JSON has none outside a
+  // string and none unescaped inside one, so a payload with one is no JSON,
+  // and no JSON is not judged here (as below when the parser refuses it):
+  // tether's scanner stops at the first member of that name and need not
+  // read the rest ({"id":"a",<NUL>...} gives "a").
+  if (payload->find('\0') != std::string::npos) return std::nullopt;
+  // Duplicate members: a parser keeps one of them (nlohmann::json the last,
+  // tether's scanner the first); which one is not said. They are counted as
+  // the parser reads member names, unescaped: counting the claim's raw text
+  // missed {"id":"a","\u0069d":"b"} (tether "a", nlohmann "b", both right).
+  std::size_t mentions = 0;
+  auto count = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    if (depth == 1 && ev == nlohmann::json::parse_event_t::key && parsed == claim) ++mentions;
+    return true;
+  };
+  nlohmann::json j = nlohmann::json::parse(*payload, count, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
-  // Duplicate members: a parser keeps one of them; which one is not said.
-  std::size_t at = 0, mentions = 0;
-  while ((at = payload->find(claim, at)) != std::string::npos) ++mentions, ++at;
   if (mentions > 1) return std::nullopt;
   auto it = j.find(claim);
   if (it == j.end() || it->is_number()) return std::nullopt;
