@@ -14,9 +14,13 @@ const char* toString(BackendState s) {
 }
 
 std::uint32_t Backend::effectiveWeight(std::int64_t now_ms, std::int64_t window_ms) const {
-  std::uint32_t w = weight.load(std::memory_order_relaxed);
+  return slowStartWeight(weight.load(std::memory_order_relaxed),
+                         up_since_ms.load(std::memory_order_relaxed), now_ms, window_ms);
+}
+
+std::uint32_t slowStartWeight(std::uint32_t w, std::int64_t since, std::int64_t now_ms,
+                              std::int64_t window_ms) {
   if (window_ms <= 0 || w == 0) return w;
-  std::int64_t since = up_since_ms.load(std::memory_order_relaxed);
   std::int64_t age = now_ms - since;
   if (since == 0 || age >= window_ms) return w;
   if (age <= 0) return 1;
@@ -29,6 +33,8 @@ Backend* BackendTable::add(std::unique_ptr<Backend> b) {
   std::size_t n = size_.load(std::memory_order_relaxed);
   if (n >= kMaxBackends) return nullptr;
   b->id = static_cast<std::uint32_t>(n);
+  b->active_requests.attach(&load_log_, b->id);
+  b->active_tunnels.attach(&load_log_, b->id);
   backends_.push_back(std::move(b));
   size_.store(n + 1, std::memory_order_release);
   return backends_.back().get();

@@ -1,11 +1,14 @@
-// hashKey() and hashPick(): the placement every tether computes the same way.
+// hashKey() and HashPlacer: the placement every tether computes the same way.
 //
 // Both are part of the cross-process contract (two tethers sharing a Redis
-// must place a new key on the same backend), so the constants below must not
-// change without a changelog entry: changing them moves every unpinned key.
+// must place a new key on the same backend), so the constants below, the
+// table size and the way the table is filled must not change without a
+// changelog entry: changing them moves every unpinned key.
 
-#include <cmath>
+#include <algorithm>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "balancer/picker.h"
 
@@ -23,24 +26,6 @@ std::uint64_t mix64(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// -ln(u) / w for u uniform in (0, 1) drawn from (key, backend name): the
-// arrival time of an exponential race with rate w, so the smallest value wins
-// with probability w / sum(w) (weighted rendezvous hashing). Using the name,
-// not the id, makes the answer independent of the order backends were added.
-double raceTime(std::uint64_t key_hash, const Backend& b, std::uint32_t weight) {
-  std::uint64_t h = mix64(key_hash ^ mix64(hashKey(b.name)));
-  double u = (static_cast<double>(h >> 11) + 0.5) * 0x1.0p-53;  // never 0 nor 1
-  return -std::log(u) / static_cast<double>(weight);
-}
-
-// Strictly better placement for the key: earlier race time, then the name so
-// that an exact tie is still broken identically everywhere.
-bool better(double t, const Backend& b, double best_t, const Backend* best) {
-  if (best == nullptr) return true;
-  if (t != best_t) return t < best_t;
-  return b.name < best->name;
-}
-
 }  // namespace
 
 std::uint64_t hashKey(std::string_view key) {
@@ -52,44 +37,155 @@ std::uint64_t hashKey(std::string_view key) {
   return mix64(h);
 }
 
-Backend* hashPick(std::span<Backend* const> backends, Accept accept, std::uint64_t key_hash,
-                  double load_factor) {
-  // First pass: the totals the load bound is relative to. accept() is called
-  // again in the second pass; it is a predicate, so that is harmless, and it
-  // saves keeping a list (this is a free function with no scratch space).
-  double total_load = 0;
-  double total_weight = 0;
-  for (Backend* b : backends) {
-    std::uint32_t w = b->weight.load(std::memory_order_relaxed);
-    if (w == 0 || !accept(*b)) continue;
-    total_load += b->load();
-    total_weight += w;
-  }
-  if (total_weight == 0) return nullptr;
+HashPlacer::HashPlacer(double load_factor) : load_factor_(load_factor) {}
+HashPlacer::~HashPlacer() = default;
 
-  // A backend's fair share of the load is proportional to its weight; with
-  // equal weights the bound is load_factor x mean + 1, as in "Consistent
-  // Hashing with Bounded Loads" (Mirrokni, Thorup, Zadimoghaddam), with +1 of
-  // slack so that a few keys at low load still land where they hash.
-  Backend* best = nullptr;      // best within the bound
-  Backend* fallback = nullptr;  // best regardless of load
-  double best_t = std::numeric_limits<double>::infinity();
-  double fallback_t = best_t;
-  for (Backend* b : backends) {
-    std::uint32_t w = b->weight.load(std::memory_order_relaxed);
-    if (w == 0 || !accept(*b)) continue;
-    double t = raceTime(key_hash, *b, w);
-    if (better(t, *b, fallback_t, fallback)) {
-      fallback = b;
-      fallback_t = t;
+namespace {
+
+constexpr std::uint16_t kEmpty = 0xffff;
+
+bool placeable(const Backend& b) {
+  return b.weight.load(std::memory_order_relaxed) != 0 &&
+         !b.admin_drain.load(std::memory_order_relaxed) &&
+         b.state.load(std::memory_order_relaxed) != BackendState::kRemoved;
+}
+
+}  // namespace
+
+void HashPlacer::refresh(std::span<Backend* const> backends) {
+  if (!watch_.stale(backends, 0, 0)) return;
+  std::uint64_t epoch = rotationEpoch();
+  std::vector<std::pair<Backend*, std::uint32_t>> now;
+  now.reserve(backends.size());
+  for (Backend* b : backends)
+    if (placeable(*b)) now.emplace_back(b, b->weight.load(std::memory_order_relaxed));
+  // Exact name ties (not in one table, where names are unique) by pointer:
+  // stable within the process at least.
+  std::sort(now.begin(), now.end(), [](const auto& a, const auto& b) {
+    return a.first->name != b.first->name ? a.first->name < b.first->name : a.first < b.first;
+  });
+  watch_.rebuilt(backends, epoch, 0, 0, std::numeric_limits<std::int64_t>::max());
+  bool same = now.size() == members_.size();
+  for (std::size_t m = 0; same && m < now.size(); ++m)
+    same = now[m].first == members_[m] && now[m].second == weights_[m];
+  if (!same) {
+    members_.clear();
+    weights_.clear();
+    for (auto& [b, w] : now) {
+      members_.push_back(b);
+      weights_.push_back(w);
     }
-    double bound = load_factor * total_load * w / total_weight + 1;
-    if (b->load() <= bound && better(t, *b, best_t, best)) {
-      best = b;
-      best_t = t;
+    buildTable();
+    loads_.reset(members_);
+  }
+  recount();
+}
+
+// Maglev's population, weighted as Envoy's: each member walks its own
+// permutation of the slots (offset + j * skip mod a prime), taking the next
+// free slot on its turn; a member of weight w takes a turn in w of every
+// max-weight rounds, so slots are shared in proportion to weight to within
+// one slot. The permutation comes from the member's name only.
+void HashPlacer::buildTable() {
+  constexpr std::uint32_t m_size = kTableSize;
+  table_.assign(m_size, kEmpty);
+  std::size_t n = members_.size();
+  if (n == 0) return;
+  std::vector<std::uint32_t> pos(n), skip(n);
+  std::vector<std::uint64_t> target(n, 0);
+  std::uint64_t max_w = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t h = hashKey(members_[i]->name);
+    pos[i] = static_cast<std::uint32_t>((h & 0xffffffffu) % m_size);
+    skip[i] = static_cast<std::uint32_t>((h >> 32) % (m_size - 1)) + 1;
+    max_w = std::max<std::uint64_t>(max_w, weights_[i]);
+  }
+  std::uint32_t filled = 0;
+  for (std::uint64_t round = 1; filled < m_size; ++round) {
+    for (std::size_t i = 0; i < n && filled < m_size; ++i) {
+      if (round * weights_[i] < target[i]) continue;
+      target[i] += max_w;
+      std::uint32_t c = pos[i];
+      while (table_[c] != kEmpty) {
+        c += skip[i];
+        if (c >= m_size) c -= m_size;
+      }
+      table_[c] = static_cast<std::uint16_t>(i);
+      c += skip[i];
+      if (c >= m_size) c -= m_size;
+      pos[i] = c;
+      ++filled;
     }
   }
-  return best != nullptr ? best : fallback;
+}
+
+// Which members are up, and the totals the load bound is relative to.
+void HashPlacer::recount() {
+  up_.assign(members_.size(), 0);
+  up_count_ = 0;
+  up_weight_ = 0;
+  up_load_ = 0;
+  loads_.sync([](std::size_t, std::uint32_t, std::uint32_t) {});
+  for (std::size_t m = 0; m < members_.size(); ++m) {
+    if (members_[m]->state.load(std::memory_order_relaxed) != BackendState::kUp) continue;
+    up_[m] = 1;
+    ++up_count_;
+    up_weight_ += weights_[m];
+    up_load_ += loads_[m];
+  }
+  loads_fresh_ = true;
+}
+
+bool HashPlacer::withinBound(std::uint32_t load, std::uint32_t weight) {
+  // The bound is at least 1: no need for the totals below that.
+  if (load <= 1) return true;
+  if (!loads_fresh_) {
+    bool incremental = loads_.sync([this](std::size_t m, std::uint32_t old, std::uint32_t now) {
+      if (up_[m]) up_load_ += static_cast<std::int64_t>(now) - static_cast<std::int64_t>(old);
+    });
+    if (!incremental) {
+      up_load_ = 0;
+      for (std::size_t m = 0; m < members_.size(); ++m)
+        if (up_[m]) up_load_ += loads_[m];
+    }
+    loads_fresh_ = true;
+  }
+  // A backend's fair share of the load is proportional to its weight.
+  double bound = load_factor_ * static_cast<double>(up_load_) * weight /
+                     static_cast<double>(up_weight_) +
+                 1;
+  return load <= bound;
+}
+
+Backend* HashPlacer::pick(std::span<Backend* const> backends, Accept accept,
+                          std::uint64_t key_hash) {
+  loads_fresh_ = false;
+  refresh(backends);
+  if (up_count_ == 0) return nullptr;
+  Backend* first = nullptr;  // the first accepted, whatever its load
+  std::uint32_t slot = static_cast<std::uint32_t>(key_hash % kTableSize);
+  for (int probe = 0; probe < kMaxProbes; ++probe) {
+    std::uint16_t m = table_[slot];
+    if (++slot == kTableSize) slot = 0;
+    if (!up_[m]) continue;
+    Backend* b = members_[m];
+    if (!accept(*b)) continue;
+    if (first == nullptr) first = b;
+    if (withinBound(b->load(), weights_[m])) return b;
+  }
+  // Few up, or most refused or loaded: every member in name order from a
+  // place the key chooses.
+  std::size_t n = members_.size();
+  std::size_t start = static_cast<std::size_t>((key_hash >> 32) % n);
+  for (std::size_t k = 0; k < n; ++k) {
+    std::size_t m = start + k < n ? start + k : start + k - n;
+    if (!up_[m]) continue;
+    Backend* b = members_[m];
+    if (!accept(*b)) continue;
+    if (first == nullptr) first = b;
+    if (withinBound(b->load(), weights_[m])) return b;
+  }
+  return first;
 }
 
 }  // namespace tether::balancer

@@ -345,12 +345,14 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None):
          "ws_headers": ws_headers, "ssl_listen": ssl_listen, "ssl_conf": ssl_conf}
 
 
-def haproxy_conf(port, upstream_port, tls=None):
+def haproxy_conf(port, upstream_port, tls=None, backend=None):
     """HAProxy 2.6 as its documentation recommends: mode http, keep-alive both sides
     (option http-keep-alive is the default), http-reuse safe, one thread, no logging.
     With tls, the frontend terminates TLS: bind ... ssl crt PEM (certificate and key in
     one file) ssl-min-ver TLSv1.2, and tells the backend X-Forwarded-Proto: https, as
-    nginx ($scheme) and tether do; no tune.ssl.default-dh-param (no DHE with ECDSA)."""
+    nginx ($scheme) and tether do; no tune.ssl.default-dh-param (no DHE with ECDSA).
+    backend: the lines of the backend section instead of one checked server at
+    upstream_port."""
     bind_ssl, fe_ssl = "", ""
     if tls is not None:
         bind_ssl = " ssl crt %s ssl-min-ver TLSv1.2" % tls.pem
@@ -380,9 +382,10 @@ frontend fe
   default_backend be
 
 backend be
-  option httpchk GET /health
-  server s1 %(host)s:%(up)d check inter 5s
-""" % {"host": HOST, "port": port, "up": upstream_port, "bind_ssl": bind_ssl, "fe_ssl": fe_ssl}
+%(backend)s
+""" % {"host": HOST, "port": port, "bind_ssl": bind_ssl, "fe_ssl": fe_ssl,
+       "backend": backend if backend is not None else
+       "  option httpchk GET /health\n  server s1 %s:%d check inter 5s" % (HOST, upstream_port)}
 
 
 TETHER_CONF = """# tether for the benchmark: access log off (as for the peers), health checks on.

@@ -93,7 +93,7 @@ balancer::Backend* Worker::placeByHash(std::uint64_t key_hash, std::span<const s
   std::int64_t wall = nowWallMs();
   last_pick_capped_ = false;  // a placement ignores the cap (the request queues for its backend)
   auto accept = [&](const balancer::Backend& b) { return b.available(wall) && !wasTried(tried, b.id); };
-  return balancer::hashPick(candidates(), accept, key_hash);
+  return placer_.pick(candidates(), accept, key_hash);
 }
 
 Worker::~Worker() { uv_loop_close(&loop_); }

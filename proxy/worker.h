@@ -186,6 +186,7 @@ class Worker {
   UpstreamPool upstreams_;
   AccessLog access_log_;  // this loop's buffer; written out by its own timer
   std::unique_ptr<balancer::Picker> picker_;
+  balancer::HashPlacer placer_;  // placeByHash(); its table is built on first use
   conf::Balance picker_kind_ = conf::Balance::kLeastConn;
   std::vector<balancer::Backend*> pick_scratch_;  // every backend, in id order
   std::vector<balancer::HeaderField> header_scratch_;

@@ -11,16 +11,40 @@
 
 namespace tether::balancer::testing {
 
+// One LoadLog for every fixture of the test binary, never freed: a picker
+// made before a fixture may outlive it, and its reader with it. Ids repeat
+// across fixtures; a picker re-reading a load it need not is harmless.
+inline LoadLog& testLoadLog() {
+  static LoadLog* log = new LoadLog;
+  return *log;
+}
+
 class Backends {
  public:
+  enum class Loads { kLogged, kUnlogged };  // kUnlogged: no LoadLog (pickers re-read all)
+
   // One backend per weight, named 10.0.0.<i+1>:8080, all up.
-  explicit Backends(std::vector<std::uint32_t> weights) {
+  explicit Backends(std::vector<std::uint32_t> weights, Loads loads = Loads::kLogged)
+      : loads_(loads) {
     for (std::size_t i = 0; i < weights.size(); ++i)
       add("10.0.0." + std::to_string(i + 1) + ":8080", weights[i]);
   }
+  // n backends of weight 100 named 10.<i / 65536>.<i / 256 % 256>.<i % 256>:80.
+  static Backends many(std::size_t n, Loads loads = Loads::kLogged) {
+    Backends bs({}, loads);
+    for (std::size_t i = 0; i < n; ++i)
+      bs.add("10." + std::to_string(i / 65536) + "." + std::to_string(i / 256 % 256) + "." +
+             std::to_string(i % 256) + ":80");
+    return bs;
+  }
+  Backends(Backends&&) = default;
   Backend* add(const std::string& name, std::uint32_t weight = 100) {
     auto b = std::make_unique<Backend>();
     b->id = static_cast<std::uint32_t>(owned_.size());
+    if (loads_ == Loads::kLogged) {
+      b->active_requests.attach(&testLoadLog(), b->id);
+      b->active_tunnels.attach(&testLoadLog(), b->id);
+    }
     b->name = name;
     b->weight = weight;
     b->state = BackendState::kUp;
@@ -34,6 +58,7 @@ class Backends {
   std::vector<Backend*>& ptrs() { return ptrs_; }
 
  private:
+  Loads loads_;
   std::vector<std::unique_ptr<Backend>> owned_;
   std::vector<Backend*> ptrs_;
 };

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "balancer/picker.h"
 #include "tests/unit/balancer/fixtures.h"
 
@@ -53,6 +55,46 @@ TEST(P2c, KeepsLoadsLevelUnderLoad) {
   // 400 requests on 4 backends: p2c keeps the spread small (random would
   // drift to tens).
   EXPECT_LE(worst_spread, 6u);
+}
+
+TEST(P2c, LargeFleetNeverPicksTheMostLoadedNorARefused) {
+  Backends bs = Backends::many(500);
+  for (Backend* b : bs.span()) b->active_requests = 1;
+  bs[250].active_requests = 1000;
+  auto p2c = makePicker(conf::Balance::kP2c, 5);
+  auto not_7 = [](const Backend& b) { return b.id != 7; };
+  std::set<Backend*> seen;
+  for (int i = 0; i < 20'000; ++i) {
+    Backend* b = p2c->pick(bs.span(), not_7, {});
+    ASSERT_NE(b, &bs[250]);
+    ASSERT_NE(b, &bs[7]);
+    seen.insert(b);
+  }
+  EXPECT_EQ(seen.size(), 498u);  // everyone else, sooner or later
+}
+
+TEST(P2c, DrawsOnlyAmongThoseInRotation) {
+  Backends bs = Backends::many(1000);
+  for (std::size_t i = 0; i < bs.size(); ++i)
+    if (i % 100 != 0) bs[i].state = BackendState::kDown;
+  auto p2c = makePicker(conf::Balance::kP2c, 5);
+  int asked = 0;
+  auto count = [&asked](const Backend&) {
+    ++asked;
+    return true;
+  };
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(p2c->pick(bs.span(), count, {})->id % 100, 0u);
+  EXPECT_EQ(asked, 2000);  // two questions per pick
+}
+
+TEST(P2c, FindsTheOnlyAcceptedOfMany) {
+  Backends bs = Backends::many(1000);
+  auto p2c = makePicker(conf::Balance::kP2c, 5);
+  auto only = [](const Backend& b) { return b.id == 600; };
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(p2c->pick(bs.span(), only, {}), &bs[600]);
+  auto two = [](const Backend& b) { return b.id == 600 || b.id == 601; };
+  bs[601].active_requests = 10;
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(p2c->pick(bs.span(), two, {}), &bs[600]);
 }
 
 }  // namespace
