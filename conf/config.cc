@@ -106,4 +106,18 @@ const char* toString(UnderscoreHeaders u) {
   return "?";
 }
 
+const char* toString(Coding c) {
+  switch (c) {
+    case Coding::kIdentity:
+      return "identity";
+    case Coding::kZstd:
+      return "zstd";
+    case Coding::kBrotli:
+      return "br";
+    case Coding::kGzip:
+      return "gzip";
+  }
+  return "?";
+}
+
 }  // namespace tether::conf

@@ -186,6 +186,48 @@ struct Retries {
   std::uint32_t attempts = 2;
 };
 
+// Content codings tether can compress responses with (compression:). The
+// names are Accept-Encoding's tokens: "zstd", "br", "gzip".
+enum class Coding : std::uint8_t { kIdentity, kZstd, kBrotli, kGzip };
+
+// The media types compressed by default: text, JSON, JavaScript, XML, SVG,
+// WebAssembly and the web's structured text formats (text/event-stream is
+// never compressed, whatever this list says).
+inline const std::vector<std::string> kDefaultCompressibleTypes{
+    "text/*",
+    "application/json",
+    "application/*+json",
+    "application/javascript",
+    "application/x-javascript",
+    "application/ecmascript",
+    "application/xml",
+    "application/*+xml",
+    "application/wasm",
+    "application/x-ndjson",
+    "application/graphql-response+json",
+    "image/svg+xml",
+    "image/x-icon",
+    "font/ttf",
+    "font/otf",
+};
+
+// Response compression (proxy/forward/compression.h), at the top level and
+// per route (a route's starts from the top level's).
+struct Compression {
+  bool enabled = false;
+  // Server preference among codings the client accepts equally.
+  std::vector<Coding> algorithms{Coding::kZstd, Coding::kBrotli, Coding::kGzip};
+  int zstd_level = 3;    // 1..19
+  int brotli_level = 4;  // 0..11
+  int gzip_level = 5;    // 1..9
+  Bytes min_length = 1024;  // a Content-Length below this is sent as it is
+  std::vector<std::string> content_types = kDefaultCompressibleTypes;
+
+  int level(Coding c) const {
+    return c == Coding::kZstd ? zstd_level : c == Coding::kBrotli ? brotli_level : gzip_level;
+  }
+};
+
 // The parts of the top level that a route may override.
 struct RouteMatch {
   std::string path_prefix;
@@ -198,6 +240,7 @@ struct Route {
   RouteMatch match;  // path_prefix starts with '/'
   std::optional<Affinity> affinity;
   std::optional<Balance> balance;
+  std::optional<Compression> compression;
 };
 
 // A network; bytes beyond prefix are zero. Built by parseCidr() (loader.h).
@@ -241,6 +284,7 @@ struct Config {
   Retries retries;
   std::vector<Cidr> trusted_proxies;
   AccessLog access_log;
+  Compression compression;
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;
   // False when no level (flag, environment, file) named a format: SPEC's
@@ -256,5 +300,6 @@ const char* toString(LogLevel l);
 const char* toString(LogFormat f);
 const char* toString(OnTargetDown o);
 const char* toString(UnderscoreHeaders u);
+const char* toString(Coding c);
 
 }  // namespace tether::conf

@@ -63,6 +63,7 @@ constexpr std::array kLogLevels{LogLevel::kTrace, LogLevel::kDebug, LogLevel::kI
                                 LogLevel::kWarn, LogLevel::kError};
 constexpr std::array kLogFormats{LogFormat::kText, LogFormat::kJson};
 constexpr std::array kOnTargetDowns{OnTargetDown::kRedispatch, OnTargetDown::kStrict};
+constexpr std::array kCodings{Coding::kZstd, Coding::kBrotli, Coding::kGzip};
 constexpr std::array kUnderscoreHeaders{UnderscoreHeaders::kDrop, UnderscoreHeaders::kReject,
                                         UnderscoreHeaders::kAllow};
 
@@ -425,6 +426,69 @@ void readRedisOptions(const YAML::Node& node, const std::string& path, RedisOpti
 
 // store, redis, lookup_timeout and memory_max_entries belong to the process
 // (one store), so only the top-level affinity takes them.
+// A media-type pattern of compression.content_types: "type/subtype",
+// "type/*" or "type/*+suffix", each part a token.
+bool mediaPattern(std::string_view p) {
+  auto token = [](std::string_view t) {
+    return !t.empty() && std::all_of(t.begin(), t.end(), [](unsigned char c) {
+      return std::isalnum(c) || std::strchr("!#$&-^_.+", c) != nullptr;
+    });
+  };
+  std::size_t slash = p.find('/');
+  if (slash == std::string_view::npos || !token(p.substr(0, slash))) return false;
+  std::string_view sub = p.substr(slash + 1);
+  if (sub == "*") return true;
+  if (sub.starts_with("*+")) return token(sub.substr(2));
+  return token(sub);
+}
+
+// compression: at the top level or in a route (which starts from the top
+// level's and replaces the keys it names).
+void readCompression(const YAML::Node& n, const std::string& path, Compression& c, Reader& r) {
+  if (!r.map(n, path, {"enabled", "algorithms", "levels", "min_length", "content_types"})) return;
+  r.boolean(n, "enabled", path, c.enabled);
+  if (const YAML::Node a = n["algorithms"]; r.list(a, join(path, "algorithms"))) {
+    std::vector<Coding> algorithms;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const std::string item = indexed(join(path, "algorithms"), i);
+      auto s = r.scalar(a[i], item);
+      if (!s) continue;
+      std::string why;
+      auto coding = parseName(*s, kCodings, &why);
+      if (!coding) {
+        r.fail(item, why);
+      } else if (std::find(algorithms.begin(), algorithms.end(), *coding) != algorithms.end()) {
+        r.fail(item, quote(*s) + " is listed twice");
+      } else {
+        algorithms.push_back(*coding);
+      }
+    }
+    if (a.size() == 0) r.fail(join(path, "algorithms"), "is empty (use enabled: false)");
+    c.algorithms = algorithms;
+  }
+  const std::string levels = join(path, "levels");
+  if (const YAML::Node l = n["levels"]; r.map(l, levels, {"zstd", "br", "gzip"})) {
+    r.integer(l, "zstd", levels, c.zstd_level, 1, 19);
+    r.integer(l, "br", levels, c.brotli_level, 0, 11);
+    r.integer(l, "gzip", levels, c.gzip_level, 1, 9);
+  }
+  r.size(n, "min_length", path, c.min_length, 0);
+  if (const YAML::Node t = n["content_types"]; r.list(t, join(path, "content_types"))) {
+    std::vector<std::string> types;
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      const std::string item = indexed(join(path, "content_types"), i);
+      auto s = r.scalar(t[i], item);
+      if (!s) continue;
+      if (!mediaPattern(*s)) {
+        r.fail(item, quote(*s) + " is not a media type (type/subtype, type/* or type/*+suffix)");
+      } else {
+        types.push_back(*s);
+      }
+    }
+    c.content_types = types;
+  }
+}
+
 void readAffinity(const YAML::Node& node, const std::string& path, Affinity& a, bool top_level,
                   Reader& r) {
   if (!top_level && node.IsMap()) {
@@ -494,7 +558,8 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
   }
   r.map(root, "",
         {"listeners", "admin", "workers", "backends", "balance", "health", "passive", "affinity",
-         "routes", "timeouts", "limits", "retries", "trusted_proxies", "access_log", "log"});
+         "routes", "timeouts", "limits", "retries", "trusted_proxies", "access_log", "log",
+         "compression"});
 
   if (const YAML::Node n = root["listeners"]; r.list(n, "listeners")) {
     // The environment and flags never empty the list, so this is the one check.
@@ -572,17 +637,18 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     }
   }
 
-  // Before routes: a route's affinity starts from the top-level one.
+  // Before routes: a route's affinity and compression start from the top level's.
   readAffinity(root["affinity"], "affinity", c.affinity, true, r);
+  readCompression(root["compression"], "compression", c.compression, r);
 
   if (const YAML::Node n = root["routes"]; r.list(n, "routes")) {
     for (std::size_t i = 0; i < n.size(); ++i) {
       const std::string path = indexed("routes", i);
       if (!n[i].IsMap()) {
-        r.fail(path, "expected { match: ..., affinity: ..., balance: ... }");
+        r.fail(path, "expected { match: ..., affinity: ..., balance: ..., compression: ... }");
         continue;
       }
-      r.map(n[i], path, {"match", "affinity", "balance"});
+      r.map(n[i], path, {"match", "affinity", "balance", "compression"});
       Route route;
       const std::string match_path = join(path, "match");
       if (r.map(n[i]["match"], match_path, {"path_prefix"})) {
@@ -600,6 +666,11 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
         Balance balance = c.balance;
         r.choice(n[i], "balance", path, balance, kBalances);
         route.balance = balance;
+      }
+      if (n[i]["compression"].IsDefined()) {
+        Compression compression = c.compression;
+        readCompression(n[i]["compression"], join(path, "compression"), compression, r);
+        route.compression = compression;
       }
       c.routes.push_back(route);
     }

@@ -30,6 +30,7 @@ constexpr const char* kHealthNames[3] = {"ok", "fail", "timeout"};
 constexpr const char* kStateNames[4] = {"unknown", "up", "down", "draining"};
 constexpr const char* kAffinityNames[4] = {"hit", "miss", "repin", "store_error"};
 constexpr const char* kPinConfirmNames[3] = {"stored", "unavailable", "timeout"};
+constexpr const char* kCodingNames[Metrics::kCodings] = {"zstd", "br", "gzip"};
 constexpr const char* kStoreOpNames[3] = {"get", "set", "refresh"};
 constexpr int kStateRemoved = 4;
 
@@ -290,6 +291,24 @@ std::string Metrics::scrape() const {
                     "held until the store held the pin, by result (stored, unavailable, timeout).",
                     MetricType::Counter);
     for (int i = 0; i < 3; ++i) addCounter(f, {{"result", kPinConfirmNames[i]}}, pin_confirm_[i].value());
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_compression_bytes_total",
+                    "Bytes of compressed response bodies, by algorithm, before (stage=\"in\", "
+                    "as the backend sent them) and after compression (stage=\"out\").",
+                    MetricType::Counter);
+    for (int i = 0; i < kCodings; ++i) {
+      addCounter(f, {{"algorithm", kCodingNames[i]}, {"stage", "in"}}, compression_in[i].value());
+      addCounter(f, {{"algorithm", kCodingNames[i]}, {"stage", "out"}}, compression_out[i].value());
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_compressed_responses_total", "Responses compressed, by algorithm.",
+                    MetricType::Counter);
+    for (int i = 0; i < kCodings; ++i)
+      addCounter(f, {{"algorithm", kCodingNames[i]}}, compressed_responses[i].value());
     out.push_back(std::move(f));
   }
   {

@@ -208,6 +208,14 @@ class Metrics {
   Histogram& storeSeconds(StoreOp op) { return *store_seconds_[static_cast<int>(op)]; }
   Counter config_reloads_ok;
   Counter config_reloads_invalid;
+  // Compressed responses (compression:), by coding: 0 zstd, 1 br, 2 gzip.
+  // tether_compression_bytes_total{algorithm, stage="in"|"out"}: the body
+  // bytes as the backend sent them and as the client received them;
+  // tether_compressed_responses_total{algorithm}.
+  static constexpr int kCodings = 3;
+  Counter compression_in[kCodings];
+  Counter compression_out[kCodings];
+  Counter compressed_responses[kCodings];
   // TLS listeners: handshakes completed, and connections that ended before one
   // did (not TLS, refused by OpenSSL, or too slow).
   Counter tls_handshakes_ok;

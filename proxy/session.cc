@@ -9,6 +9,7 @@
 #include "balancer/backend.h"
 #include "balancer/picker.h"
 #include "health/ejector.h"
+#include "proxy/forward/compression.h"
 #include "proxy/forward/header_policy.h"
 #include "proxy/forward/retry.h"
 #include "proxy/forwarded.h"
@@ -19,6 +20,25 @@
 #include "proxy/worker.h"
 
 namespace tether::proxy {
+
+// A compressed response body: the encoder and what it produced that is not
+// yet written. For an HTTP/1.1 client the output goes out as chunks (their
+// size lines in `size_line`, the last chunk and trailers in `tail`); for an
+// HTTP/1.0 client as it is, the connection closing after it.
+constexpr std::size_t kMaxCompressedPending = 64 * 1024;
+
+struct Session::Compressing {
+  std::unique_ptr<forward::Encoder> encoder;
+  forward::Coding coding = forward::Coding::kIdentity;
+  bool chunked = true;
+  bool finished = false;
+  std::string out;        // encoder output not yet queued
+  std::string tail;       // "0\r\n", trailers, "\r\n" once finished (chunked)
+  char size_line[20];     // "<hex>\r\n" of the chunk being written
+  bool writing = false;   // out, size_line and tail are referenced by a write
+  std::uint64_t in_bytes = 0;
+};
+
 namespace {
 
 using balancer::Backend;
@@ -1366,7 +1386,11 @@ void Session::parseResponse() {
   while (!done() && !rq_.response_done && (rq_.resp_parsed < up_in_.end || again)) {
     again = false;
     std::uint32_t len = up_in_.end - rq_.resp_parsed;
-    bool staging = rq_.response_head_sent && (rq_.dechunk || rq_.rechunk);
+    bool compressing = rq_.zip != nullptr;
+    // Not while its output is referenced by a write, nor beyond a bound while
+    // it cannot be written (a pin hold): the read buffer fills and reading stops.
+    if (compressing && (rq_.zip->writing || rq_.zip->out.size() >= kMaxCompressedPending)) break;
+    bool staging = rq_.response_head_sent && (rq_.dechunk || rq_.rechunk) && !compressing;
     if (staging) {
       // Decoded bytes are staged in down_head_; never parse more than fits,
       // and never while it is being written.
@@ -1386,6 +1410,8 @@ void Session::parseResponse() {
     if (staging) {
       if (rq_.rechunk) down_head_.end = rq_.resp_stager.seal(down_head_.data, down_head_.end);
       rq_.resp_body_sent = rq_.resp_parsed;  // staged: nothing is forwarded from up_in_
+    } else if (compressing) {
+      rq_.resp_body_sent = rq_.resp_parsed;  // taken by the encoder
     }
     switch (ev) {
       case http::H1Decoder::Event::kNeedMore:
@@ -1418,10 +1444,14 @@ void Session::parseResponse() {
     if (ev == http::H1Decoder::Event::kNeedMore && rq_.resp_parsed == up_in_.end) break;
   }
   if (!rq_.response_done && !done() && up_in_.data && rq_.resp_parsed == up_in_.end &&
-      (!rq_.response_head_sent || ((rq_.dechunk || rq_.rechunk) && rq_.resp_body_sent == rq_.resp_parsed))) {
-    // Everything read is in a head or staged: the buffer starts over.
+      (!rq_.response_head_sent ||
+       ((rq_.dechunk || rq_.rechunk || rq_.zip) && rq_.resp_body_sent == rq_.resp_parsed))) {
+    // Everything read is in a head, staged or compressed: the buffer starts over.
     up_in_.end = rq_.resp_parsed = rq_.resp_body_sent = 0;
   }
+  // All that was read is taken: what the encoder holds goes out now, so a
+  // slowly produced response is not held back.
+  if (rq_.zip && !rq_.zip->writing && !rq_.zip->finished && !done() && !compressFlush(false)) return;
   pumpResponse();
 }
 
@@ -1435,6 +1465,16 @@ void Session::responseComplete() {
     return;
   }
   if (rq_.resp_parsed < up_in_.end) rq_.resp_extra = true;
+  if (rq_.zip) {
+    if (!compressFlush(true)) return;
+    if (rq_.zip->chunked && rq_.zip->encoder) {  // (no encoder: a HEAD answer, no body)
+      HeaderList& t = d.trailers();
+      forward::filterTrailers(t);
+      rq_.zip->tail.resize(http::lastChunkSize(t));
+      rq_.zip->tail.resize(http::writeLastChunk(t, rq_.zip->tail.data()));
+    }
+    return;
+  }
   if (rq_.rechunk) {
     HeaderList& t = d.trailers();
     forward::filterTrailers(t);
@@ -1467,14 +1507,22 @@ void Session::buildDownstreamHead() {
     }
     if (!keep_alive_ || worker_.stopping()) close_after_ = true;
   }
+  bool add_chunked = false;  // a compressed body of another framing goes out chunked
+  if (!informational && r.status != 101) startCompression(r, &add_chunked);
   forward::DownstreamResponse out;
   out.http10_client = http_minor_ == 0;
-  out.dechunk = rq_.dechunk;
+  out.dechunk = rq_.dechunk || (rq_.zip && !rq_.zip->chunked);  // no Transfer-Encoding to HTTP/1.0
   out.close = close_after_;
   if (aff_) out.set_cookie = aff_->set_cookie;
   out.request_id = std::string_view(request_id_, rq_.request_id_present ? ::strnlen(request_id_, 32) : 32);
   http::ExtraFields& extra = worker_.extraFields();
   if (forward::downstreamResponseFields(r, out, extra)) sse_ = true;
+  if (rq_.zip || compress_vary_) {
+    forward::compressFields(r, rq_.zip ? rq_.zip->coding : forward::Coding::kIdentity, extra,
+                            worker_.fieldScratch());
+    if (add_chunked) extra.add("Transfer-Encoding", "chunked");
+    compress_vary_ = false;
+  }
   std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, extra));
   if (down_writing_ && down_head_.data && down_head_.end + need > down_head_.cap) {
     // The previous head is still being written from this buffer.
@@ -1490,9 +1538,66 @@ void Session::buildDownstreamHead() {
   }
 }
 
+// Whether this response's body is compressed (forward/compression.h): the
+// route's settings, the response's eligibility, the request's coding. An
+// eligible response always says it varies by Accept-Encoding.
+void Session::startCompression(http::ResponseHead& r, bool* add_chunked) {
+  std::string_view url = request().target;
+  const conf::Compression& c = worker_.compressionFor(url.substr(0, url.find('?')));
+  if (!c.enabled || !forward::responseEligible(r, c)) return;
+  compress_vary_ = true;
+  forward::Coding coding = forward::requestCoding(request(), c);
+  if (coding == forward::Coding::kIdentity) return;
+  if (method_ == http::kMethodHead || r.framing == http::Framing::kNone) {
+    // A HEAD answer's head says what a GET would get; there is no body.
+    rq_.zip = std::make_unique<Compressing>();
+    rq_.zip->coding = coding;
+    rq_.zip->finished = true;
+    rq_.zip->chunked = http_minor_ != 0;
+    *add_chunked = rq_.zip->chunked && r.framing != http::Framing::kChunked;
+    return;
+  }
+  auto encoder = forward::makeEncoder(
+      coding, c.level(coding), r.framing == http::Framing::kLength ? r.content_length : 0);
+  if (!encoder) {
+    log::warn("compression unavailable", {{"algorithm", std::string(forward::codingToken(coding))}});
+    return;  // sent as it is: Vary was still true
+  }
+  rq_.zip = std::make_unique<Compressing>();
+  rq_.zip->encoder = std::move(encoder);
+  rq_.zip->coding = coding;
+  rq_.zip->chunked = http_minor_ != 0;
+  rq_.dechunk = rq_.rechunk = false;  // the encoder's output is framed instead
+  if (!rq_.zip->chunked) close_after_ = true;  // HTTP/1.0: the body ends with the connection
+  *add_chunked = rq_.zip->chunked && r.framing != http::Framing::kChunked;
+  worker_.metrics().compressed_responses[static_cast<int>(coding) - 1].inc();
+}
+
+// Flushes (or, at the end of the body, finishes) the encoder into zip->out.
+// False when the encoder failed: the connection is closed, so the client
+// never takes a truncated body for a whole one.
+bool Session::compressFlush(bool finish) {
+  Compressing* z = rq_.zip.get();
+  if (z->finished || (!finish && z->in_bytes == 0)) return true;
+  bool ok = finish ? z->encoder->finish(&z->out) : z->encoder->flush(&z->out);
+  if (finish) z->finished = true;
+  worker_.metrics().compression_in[static_cast<int>(z->coding) - 1].inc(z->in_bytes);
+  z->in_bytes = 0;
+  if (ok && !rq_.abort_when_flushed) return true;
+  log::warn("compression failed", {{"backend", backend_->name}});
+  releaseUpstream(false);
+  close();
+  return false;
+}
+
 void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
   Session* s = static_cast<Session*>(ctx);
   if (s->aff_ && s->aff_->sniffer) s->sniffSid(std::string_view(data, len));
+  if (Compressing* z = s->rq_.zip.get()) {
+    z->in_bytes += len;
+    if (!z->encoder->write(std::string_view(data, len), &z->out)) s->rq_.abort_when_flushed = true;
+    return;
+  }
   if (!s->rq_.dechunk && !s->rq_.rechunk) return;  // forwarded from up_in_ as it is
   // parseResponse passed no more than fits.
   std::memcpy(s->down_head_.data + s->down_head_.end, data, len);
@@ -1501,7 +1606,7 @@ void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
 
 void Session::pumpResponse() {
   if (down_writing_ || closing_ || rq_.pin_hold) return;
-  uv_buf_t bufs[2];
+  uv_buf_t bufs[4];
   unsigned n = 0;
   std::size_t bytes = 0;
   if (down_head_.data && down_head_.end > rq_.down_head_sent) {
@@ -1509,7 +1614,24 @@ void Session::pumpResponse() {
     bytes += down_head_.end - rq_.down_head_sent;
     rq_.down_head_sent = down_head_.end;
   }
-  if (!rq_.dechunk && !rq_.rechunk && rq_.response_head_sent && !rq_.upgrade_accepted && rq_.resp_parsed > rq_.resp_body_sent) {
+  if (Compressing* z = rq_.zip.get(); z && !z->writing && (!z->out.empty() || !z->tail.empty())) {
+    std::size_t zipped = z->out.size() + z->tail.size();
+    if (!z->out.empty()) {
+      if (z->chunked) {
+        int k = std::snprintf(z->size_line, sizeof z->size_line, "%zx\r\n", z->out.size());
+        bufs[n++] = uv_buf_init(z->size_line, static_cast<unsigned>(k));
+        z->out.append("\r\n");
+      }
+      bufs[n++] = uv_buf_init(z->out.data(), static_cast<unsigned>(z->out.size()));
+    }
+    if (!z->tail.empty()) bufs[n++] = uv_buf_init(z->tail.data(), static_cast<unsigned>(z->tail.size()));
+    z->writing = true;
+    int c = static_cast<int>(z->coding) - 1;
+    worker_.metrics().compression_out[c].inc(zipped);
+    bytes += zipped;
+  }
+  if (!rq_.dechunk && !rq_.rechunk && !rq_.zip && rq_.response_head_sent && !rq_.upgrade_accepted &&
+      rq_.resp_parsed > rq_.resp_body_sent) {
     bufs[n++] = uv_buf_init(up_in_.data + rq_.resp_body_sent, rq_.resp_parsed - rq_.resp_body_sent);
     bytes += rq_.resp_parsed - rq_.resp_body_sent;
     rq_.resp_body_sent = rq_.resp_parsed;
@@ -1531,6 +1653,12 @@ void Session::afterResponseWrite() {
   if (down_head_.data && rq_.down_head_sent == down_head_.end) {
     rq_.down_head_sent = 0;
     releaseBuffer(down_head_);
+  }
+  if (Compressing* z = rq_.zip.get(); z && z->writing) {
+    z->writing = false;
+    z->out.clear();
+    z->tail.clear();
+    if (z->out.capacity() > 64 * 1024) std::string().swap(z->out);
   }
   if (up_in_.data && rq_.resp_body_sent == rq_.resp_parsed && rq_.resp_parsed == up_in_.end && !rq_.upgrade_accepted) {
     rq_.resp_body_sent = rq_.resp_parsed = 0;
@@ -1729,6 +1857,7 @@ void Session::respondError(int status, const char* reason) {
   releaseBuffer(down_head_);
   rq_.down_head_sent = 0;
   rq_.dechunk = rq_.rechunk = false;
+  rq_.zip.reset();
   ensureBuffer(down_head_);
   std::size_t body_len = std::strlen(reason);
   std::string_view phrase = http::reasonPhrase(status);

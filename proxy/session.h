@@ -41,6 +41,9 @@
 namespace tether::balancer {
 struct Backend;
 }
+namespace tether::forward {
+class Encoder;
+}
 
 namespace tether::proxy {
 
@@ -188,6 +191,10 @@ class Session final : public ListHook<>,
   void responseComplete();
   void buildDownstreamHead();
   void pumpResponse();
+  // Response compression (compression:): whether this response is
+  // compressed, and its encoder's output after the bytes read so far.
+  void startCompression(http::ResponseHead& r, bool* chunk);
+  bool compressFlush(bool finish);
   void finishExchange();
   void startNextRequest();
   void respondError(int status, const char* reason);
@@ -264,6 +271,7 @@ class Session final : public ListHook<>,
   // into in_: [req_start, head_end) head, [body_sent, parsed) body bytes
   // parsed and not yet forwarded; parsed is where the decoder stands. Into
   // up_in_ the same way: [resp_body_sent, resp_parsed).
+  struct Compressing;
   struct Request {
     std::uint32_t req_start = 0;
     std::uint32_t head_end = 0;
@@ -308,6 +316,9 @@ class Session final : public ListHook<>,
     std::uint64_t connect_started_ns = 0;  // a new upstream connect began
     std::int64_t connect_us = -1;          // its duration; 0 = a pooled connection; -1 = none
     bool upstream_reused = false;          // the upstream connection came from the pool
+    // The body is compressed on its way to the client (forward/compression.h);
+    // set with the final response head.
+    std::unique_ptr<Compressing> zip;
   };
   Request rq_;
 
@@ -324,6 +335,7 @@ class Session final : public ListHook<>,
   bool keep_alive_ = true;         // the client's wish
   bool close_after_ = false;       // close the client connection after this response
   bool sse_ = false;
+  bool compress_vary_ = false;     // buildDownstreamHead: the response is eligible for compression
   bool client_eof_ = false;
   bool counted_active_ = false;
   std::uint64_t client_hash_ = 0;  // consistent_hash: the client's address, hashed at dispatch

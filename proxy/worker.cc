@@ -71,6 +71,15 @@ const std::shared_ptr<const AffinityPlan>* Worker::affinityFor(std::string_view 
   return plans_.top ? &plans_.top : nullptr;
 }
 
+const conf::Compression& Worker::compressionFor(std::string_view path) const {
+  const conf::Config& cfg = config();
+  for (const conf::Route& r : cfg.routes) {
+    if (path.substr(0, r.match.path_prefix.size()) == r.match.path_prefix)
+      return r.compression ? *r.compression : cfg.compression;
+  }
+  return cfg.compression;
+}
+
 // The backend table only grows: the candidate list follows it by appending,
 // instead of being rebuilt for every pick.
 std::span<balancer::Backend* const> Worker::candidates() {

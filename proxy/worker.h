@@ -112,6 +112,9 @@ class Worker {
   // The affinity plan for a request path (first matching route, else the
   // top level); nullptr when none applies.
   const std::shared_ptr<const AffinityPlan>* affinityFor(std::string_view path) const;
+  // The compression settings for a request path: the first matching route's
+  // when it sets them, else the top level's. Valid until the next reload.
+  const conf::Compression& compressionFor(std::string_view path) const;
   PinStore& pins() { return *pins_; }
   std::vector<balancer::HeaderField>& headerScratch() { return header_scratch_; }
   // Places a key by consistent hashing over the backends that take new

@@ -20,6 +20,10 @@ Routes (GET unless noted; HEAD works wherever GET does):
   /big?bytes=N[&chunked=1][&delay_ms=0]
                           N bytes streamed in 64 KiB writes (Content-Length unless chunked=1)
   /close-mid              Content-Length: 1000, then 10 bytes, then closes the connection
+  /asset?bytes=N&type=T[&chunked=1][&delay_ms=0][&pieces=1][&h=Name:Value ...][&cut=1]
+                          N bytes of compressible text (assetBody(N)) as type T, in
+                          `pieces` writes delay_ms apart; h adds fields; cut=1 closes
+                          the connection after half the body
   /stats                  JSON: requests served, connections accepted, per-path counts
   anything else           200 text/html page (like Open WebUI's SPA)
 
@@ -45,6 +49,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HTML = (b"<!doctype html><html><head><title>Open WebUI</title></head>"
         b"<body><div id=\"app\"></div></body></html>\n")
+
+
+def asset_body(n):
+    """n bytes of text that compresses as a web asset does (repetitive, not constant)."""
+    words = [b"const ", b"function ", b"return ", b"{\"id\":", b"\"model\":\"llama3\",",
+             b"<div class=\"msg\">", b"</div>\n", b"chat ", b"42, ", b"token "]
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += words[(i * 7 + i // 13) % len(words)]
+        out += b"%d " % (i % 97)
+        i += 1
+    return bytes(out[:n])
 
 
 class State:
@@ -136,6 +153,21 @@ class Handler(BaseHTTPRequestHandler):
     def send_json(self, status, obj, headers=()):
         self.send(status, json.dumps(obj).encode() + b"\n", "application/json", headers)
 
+    def start_body(self, ctype, chunked, total, fields=()):
+        """A 200 head for a streamed body of `total` bytes (chunked or with a
+        Content-Length); False for HEAD (no body follows)."""
+        self.send_response(200)
+        self.send_header("X-Upstream-Name", self.state.name)
+        self.send_header("Content-Type", ctype)
+        for name, value in fields:
+            self.send_header(name, value.strip())
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(total))
+        self.end_headers()
+        return self.command != "HEAD"
+
     def write_chunk(self, data):
         self.wfile.write(b"%x\r\n" % len(data) + data + b"\r\n")
         self.wfile.flush()
@@ -220,15 +252,7 @@ class Handler(BaseHTTPRequestHandler):
             total = int(q.get("bytes", 1 << 20))
             chunked = q.get("chunked") in ("1", "true")
             delay = int(q.get("delay_ms", 0)) / 1000.0
-            self.send_response(200)
-            self.send_header("X-Upstream-Name", self.state.name)
-            self.send_header("Content-Type", "application/octet-stream")
-            if chunked:
-                self.send_header("Transfer-Encoding", "chunked")
-            else:
-                self.send_header("Content-Length", str(total))
-            self.end_headers()
-            if self.command == "HEAD":
+            if not self.start_body("application/octet-stream", chunked, total):
                 return
             block = bytes(range(256)) * 256  # 64 KiB, a known pattern
             left = total
@@ -239,6 +263,37 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self.wfile.write(piece)
                 left -= len(piece)
+                if delay:
+                    time.sleep(delay)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            return
+        if path == "/asset":
+            qs = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            total = min(int(q.get("bytes", 4096)), 64 << 20)
+            chunked = q.get("chunked") in ("1", "true")
+            pieces = max(1, min(int(q.get("pieces", 1)), 10_000))
+            delay = int(q.get("delay_ms", 0)) / 1000.0
+            body = asset_body(total)
+            fields = [hv.partition(":")[::2] for hv in qs.get("h", [])]
+            if not self.start_body(q.get("type", "text/html"), chunked, total, fields):
+                return
+            step = max(1, -(-total // pieces))
+            for at in range(0, total, step):
+                if q.get("cut") == "1" and at >= total // 2:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                piece = body[at:at + step]
+                if chunked:
+                    self.write_chunk(piece)
+                else:
+                    self.wfile.write(piece)
+                self.wfile.flush()
                 if delay:
                     time.sleep(delay)
             if chunked:

@@ -818,3 +818,78 @@ TEST(Reload, ReadsTheFileAgain) {
 
 }  // namespace
 }  // namespace tether::conf
+
+namespace tether::conf {
+namespace {
+
+TEST(Load, CompressionDefaultsOff) {
+  Config c = ok({});
+  EXPECT_FALSE(c.compression.enabled);
+  EXPECT_EQ(c.compression.algorithms,
+            (std::vector<Coding>{Coding::kZstd, Coding::kBrotli, Coding::kGzip}));
+  EXPECT_EQ(c.compression.min_length, 1024u);
+  EXPECT_EQ(c.compression.content_types, kDefaultCompressibleTypes);
+}
+
+TEST(Load, CompressionKeysAndARouteOverride) {
+  TempFile file(R"(
+compression:
+  enabled: true
+  algorithms: [gzip, br]
+  levels: { zstd: 19, br: 0, gzip: 9 }
+  min_length: 2KiB
+  content_types: [text/*, application/json, "application/*+xml"]
+routes:
+  - match: { path_prefix: /api/ }
+    compression: { enabled: false }
+  - match: { path_prefix: /_app/ }
+)");
+  Config c = ok({"-c", file.path()});
+  EXPECT_TRUE(c.compression.enabled);
+  EXPECT_EQ(c.compression.algorithms, (std::vector<Coding>{Coding::kGzip, Coding::kBrotli}));
+  EXPECT_EQ(c.compression.zstd_level, 19);
+  EXPECT_EQ(c.compression.brotli_level, 0);
+  EXPECT_EQ(c.compression.gzip_level, 9);
+  EXPECT_EQ(c.compression.min_length, 2048u);
+  EXPECT_EQ(c.compression.content_types,
+            (std::vector<std::string>{"text/*", "application/json", "application/*+xml"}));
+  ASSERT_EQ(c.routes.size(), 2u);
+  ASSERT_TRUE(c.routes[0].compression.has_value());
+  EXPECT_FALSE(c.routes[0].compression->enabled);
+  // The rest of a route's compression is the top level's.
+  EXPECT_EQ(c.routes[0].compression->algorithms, c.compression.algorithms);
+  EXPECT_EQ(c.routes[0].compression->min_length, 2048u);
+  EXPECT_FALSE(c.routes[1].compression.has_value());
+}
+
+TEST(Load, CompressionErrorsNameTheirPath) {
+  auto errors = fileErrors(R"(
+compression:
+  enabled: sometimes
+  algorithms: [gzip, deflate, gzip]
+  levels: { zstd: 22, br: 12, gzip: 0, lz4: 1 }
+  min_length: big
+  content_types: [text, "application/*json", "image/*", "a/b c"]
+  window: 15
+routes:
+  - match: { path_prefix: / }
+    compression: { algorithms: [] }
+)");
+  EXPECT_ERROR(errors, "compression.enabled: \"sometimes\" is not true or false");
+  EXPECT_ERROR(errors, "compression.algorithms[1]: \"deflate\" is not one of zstd|br|gzip");
+  EXPECT_ERROR(errors, "compression.algorithms[2]: \"gzip\" is listed twice");
+  EXPECT_ERROR(errors, "compression.levels.zstd: must be 1..19, got 22");
+  EXPECT_ERROR(errors, "compression.levels.br: must be 0..11, got 12");
+  EXPECT_ERROR(errors, "compression.levels.gzip: must be 1..9, got 0");
+  EXPECT_ERROR(errors, "compression.levels.lz4: unknown key");
+  EXPECT_ERROR(errors, "compression.min_length: \"big\" is not a size");
+  EXPECT_ERROR(errors, "compression.content_types[0]: \"text\" is not a media type");
+  EXPECT_ERROR(errors, "compression.content_types[1]: \"application/*json\" is not a media type");
+  EXPECT_ERROR(errors, "compression.content_types[3]: \"a/b c\" is not a media type");
+  EXPECT_ERROR(errors, "compression.window: unknown key");
+  EXPECT_ERROR(errors, "routes[0].compression.algorithms: is empty (use enabled: false)");
+  EXPECT_EQ(errors.size(), 13u) << joined(errors);
+}
+
+}  // namespace
+}  // namespace tether::conf

@@ -99,6 +99,8 @@ const std::map<std::string, std::string> kContract = {
     // Beyond SPEC.md (README, "Metrics"):
     {"tether_tls_handshakes_total", "counter"},
     {"tether_request_timeouts_total", "counter"},
+    {"tether_compression_bytes_total", "counter"},
+    {"tether_compressed_responses_total", "counter"},
     {"tether_affinity_pin_confirmations_total", "counter"},
 };
 
