@@ -100,6 +100,7 @@ const std::map<std::string, std::string> kContract = {
     {"tether_tls_handshakes_total", "counter"},
     {"tether_request_timeouts_total", "counter"},
     {"tether_affinity_pin_confirmations_total", "counter"},
+    {"tether_backend_weight", "gauge"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";
