@@ -328,13 +328,22 @@ void AdminSync::onSubscribed(void* priv, redisReply* reply) {
   auto* s = static_cast<AdminSync*>(priv);
   if (!reply || s->closed_ || !s->sub_) return;  // the connection went: onRedisClosed goes on
   if (reply->type == REDIS_REPLY_ERROR) {
-    // e.g. NOPERM: an ACL user without SUBSCRIBE or the channel.
-    log::warn("admin state: redis refused the subscription; changes made elsewhere are not seen",
-              {{"address", s->at_.str()}, {"channel", std::string(balancer::kAdminChannel)}, {"error", text(reply)}});
+    // e.g. NOPERM: an ACL user without SUBSCRIBE or the channel. Tried
+    // again with the backoff; the same refusal is told once.
+    std::string why = text(reply);
+    const std::string channel(balancer::kAdminChannel);
+    if (why != s->refusal_) {
+      log::warn("admin state: redis refused the subscription; changes made elsewhere are not seen",
+                {{"address", s->at_.str()}, {"channel", channel}, {"error", why}});
+    } else {
+      log::debug("admin state: redis refused the subscription", {{"channel", channel}, {"error", why}});
+    }
+    s->refusal_ = std::move(why);
     std::exchange(s->sub_, nullptr)->close();
     return s->retry();
   }
   s->subscribed_ = true;
+  s->refusal_.clear();
   if (s->cmd_ready_) s->becameUp();
 }
 

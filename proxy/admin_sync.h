@@ -129,6 +129,7 @@ class AdminSync : private RedisConnection::Listener {
   bool cmd_ready_ = false;
   bool subscribed_ = false;
   bool was_up_ = false;  // for the log: an outage is told once
+  std::string refusal_;  // the last refused SUBSCRIBE's error, told once
   bool closed_ = false;
   uv_timer_t retry_timer_;
   uv_timer_t tick_timer_;

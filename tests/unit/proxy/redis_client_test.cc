@@ -130,6 +130,11 @@ struct Recorder : RedisConnection::Listener {
     failure = f;
     conn = nullptr;
   }
+  std::vector<std::string> pushes;  // "channel payload"
+  void onRedisPush(RedisConnection*, redisReply* r) override {
+    pushes.push_back(std::string(r->element[1]->str, r->element[1]->len) + " " +
+                     std::string(r->element[2]->str, r->element[2]->len));
+  }
 };
 
 class RedisConnectionTest : public ::testing::Test {
@@ -288,6 +293,45 @@ TEST_F(RedisConnectionTest, CloseWhileResolvingOrConnecting) {
   RedisConnection::open(&loop_, o, &rec, pool_)->close();
   RedisConnection::open(&loop_, options(9), &rec, pool_)->close();
   EXPECT_EQ(rec.closed, 0);
+}
+
+TEST_F(RedisConnectionTest, SubscribedMessagesGoToTheListenerBetweenReplies) {
+  // The confirmation and two messages in one read; then, idle, the PING that
+  // Redis answers ["pong", ""] in subscribe mode.
+  ScriptedRedis redis({{"PING", "+PONG\r\n"},
+                       {"SUBSCRIBE",
+                        "*3\r\n$9\r\nsubscribe\r\n$12\r\ntether:admin\r\n:1\r\n"
+                        "*3\r\n$7\r\nmessage\r\n$12\r\ntether:admin\r\n$13\r\n10.0.0.1:8080\r\n"
+                        "*3\r\n$7\r\nmessage\r\n$12\r\ntether:admin\r\n$0\r\n\r\n"}});
+  Recorder rec;
+  RedisConnection* c = RedisConnection::open(&loop_, options(redis.port()), &rec, pool_);
+  runUntil([&] { return rec.ready == 1; });
+  ASSERT_EQ(rec.ready, 1);
+  std::vector<std::string> confirmed;
+  ASSERT_TRUE(c->subscribe("tether:admin", [](void* p, redisReply* r) {
+    static_cast<std::vector<std::string>*>(p)->push_back(r && r->type == REDIS_REPLY_ARRAY
+                                                             ? std::string(r->element[0]->str, r->element[0]->len)
+                                                             : "?");
+  }, &confirmed));
+  runUntil([&] { return rec.pushes.size() == 2; });
+  EXPECT_EQ(confirmed, (std::vector<std::string>{"subscribe"}));
+  EXPECT_EQ(rec.pushes, (std::vector<std::string>{"tether:admin 10.0.0.1:8080", "tether:admin "}));
+  EXPECT_EQ(rec.closed, 0);
+  c->close();
+}
+
+TEST_F(RedisConnectionTest, ACommandGivenWordByWord) {
+  ScriptedRedis redis({{"PING", "+PONG\r\n"}, {"HSET", ":2\r\n"}});
+  Recorder rec;
+  RedisConnection* c = RedisConnection::open(&loop_, options(redis.port()), &rec, pool_);
+  long long got = -1;
+  ASSERT_TRUE(c->commandArgv([](void* p, redisReply* r) { *static_cast<long long*>(p) = r ? r->integer : -2; }, &got,
+                             {"HSET", "k", "drain", std::string("1 2\0 3", 6)}));
+  EXPECT_FALSE(c->commandArgv(nullptr, nullptr, {}));
+  runUntil([&] { return got != -1; });
+  EXPECT_EQ(got, 2);
+  EXPECT_EQ(redis.commands(), (std::vector<std::string>{"PING", "HSET"}));
+  c->close();
 }
 
 TEST(ParseSwitchMaster, TheNewAddressOfOurMaster) {
