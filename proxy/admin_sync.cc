@@ -43,6 +43,7 @@ struct AdminSync::Write {
 AdminSync::AdminSync(uv_loop_t* loop, Options o, Locate locate, const balancer::BackendTable& backends,
                      Target* target)
     : loop_(loop), opts_(std::move(o)), locate_(std::move(locate)), backends_(backends), target_(target) {
+  started_ms_ = static_cast<std::int64_t>(uv_now(loop_));
   uv_timer_init(loop_, &retry_timer_);
   retry_timer_.data = this;
   uv_timer_init(loop_, &tick_timer_);
@@ -88,7 +89,10 @@ void AdminSync::tick() {
 }
 
 void AdminSync::drop(const std::string& why) {
-  becameDown(why);
+  if (was_up_) {
+    was_up_ = false;
+    log::info("admin state: following the new master", {{"from", at_.str()}, {"why", why}});
+  }
   cmd_ready_ = subscribed_ = false;
   // close() answers the commands in flight with no reply and tells no listener.
   if (cmd_) std::exchange(cmd_, nullptr)->close();
@@ -104,6 +108,18 @@ void AdminSync::becameUp() {
             {{"address", at_.str()}, {"backends", static_cast<std::uint64_t>(backends_.size())},
              {"pending_changes", pending}});
   syncAll();
+  if (!settled_) {
+    // Replies come in order: once this one is in, so is every first read.
+    auto synced = [](void* priv, redisReply*) {
+      auto* s = static_cast<AdminSync*>(priv);
+      if (!s->closed_) s->settled_ = true;
+    };
+    if (!cmd_->command(synced, this, "PING")) settled_ = true;
+  }
+}
+
+bool AdminSync::settled() const {
+  return settled_ || static_cast<std::int64_t>(uv_now(loop_)) - started_ms_ >= opts_.connect_timeout_ms;
 }
 
 void AdminSync::becameDown(const std::string& why) {
@@ -363,6 +379,7 @@ void AdminSync::onRedisClosed(RedisConnection* c, const RedisFailure& f) {
   } else {
     log::debug("admin state: redis connect failed", {{"address", at_.str()}, {"error", f.why}});
   }
+  settled_ = true;  // down at the start: the configuration's state until it answers
   retry();
 }
 

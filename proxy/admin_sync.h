@@ -88,6 +88,11 @@ class AdminSync : private RedisConnection::Listener {
   const balancer::KnownAdminState* known(const std::string& address) const;
   // Both connections ready and subscribed.
   bool up() const { return cmd_ready_ && subscribed_; }
+  // The state Redis held at the start has been applied, or Redis did not
+  // answer the first try (or within connect_timeout_ms of the start): until
+  // then /readyz says not ready, so that a tether that starts while a
+  // backend is drained takes no traffic for it first.
+  bool settled() const;
   // Ends both connections and the timers. Idempotent.
   void close();
 
@@ -129,6 +134,8 @@ class AdminSync : private RedisConnection::Listener {
   bool cmd_ready_ = false;
   bool subscribed_ = false;
   bool was_up_ = false;  // for the log: an outage is told once
+  bool settled_ = false;
+  std::int64_t started_ms_ = 0;
   std::string refusal_;  // the last refused SUBSCRIBE's error, told once
   bool closed_ = false;
   uv_timer_t retry_timer_;

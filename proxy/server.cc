@@ -575,6 +575,7 @@ void Server::reload() {
 
 bool Server::ready() const {
   if (!rt_.listening || rt_.stopping) return false;
+  if (admin_sync_ && !admin_sync_->settled()) return false;
   std::int64_t now = Worker::nowWallMs();
   std::size_t n = rt_.backends.size();
   for (std::size_t i = 0; i < n; ++i)
@@ -755,7 +756,15 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     if (!get) return error(405, "use GET");
     bool ok = ready();
     res.status = ok ? 200 : 503;
-    res.body = ok ? "ready\n" : (rt_.stopping ? "stopping\n" : "no backend up\n");
+    if (ok) {
+      res.body = "ready\n";
+    } else if (rt_.stopping) {
+      res.body = "stopping\n";
+    } else if (admin_sync_ && !admin_sync_->settled()) {
+      res.body = "admin state not read from redis yet\n";
+    } else {
+      res.body = "no backend up\n";
+    }
     return;
   }
   if (req.path == "/admin/backends") {

@@ -19,6 +19,7 @@ import websockets
 
 from affinity_util import redis_client, start_redis_on
 from harness import E2ETestCase, http_get
+from redis_util import MASTER_NAME, SentinelSet, client
 from wsutil import arun, ws_connect
 
 HEALTH = {"interval": "200ms", "timeout": "1s", "rise": 1, "fall": 2}
@@ -152,6 +153,7 @@ class SharedAdmin(E2ETestCase):
         self.assertEqual(self.entry(t2, self.b)["weight"], 3)
         self.wait_until(lambda: self.entry(t2, self.b)["state"] == "up", 5, msg="b up")
         self.assertEqual(self.names(t2), {"b"})
+        self.assertEqual(t2.admin_get("/readyz").status, 200)
 
     def test_redis_down_each_keeps_the_last_state_then_all_agree_again(self):
         t1, t2, t3 = self.tethers
@@ -160,6 +162,10 @@ class SharedAdmin(E2ETestCase):
         port = self.redis.port
         marks = [len(t.logs) for t in self.tethers]
         self.redis.kill()
+        # A tether started now serves with its configuration's state.
+        late = self.start_tether(config=self.config(), backends=[self.a.url, self.b.url])
+        self.wait_until(lambda: late.admin_get("/readyz").status == 200, 5, msg="late ready")
+        self.assertIsNone(self.entry(late, self.a)["shared"])
         for t, mark in zip(self.tethers, marks):
             t.wait_log(msg=SYNC_DOWN, timeout=5, start=mark)
         for t in self.tethers:
@@ -242,6 +248,17 @@ class SharedAdmin(E2ETestCase):
             self.assertEqual(self.names(t), {"b"})
             self.assertTrue(t.running)
 
+    def test_a_reload_keeps_the_shared_state(self):
+        t1, t2, _ = self.tethers
+        self.post(t1, self.a, "drain")
+        self.post(t1, self.b, "weight", "?value=9")
+        self.wait_everywhere(lambda t: self.entry(t, self.b)["weight"] == 9, msg="weight 9")
+        rec = t2.reload()
+        self.assertEqual(rec["msg"], "reloaded")
+        self.assertEqual(self.entry(t2, self.b)["weight"], 9)
+        self.assertEqual(self.entry(t2, self.a)["state"], "draining")
+        self.assertEqual(t2.metric("tether_backend_weight", backend=self.b.address), 9.0)
+
     def test_the_memory_store_keeps_admin_changes_to_the_tether_asked(self):
         one = self.start_tether(config={"health": HEALTH}, backends=[self.a.url, self.b.url])
         two = self.start_tether(config={"health": HEALTH}, backends=[self.a.url, self.b.url])
@@ -253,3 +270,51 @@ class SharedAdmin(E2ETestCase):
         self.assertEqual(self.entry(one, self.a)["state"], "draining")
         self.assertEqual(self.entry(two, self.a)["state"], "up")
         self.assertEqual(one.find_logs(SYNC_UP), [])
+
+
+class SharedAdminSentinel(E2ETestCase):
+    """With Sentinel, both connections follow the master the pins follow, subscribe again
+    there, and read every backend again."""
+
+    PASSWORD = "admin-sentinel-pw"
+
+    def setUp(self):
+        self.set = SentinelSet(self.PASSWORD)
+        self.addCleanup(self.set.stop)
+        self.a = self.start_ws_echo(name="a")
+        self.b = self.start_ws_echo(name="b")
+
+    def entry(self, t, app):
+        return [x for x in t.backends_state() if x["address"] == app.address][0]
+
+    def post(self, t, app, action, query=""):
+        r = t.admin_post("/admin/backends/%d/%s%s" % (self.entry(t, app)["id"], action, query))
+        self.assertEqual(r.status, 200, r.body)
+
+    def test_a_failover_is_followed(self):
+        cfg = {"health": HEALTH, "affinity": {"store": self.set.url()}}
+        master = "127.0.0.1:%d" % self.set.master.port
+        new_master = "127.0.0.1:%d" % self.set.replica.port
+        ts = [self.start_tether(config=cfg, backends=[self.a.url, self.b.url]) for _ in range(2)]
+        for t in ts:
+            t.wait_log(msg=SYNC_UP, timeout=10, address=master)
+        self.post(ts[0], self.a, "drain")
+        for t in ts:
+            self.wait_until(lambda: self.entry(t, self.a)["state"] == "draining", 1)
+        replica = client(self.set.replica.port, self.PASSWORD)
+        self.wait_until(lambda: replica.hget(KEY_PREFIX + self.a.address, "drain"), 5,
+                        msg="replicated")
+        marks = [len(t.logs) for t in ts]
+        client(self.set.sentinels[0].port).execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        for t, mark in zip(ts, marks):
+            t.wait_log(msg=SYNC_UP, timeout=30, start=mark, address=new_master)
+        for t in ts:
+            self.assertEqual(self.entry(t, self.a)["state"], "draining")
+        # Changes go on through the new master, both ways.
+        self.post(ts[1], self.b, "weight", "?value=5")
+        self.post(ts[1], self.a, "enable")
+        for t in ts:
+            self.wait_until(lambda: self.entry(t, self.b)["weight"] == 5, 1, msg="weight 5")
+            self.wait_until(lambda: self.entry(t, self.a)["state"] == "up", 1, msg="enabled")
+        stored = client(self.set.replica.port, self.PASSWORD).hgetall(KEY_PREFIX + self.b.address)
+        self.assertEqual(stored[b"weight"].split(b" ")[0], b"5")
