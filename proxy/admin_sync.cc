@@ -239,7 +239,7 @@ bool AdminSync::changed(balancer::Backend* b, const balancer::AdminState& s, boo
   }
   using balancer::AdminWrite;
   write(b->name, drain ? AdminWrite::kSet : AdminWrite::kNone, weight ? AdminWrite::kSet : AdminWrite::kNone);
-  return true;
+  return up();  // without the subscription, written but not known to reach the others
 }
 
 void AdminSync::write(const std::string& address, balancer::AdminWrite drain, balancer::AdminWrite weight) {
@@ -355,6 +355,7 @@ void AdminSync::onSubscribed(void* priv, redisReply* reply) {
       log::debug("admin state: redis refused the subscription", {{"channel", channel}, {"error", why}});
     }
     s->refusal_ = std::move(why);
+    s->settled_ = true;  // nothing to wait for: the configuration's state applies
     std::exchange(s->sub_, nullptr)->close();
     return s->retry();
   }

@@ -80,7 +80,8 @@ class AdminSync : private RedisConnection::Listener {
 
   // This tether's admin endpoint changed b (already applied here): the
   // aspects named take their values from `s`, and are written now, or once
-  // Redis is back. Returns true when the write went out now.
+  // Redis is back. Returns true when the write went out now and the sync is
+  // up (subscribed too).
   bool changed(balancer::Backend* b, const balancer::AdminState& s, bool drain, bool weight);
   // A backend added since the start (DNS, reload): its hash is read.
   void added(balancer::Backend* b);

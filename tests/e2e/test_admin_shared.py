@@ -19,7 +19,8 @@ import websockets
 
 from affinity_util import redis_client, start_redis_on
 from harness import E2ETestCase, http_get
-from redis_util import MASTER_NAME, SentinelSet, client
+from redis_util import (ACL_PASSWORD, ACL_USER, MASTER_NAME, SentinelSet, acl_args, client,
+                        start_redis_server)
 from wsutil import arun, ws_connect
 
 HEALTH = {"interval": "200ms", "timeout": "1s", "rise": 1, "fall": 2}
@@ -318,3 +319,34 @@ class SharedAdminSentinel(E2ETestCase):
             self.wait_until(lambda: self.entry(t, self.a)["state"] == "up", 1, msg="enabled")
         stored = client(self.set.replica.port, self.PASSWORD).hgetall(KEY_PREFIX + self.b.address)
         self.assertEqual(stored[b"weight"].split(b" ")[0], b"5")
+
+
+class SharedAdminWithoutTheCommands(E2ETestCase):
+    """An ACL user with only the pins' commands: pins work, the admin state stays with
+    each tether, and the refusal is logged once, not at every retry."""
+
+    def test_pins_only_acl(self):
+        rules = ["on", ">" + ACL_PASSWORD, "~tether:*", "+get", "+set", "+pexpire", "+pttl",
+                 "+ping"]
+        redis = start_redis_server(acl_args(rules=rules))
+        self.addCleanup(redis.stop)
+        a = self.start_ws_echo(name="a")
+        url = "redis://%s:%s@127.0.0.1:%d/0" % (ACL_USER, ACL_PASSWORD, redis.port)
+        t = self.start_tether(config={"health": HEALTH, "affinity": {"store": url}},
+                              backends=[a.url])
+        refused = "admin state: redis refused the subscription; changes made elsewhere are not seen"
+        rec = t.wait_log(msg=refused, timeout=5)
+        self.assertIn("NOPERM", rec["error"])
+        self.wait_until(lambda: t.admin_get("/readyz").status == 200, 5, msg="ready")
+        self.wait_until(lambda: t.metric("tether_affinity_store_up") == 1.0, 5, msg="store up")
+        r = t.admin_post("/admin/backends/0/drain")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(json.loads(r.body)["shared"], "pending")
+        t.wait_log(msg="admin state not written to redis: kept here, written again on reconnect",
+                   timeout=2)
+        self.assertEqual(t.backends_state()[0]["state"], "draining")
+        # Retried with the backoff (100, 200, 400 ms ...): the same refusal at debug.
+        self.wait_until(lambda: len(t.find_logs(msg="admin state: redis refused the subscription"))
+                        >= 2, 5, msg="two retries")
+        self.assertEqual(len(t.find_logs(msg=refused)), 1)
+        self.assertTrue(t.running)
