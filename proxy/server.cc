@@ -898,7 +898,8 @@ void Server::adminAction(const AdminRequest& req, AdminResponse& res, Backend* b
     return error(404, "no such action: " + action);
   }
   if (admin_sync_) {
-    // "sent": on its way to every tether; "pending": Redis is down, written once it is back.
+    // "sent": on its way to every tether; "pending": Redis is down (or the
+    // subscription refused), written once it is back.
     answer["shared"] = admin_sync_->changed(b, st, drain_aspect, weight_aspect) ? "sent" : "pending";
   }
   json(200, answer);
