@@ -186,6 +186,9 @@ std::string Metrics::scrape() const {
     }
     out.push_back(std::move(f));
   }
+  perBackendGauge("tether_backend_weight",
+                  "The backend's weight: configured, or as POST /admin/backends/{id}/weight set it.",
+                  &BackendMetrics::weight);
   {
     auto f =
         family("tether_backend_state",

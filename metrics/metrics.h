@@ -137,6 +137,7 @@ class BackendMetrics {
   Gauge upstream_idle;    // tether_upstream_connections{state="idle"}
   Counter retries;
   Gauge up;  // tether_backend_up
+  Gauge weight;  // tether_backend_weight: configured, or as the admin set it
   // tether_backend_state: set the current state (0 unknown, 1 up, 2 down, 3 draining, 4 removed).
   void setState(int state) { state_.store(state, std::memory_order_relaxed); }
   int state() const { return state_.load(std::memory_order_relaxed); }

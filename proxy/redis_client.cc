@@ -184,6 +184,25 @@ bool RedisConnection::command(Callback cb, void* priv, const char* format, ...) 
   return true;
 }
 
+bool RedisConnection::commandArgv(Callback cb, void* priv, const std::vector<std::string>& words) {
+  if (state_ == State::kClosed || fail_soon_ || words.empty()) return false;
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lens;
+  argv.reserve(words.size());
+  lens.reserve(words.size());
+  for (const std::string& w : words) {
+    argv.push_back(w.data());
+    lens.push_back(w.size());
+  }
+  char* cmd = nullptr;
+  int len = redisFormatCommandArgv(&cmd, static_cast<int>(words.size()), argv.data(), lens.data());
+  if (len < 0 || !cmd) return false;
+  append(cmd, static_cast<std::size_t>(len), cb, priv, Hello::kNone);
+  redisFreeCommand(cmd);
+  if (state_ == State::kReady) flush();
+  return true;
+}
+
 bool RedisConnection::subscribe(const std::string& channel, Callback cb, void* priv) {
   if (!command(cb, priv, "SUBSCRIBE %b", channel.data(), channel.size())) return false;
   subscribed_ = true;

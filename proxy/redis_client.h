@@ -34,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "conf/config.h"
 #include "proxy/io/buffer_pool.h"
@@ -95,7 +96,14 @@ class RedisConnection {
   // hello. cb may be null (the reply is dropped). False when the command
   // cannot be formatted or the connection is closing (cb is not called).
   bool command(Callback cb, void* priv, const char* format, ...);
-  // Sends SUBSCRIBE channel; from then on messages go to onRedisPush.
+  // The same for a command whose words are given one by one (binary-safe).
+  bool commandArgv(Callback cb, void* priv, const std::vector<std::string>& words);
+  // Sends SUBSCRIBE channel; cb gets its confirmation (["subscribe",
+  // channel, count]) or an error. From then on messages (["message",
+  // channel, payload]) go to onRedisPush, between the replies to whatever
+  // else is in flight (PING, which Redis answers ["pong", ""] there). A
+  // subscription lasts as long as the connection: the owner subscribes
+  // again on the connection that replaces a failed one.
   bool subscribe(const std::string& channel, Callback cb, void* priv);
 
   // Ends the connection: every callback in flight runs now with a null

@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cstdlib>
@@ -42,6 +43,18 @@ void setDrain(metrics::Metrics& m, Backend* b, bool on) {
   BackendState s = b->state.load();
   if (s == BackendState::kRemoved) return;
   m.backend(b->id).setState(static_cast<int>(on ? BackendState::kDraining : s));
+}
+
+// Sets a backend's weight and keeps tether_backend_weight in step.
+void setWeight(metrics::Metrics& m, Backend* b, std::uint32_t w) {
+  b->weight.store(w);
+  m.backend(b->id).weight.set(static_cast<std::int64_t>(w));
+}
+
+// A drain that is the configuration's, not the admin's: an enable from
+// another tether leaves it.
+bool structuralDrain(const Backend* b) {
+  return b->last_check_reason == "removed by reload" || b->last_check_reason == "dns: address gone";
 }
 
 // Every admin JSON answer goes through here: bytes that are not UTF-8 (a
@@ -121,7 +134,7 @@ struct Server::Resolver {
         r->server->addBackend(r->config_index, r->bc, a->ai_addr, a->ai_addrlen);
       } else if (b->state.load() == BackendState::kRemoved || (b->admin_drain.load() && b->config_index == r->config_index && b->last_check_reason == "dns: address gone")) {
         if (b->state.load() == BackendState::kRemoved) b->state.store(BackendState::kUnknown);
-        setDrain(r->server->rt_.metrics, b, false);
+        if (!r->server->sharedDrain(b)) setDrain(r->server->rt_.metrics, b, false);
         log::info("backend address back", {{"backend", name}, {"url", r->bc.url}});
       }
     }
@@ -162,8 +175,10 @@ Backend* Server::addBackend(std::size_t config_index, const conf::BackendConf& b
   }
   metrics::BackendMetrics& bm = rt_.metrics.addBackend(added->id, added->name);
   bm.setState(static_cast<int>(BackendState::kUnknown));
+  bm.weight.set(static_cast<std::int64_t>(bc.weight));
   log::info("backend added", {{"backend", added->name}, {"url", added->url}, {"id", added->id}});
   if (health_) health_->add(added, rt_.config()->health);
+  if (admin_sync_) admin_sync_->added(added);
   return added;
 }
 
@@ -257,6 +272,7 @@ int Server::run() {
   for (const std::string& b : bound) log::info("listening", {{"kind", "proxy"}, {"address", b}});
   log::info("listening", {{"kind", "admin"}, {"address", admin_bound}});
   rt_.listening = true;
+  startAdminSync(admin_bound);
 
   uv_signal_init(loop, &sig_term_);
   uv_signal_init(loop, &sig_int_);
@@ -362,7 +378,8 @@ void Server::finishStop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_hup_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_usr1_), nullptr);
   for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
-  while (!drain_deadlines_.empty()) closeDrainDeadline(*drain_deadlines_.begin());
+  while (!drain_deadlines_.empty()) closeDrainDeadline(drain_deadlines_.begin()->second);
+  if (admin_sync_) admin_sync_->close();
   // Every admin connection too: an idle one would otherwise keep the loop,
   // and the process, alive past shutdown_grace.
   admin_->close();
@@ -383,10 +400,89 @@ void Server::reopenAccessLog() {
   log::info("access log reopened", {{"path", path}});
 }
 
+void Server::startDrainDeadline(std::uint32_t id, std::int64_t delay_ms) {
+  if (stopped_) return;
+  cancelDrainDeadline(id);
+  // Closed by finishStop() if tether stops first, so that it never holds the loop.
+  auto* d = new DrainDeadline{{}, this, id};
+  uv_timer_init(workers_[0]->loop(), &d->timer);
+  d->timer.data = d;
+  drain_deadlines_[id] = d;
+  uv_timer_start(&d->timer, [](uv_timer_t* t) {
+    auto* d = static_cast<DrainDeadline*>(t->data);
+    // After the deadline, tunnels still open to it get close frames 1001.
+    if (d->server->rt_.backends.at(d->id)->admin_drain.load())
+      for (auto& w : d->server->workers_) w->requestTunnelDrain(d->id);
+    d->server->closeDrainDeadline(d);
+  }, static_cast<std::uint64_t>(std::max<std::int64_t>(delay_ms, 0)), 0);
+}
+
+void Server::cancelDrainDeadline(std::uint32_t id) {
+  auto it = drain_deadlines_.find(id);
+  if (it != drain_deadlines_.end()) closeDrainDeadline(it->second);
+}
+
 void Server::closeDrainDeadline(DrainDeadline* d) {
-  drain_deadlines_.erase(d);
+  drain_deadlines_.erase(d->id);
+  uv_timer_stop(&d->timer);
   uv_close(reinterpret_cast<uv_handle_t*>(&d->timer),
            [](uv_handle_t* h) { delete static_cast<DrainDeadline*>(h->data); });
+}
+
+void Server::startAdminSync(const std::string& admin_bound) {
+  const conf::Config& cfg = *rt_.config();
+  if (!cfg.affinity.redis) return;  // the memory store: admin changes stay with this tether
+  AdminSync::Options o;
+  o.url = *cfg.affinity.redis;
+  std::vector<std::string> errors;
+  o.tls = redisTlsContext(cfg.affinity, &errors);  // loaded and checked by run() already
+  o.connect_timeout_ms = std::max<std::int64_t>(cfg.timeouts.connect, 1);
+  o.reply_timeout_ms = cfg.affinity.redis_options.reply_timeout;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = 0;
+  o.by = std::string(host[0] ? host : "?") + " " + admin_bound;
+  AdminSync::Locate locate;
+  if (o.url.sentinels.empty()) {
+    locate = [at = o.url.address] { return std::optional<conf::HostPort>(at); };
+  } else {
+    // The master worker 0's pin store follows (the same loop).
+    locate = [w = workers_[0].get()] { return w->pins().server(); };
+  }
+  admin_sync_ = std::make_unique<AdminSync>(workers_[0]->loop(), std::move(o), std::move(locate), rt_.backends,
+                                            static_cast<AdminSync::Target*>(this));
+}
+
+bool Server::sharedDrain(const Backend* b) const {
+  if (!admin_sync_) return false;
+  const balancer::KnownAdminState* k = admin_sync_->known(b->name);
+  return k && k->state.has_drain && k->state.drain;
+}
+
+// Another tether's change read from Redis (or the state a tether finds at
+// its start): the same effects as the POST, counted from the original request.
+void Server::applySharedAdmin(Backend* b, const balancer::AdminState& now, const balancer::AdminState& before) {
+  const std::string from = now.by.empty() ? "?" : now.by;
+  if (!now.sameDrain(before) && now.has_drain) {
+    if (now.drain) {
+      if (!b->admin_drain.load()) log::info("backend draining", {{"backend", b->name}, {"by", "redis"}, {"from", from}});
+      setDrain(rt_.metrics, b, true);
+      if (now.deadline_ms) {
+        startDrainDeadline(b->id, now.deadline_ms - wallClockMs());
+      } else {
+        cancelDrainDeadline(b->id);
+      }
+    } else {
+      cancelDrainDeadline(b->id);
+      if (b->admin_drain.load() && !structuralDrain(b)) {
+        setDrain(rt_.metrics, b, false);
+        log::info("backend enabled", {{"backend", b->name}, {"by", "redis"}, {"from", from}});
+      }
+    }
+  }
+  if (!now.sameWeight(before) && now.has_weight && b->weight.load() != now.weight) {
+    setWeight(rt_.metrics, b, now.weight);
+    log::info("backend weight", {{"backend", b->name}, {"weight", now.weight}, {"by", "redis"}, {"from", from}});
+  }
 }
 
 void Server::reload() {
@@ -452,9 +548,11 @@ void Server::reload() {
       Backend* b = rt_.backends.at(k);
       if (b->url != bc.url) continue;
       known = true;
-      b->weight.store(bc.weight);
+      // A weight shared through Redis outlives a reload, as a drain does.
+      const balancer::KnownAdminState* shared = admin_sync_ ? admin_sync_->known(b->name) : nullptr;
+      setWeight(rt_.metrics, b, shared && shared->state.has_weight ? shared->state.weight : bc.weight);
       if (b->admin_drain.load() && b->last_check_reason == "removed by reload") {
-        setDrain(rt_.metrics, b, false);
+        if (!sharedDrain(b)) setDrain(rt_.metrics, b, false);
         b->last_check_reason.clear();
       }
     }
@@ -477,6 +575,7 @@ void Server::reload() {
 
 bool Server::ready() const {
   if (!rt_.listening || rt_.stopping) return false;
+  if (admin_sync_ && !admin_sync_->settled()) return false;
   std::int64_t now = Worker::nowWallMs();
   std::size_t n = rt_.backends.size();
   for (std::size_t i = 0; i < n; ++i)
@@ -504,6 +603,27 @@ std::string Server::backendsJson() const {
         {"connections", b->connections.load()},
         {"ejected", b->ejected.load()},
     };
+    if (admin_sync_) {
+      // Where its admin state comes from: null while nobody changed it (the
+      // configuration's), else the shared state this tether applies.
+      const balancer::KnownAdminState* k = admin_sync_->known(b->name);
+      if (!k) {
+        j["shared"] = nullptr;
+      } else {
+        nlohmann::json sh = {{"version", k->state.version}, {"by", k->state.by},
+                             {"pending", k->drain_pending || k->weight_pending}};
+        if (k->state.has_drain) {
+          sh["drain"] = k->state.drain;
+          sh["drain_ms"] = k->state.drain_ms;
+          sh["deadline_ms"] = k->state.deadline_ms ? nlohmann::json(k->state.deadline_ms) : nlohmann::json(nullptr);
+        }
+        if (k->state.has_weight) {
+          sh["weight"] = k->state.weight;
+          sh["weight_ms"] = k->state.weight_ms;
+        }
+        j["shared"] = std::move(sh);
+      }
+    }
     std::int64_t last = b->last_check_ms.load();
     if (last) {
       j["last_check"] = {{"time_ms", last}, {"status", b->last_check_status.load()}, {"result", b->last_check_reason}};
@@ -636,7 +756,15 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     if (!get) return error(405, "use GET");
     bool ok = ready();
     res.status = ok ? 200 : 503;
-    res.body = ok ? "ready\n" : (rt_.stopping ? "stopping\n" : "no backend up\n");
+    if (ok) {
+      res.body = "ready\n";
+    } else if (rt_.stopping) {
+      res.body = "stopping\n";
+    } else if (admin_sync_ && !admin_sync_->settled()) {
+      res.body = "admin state not read from redis yet\n";
+    } else {
+      res.body = "no backend up\n";
+    }
     return;
   }
   if (req.path == "/admin/backends") {
@@ -707,47 +835,74 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
   char* end = nullptr;
   unsigned long id = std::strtoul(id_text.c_str(), &end, 10);
   if (id_text.empty() || *end != 0 || id >= rt_.backends.size()) return error(404, "no backend " + id_text);
-  Backend* b = rt_.backends.at(id);
+  adminAction(req, res, rt_.backends.at(id), action);
+}
+
+// POST /admin/backends/{id}/drain|enable|weight: applied here at once and,
+// with a Redis store, handed to every tether on it (AdminSync).
+void Server::adminAction(const AdminRequest& req, AdminResponse& res, Backend* b, const std::string& action) {
+  auto json = [&res](int status, nlohmann::json j) {
+    res.status = status;
+    res.content_type = "application/json";
+    res.body = jsonText(j);
+  };
+  auto error = [&json](int status, const std::string& message) { json(status, {{"error", message}}); };
+  const std::int64_t now = wallClockMs();
+  // What the change becomes in the shared state (the aspects it names).
+  const balancer::KnownAdminState* known = admin_sync_ ? admin_sync_->known(b->name) : nullptr;
+  balancer::AdminState st = known ? known->state : balancer::AdminState{};
+  bool drain_aspect = false, weight_aspect = false;
+  nlohmann::json answer = {{"id", b->id}};
   if (action == "drain") {
+    std::string deadline = queryValue(req.query, "deadline");
+    std::optional<conf::Millis> ms;
+    if (!deadline.empty() && !(ms = conf::parseDuration(deadline))) {
+      return error(400, "deadline: not a duration: " + deadline);
+    }
+    // A drain of a draining backend keeps its start, and its deadline unless
+    // this one names a new one.
+    const bool again = st.has_drain && st.drain;
+    st.has_drain = st.drain = drain_aspect = true;
+    if (!again) {
+      st.drain_ms = now;
+      st.deadline_ms = 0;
+    }
+    if (ms) st.deadline_ms = now + *ms;
     setDrain(rt_.metrics, b, true);
     log::info("backend draining", {{"backend", b->name}, {"by", "admin"}});
-    std::string deadline = queryValue(req.query, "deadline");
-    if (!deadline.empty()) {
-      std::optional<conf::Millis> ms = conf::parseDuration(deadline);
-      if (!ms) return error(400, "deadline: not a duration: " + deadline);
-      // After the deadline, tunnels still open to it get close frames 1001.
-      // Closed by finishStop() if tether stops first, so that it never holds the loop.
-      auto* d = new DrainDeadline{{}, this, b->id};
-      uv_timer_init(workers_[0]->loop(), &d->timer);
-      d->timer.data = d;
-      drain_deadlines_.insert(d);
-      uv_timer_start(&d->timer, [](uv_timer_t* t) {
-        auto* d = static_cast<DrainDeadline*>(t->data);
-        if (d->server->rt_.backends.at(d->id)->admin_drain.load())
-          for (auto& w : d->server->workers_) w->requestTunnelDrain(d->id);
-        d->server->closeDrainDeadline(d);
-      }, static_cast<std::uint64_t>(*ms), 0);
-    }
-    return json(200, jsonText(nlohmann::json{{"id", b->id}, {"state", "draining"}}));
-  }
-  if (action == "enable") {
+    if (ms) startDrainDeadline(b->id, *ms);
+    answer["state"] = "draining";
+  } else if (action == "enable") {
+    st.has_drain = drain_aspect = true;
+    st.drain = false;
+    st.drain_ms = now;
+    st.deadline_ms = 0;
     setDrain(rt_.metrics, b, false);
+    cancelDrainDeadline(b->id);
     log::info("backend enabled", {{"backend", b->name}, {"by", "admin"}});
-    return json(200, jsonText(nlohmann::json{
-                         {"id", b->id}, {"state", balancer::toString(b->state.load())}}));
-  }
-  if (action == "weight") {
+    answer["state"] = balancer::toString(b->state.load());
+  } else if (action == "weight") {
     std::string v = queryValue(req.query, "value");
     char* e = nullptr;
     unsigned long w = std::strtoul(v.c_str(), &e, 10);
     if (v.empty() || *e != 0 || w > conf::kMaxWeight) {
       return error(400, "value: expected an integer 0.." + std::to_string(conf::kMaxWeight));
     }
-    b->weight.store(static_cast<std::uint32_t>(w));
+    st.has_weight = weight_aspect = true;
+    st.weight = static_cast<std::uint32_t>(w);
+    st.weight_ms = now;
+    setWeight(rt_.metrics, b, st.weight);
     log::info("backend weight", {{"backend", b->name}, {"weight", static_cast<std::uint64_t>(w)}, {"by", "admin"}});
-    return json(200, jsonText(nlohmann::json{{"id", b->id}, {"weight", w}}));
+    answer["weight"] = w;
+  } else {
+    return error(404, "no such action: " + action);
   }
-  return error(404, "no such action: " + action);
+  if (admin_sync_) {
+    // "sent": on its way to every tether; "pending": Redis is down (or the
+    // subscription refused), written once it is back.
+    answer["shared"] = admin_sync_->changed(b, st, drain_aspect, weight_aspect) ? "sent" : "pending";
+  }
+  json(200, answer);
 }
 
 }  // namespace tether::proxy

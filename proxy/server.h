@@ -5,21 +5,22 @@
 
 #include <uv.h>
 
+#include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "conf/loader.h"
 #include "proxy/admin.h"
+#include "proxy/admin_sync.h"
 #include "proxy/health_checker.h"
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
 
 namespace tether::proxy {
 
-class Server {
+class Server : private AdminSync::Target {
  public:
   // args: the command line without argv[0], kept for reloads.
   Server(std::vector<std::string> args, conf::EnvLookup env, std::shared_ptr<conf::Config> config);
@@ -29,13 +30,22 @@ class Server {
 
  private:
   struct Resolver;  // one per backend URL with a DNS name
-  // POST /admin/backends/{id}/drain?deadline=: the going-away closes once it passes.
+  // POST /admin/backends/{id}/drain?deadline=: the going-away closes once it
+  // passes. One per backend: the last drain's (a drain shared through Redis
+  // counts from the original request). An enable cancels it.
   struct DrainDeadline {
     uv_timer_t timer;
     Server* server;
     std::uint32_t id;
   };
+  void startDrainDeadline(std::uint32_t id, std::int64_t delay_ms);
+  void cancelDrainDeadline(std::uint32_t id);
   void closeDrainDeadline(DrainDeadline* d);
+  void startAdminSync(const std::string& admin_bound);
+  void applySharedAdmin(balancer::Backend* b, const balancer::AdminState& now,
+                        const balancer::AdminState& before) override;
+  bool sharedDrain(const balancer::Backend* b) const;
+  void adminAction(const AdminRequest& req, AdminResponse& res, balancer::Backend* b, const std::string& action);
 
   std::string addBackendsFor(std::size_t config_index, const conf::BackendConf& bc);
   balancer::Backend* addBackend(std::size_t config_index, const conf::BackendConf& bc, const sockaddr* addr,
@@ -60,7 +70,8 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<HealthChecker> health_;
   std::vector<std::unique_ptr<Resolver>> resolvers_;
-  std::set<DrainDeadline*> drain_deadlines_;
+  std::map<std::uint32_t, DrainDeadline*> drain_deadlines_;  // by backend id
+  std::unique_ptr<AdminSync> admin_sync_;  // with a Redis store only
   uv_signal_t sig_term_, sig_int_, sig_hup_, sig_usr1_;
   uv_timer_t grace_timer_;
   uv_timer_t watchdog_timer_;

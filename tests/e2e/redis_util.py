@@ -16,9 +16,13 @@ from harness import START_TIMEOUT, AppProcess, free_port, require_program
 
 ACL_USER = "tether"
 ACL_PASSWORD = "s3cret-acl-pw"
-# What tether needs of its user: pins (GET, SET, PEXPIRE), liveness (PING), the admin's
-# lookup (PTTL). The default user is off, so that nothing works without AUTH.
-ACL_RULES = ["on", ">" + ACL_PASSWORD, "~tether:*", "+get", "+set", "+pexpire", "+pttl", "+ping"]
+# What tether needs of its user (README, "Redis keys"): pins (GET, SET, PEXPIRE), liveness
+# (PING), the admin's lookup (PTTL), the shared admin state (HGETALL, HSET, HSETNX, HINCRBY,
+# MULTI, EXEC, PUBLISH, SUBSCRIBE on the channel tether:admin). The default user is off, so
+# that nothing works without AUTH.
+ACL_RULES = ["on", ">" + ACL_PASSWORD, "~tether:*", "&tether:admin", "+get", "+set", "+pexpire",
+             "+pttl", "+ping", "+hgetall", "+hset", "+hsetnx", "+hincrby", "+multi", "+exec",
+             "+publish", "+subscribe"]
 
 
 def _wait_ready(app, what):

@@ -175,6 +175,16 @@ class Tls(StoreCase):
             r = self.get_id(t2.proxy_port, u)
             self.assertEqual(self.by_name[r.header("X-Upstream-Name")].address, where[u])
         self.assertGreater(t2.metric("tether_affinity_lookups_total", result="hit"), 0)
+        # The shared admin state takes the same TLS and ACL user: a drain on t reaches t2.
+        address = self.by_name["up-c"].address
+        bid = [b["id"] for b in t.backends_state() if b["address"] == address][0]
+        self.assertEqual(t.admin_post("/admin/backends/%d/drain" % bid).status, 200)
+        self.wait_until(lambda: [b["state"] for b in t2.backends_state()
+                                 if b["address"] == address] == ["draining"], 2,
+                        msg="drained through TLS")
+        self.assertEqual(t.admin_post("/admin/backends/%d/enable" % bid).status, 200)
+        self.wait_until(lambda: [b["state"] for b in t2.backends_state()
+                                 if b["address"] == address] == ["up"], 2, msg="enabled")
         # The admin's blocking lookup speaks no TLS: it shows the local view and says so.
         j = json.loads(t.admin_get("/admin/affinity?key=" + user_key(users[0])).body)
         self.assertEqual((j["pinned"]["from"], j["pinned"]["backend"]), ("local", where[users[0]]), j)

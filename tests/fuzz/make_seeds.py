@@ -473,6 +473,28 @@ def admin_seeds():
     write(t, "too-large", b"\x85" + b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n")
 
 
+# ---- Shared admin state -----------------------------------------------------
+# fuzz_admin_state.cc: byte 0 what the tether knows, then "field=value" lines.
+def admin_state_seeds():
+    t = "fuzz_admin_state"
+    clear_seeds(t)
+    cases = {
+        "drained-with-deadline": (0x13, "drain=1 1700000000123 1700000030123\nversion=4\nby=host-a 127.0.0.1:9901"),
+        "enabled-and-weight": (0x25, "drain=0 1700000000123 0\nweight=7 1700000000456\nversion=9"),
+        "garbage-drain": (0x03, "drain=yes please\nweight=40 6"),
+        "weight-too-large": (0x0c, "weight=10001 5"),
+        "weight-no-time": (0x04, "weight=5"),
+        "twice": (0x01, "drain=1 5 0\ndrain=0 6 0"),
+        "by-control": (0x00, "drain=1 5 0\nby=a\x01b"),
+        "empty": (0x0f, ""),
+        "unknown-fields": (0x00, "colour=blue\nversion=x\ndrain_ms=5"),
+        "message-addresses": (0x00, "10.0.0.1:8080\n[::1]:80\n[fd00::1%eth0]:80\ntether:admin:backend:1.2.3.4:80"),
+        "long-numbers": (0x05, "drain=1 999999999999999999 9999999999999999999\nweight=0 1"),
+    }
+    for name, (opts, text) in cases.items():
+        write(t, name, bytes([opts]) + text.encode("latin-1"))
+
+
 if __name__ == "__main__":
     http_seeds()
     ws_seeds()
@@ -480,5 +502,6 @@ if __name__ == "__main__":
     affinity_seeds()
     config_seeds()
     admin_seeds()
+    admin_state_seeds()
     for t in sorted(os.listdir(CORPUS)):
         print("%-24s %d files" % (t, len(os.listdir(os.path.join(CORPUS, t)))))

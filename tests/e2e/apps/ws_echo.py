@@ -4,7 +4,8 @@
 Usage: python3 ws_echo.py [--port 0] [--host 127.0.0.1] [--name NAME]
                           [--close-code N] [--ping-interval S] [--max-size BYTES]
 Prints "PORT <n>" as the first stdout line. Plain HTTP requests (no Upgrade)
-to /health answer 200 {"status": true}; to anything else 426.
+to /health answer 200 {"status": true}; to /id 200 and the text NAME; to
+anything else 426.
 
 Per connection, by request path:
   /            echo every text and binary message as it came (any other path too)
@@ -36,6 +37,8 @@ async def main_async(args):
             if urllib.parse.urlsplit(path).path == "/health":
                 return http.HTTPStatus(HEALTH["status"]), [("Content-Type", "application/json")], \
                     b'{"status": true}\n'
+            if urllib.parse.urlsplit(path).path == "/id":
+                return http.HTTPStatus.OK, [("Content-Type", "text/plain")], args.name.encode()
             return http.HTTPStatus.UPGRADE_REQUIRED, [("Content-Type", "text/plain")], \
                 b"websocket only\n"
         return None

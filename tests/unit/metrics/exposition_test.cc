@@ -102,6 +102,7 @@ const std::map<std::string, std::string> kContract = {
     {"tether_compression_bytes_total", "counter"},
     {"tether_compressed_responses_total", "counter"},
     {"tether_affinity_pin_confirmations_total", "counter"},
+    {"tether_backend_weight", "gauge"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";

@@ -1,119 +1,21 @@
 // RedisConnection (proxy/redis_client.h) on a real loop against a scripted
-// Redis on a loopback socket (a thread: one connection, a reply per command
-// name), and parseSwitchMaster. Every test ends with every handle closed.
+// Redis on a loopback socket (scripted_redis.h), and parseSwitchMaster.
+// Every test ends with every handle closed.
 #include "proxy/redis_client.h"
 
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cctype>
 #include <chrono>
 #include <functional>
-#include <map>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "tests/unit/proxy/scripted_redis.h"
 
 namespace tether::proxy {
 namespace {
-
-// Accepts one connection and answers each RESP command by its name
-// (upper-cased): the scripted bytes, or nothing when the script has none.
-class ScriptedRedis {
- public:
-  using Replies = std::map<std::string, std::string>;
-  explicit ScriptedRedis(Replies replies) : replies_(std::move(replies)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(fd_, 4), 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    thread_ = std::thread([this] { run(); });
-  }
-  ~ScriptedRedis() {
-    stop_ = true;
-    thread_.join();
-    ::close(fd_);
-  }
-  std::uint16_t port() const { return port_; }
-  std::vector<std::string> commands() {
-    std::lock_guard<std::mutex> l(mu_);
-    return commands_;
-  }
-
- private:
-  void run() {
-    int c = -1;
-    std::string in;
-    while (!stop_) {
-      pollfd p{c < 0 ? fd_ : c, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
-      if (c < 0) {
-        c = ::accept(fd_, nullptr, nullptr);
-        continue;
-      }
-      char buf[4096];
-      ssize_t n = ::read(c, buf, sizeof buf);
-      if (n <= 0) break;
-      in.append(buf, static_cast<std::size_t>(n));
-      std::string name;
-      while (takeCommand(in, &name)) {
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          commands_.push_back(name);
-        }
-        auto it = replies_.find(name);
-        if (it != replies_.end() && ::write(c, it->second.data(), it->second.size()) < 0) break;
-      }
-    }
-    if (c >= 0) ::close(c);
-  }
-
-  // One "*N\r\n$len\r\narg\r\n..." off the front of `in`; its first word, upper-cased.
-  static bool takeCommand(std::string& in, std::string* name) {
-    std::size_t pos = 0;
-    auto line = [&](std::string* out) {
-      std::size_t e = in.find("\r\n", pos);
-      if (e == std::string::npos) return false;
-      *out = in.substr(pos, e - pos);
-      pos = e + 2;
-      return true;
-    };
-    std::string l;
-    if (!line(&l) || l.empty() || l[0] != '*') return false;
-    int n = std::stoi(l.substr(1));
-    for (int i = 0; i < n; ++i) {
-      if (!line(&l)) return false;
-      std::size_t len = std::stoul(l.substr(1));
-      if (in.size() < pos + len + 2) return false;
-      if (i == 0) {
-        *name = in.substr(pos, len);
-        for (char& ch : *name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-      }
-      pos += len + 2;
-    }
-    in.erase(0, pos);
-    return true;
-  }
-
-  std::map<std::string, std::string> replies_;
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<std::string> commands_;
-};
 
 struct Recorder : RedisConnection::Listener {
   int ready = 0;
@@ -129,6 +31,11 @@ struct Recorder : RedisConnection::Listener {
     ++closed;
     failure = f;
     conn = nullptr;
+  }
+  std::vector<std::string> pushes;  // "channel payload"
+  void onRedisPush(RedisConnection*, redisReply* r) override {
+    pushes.push_back(std::string(r->element[1]->str, r->element[1]->len) + " " +
+                     std::string(r->element[2]->str, r->element[2]->len));
   }
 };
 
@@ -288,6 +195,45 @@ TEST_F(RedisConnectionTest, CloseWhileResolvingOrConnecting) {
   RedisConnection::open(&loop_, o, &rec, pool_)->close();
   RedisConnection::open(&loop_, options(9), &rec, pool_)->close();
   EXPECT_EQ(rec.closed, 0);
+}
+
+TEST_F(RedisConnectionTest, SubscribedMessagesGoToTheListenerBetweenReplies) {
+  // The confirmation and two messages in one read; then, idle, the PING that
+  // Redis answers ["pong", ""] in subscribe mode.
+  ScriptedRedis redis({{"PING", "+PONG\r\n"},
+                       {"SUBSCRIBE",
+                        "*3\r\n$9\r\nsubscribe\r\n$12\r\ntether:admin\r\n:1\r\n"
+                        "*3\r\n$7\r\nmessage\r\n$12\r\ntether:admin\r\n$13\r\n10.0.0.1:8080\r\n"
+                        "*3\r\n$7\r\nmessage\r\n$12\r\ntether:admin\r\n$0\r\n\r\n"}});
+  Recorder rec;
+  RedisConnection* c = RedisConnection::open(&loop_, options(redis.port()), &rec, pool_);
+  runUntil([&] { return rec.ready == 1; });
+  ASSERT_EQ(rec.ready, 1);
+  std::vector<std::string> confirmed;
+  ASSERT_TRUE(c->subscribe("tether:admin", [](void* p, redisReply* r) {
+    static_cast<std::vector<std::string>*>(p)->push_back(r && r->type == REDIS_REPLY_ARRAY
+                                                             ? std::string(r->element[0]->str, r->element[0]->len)
+                                                             : "?");
+  }, &confirmed));
+  runUntil([&] { return rec.pushes.size() == 2; });
+  EXPECT_EQ(confirmed, (std::vector<std::string>{"subscribe"}));
+  EXPECT_EQ(rec.pushes, (std::vector<std::string>{"tether:admin 10.0.0.1:8080", "tether:admin "}));
+  EXPECT_EQ(rec.closed, 0);
+  c->close();
+}
+
+TEST_F(RedisConnectionTest, ACommandGivenWordByWord) {
+  ScriptedRedis redis({{"PING", "+PONG\r\n"}, {"HSET", ":2\r\n"}});
+  Recorder rec;
+  RedisConnection* c = RedisConnection::open(&loop_, options(redis.port()), &rec, pool_);
+  long long got = -1;
+  ASSERT_TRUE(c->commandArgv([](void* p, redisReply* r) { *static_cast<long long*>(p) = r ? r->integer : -2; }, &got,
+                             {"HSET", "k", "drain", std::string("1 2\0 3", 6)}));
+  EXPECT_FALSE(c->commandArgv(nullptr, nullptr, {}));
+  runUntil([&] { return got != -1; });
+  EXPECT_EQ(got, 2);
+  EXPECT_EQ(redis.commands(), (std::vector<std::string>{"PING", "HSET"}));
+  c->close();
 }
 
 TEST(ParseSwitchMaster, TheNewAddressOfOurMaster) {
