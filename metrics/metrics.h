@@ -208,6 +208,10 @@ class Metrics {
   Histogram& storeSeconds(StoreOp op) { return *store_seconds_[static_cast<int>(op)]; }
   Counter config_reloads_ok;
   Counter config_reloads_invalid;
+  // tether_upgrades_total{result}: binaries started by SIGUSR2 (or by a reload
+  // that changes listeners, workers or the admin address) that took over, or not.
+  Counter upgrades_ok;
+  Counter upgrades_failed;
   // TLS listeners: handshakes completed, and connections that ended before one
   // did (not TLS, refused by OpenSSL, or too slow).
   Counter tls_handshakes_ok;

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "proxy/admin.h"
 #include "proxy/health_checker.h"
 #include "proxy/runtime.h"
+#include "proxy/upgrade.h"
 #include "proxy/worker.h"
 
 namespace tether::proxy {
@@ -45,7 +47,19 @@ class Server {
   std::string backendsJson() const;
   std::string affinityJson(const std::string& key);
   bool ready() const;
-  void reload();
+  enum class ReloadResult { kApplied, kRefused, kUpgrading };
+  ReloadResult reload();
+  // Binary upgrade (proxy/upgrade.h). takeInherited: in a new process, the
+  // sockets the old one handed over, matched to `cfg` (nullopt when this
+  // process was not started by an upgrade). startUpgrade: spawns the new
+  // binary; false (logged) when refused or it could not be started.
+  std::optional<UpgradePlan> takeInherited(const conf::Config& cfg, std::vector<std::string>* errors);
+  bool startUpgrade(const char* why);
+  void upgradeDone(bool ok, const std::string& why);
+  void handOff(int pid);
+  void announceReady();
+  void stopBackground();
+  std::string upgradeJson() const;
   void reopenAccessLog();
   void beginStop(const char* why);
   void finishStop();
@@ -61,11 +75,21 @@ class Server {
   std::unique_ptr<HealthChecker> health_;
   std::vector<std::unique_ptr<Resolver>> resolvers_;
   std::set<DrainDeadline*> drain_deadlines_;
-  uv_signal_t sig_term_, sig_int_, sig_hup_, sig_usr1_;
+  uv_signal_t sig_term_, sig_int_, sig_hup_, sig_usr1_, sig_usr2_;
   uv_timer_t grace_timer_;
   uv_timer_t watchdog_timer_;
   uv_async_t drained_async_;
   std::atomic<std::uint32_t> drained_workers_{0};
+  // kStarting: a new process was spawned and has not reported ready yet;
+  // kHandedOff: it has, and took the listening sockets and systemd's main
+  // process over; this one drains, tells systemd nothing more, and exits.
+  enum class Upgrade { kNone, kStarting, kHandedOff };
+  Upgrade upgrade_ = Upgrade::kNone;
+  Successor* successor_ = nullptr;  // while kStarting; frees itself after upgradeDone
+  int successor_pid_ = 0;
+  bool upgrade_reloading_ = false;  // started by a reload: RELOADING=1 was sent
+  std::string exe_path_;            // the binary this process runs, read at start
+  int ready_fd_ = -1;               // a new process: where it reports ready
   bool watchdog_ = false;
   bool stopping_ = false;
   bool stopped_ = false;
