@@ -315,8 +315,10 @@ int Server::run() {
 
   std::vector<std::string> bound;
   const UpgradePlan* p = plan ? &*plan : nullptr;
-  std::string err = workers_[0]->bind(*cfg, &bound, nullptr, p);
-  for (std::size_t i = 1; i < workers_.size() && err.empty(); ++i) err = workers_[i]->bind(*cfg, nullptr, &bound, p);
+  // A new process of an upgrade accepts once it can serve (announceReady).
+  bool defer = p != nullptr;
+  std::string err = workers_[0]->bind(*cfg, &bound, nullptr, p, defer);
+  for (std::size_t i = 1; i < workers_.size() && err.empty(); ++i) err = workers_[i]->bind(*cfg, nullptr, &bound, p, defer);
   std::string admin_bound;
   admin_ = std::make_unique<AdminServer>(loop, [this](const AdminRequest& q, AdminResponse& r) { handleAdmin(q, r); });
   admin_->setLimits(adminLimits(*cfg));
@@ -388,7 +390,24 @@ int Server::run() {
                    ready_fd_ >= 0 ? period : 0, period);
   }
 #endif
-  announceReady();
+  uv_timer_init(loop, &ready_timer_);
+  ready_timer_.data = this;
+  if (plan) {
+    // Until every backend has had its first health check, this process
+    // would answer 503 where the old one serves: it waits for them, within
+    // the old one's timeouts.upgrade, and accepts only then.
+    uv_timer_start(&ready_timer_, [](uv_timer_t* t) {
+      Server* s = static_cast<Server*>(t->data);
+      std::size_t n = s->rt_.backends.size();
+      for (std::size_t i = 0; i < n; ++i)
+        if (s->rt_.backends.at(i)->state.load() == balancer::BackendState::kUnknown) return;
+      uv_timer_stop(t);
+      for (auto& w : s->workers_) w->requestListen();
+      s->announceReady();
+    }, 0, 10);
+  } else {
+    announceReady();
+  }
   log::info("started", {{"version", TETHER_VERSION}, {"workers", cfg->workers},
                         {"backends", static_cast<std::uint64_t>(rt_.backends.size())},
                         {"pid", static_cast<std::int64_t>(getpid())}});
@@ -594,6 +613,7 @@ void Server::finishStop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_hup_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_usr1_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_usr2_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&ready_timer_), nullptr);
   for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
   while (!drain_deadlines_.empty()) closeDrainDeadline(*drain_deadlines_.begin());
   // Every admin connection too: an idle one would otherwise keep the loop,

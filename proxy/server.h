@@ -78,6 +78,7 @@ class Server {
   uv_signal_t sig_term_, sig_int_, sig_hup_, sig_usr1_, sig_usr2_;
   uv_timer_t grace_timer_;
   uv_timer_t watchdog_timer_;
+  uv_timer_t ready_timer_;  // a new process of an upgrade: waits to accept
   uv_async_t drained_async_;
   std::atomic<std::uint32_t> drained_workers_{0};
   // kStarting: a new process was spawned and has not reported ready yet;

@@ -138,7 +138,8 @@ int bindSocket(const conf::HostPort& hp, bool reuse_port, int* fd_out, std::stri
 }  // namespace
 
 std::string Worker::bind(const conf::Config& config, std::vector<std::string>* bound,
-                         const std::vector<std::string>* same, const UpgradePlan* plan) {
+                         const std::vector<std::string>* same, const UpgradePlan* plan,
+                         bool defer_listen) {
   bool reuse_port = config.workers > 1;
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
     conf::HostPort hp = config.listeners[i].address;
@@ -171,7 +172,7 @@ std::string Worker::bind(const conf::Config& config, std::vector<std::string>* b
       uv_tcp_init(&loop_, &l->tcp);
       l->tcp.data = l.get();
       int rc = uv_tcp_open(&l->tcp, fds[k]);
-      if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, onConnection);
+      if (rc == 0 && !defer_listen) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), kBacklog, onConnection);
       if (rc != 0) {
         std::string e = where + hp.str() + ": " + uv_strerror(rc);
         uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
@@ -185,6 +186,23 @@ std::string Worker::bind(const conf::Config& config, std::vector<std::string>* b
     }
   }
   return {};
+}
+
+void Worker::requestListen() {
+  want_listen_ = true;
+  uv_async_send(&async_);
+}
+
+void Worker::startListening() {
+  if (stopping_) return;
+  for (auto& l : listeners_) {
+    auto* stream = reinterpret_cast<uv_stream_t*>(&l->tcp);
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(stream))) continue;
+    int rc = uv_listen(stream, kBacklog, onConnection);
+    if (rc != 0) {
+      log::error("listen failed", {{"listener", static_cast<std::uint64_t>(l->index)}, {"error", uv_strerror(rc)}});
+    }
+  }
 }
 
 void Worker::closeListeners() {
@@ -241,6 +259,7 @@ void Worker::onAsync(uv_async_t* a) {
     drains.swap(w->drain_requests_);
   }
   for (std::int64_t id : drains) w->drainTunnels(id);
+  if (w->want_listen_.exchange(false)) w->startListening();
   if (w->want_handoff_.exchange(false)) w->stopAccepting();
   if (w->want_stop_.exchange(false)) w->beginStop();
   if (w->want_grace_over_.exchange(false)) w->graceOver();

@@ -73,8 +73,13 @@ class Worker {
   // Returns an error message, or empty on success.
   // With a plan (a binary upgrade, proxy/upgrade.h), opens the inherited
   // sockets it gives this worker instead of binding new ones.
+  // With defer_listen, the sockets are bound (or taken over) but nothing is
+  // accepted until requestListen().
   std::string bind(const conf::Config& config, std::vector<std::string>* bound,
-                   const std::vector<std::string>* same_addresses, const UpgradePlan* plan = nullptr);
+                   const std::vector<std::string>* same_addresses, const UpgradePlan* plan = nullptr,
+                   bool defer_listen = false);
+  // Any thread: start accepting on what bind(defer_listen) opened.
+  void requestListen();
   // Main thread, before start() or after the loop ended: closes the listeners
   // without accepting from them again.
   void closeListeners();
@@ -178,9 +183,11 @@ class Worker {
   static void onSpread(uv_timer_t* t);
   static void onTlsIdle(uv_idle_t* h);
   static constexpr std::int64_t kSpreadTickMs = 50;
+  static constexpr int kBacklog = 4096;
   void applyConfig();
   std::span<balancer::Backend* const> candidates();
   void buildPlans();
+  void startListening();
   void stopAccepting();
   void beginStop();
   void graceOver();
@@ -234,6 +241,7 @@ class Worker {
   std::atomic<bool> want_config_{false};
   std::atomic<bool> want_force_{false};
   std::atomic<bool> want_handoff_{false};
+  std::atomic<bool> want_listen_{false};
   std::atomic<bool> want_grace_over_{false};
   std::mutex drain_mu_;
   std::vector<std::int64_t> drain_requests_;  // -1 all, else a backend id
