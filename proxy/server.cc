@@ -398,6 +398,10 @@ int Server::run() {
     // the old one's timeouts.upgrade, and accepts only then.
     uv_timer_start(&ready_timer_, [](uv_timer_t* t) {
       Server* s = static_cast<Server*>(t->data);
+      if (s->stopping_) {
+        uv_timer_stop(t);  // never ready: the old process sees this one exit
+        return;
+      }
       std::size_t n = s->rt_.backends.size();
       for (std::size_t i = 0; i < n; ++i)
         if (s->rt_.backends.at(i)->state.load() == balancer::BackendState::kUnknown) return;
@@ -492,6 +496,10 @@ bool Server::startUpgrade(const char* why) {
   }
   if (stopping_) {
     log::warn("upgrade refused: stopping", {{"signal", why}});
+    return false;
+  }
+  if (ready_fd_ >= 0) {
+    log::warn("upgrade refused: this process is itself starting from an upgrade", {{"signal", why}});
     return false;
   }
   const conf::Config& cfg = *rt_.config();
