@@ -22,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import E2ETestCase, SIGTERM, tether_bin, wait_until
+from harness import E2ETestCase, SIGTERM, run_tether, tether_bin, wait_until
 from wsutil import OP_CLOSE, OP_TEXT, RawWsBackend, _parse, accept_for, frame, new_key
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -423,6 +423,17 @@ class Upgrade(UpgradeBase):
             self.assertTrue(head.startswith("HTTP/1.1 200"), head)
             s.close()
         self.assertEqual(t.proc.wait(timeout=GRACE_S + 10), 0)
+        # POST /admin/reload goes the same way, and says so.
+        cfg["listeners"] = cfg["listeners"][:1]
+        t.write_config(cfg)
+        mark = len(t.logs)
+        r = t.admin_post("/admin/reload")
+        self.assertEqual(r.status, 202, r)
+        body = json.loads(r.body)
+        self.assertEqual((body["reloaded"], body["upgrading"]), (False, True))
+        rec = t.wait_log(msg="upgrade: new process ready, handing over", timeout=20, start=mark)
+        self.assertEqual(rec["pid"], body["pid"])
+        self.adopt(rec["pid"])
         before = load.count()
         wait_until(lambda: load.count() >= before + 50, 10, msg="load after the old exit")
         load.stop()
@@ -460,6 +471,12 @@ class FailedUpgrade(UpgradeBase):
         self.failed(t, mark, "exited with status 1")
         self.assertEqual(t.metric("tether_upgrades_total", result="failed"), 1)
 
+        # One that crashes.
+        write_script(self.binary, "#!/bin/sh\nkill -SEGV $$\n")
+        mark = len(t.logs)
+        t.signal(signal.SIGUSR2)
+        self.failed(t, mark, "killed by signal 11")
+
         # One that never reports ready: killed once timeouts.upgrade has passed.
         write_script(self.binary, "#!/bin/sh\nexec sleep 60\n")
         mark = len(t.logs)
@@ -472,7 +489,7 @@ class FailedUpgrade(UpgradeBase):
         mark = len(t.logs)
         t.signal(signal.SIGUSR2)
         self.failed(t, mark, "exited with status 1")
-        self.assertEqual(t.metric("tether_upgrades_total", result="failed"), 3)
+        self.assertEqual(t.metric("tether_upgrades_total", result="failed"), 4)
         self.assertEqual(t.metric("tether_upgrades_total", result="ok"), 0)
 
         self.assertTrue(t.running)
@@ -498,6 +515,28 @@ class FailedUpgrade(UpgradeBase):
         self.assertEqual(len(t.find_logs("upgrade: new process started")), 1)
         self.serves(t, 5)
         self.assertEqual(t.stop(), 0)
+
+
+class HostileEnvironment(E2ETestCase):
+    """The upgrade variables come from the environment: what does not hold is refused
+    with its reason (exit 3), whatever the value."""
+
+    def refused(self, env, reason):
+        r = run_tether(["-l", "127.0.0.1:0", "--admin", "127.0.0.1:0", "-b",
+                        "http://127.0.0.1:9", "--log-format", "json"], env=env)
+        self.assertEqual(r.returncode, 3, r)
+        self.assertIn("cannot start", r.stderr)
+        self.assertIn(reason, r.stderr)
+
+    def test_bad_upgrade_variables_stop_the_start(self):
+        self.refused({"TETHER_UPGRADE_FDS": ""}, "TETHER_UPGRADE_FDS: empty")
+        self.refused({"TETHER_UPGRADE_FDS": "proxy:127.0.0.1:0=1"}, "descriptor is a decimal")
+        self.refused({"TETHER_UPGRADE_FDS": "proxy:127.0.0.1:0=77"}, "descriptor 77: Bad file")
+        self.refused({"TETHER_UPGRADE_FDS": "proxy:127.0.0.1:0=2147483648"},
+                     "descriptor is a decimal")
+        self.refused({"TETHER_UPGRADE_FDS": "ssh:127.0.0.1:0=4"}, "kind is proxy or admin")
+        self.refused({"TETHER_UPGRADE_READY_FD": "0"}, "TETHER_UPGRADE_READY_FD")
+        self.refused({"TETHER_UPGRADE_READY_FD": "77"}, "TETHER_UPGRADE_READY_FD: descriptor 77")
 
 
 if __name__ == "__main__":
