@@ -16,6 +16,7 @@
 #include "proxy/admin.h"
 #include "proxy/health_checker.h"
 #include "proxy/runtime.h"
+#include "proxy/successor.h"
 #include "proxy/upgrade.h"
 #include "proxy/worker.h"
 

@@ -23,13 +23,11 @@
 // new addresses and closes the inherited ones its configuration dropped.
 //
 // The parsing and the matching here are pure (no descriptor is touched);
-// proxy/server.cc checks the descriptors and spawns, through Successor.
+// proxy/server.cc checks the descriptors, and spawns and watches the new
+// process through Successor (proxy/successor.h).
 #pragma once
 
-#include <uv.h>
-
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,7 +54,7 @@ struct InheritedFd {
 
 // TETHER_UPGRADE_FDS. Refuses (nullopt, *why set) an empty list, an entry
 // without a kind, an address or a descriptor, a descriptor that is not a
-// plain decimal in 3..kMaxInheritedFd, one listed twice, more than one admin
+// plain decimal (no sign, no leading zero) in 3..kMaxInheritedFd, one listed twice, more than one admin
 // socket and more than kMaxInheritedFds entries.
 std::optional<std::vector<InheritedFd>> parseUpgradeFds(std::string_view text, std::string* why);
 // TETHER_UPGRADE_READY_FD: a plain decimal in 3..kMaxInheritedFd.
@@ -91,54 +89,5 @@ struct UpgradePlan {
 UpgradePlan planUpgrade(const std::vector<InheritedFd>& inherited,
                         const std::vector<std::string>& listeners, const std::string& admin,
                         std::uint32_t workers);
-
-// A new process started for an upgrade, watched from the main loop until it
-// reports ready, exits, or lets the timeout pass. Main loop only.
-class Successor {
- public:
-  struct Socket {
-    InheritedFd::Kind kind;
-    std::string address;  // as configured
-    int fd;               // ours; the child gets a copy
-  };
-  // ok: the child wrote its ready line (it runs on, on its own). Otherwise
-  // `why` says what went wrong, and the child has been killed and reaped.
-  using Done = std::function<void(bool ok, const std::string& why)>;
-
-  // Spawns `binary` with argv[0] = binary, then `args`, the process's
-  // environment with the upgrade variables (see above), and `sockets`.
-  // Returns nullptr and sets *error when nothing was started. Otherwise
-  // `done` runs exactly once, later, on the loop; the Successor frees itself
-  // once its handles are closed after that (do not touch it after `done`).
-  static Successor* start(uv_loop_t* loop, const std::string& binary,
-                          const std::vector<std::string>& args, const std::vector<Socket>& sockets,
-                          std::int64_t timeout_ms, Done done, std::string* error);
-  int pid() const { return pid_; }
-  // Gives up on the child (tether is stopping): it is killed, and `done`
-  // reports the failure once it is reaped.
-  void abandon(const std::string& why);
-
- private:
-  Successor() = default;
-  void fail(const std::string& why);
-  void finish();
-  static void onExit(uv_process_t* p, std::int64_t status, int signal);
-  static void onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
-  static void onClosed(uv_handle_t* h);
-
-  uv_process_t process_;
-  uv_pipe_t ready_;
-  uv_timer_t timer_;
-  int pid_ = 0;
-  int open_handles_ = 0;
-  bool exited_ = false;
-  bool ready_seen_ = false;
-  bool done_called_ = false;
-  std::string why_;      // the first failure seen
-  std::string line_;     // what the child wrote so far (bounded)
-  char buf_[64];
-  std::int64_t timeout_ms_ = 0;
-  Done done_;
-};
 
 }  // namespace tether::proxy

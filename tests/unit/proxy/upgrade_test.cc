@@ -58,6 +58,7 @@ TEST(ParseUpgradeFds, RefusesHostileValues) {
   refused("proxy:127.0.0.1:80= 4");
   refused("proxy:127.0.0.1:80=4x");
   refused("proxy:127.0.0.1:80=0x10");
+  refused("proxy:127.0.0.1:80=04");  // printed back, it would be another list
   refused("proxy:127.0.0.1:80=99999999999999999999");
   refused("proxy:127.0.0.1:80=2000000");
   refused("proxy:127.0.0.1:80=4,proxy:127.0.0.1:81=4");  // one descriptor twice
@@ -81,7 +82,7 @@ TEST(ParseUpgradeFds, AnErrorQuotesTheEntryBounded) {
 TEST(ParseUpgradeReadyFd, TakesAPlainDecimalAboveStderr) {
   std::string why;
   EXPECT_EQ(parseUpgradeReadyFd("3", &why), 3);
-  for (const char* bad : {"", "2", "-1", "3 ", "x", "999999999", "0x3"}) {
+  for (const char* bad : {"", "2", "-1", "3 ", "x", "999999999", "0x3", "03"}) {
     EXPECT_FALSE(parseUpgradeReadyFd(bad, &why).has_value()) << bad;
   }
 }
