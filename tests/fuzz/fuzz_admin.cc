@@ -29,6 +29,7 @@
 #include "proxy/admin.h"
 #include "proxy/http/h1_decoder.h"
 #include "proxy/log.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
@@ -36,14 +37,6 @@ using tether::http::H1Decoder;
 using tether::proxy::AdminRequest;
 using tether::proxy::AdminResponse;
 using tether::proxy::AdminServer;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      __builtin_trap();                                                             \
-    }                                                                               \
-  } while (0)
 
 std::vector<std::string> g_methods;  // of the requests handled, in order
 

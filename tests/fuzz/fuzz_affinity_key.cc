@@ -31,19 +31,12 @@
 
 #include "balancer/affinity_key.h"
 #include "conf/loader.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
 namespace b = tether::balancer;
 using Source = b::KeySpec::Source;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      __builtin_trap();                                                             \
-    }                                                                               \
-  } while (0)
 
 std::string base64Url(std::string_view in) {
   static constexpr char kAlphabet[] =

@@ -24,18 +24,11 @@
 #include <vector>
 
 #include "conf/loader.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
 namespace c = tether::conf;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      __builtin_trap();                                                             \
-    }                                                                               \
-  } while (0)
 
 std::vector<std::string_view> lines(std::string_view s) {
   std::vector<std::string_view> out;

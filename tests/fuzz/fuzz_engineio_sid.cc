@@ -16,18 +16,11 @@
 #include <vector>
 
 #include "balancer/affinity_key.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
 using tether::balancer::EngineIoSidSniffer;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      __builtin_trap();                                                             \
-    }                                                                               \
-  } while (0)
 
 struct Result {
   EngineIoSidSniffer::State state;

@@ -18,18 +18,11 @@
 #include <vector>
 
 #include "proxy/websocket_frame.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
 using tether::proxy::FrameObserver;
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      __builtin_trap();                                                             \
-    }                                                                               \
-  } while (0)
 
 // What the observer must report once the first `at` bytes went past.
 struct Expected {

@@ -26,6 +26,7 @@
 
 #include "proxy/http/h1_decoder.h"
 #include "proxy/http/h1_encoder.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace tether::fuzz {
 
@@ -34,15 +35,6 @@ using http::H1Decoder;
 using http::HeaderList;
 using http::RequestHead;
 using http::ResponseHead;
-
-// A failed check: says which, then traps (libFuzzer keeps the input).
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      __builtin_trap();                                                             \
-    }                                                                               \
-  } while (0)
 
 struct Options {
   H1Decoder::Limits limits;
