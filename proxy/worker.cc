@@ -281,6 +281,7 @@ void Worker::stopAccepting() {
   if (stopping_) return;
   stopping_ = true;
   closeListeners();
+  log::debug("listeners closed", {{"worker", index_}});
   sessions_.forEach([](Session* s) {
     if (!s->tunnelTo(nullptr)) s->goAway();
   });

@@ -366,6 +366,10 @@ class Upgrade(UpgradeBase):
         # The admin socket went over too: the new process answers it, at the same port.
         wait_until(lambda: upgrade_state(t)["pid"] == new_pid, 5,
                    msg="admin answered by the new process")
+        # Each old worker stops accepting on its own loop, a moment after the hand-over:
+        # a connection accepted until then is the old one's (not lost: it drains).
+        wait_until(lambda: len(t.find_logs("listeners closed")) >= 2, 10,
+                   msg="the old workers' listeners closed")
         new_ws = RawWs(t.proxy_port)
         self.assertEqual(new_ws.echo("new"), "new")
         before = load.count()
