@@ -167,6 +167,9 @@ struct Timeouts {
   // No request body byte for this long while the body is incomplete: 408
   // (or a close once the response started). 0 = off.
   Millis request_body = 60'000;
+  // A new binary started by SIGUSR2 must report ready within this long, or
+  // it is killed and the running process keeps serving.
+  Millis upgrade = 10'000;
 };
 
 struct Limits {

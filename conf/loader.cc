@@ -680,7 +680,7 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
       r.map(n, "timeouts",
             {"connect", "request_header", "downstream_idle", "upstream_first_byte", "upstream_idle",
              "tunnel_idle", "shutdown_grace", "upstream_keepalive", "websocket_close",
-             "websocket_close_spread", "request_body"})) {
+             "websocket_close_spread", "request_body", "upgrade"})) {
     Timeouts& t = c.timeouts;
     r.duration(n, "connect", "timeouts", t.connect, true);
     r.duration(n, "request_header", "timeouts", t.request_header, true);
@@ -693,6 +693,7 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     r.duration(n, "websocket_close", "timeouts", t.websocket_close, true);
     r.duration(n, "websocket_close_spread", "timeouts", t.websocket_close_spread, false);
     r.duration(n, "request_body", "timeouts", t.request_body, false);
+    r.duration(n, "upgrade", "timeouts", t.upgrade, true);
   }
 
   if (const YAML::Node n = root["limits"];

@@ -334,6 +334,13 @@ std::string Metrics::scrape() const {
     out.push_back(std::move(f));
   }
   {
+    auto f = family("tether_upgrades_total", "Binary upgrades (SIGUSR2), by result.",
+                    MetricType::Counter);
+    addCounter(f, {{"result", "ok"}}, upgrades_ok.value());
+    addCounter(f, {{"result", "failed"}}, upgrades_failed.value());
+    out.push_back(std::move(f));
+  }
+  {
     auto f = family("tether_tls_handshakes_total",
                     "TLS handshakes on the listeners, by result (error: not TLS, refused, or timed out).",
                     MetricType::Counter);

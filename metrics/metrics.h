@@ -217,6 +217,10 @@ class Metrics {
   Counter compression_in[kCodings];
   Counter compression_out[kCodings];
   Counter compressed_responses[kCodings];
+  // tether_upgrades_total{result}: binaries started by SIGUSR2 (or by a reload
+  // that changes listeners, workers or the admin address) that took over, or not.
+  Counter upgrades_ok;
+  Counter upgrades_failed;
   // TLS listeners: handshakes completed, and connections that ended before one
   // did (not TLS, refused by OpenSSL, or too slow).
   Counter tls_handshakes_ok;

@@ -218,7 +218,17 @@ struct AdminServer::Conn : ListHook<> {
 AdminServer::AdminServer(uv_loop_t* loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
 AdminServer::~AdminServer() = default;
 
-std::string AdminServer::listen(const std::string& host, int port, std::string* bound) {
+std::string AdminServer::listen(const std::string& host, int port, std::string* bound, int fd) {
+  if (fd >= 0) {
+    uv_tcp_init(loop_, &tcp_);
+    tcp_.data = this;
+    open_ = true;
+    int rc = uv_tcp_open(&tcp_, fd);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, onConnection);
+    if (rc != 0) return "admin.address: " + host + ":" + std::to_string(port) + ": inherited socket: " + uv_strerror(rc);
+    *bound = localAddress(&tcp_);
+    return {};
+  }
   sockaddr_storage ss{};
   if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&ss)) != 0 &&
       uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&ss)) != 0) {
@@ -238,11 +248,21 @@ std::string AdminServer::listen(const std::string& host, int port, std::string* 
   return {};
 }
 
-void AdminServer::close() {
+int AdminServer::listeningFd() const {
+  uv_os_fd_t fd = -1;
+  if (!open_ || uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd) != 0) return -1;
+  return fd;
+}
+
+void AdminServer::stopListening() {
   if (open_) {
     open_ = false;
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
   }
+}
+
+void AdminServer::close() {
+  stopListening();
   // Conn::close() unlinks the connection it closes, and only that one.
   conns_.forEach([](Conn* c) { c->close(); });
 }

@@ -68,8 +68,15 @@ class AdminServer {
   AdminServer(uv_loop_t* loop, Handler handler);
   // close() must have run, and the loop turned until its handles closed.
   ~AdminServer();
-  // Returns an error message, or empty; *bound gets "ip:port".
-  std::string listen(const std::string& host, int port, std::string* bound);
+  // Returns an error message, or empty; *bound gets "ip:port". With an
+  // inherited listening socket (fd >= 0, a binary upgrade), listens on it
+  // instead of binding host:port.
+  std::string listen(const std::string& host, int port, std::string* bound, int fd = -1);
+  // The listening socket's descriptor (-1 when not listening).
+  int listeningFd() const;
+  // Stops accepting (a new process took the socket over); the open
+  // connections live on until close().
+  void stopListening();
   // Takes effect for new connections and for every timer armed from now on
   // (a reload calls it).
   void setLimits(const AdminLimits& limits) { limits_ = limits; }

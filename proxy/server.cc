@@ -6,6 +6,8 @@
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -223,9 +225,84 @@ void Server::startResolvers() {
   for (auto& r : resolvers_) r->schedule();
 }
 
+std::optional<UpgradePlan> Server::takeInherited(const conf::Config& cfg, std::vector<std::string>* errors) {
+  std::optional<std::string> fds_text = env_(kUpgradeFdsEnv);
+  std::optional<std::string> ready_text = env_(kUpgradeReadyEnv);
+  // Not for this process's own successor, which gets its own.
+  unsetenv(kUpgradeFdsEnv);
+  unsetenv(kUpgradeReadyEnv);
+  if (!fds_text && !ready_text) return std::nullopt;
+  std::string why;
+  if (ready_text) {
+    std::optional<int> fd = parseUpgradeReadyFd(*ready_text, &why);
+    if (!fd) {
+      errors->push_back(std::string(kUpgradeReadyEnv) + ": " + why);
+    } else if (fcntl(*fd, F_SETFD, FD_CLOEXEC) != 0) {
+      errors->push_back(std::string(kUpgradeReadyEnv) + ": descriptor " + *ready_text + ": " + std::strerror(errno));
+    } else {
+      ready_fd_ = *fd;
+    }
+  }
+  std::vector<InheritedFd> inherited;
+  if (fds_text) {
+    std::optional<std::vector<InheritedFd>> parsed = parseUpgradeFds(*fds_text, &why);
+    if (!parsed) {
+      errors->push_back(std::string(kUpgradeFdsEnv) + ": " + why);
+      return std::nullopt;
+    }
+    inherited = std::move(*parsed);
+  }
+  for (InheritedFd& f : inherited) {
+    std::string at = std::string(kUpgradeFdsEnv) + ": descriptor " + std::to_string(f.fd) + ": ";
+    int type = 0, listening = 0, reuse = 0;
+    socklen_t len = sizeof type;
+    sockaddr_storage ss{};
+    socklen_t ss_len = sizeof ss;
+    if (f.fd == ready_fd_) {
+      errors->push_back(at + "is the ready descriptor");
+    } else if (fcntl(f.fd, F_SETFD, FD_CLOEXEC) != 0) {
+      errors->push_back(at + std::strerror(errno));
+    } else if (getsockopt(f.fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+      errors->push_back(at + "not a stream socket");
+    } else if (len = sizeof listening;
+               getsockopt(f.fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) {
+      errors->push_back(at + "not a listening socket");
+    } else if (getsockname(f.fd, reinterpret_cast<sockaddr*>(&ss), &ss_len) != 0 ||
+               (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
+      errors->push_back(at + "not an IP socket");
+    } else {
+      len = sizeof reuse;
+      getsockopt(f.fd, SOL_SOCKET, SO_REUSEPORT, &reuse, &len);
+      f.reuse_port = reuse != 0;
+      f.bound = formatAddress(reinterpret_cast<sockaddr*>(&ss));
+    }
+  }
+  if (!errors->empty()) return std::nullopt;
+  std::vector<std::string> listeners;
+  for (const conf::Listener& l : cfg.listeners) listeners.push_back(l.address.str());
+  UpgradePlan plan = planUpgrade(inherited, listeners, cfg.admin.address.str(), cfg.workers);
+  log::info("upgrade: taking the listening sockets over",
+            {{"inherited", static_cast<std::uint64_t>(inherited.size())},
+             {"unused", static_cast<std::uint64_t>(plan.unused.size())}});
+  return plan;
+}
+
 int Server::run() {
   conf::ConfigPtr cfg = rt_.config();
   signal(SIGPIPE, SIG_IGN);
+  {
+    // The binary to start on SIGUSR2: read now, for a package upgrade
+    // replaces the file (and the link would then name a deleted one).
+    char exe[4096];
+    std::size_t len = sizeof exe;
+    if (uv_exepath(exe, &len) == 0) exe_path_.assign(exe, len);
+  }
+  std::vector<std::string> inherit_errors;
+  std::optional<UpgradePlan> plan = takeInherited(*cfg, &inherit_errors);
+  if (!inherit_errors.empty()) {
+    for (const std::string& e : inherit_errors) log::error("cannot start", {{"error", e}});
+    return static_cast<int>(conf::ExitCode::kCannotStart);
+  }
   std::vector<std::string> tls_errors;
   rt_.setTls(loadListenerTls(*cfg, &tls_errors));
   redisTlsContext(cfg->affinity, &tls_errors);  // rediss://: loaded once, for every worker's store
@@ -251,23 +328,32 @@ int Server::run() {
   for (std::size_t i = 0; i < cfg->backends.size(); ++i) addBackendsFor(i, cfg->backends[i]);
 
   std::vector<std::string> bound;
-  std::string err = workers_[0]->bind(*cfg, &bound, nullptr);
-  for (std::size_t i = 1; i < workers_.size() && err.empty(); ++i) err = workers_[i]->bind(*cfg, nullptr, &bound);
+  const UpgradePlan* p = plan ? &*plan : nullptr;
+  // A new process of an upgrade accepts once it can serve (announceReady).
+  bool defer = p != nullptr;
+  std::string err = workers_[0]->bind(*cfg, &bound, nullptr, p, defer);
+  for (std::size_t i = 1; i < workers_.size() && err.empty(); ++i) err = workers_[i]->bind(*cfg, nullptr, &bound, p, defer);
   std::string admin_bound;
   admin_ = std::make_unique<AdminServer>(loop, [this](const AdminRequest& q, AdminResponse& r) { handleAdmin(q, r); });
   admin_->setLimits(adminLimits(*cfg));
-  if (err.empty()) err = admin_->listen(cfg->admin.address.host, cfg->admin.address.port, &admin_bound);
+  if (err.empty()) err = admin_->listen(cfg->admin.address.host, cfg->admin.address.port, &admin_bound, p ? p->admin : -1);
   if (!err.empty()) {
     log::error("cannot start", {{"error", err}});
     health_->stop();
     admin_->close();
     for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
+    // Closed before any loop turns: an inherited socket's queue stays whole
+    // for the old process, which keeps serving.
+    for (auto& w : workers_) w->closeListeners();
     for (auto& w : workers_) {
       w->requestStop();
       uv_run(w->loop(), UV_RUN_NOWAIT);
     }
     for (auto& w : workers_) uv_run(w->loop(), UV_RUN_DEFAULT);
     return static_cast<int>(conf::ExitCode::kCannotStart);
+  }
+  if (plan) {
+    for (int fd : plan->unused) ::close(fd);  // listeners the new configuration dropped
   }
   for (const std::string& b : bound) log::info("listening", {{"kind", "proxy"}, {"address", b}});
   log::info("listening", {{"kind", "admin"}, {"address", admin_bound}});
@@ -278,11 +364,13 @@ int Server::run() {
   uv_signal_init(loop, &sig_int_);
   uv_signal_init(loop, &sig_hup_);
   uv_signal_init(loop, &sig_usr1_);
-  sig_term_.data = sig_int_.data = sig_hup_.data = sig_usr1_.data = this;
+  uv_signal_init(loop, &sig_usr2_);
+  sig_term_.data = sig_int_.data = sig_hup_.data = sig_usr1_.data = sig_usr2_.data = this;
   uv_signal_start(&sig_term_, onSignal, SIGTERM);
   uv_signal_start(&sig_int_, onSignal, SIGINT);
   uv_signal_start(&sig_hup_, onSignal, SIGHUP);
   uv_signal_start(&sig_usr1_, onSignal, SIGUSR1);
+  uv_signal_start(&sig_usr2_, onSignal, SIGUSR2);
   uv_timer_init(loop, &grace_timer_);
   grace_timer_.data = this;
   uv_timer_init(loop, &watchdog_timer_);
@@ -309,12 +397,39 @@ int Server::run() {
   std::uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
     watchdog_ = true;
-    uv_timer_start(&watchdog_timer_, [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, 0, usec / 2000);
+    // A new process of an upgrade is not systemd's main process until the
+    // old one names it: its first ping waits a period (the old one pings
+    // until then).
+    std::uint64_t period = usec / 2000;
+    uv_timer_start(&watchdog_timer_, [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); },
+                   ready_fd_ >= 0 ? period : 0, period);
   }
 #endif
-  notify("READY=1");
+  uv_timer_init(loop, &ready_timer_);
+  ready_timer_.data = this;
+  if (plan) {
+    // Until every backend has had its first health check, this process
+    // would answer 503 where the old one serves: it waits for them, within
+    // the old one's timeouts.upgrade, and accepts only then.
+    uv_timer_start(&ready_timer_, [](uv_timer_t* t) {
+      Server* s = static_cast<Server*>(t->data);
+      if (s->stopping_) {
+        uv_timer_stop(t);  // never ready: the old process sees this one exit
+        return;
+      }
+      std::size_t n = s->rt_.backends.size();
+      for (std::size_t i = 0; i < n; ++i)
+        if (s->rt_.backends.at(i)->state.load() == balancer::BackendState::kUnknown) return;
+      uv_timer_stop(t);
+      for (auto& w : s->workers_) w->requestListen();
+      s->announceReady();
+    }, 0, 10);
+  } else {
+    announceReady();
+  }
   log::info("started", {{"version", TETHER_VERSION}, {"workers", cfg->workers},
-                        {"backends", static_cast<std::uint64_t>(rt_.backends.size())}});
+                        {"backends", static_cast<std::uint64_t>(rt_.backends.size())},
+                        {"pid", static_cast<std::int64_t>(getpid())}});
   workers_[0]->run();
   for (auto& t : threads_) t.join();
   // Every loop is done; close what is left on each (nothing should be).
@@ -329,6 +444,8 @@ void Server::onSignal(uv_signal_t* s, int signum) {
     self->reload();
   } else if (signum == SIGUSR1) {
     self->reopenAccessLog();
+  } else if (signum == SIGUSR2) {
+    self->startUpgrade("SIGUSR2");
   } else {
     self->beginStop(signum == SIGTERM ? "SIGTERM" : "SIGINT");
   }
@@ -336,6 +453,9 @@ void Server::onSignal(uv_signal_t* s, int signum) {
 
 void Server::notify(const char* state) {
 #ifdef TETHER_HAVE_SYSTEMD
+  // Once handed over, the new process is the service to systemd: nothing
+  // this one could say (STOPPING=1 above all) is about the service any more.
+  if (upgrade_ == Upgrade::kHandedOff) return;
   sd_notify(0, state);
 #else
   (void)state;
@@ -350,6 +470,14 @@ void Server::beginStop(const char* why) {
     return;
   }
   stopping_ = true;
+  if (upgrade_ == Upgrade::kStarting && successor_) successor_->abandon("tether is stopping");
+  if (upgrade_ == Upgrade::kHandedOff) {
+    // Already draining after a hand-over, its grace running: the tunnels get
+    // their 1001 now, as on any SIGTERM.
+    log::info("stopping", {{"signal", why}, {"after", "upgrade"}});
+    for (auto& w : workers_) w->requestStop();
+    return;
+  }
   rt_.stopping = true;
   notify("STOPPING=1");
   const conf::Config& cfg = *rt_.config();
@@ -359,12 +487,142 @@ void Server::beginStop(const char* why) {
     log::warn("shutdown grace over: closing what is left", {});
     for (auto& w : s->workers_) w->requestForceStop();
   }, static_cast<std::uint64_t>(cfg.timeouts.shutdown_grace), 0);
+  stopBackground();
+  for (auto& w : workers_) w->requestStop();
+}
+
+void Server::stopBackground() {
   health_->stop();
   for (auto& r : resolvers_) {
     r->stopped = true;
     uv_timer_stop(&r->timer);
   }
-  for (auto& w : workers_) w->requestStop();
+}
+
+// ---------------------------------------------------------------------------
+// Binary upgrade (proxy/upgrade.h)
+
+bool Server::startUpgrade(const char* why) {
+  if (upgrade_ != Upgrade::kNone) {
+    log::warn("upgrade refused: one is in progress",
+              {{"signal", why}, {"pid", static_cast<std::int64_t>(successor_pid_)},
+               {"state", upgrade_ == Upgrade::kStarting ? "starting" : "handed over"}});
+    return false;
+  }
+  if (stopping_) {
+    log::warn("upgrade refused: stopping", {{"signal", why}});
+    return false;
+  }
+  if (ready_fd_ >= 0) {
+    log::warn("upgrade refused: this process is itself starting from an upgrade", {{"signal", why}});
+    return false;
+  }
+  const conf::Config& cfg = *rt_.config();
+  // Every socket of a listener, in worker order; then the admin one.
+  std::vector<Successor::Socket> sockets;
+  for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
+    for (auto& w : workers_) {
+      for (const Worker::Listening& l : w->listening())
+        if (l.index == i) sockets.push_back({InheritedFd::Kind::kProxy, l.address, l.fd});
+    }
+  }
+  if (int fd = admin_->listeningFd(); fd >= 0)
+    sockets.push_back({InheritedFd::Kind::kAdmin, cfg.admin.address.str(), fd});
+  std::string error = exe_path_.empty() ? "the path of this binary is unknown" : "";
+  if (error.empty()) {
+    successor_ = Successor::start(
+        workers_[0]->loop(), exe_path_, args_, sockets, cfg.timeouts.upgrade,
+        [this](bool ok, const std::string& why) { upgradeDone(ok, why); }, &error);
+  }
+  if (!successor_) {
+    rt_.metrics.upgrades_failed.inc();
+    log::error("upgrade failed: the running process keeps serving", {{"signal", why}, {"error", error}});
+    return false;
+  }
+  upgrade_ = Upgrade::kStarting;
+  successor_pid_ = successor_->pid();
+  log::info("upgrade: new process started", {{"signal", why}, {"binary", exe_path_},
+                                              {"pid", static_cast<std::int64_t>(successor_pid_)},
+                                              {"sockets", static_cast<std::uint64_t>(sockets.size())},
+                                              {"timeout_ms", cfg.timeouts.upgrade}});
+  return true;
+}
+
+void Server::upgradeDone(bool ok, const std::string& why) {
+  successor_ = nullptr;  // it frees itself
+  if (ok && !stopping_) {
+    handOff(successor_pid_);
+    return;
+  }
+  upgrade_ = Upgrade::kNone;
+  rt_.metrics.upgrades_failed.inc();
+  log::error("upgrade failed: the running process keeps serving",
+             {{"pid", static_cast<std::int64_t>(successor_pid_)}, {"error", ok ? "tether is stopping" : why}});
+  if (upgrade_reloading_) {
+    upgrade_reloading_ = false;
+    if (!stopping_) notify("READY=1");
+  }
+}
+
+// The new process serves on the same sockets: stop accepting (their queues
+// stay open in the new process, which takes what waits in them), let what is
+// in flight finish, then exit 0.
+void Server::handOff(int pid) {
+#ifdef TETHER_HAVE_SYSTEMD
+  // Said while this process is still the main one, so that NotifyAccess=main
+  // accepts it; the new one's own notifications count from here on.
+  std::string msg = "MAINPID=" + std::to_string(pid) + "\nREADY=1";
+  sd_notify(0, msg.c_str());
+#endif
+  upgrade_ = Upgrade::kHandedOff;
+  upgrade_reloading_ = false;
+  rt_.metrics.upgrades_ok.inc();
+  uv_timer_stop(&watchdog_timer_);
+  const conf::Config& cfg = *rt_.config();
+  log::info("upgrade: new process ready, handing over",
+            {{"pid", static_cast<std::int64_t>(pid)}, {"grace_ms", cfg.timeouts.shutdown_grace}});
+  rt_.stopping = true;
+  admin_->stopListening();
+  stopBackground();
+  for (auto& w : workers_) w->requestHandOff();
+  uv_timer_start(&grace_timer_, [](uv_timer_t* t) {
+    Server* s = static_cast<Server*>(t->data);
+    const conf::Config& c = *s->rt_.config();
+    log::warn("shutdown grace over: closing what is left", {{"after", "upgrade"}});
+    for (auto& w : s->workers_) w->requestGraceOver();
+    // The tunnels have had their 1001: the close handshakes get their time.
+    uv_timer_start(t, [](uv_timer_t* t2) {
+      Server* s2 = static_cast<Server*>(t2->data);
+      for (auto& w : s2->workers_) w->requestForceStop();
+    }, static_cast<std::uint64_t>(c.timeouts.websocket_close + c.timeouts.websocket_close_spread), 0);
+  }, static_cast<std::uint64_t>(cfg.timeouts.shutdown_grace), 0);
+}
+
+// The READY=1 of a start. A new process of an upgrade tells the old one
+// instead, which names it to systemd (handOff).
+void Server::announceReady() {
+  if (ready_fd_ < 0) {
+    notify("READY=1");
+    return;
+  }
+  std::string_view line = kUpgradeReadyLine;
+  ssize_t n;
+  do {
+    n = ::write(ready_fd_, line.data(), line.size());
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(line.size()))
+    log::warn("upgrade: could not tell the old process that this one is ready",
+              {{"error", n < 0 ? std::strerror(errno) : "short write"}});
+  ::close(ready_fd_);
+  ready_fd_ = -1;
+}
+
+std::string Server::upgradeJson() const {
+  const char* state = upgrade_ == Upgrade::kNone ? "idle" : upgrade_ == Upgrade::kStarting ? "starting" : "handed over";
+  nlohmann::json j = {{"pid", static_cast<std::int64_t>(getpid())}, {"binary", exe_path_}, {"state", state},
+                      {"ok", rt_.metrics.upgrades_ok.value()}, {"failed", rt_.metrics.upgrades_failed.value()}};
+  j["new_pid"] = upgrade_ == Upgrade::kNone ? nlohmann::json(nullptr) : nlohmann::json(successor_pid_);
+  return jsonText(j, 2);
 }
 
 void Server::finishStop() {
@@ -377,6 +635,8 @@ void Server::finishStop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_int_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_hup_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig_usr1_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sig_usr2_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&ready_timer_), nullptr);
   for (auto& r : resolvers_) uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), nullptr);
   while (!drain_deadlines_.empty()) closeDrainDeadline(drain_deadlines_.begin()->second);
   if (admin_sync_) admin_sync_->close();
@@ -485,50 +745,53 @@ void Server::applySharedAdmin(Backend* b, const balancer::AdminState& now, const
   }
 }
 
-void Server::reload() {
+Server::ReloadResult Server::reload() {
+  if (upgrade_ != Upgrade::kNone) {
+    // Starting: the new process reads the file itself. Handed over: the new
+    // process is the one to reload.
+    log::warn("reload refused: an upgrade is in progress",
+              {{"pid", static_cast<std::int64_t>(successor_pid_)},
+               {"state", upgrade_ == Upgrade::kStarting ? "starting" : "handed over"}});
+    return ReloadResult::kRefused;
+  }
   notify("RELOADING=1");
   auto refuse = [this](const std::vector<std::string>& errors) {
     for (const std::string& e : errors) log::error("reload refused", {{"error", e}});
     rt_.metrics.config_reloads_invalid.inc();
     notify("READY=1");
+    return ReloadResult::kRefused;
   };
   conf::LoadResult r = conf::reload(args_, env_);
-  if (!r.errors.empty() || !r.config) {
-    refuse(r.errors);
-    return;
-  }
+  if (!r.errors.empty() || !r.config) return refuse(r.errors);
   std::shared_ptr<conf::Config> next = r.config;
   conf::ConfigPtr prev = rt_.config();
-  // What cannot change without a restart keeps its running value.
-  if (next->workers != prev->workers) {
-    log::warn("reload: workers changes need a restart", {{"running", prev->workers}});
-    next->workers = prev->workers;
-  }
+  // Listeners, workers and the admin address are sockets and threads made
+  // at start: a new process makes them, through the upgrade's hand-over.
   bool listeners_same = next->listeners.size() == prev->listeners.size();
   for (std::size_t i = 0; listeners_same && i < next->listeners.size(); ++i)
     listeners_same = next->listeners[i].address == prev->listeners[i].address &&
                      next->listeners[i].tls == prev->listeners[i].tls;
-  if (!listeners_same) {
-    log::warn("reload: listener changes need a restart", {});
-    next->listeners = prev->listeners;
-  }
-  if (!(next->admin.address == prev->admin.address)) {
-    log::warn("reload: admin address changes need a restart", {});
-    next->admin.address = prev->admin.address;
+  if (!listeners_same || next->workers != prev->workers || !(next->admin.address == prev->admin.address)) {
+    std::vector<std::string> tls_errors;
+    loadListenerTls(*next, &tls_errors);
+    if (!tls_errors.empty()) return refuse(tls_errors);
+    log::info("reload: listeners, workers or the admin address changed: upgrading",
+              {{"workers", next->workers}, {"listeners", static_cast<std::uint64_t>(next->listeners.size())},
+               {"admin", next->admin.address.str()}});
+    if (!startUpgrade("SIGHUP")) {
+      notify("READY=1");
+      return ReloadResult::kRefused;
+    }
+    upgrade_reloading_ = true;
+    return ReloadResult::kUpgrading;
   }
   // Certificates are read again (a renewed one replaces the old for new
   // connections); one that cannot be loaded refuses the whole reload.
   std::vector<std::string> tls_errors;
   std::vector<std::shared_ptr<const TlsContext>> tls = loadListenerTls(*next, &tls_errors);
-  if (!tls_errors.empty()) {
-    refuse(tls_errors);
-    return;
-  }
+  if (!tls_errors.empty()) return refuse(tls_errors);
   if (next->access_log.enabled) {
-    if (std::string e = rt_.access_log.use(next->access_log.path); !e.empty()) {
-      refuse({e});
-      return;
-    }
+    if (std::string e = rt_.access_log.use(next->access_log.path); !e.empty()) return refuse({e});
   }
   rt_.setTls(std::move(tls));
   if (!next->log_format_explicit) next->log_format = prev->log_format;
@@ -571,6 +834,7 @@ void Server::reload() {
   rt_.metrics.config_reloads_ok.inc();
   log::info("reloaded", {{"source", next->source}});
   notify("READY=1");
+  return ReloadResult::kApplied;
 }
 
 bool Server::ready() const {
@@ -777,6 +1041,10 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     if (key.empty()) return error(400, "key: expected ?key=SOURCE[:NAME]=value, e.g. cookie:tether_affinity=abc");
     return json(200, affinityJson(key));
   }
+  if (req.path == "/admin/upgrade") {
+    if (!get) return error(405, "use GET; SIGUSR2 upgrades");
+    return json(200, upgradeJson());
+  }
   if (req.path == "/admin/log" && get) {
     return json(200, jsonText(nlohmann::json{{"level", conf::toString(log::level())}}));
   }
@@ -819,10 +1087,14 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
                                              {"previous", conf::toString(previous)}}));
   }
   if (req.path == "/admin/reload") {
-    std::uint64_t before = rt_.metrics.config_reloads_ok.value();
-    reload();
-    bool ok = rt_.metrics.config_reloads_ok.value() != before;
-    return json(ok ? 200 : 400, jsonText(nlohmann::json{{"reloaded", ok}}));
+    ReloadResult rr = reload();
+    if (rr == ReloadResult::kUpgrading) {
+      // The new process applies it; GET /admin/upgrade follows it.
+      return json(202, jsonText(nlohmann::json{{"reloaded", false}, {"upgrading", true},
+                                               {"pid", successor_pid_}}));
+    }
+    return json(rr == ReloadResult::kApplied ? 200 : 400,
+                jsonText(nlohmann::json{{"reloaded", rr == ReloadResult::kApplied}}));
   }
   // /admin/backends/{id}/{action}
   const std::string base = "/admin/backends/";

@@ -7,6 +7,8 @@
 
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +18,8 @@
 #include "proxy/admin_sync.h"
 #include "proxy/health_checker.h"
 #include "proxy/runtime.h"
+#include "proxy/successor.h"
+#include "proxy/upgrade.h"
 #include "proxy/worker.h"
 
 namespace tether::proxy {
@@ -55,7 +59,19 @@ class Server : private AdminSync::Target {
   std::string backendsJson() const;
   std::string affinityJson(const std::string& key);
   bool ready() const;
-  void reload();
+  enum class ReloadResult { kApplied, kRefused, kUpgrading };
+  ReloadResult reload();
+  // Binary upgrade (proxy/upgrade.h). takeInherited: in a new process, the
+  // sockets the old one handed over, matched to `cfg` (nullopt when this
+  // process was not started by an upgrade). startUpgrade: spawns the new
+  // binary; false (logged) when refused or it could not be started.
+  std::optional<UpgradePlan> takeInherited(const conf::Config& cfg, std::vector<std::string>* errors);
+  bool startUpgrade(const char* why);
+  void upgradeDone(bool ok, const std::string& why);
+  void handOff(int pid);
+  void announceReady();
+  void stopBackground();
+  std::string upgradeJson() const;
   void reopenAccessLog();
   void beginStop(const char* why);
   void finishStop();
@@ -72,11 +88,22 @@ class Server : private AdminSync::Target {
   std::vector<std::unique_ptr<Resolver>> resolvers_;
   std::map<std::uint32_t, DrainDeadline*> drain_deadlines_;  // by backend id
   std::unique_ptr<AdminSync> admin_sync_;  // with a Redis store only
-  uv_signal_t sig_term_, sig_int_, sig_hup_, sig_usr1_;
+  uv_signal_t sig_term_, sig_int_, sig_hup_, sig_usr1_, sig_usr2_;
   uv_timer_t grace_timer_;
   uv_timer_t watchdog_timer_;
+  uv_timer_t ready_timer_;  // a new process of an upgrade: waits to accept
   uv_async_t drained_async_;
   std::atomic<std::uint32_t> drained_workers_{0};
+  // kStarting: a new process was spawned and has not reported ready yet;
+  // kHandedOff: it has, and took the listening sockets and systemd's main
+  // process over; this one drains, tells systemd nothing more, and exits.
+  enum class Upgrade { kNone, kStarting, kHandedOff };
+  Upgrade upgrade_ = Upgrade::kNone;
+  Successor* successor_ = nullptr;  // while kStarting; frees itself after upgradeDone
+  int successor_pid_ = 0;
+  bool upgrade_reloading_ = false;  // started by a reload: RELOADING=1 was sent
+  std::string exe_path_;            // the binary this process runs, read at start
+  int ready_fd_ = -1;               // a new process: where it reports ready
   bool watchdog_ = false;
   bool stopping_ = false;
   bool stopped_ = false;

@@ -271,7 +271,15 @@ void Session::onClosed(uv_handle_t* h) {
 void Session::goAway() {
   switch (state_) {
     case State::kIdle:
-      close();
+      // A kept-alive connection closes now (its client sends the next request
+      // on a new one, as after any idle close). One that has not had its first
+      // request yet gets it answered: its client may have sent it already, and
+      // closing would lose it (request_header bounds the wait).
+      if (served_) {
+        close();
+      } else {
+        close_after_ = true;
+      }
       break;
     case State::kHead:
     case State::kUpstream:

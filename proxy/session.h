@@ -96,8 +96,9 @@ class Session final : public ListHook<>,
 
   // Accepts from `server`. On failure the session closes itself.
   void start(uv_stream_t* server);
-  // Worker shutdown: an idle session closes now, one in a request closes
-  // when the response is done, a tunnel gets close frames 1001.
+  // Worker shutdown: an idle kept-alive session closes now, one in a request
+  // (or still waiting for its first) closes when the response is done, a
+  // tunnel gets close frames 1001.
   void goAway();
   // A backend went away: tunnels to it get close frames 1001.
   bool tunnelTo(const balancer::Backend* b) const;

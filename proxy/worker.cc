@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -146,36 +147,78 @@ int bindSocket(const conf::HostPort& hp, bool reuse_port, int* fd_out, std::stri
 }  // namespace
 
 std::string Worker::bind(const conf::Config& config, std::vector<std::string>* bound,
-                         const std::vector<std::string>* same) {
+                         const std::vector<std::string>* same, const UpgradePlan* plan,
+                         bool defer_listen) {
   bool reuse_port = config.workers > 1;
   for (std::size_t i = 0; i < config.listeners.size(); ++i) {
     conf::HostPort hp = config.listeners[i].address;
-    if (same && i < same->size()) {
-      // Same port as worker 0 (which may have been given port 0).
-      const std::string& s = (*same)[i];
-      hp.port = static_cast<std::uint16_t>(std::stoi(s.substr(s.rfind(':') + 1)));
+    std::string where = "listeners[" + std::to_string(i) + "].address: ";
+    std::vector<int> fds;
+    const std::vector<InheritedTake>* takes =
+        plan && i < plan->proxy.size() && index_ < plan->proxy[i].size() ? &plan->proxy[i][index_] : nullptr;
+    if (takes && !takes->empty()) {
+      for (const InheritedTake& t : *takes) {
+        int fd = t.shared ? fcntl(t.fd, F_DUPFD_CLOEXEC, 3) : t.fd;
+        if (fd < 0) return where + hp.str() + ": inherited socket: " + std::strerror(errno);
+        fds.push_back(fd);
+      }
+    } else {
+      if (same && i < same->size()) {
+        // Same port as worker 0 (which may have been given port 0).
+        const std::string& s = (*same)[i];
+        hp.port = static_cast<std::uint16_t>(std::stoi(s.substr(s.rfind(':') + 1)));
+      }
+      int fd = -1;
+      std::string err;
+      if (bindSocket(hp, reuse_port, &fd, &err) != 0) return where + err;
+      fds.push_back(fd);
     }
-    int fd = -1;
-    std::string err;
-    if (bindSocket(hp, reuse_port, &fd, &err) != 0) return "listeners[" + std::to_string(i) + "].address: " + err;
-    auto l = std::make_unique<ListenerHandle>();
-    l->worker = this;
-    l->index = i;
-    l->tls = config.listeners[i].tls;
-    uv_tcp_init(&loop_, &l->tcp);
-    l->tcp.data = l.get();
-    int rc = uv_tcp_open(&l->tcp, fd);
-    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, onConnection);
-    if (rc != 0) {
-      std::string e = "listeners[" + std::to_string(i) + "].address: " + hp.str() + ": " + uv_strerror(rc);
-      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+    for (std::size_t k = 0; k < fds.size(); ++k) {
+      auto l = std::make_unique<ListenerHandle>();
+      l->worker = this;
+      l->index = i;
+      l->tls = config.listeners[i].tls;
+      uv_tcp_init(&loop_, &l->tcp);
+      l->tcp.data = l.get();
+      int rc = uv_tcp_open(&l->tcp, fds[k]);
+      if (rc == 0 && !defer_listen) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), kBacklog, onConnection);
+      if (rc != 0) {
+        std::string e = where + hp.str() + ": " + uv_strerror(rc);
+        uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+        listeners_.push_back(std::move(l));
+        for (std::size_t j = k + 1; j < fds.size(); ++j) ::close(fds[j]);
+        return e;
+      }
+      if (bound && k == 0) bound->push_back(localAddress(&l->tcp));
+      listening_.push_back({i, config.listeners[i].address.str(), fds[k]});
       listeners_.push_back(std::move(l));
-      return e;
     }
-    if (bound) bound->push_back(localAddress(&l->tcp));
-    listeners_.push_back(std::move(l));
   }
   return {};
+}
+
+void Worker::requestListen() {
+  want_listen_ = true;
+  uv_async_send(&async_);
+}
+
+void Worker::startListening() {
+  if (stopping_) return;
+  for (auto& l : listeners_) {
+    auto* stream = reinterpret_cast<uv_stream_t*>(&l->tcp);
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(stream))) continue;
+    int rc = uv_listen(stream, kBacklog, onConnection);
+    if (rc != 0) {
+      log::error("listen failed", {{"listener", static_cast<std::uint64_t>(l->index)}, {"error", uv_strerror(rc)}});
+    }
+  }
+}
+
+void Worker::closeListeners() {
+  for (auto& l : listeners_) {
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&l->tcp)))
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+  }
 }
 
 void Worker::run() {
@@ -190,6 +233,16 @@ void Worker::requestStop() {
 
 void Worker::requestForceStop() {
   want_force_ = true;
+  uv_async_send(&async_);
+}
+
+void Worker::requestHandOff() {
+  want_handoff_ = true;
+  uv_async_send(&async_);
+}
+
+void Worker::requestGraceOver() {
+  want_grace_over_ = true;
   uv_async_send(&async_);
 }
 
@@ -215,7 +268,10 @@ void Worker::onAsync(uv_async_t* a) {
     drains.swap(w->drain_requests_);
   }
   for (std::int64_t id : drains) w->drainTunnels(id);
+  if (w->want_listen_.exchange(false)) w->startListening();
+  if (w->want_handoff_.exchange(false)) w->stopAccepting();
   if (w->want_stop_.exchange(false)) w->beginStop();
+  if (w->want_grace_over_.exchange(false)) w->graceOver();
   if (w->want_force_.exchange(false)) w->forceStop();
 }
 
@@ -230,18 +286,30 @@ void Worker::applyConfig() {
   }
 }
 
-void Worker::beginStop() {
+void Worker::stopAccepting() {
   if (stopping_) return;
   stopping_ = true;
-  for (auto& l : listeners_) {
-    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&l->tcp)))
-      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
-  }
+  closeListeners();
+  log::debug("listeners closed", {{"worker", index_}});
   sessions_.forEach([](Session* s) {
     if (!s->tunnelTo(nullptr)) s->goAway();
   });
+  maybeFinishStop();
+}
+
+void Worker::beginStop() {
+  stopAccepting();
+  if (tunnels_told_) return;
+  tunnels_told_ = true;
   drainTunnels(-1);  // 1001 to every tunnel, spread over websocket_close_spread if set
   maybeFinishStop();
+}
+
+void Worker::graceOver() {
+  beginStop();
+  sessions_.forEach([](Session* s) {
+    if (!s->tunnelTo(nullptr)) s->close();
+  });
 }
 
 void Worker::forceStop() {

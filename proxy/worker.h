@@ -27,6 +27,7 @@
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
 #include "proxy/runtime.h"
+#include "proxy/upgrade.h"
 #include "proxy/upstream.h"
 
 namespace tether::proxy {
@@ -70,13 +71,39 @@ class Worker {
   // given (one per listener, from worker 0), binds the same addresses with
   // SO_REUSEPORT. Appends the bound addresses to `bound` ("ip:port").
   // Returns an error message, or empty on success.
+  // With a plan (a binary upgrade, proxy/upgrade.h), opens the inherited
+  // sockets it gives this worker instead of binding new ones.
+  // With defer_listen, the sockets are bound (or taken over) but nothing is
+  // accepted until requestListen().
   std::string bind(const conf::Config& config, std::vector<std::string>* bound,
-                   const std::vector<std::string>* same_addresses);
+                   const std::vector<std::string>* same_addresses, const UpgradePlan* plan = nullptr,
+                   bool defer_listen = false);
+  // Any thread: start accepting on what bind(defer_listen) opened.
+  void requestListen();
+  // Main thread, before start() or after the loop ended: closes the listeners
+  // without accepting from them again.
+  void closeListeners();
+  // What bind() opened: the configured address and the descriptor of each
+  // listening socket, for a binary upgrade. Written by bind() only.
+  struct Listening {
+    std::size_t index;    // into config().listeners
+    std::string address;  // as configured
+    int fd;
+  };
+  const std::vector<Listening>& listening() const { return listening_; }
 
   // Runs the loop on the calling thread until it stops.
   void run();
   // Any thread: begin a graceful stop (stop accepting, drain sessions).
   void requestStop();
+  // Any thread: a new process took the listening sockets over. Stop
+  // accepting, close idle connections and those whose response is done; let
+  // requests, event streams and tunnels run on (until requestStop, or
+  // requestGraceOver).
+  void requestHandOff();
+  // Any thread: after a hand-over, shutdown_grace is over: tunnels get 1001
+  // (requestStop's), every other session closes now.
+  void requestGraceOver();
   // Any thread: close every session now (shutdown_grace is over).
   void requestForceStop();
   // Called on the loop once stopping and every session is gone.
@@ -159,10 +186,14 @@ class Worker {
   static void onSpread(uv_timer_t* t);
   static void onTlsIdle(uv_idle_t* h);
   static constexpr std::int64_t kSpreadTickMs = 50;
+  static constexpr int kBacklog = 4096;
   void applyConfig();
   std::span<balancer::Backend* const> candidates();
   void buildPlans();
+  void startListening();
+  void stopAccepting();
   void beginStop();
+  void graceOver();
   void drainTunnels(std::int64_t backend_id);
   void maybeFinishStop();
   void forceStop();
@@ -178,6 +209,7 @@ class Worker {
   std::size_t goaway_batch_ = 1;
   conf::ConfigPtr config_;
   std::vector<std::unique_ptr<ListenerHandle>> listeners_;
+  std::vector<Listening> listening_;
   IntrusiveList<Session> sessions_;
   std::size_t sessions_peak_ = 0;  // most sessions since memory was last given back
   static constexpr std::size_t kTrimAfterClosed = 1024;
@@ -204,6 +236,7 @@ class Worker {
   char request_prefix_[16];
   char discard_[4096];
   bool stopping_ = false;
+  bool tunnels_told_ = false;  // every tunnel got its 1001 (beginStop)
   bool finished_ = false;
   std::function<void()> on_drained_;
 
@@ -211,6 +244,9 @@ class Worker {
   std::atomic<bool> want_stop_{false};
   std::atomic<bool> want_config_{false};
   std::atomic<bool> want_force_{false};
+  std::atomic<bool> want_handoff_{false};
+  std::atomic<bool> want_listen_{false};
+  std::atomic<bool> want_grace_over_{false};
   std::mutex drain_mu_;
   std::vector<std::int64_t> drain_requests_;  // -1 all, else a backend id
 };

@@ -89,7 +89,8 @@ fuzz_one() {  # fuzz_one TARGET LOG: one bounded run; its exit code
 }
 fuzz() {  # every target, FUZZ_JOBS at a time (one per core)
   local targets=(fuzz_h1_request fuzz_h1_response fuzz_websocket_frames fuzz_engineio_sid
-                 fuzz_affinity_key fuzz_admin_state fuzz_config fuzz_admin fuzz_compression)
+                 fuzz_affinity_key fuzz_admin_state fuzz_config fuzz_admin fuzz_compression
+                 fuzz_upgrade_fds)
   local logs failed=() t running=0
   logs=$(mktemp -d)
   mkdir -p tests/fuzz/crashes

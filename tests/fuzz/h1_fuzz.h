@@ -36,7 +36,6 @@ using http::HeaderList;
 using http::RequestHead;
 using http::ResponseHead;
 
-// A failed check: says which, then traps (libFuzzer keeps the input).
 struct Options {
   H1Decoder::Limits limits;
   std::uint8_t method = http::kMethodGet;  // what each response answers

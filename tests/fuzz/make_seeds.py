@@ -494,6 +494,34 @@ def admin_state_seeds():
     for name, (opts, text) in cases.items():
         write(t, name, bytes([opts]) + text.encode("latin-1"))
 
+# ---- Upgrade environment ---------------------------------------------------
+# fuzz_upgrade_fds.cc: TETHER_UPGRADE_FDS, NUL, workers byte, options byte, then
+# the configured listener addresses and the admin address, one per line.
+def upgrade_seeds():
+    t = "fuzz_upgrade_fds"
+    clear_seeds(t)
+    cases = {
+        "same": ("proxy:0.0.0.0:8000=4,proxy:0.0.0.0:8000=5,admin:127.0.0.1:9901=6", 2, 1,
+                 ["0.0.0.0:8000"], "127.0.0.1:9901"),
+        "fewer-workers": ("proxy:0.0.0.0:8000=4,proxy:0.0.0.0:8000=5,proxy:0.0.0.0:8000=6", 1, 1,
+                          ["0.0.0.0:8000"], "127.0.0.1:9901"),
+        "more-workers-shared": ("proxy:127.0.0.1:0=4", 4, 0, ["127.0.0.1:0"], "127.0.0.1:0"),
+        "port-zero-twice": ("proxy:127.0.0.1:0=4,proxy:127.0.0.1:0=5", 1, 2,
+                            ["127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"], ""),
+        "dropped-and-moved": ("proxy:[::1]:8000=4,proxy:[::]:8001=5,admin:localhost:9901=6", 1, 4,
+                              ["[::]:8001"], "localhost:9902"),
+        "ready-fd": ("3", 1, 0, [], ""),
+        "leading-zero": ("proxy:a:1=04", 1, 0, ["a:1"], ""),
+        "two-admins": ("admin:a:1=4,admin:a:1=5", 1, 0, [], "a:1"),
+        "same-fd-twice": ("proxy:a:1=4,proxy:b:2=4", 1, 0, ["a:1", "b:2"], ""),
+        "trailing-comma": ("proxy:a:1=4,", 1, 0, ["a:1"], ""),
+        "huge-fd": ("proxy:a:1=99999999999999999999", 1, 0, ["a:1"], ""),
+        "equals-in-address": ("proxy:a=b:1=4", 1, 0, ["a=b:1"], ""),
+    }
+    for name, (env, workers, options, listeners, admin) in cases.items():
+        rest = bytes([workers - 1, options]) + "\n".join(listeners + [admin]).encode()
+        write(t, name, env.encode() + b"\0" + rest)
+
 
 if __name__ == "__main__":
     http_seeds()
@@ -503,5 +531,6 @@ if __name__ == "__main__":
     config_seeds()
     admin_seeds()
     admin_state_seeds()
+    upgrade_seeds()
     for t in sorted(os.listdir(CORPUS)):
         print("%-24s %d files" % (t, len(os.listdir(os.path.join(CORPUS, t)))))

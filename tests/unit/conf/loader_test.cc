@@ -729,6 +729,7 @@ TEST(Load, BadFlagValuesAreExitCode2WithTheFlagName) {
 TEST(Load, HardeningKeysHaveTheirDefaults) {
   Config c = ok({});
   EXPECT_EQ(c.timeouts.request_body, 60'000);
+  EXPECT_EQ(c.timeouts.upgrade, 10'000);
   EXPECT_EQ(c.limits.headers_with_underscores, UnderscoreHeaders::kDrop);
   EXPECT_EQ(c.limits.max_response_header_bytes, 64u * 1024);
   EXPECT_EQ(c.admin.max_connections, 64u);
@@ -739,13 +740,14 @@ TEST(Load, HardeningKeysHaveTheirDefaults) {
 TEST(Load, HardeningKeysAreRead) {
   TempFile file(R"(
 admin: { max_connections: 8 }
-timeouts: { request_body: 5s }
+timeouts: { request_body: 5s, upgrade: 3s }
 limits: { headers_with_underscores: reject, max_response_header_bytes: 128KiB }
 passive: { max_ejection_percent: 100, failure_statuses: [500, 503] }
 )");
   Config c = ok({"-c", file.path()});
   EXPECT_EQ(c.admin.max_connections, 8u);
   EXPECT_EQ(c.timeouts.request_body, 5'000);
+  EXPECT_EQ(c.timeouts.upgrade, 3'000);
   EXPECT_EQ(c.limits.headers_with_underscores, UnderscoreHeaders::kReject);
   EXPECT_EQ(c.limits.max_response_header_bytes, 128u * 1024);
   EXPECT_EQ(c.passive.max_ejection_percent, 100u);

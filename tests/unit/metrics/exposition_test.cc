@@ -103,6 +103,7 @@ const std::map<std::string, std::string> kContract = {
     {"tether_compressed_responses_total", "counter"},
     {"tether_affinity_pin_confirmations_total", "counter"},
     {"tether_backend_weight", "gauge"},
+    {"tether_upgrades_total", "counter"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";
@@ -149,6 +150,9 @@ TEST(Scrape, EmptyMetricsStillDeclareEveryFamilyAndTheFixedLabelSets) {
   }
   for (const char* r : {"ok", "invalid"}) {
     EXPECT_EQ(e.at(series("tether_config_reloads_total", std::string("result=\"") + r + "\"")), 0);
+  }
+  for (const char* r : {"ok", "failed"}) {
+    EXPECT_EQ(e.at(series("tether_upgrades_total", std::string("result=\"") + r + "\"")), 0);
   }
   for (const char* r : {"ok", "error"}) {
     EXPECT_EQ(e.at(series("tether_tls_handshakes_total", std::string("result=\"") + r + "\"")), 0);
