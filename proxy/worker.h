@@ -20,6 +20,7 @@
 #include "balancer/affinity_key.h"
 #include "balancer/picker.h"
 #include "conf/config.h"
+#include "proxy/forward/exchange.h"
 #include "proxy/access_log.h"
 #include "proxy/io/buffer_pool.h"
 #include "proxy/io/free_list.h"
@@ -104,6 +105,10 @@ class Worker {
   void giveWriteReq(WriteReq* r);
   HttpCodecs* takeCodecs();
   void giveCodecs(HttpCodecs* c);
+  // A request's exchange, made afresh in memory the worker keeps (no malloc
+  // in the steady state); `bytes_read` downstream bytes are already its own.
+  forward::Exchange* makeExchange(std::uint64_t bytes_read) { return exchanges_.make(buffers_, bytes_read); }
+  void destroyExchange(forward::Exchange* e) { exchanges_.destroy(e); }
   // Scratch for the fields a session's header policy adds to a head, and
   // for one field value it builds; used within one call, never held.
   http::ExtraFields& extraFields() { return extra_fields_; }
@@ -193,6 +198,7 @@ class Worker {
   std::unique_ptr<PinStore> pins_;
   // Lent to sessions; a burst leaves at most the bound behind.
   FreeList<HttpCodecs, 256> codecs_;
+  ObjectPool<forward::Exchange, 256> exchanges_;
   http::ExtraFields extra_fields_;
   std::string field_scratch_;
   FreeList<WriteReq, 1024> writes_;
