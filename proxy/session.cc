@@ -312,7 +312,7 @@ std::int64_t Session::deadline() const {
       return d;
     }
     case State::kTunnel:
-      if (going_away_) return timer_deadline_ + t.websocket_close;
+      if (tunnel_->going_away) return timer_deadline_ + t.websocket_close;
       return last_activity_ + t.tunnel_idle;
     case State::kClosing: return timer_deadline_ + kLingerMs;
   }
@@ -412,7 +412,7 @@ void Session::onTimeout() {
       }
       break;
     case State::kTunnel:
-      noteCloser(metrics::ClosedBy::kTether);
+      tunnel_->noteCloser(metrics::ClosedBy::kTether);
       close();
       break;
     case State::kClosing:
@@ -477,7 +477,7 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   } else if (nread == UV_EOF) {
     s->onTransport(s->transport().eof());
   } else {
-    if (s->state_ == State::kTunnel) s->noteCloser(metrics::ClosedBy::kClient);
+    if (s->state_ == State::kTunnel) s->tunnel_->noteCloser(metrics::ClosedBy::kClient);
     s->close();
   }
 }
@@ -493,8 +493,8 @@ bool Session::wantDownstream() const {
     case State::kExchange:
       return in_room && !client_eof_ && !up_writing_;
     case State::kTunnel:
-      if (going_away_) return !client_half_closed_;
-      return !client_half_closed_ && !up_writing_ && in_room;
+      if (tunnel_->going_away) return !tunnel_->client_half_closed;
+      return !tunnel_->client_half_closed && !up_writing_ && in_room;
     case State::kClosing:
       return true;
   }
@@ -511,7 +511,7 @@ void Session::updateReading() {
       want_up = up_room && !down_writing_;
       break;
     case State::kTunnel:
-      want_up = going_away_ ? !backend_half_closed_ : !backend_half_closed_ && !down_writing_ && up_room;
+      want_up = tunnel_->going_away ? !tunnel_->backend_half_closed : !tunnel_->backend_half_closed && !down_writing_ && up_room;
       break;
     default:
       break;
@@ -629,8 +629,8 @@ void Session::onDownstreamWritten(int status) {
       afterResponseWrite();
       break;
     case State::kTunnel:
-      if (up_in_.data && up_in_sent_ == up_in_.end) {
-        up_in_sent_ = 0;
+      if (up_in_.data && tunnel_->up_in_sent == up_in_.end) {
+        tunnel_->up_in_sent = 0;
         releaseBuffer(up_in_);
       }
       pumpTunnel();
@@ -653,8 +653,8 @@ void Session::onUpstreamWritten(int status) {
     return;
   }
   if (state_ == State::kTunnel) {
-    if (in_.data && in_sent_ == in_.end) {
-      in_sent_ = 0;
+    if (in_.data && tunnel_->in_sent == in_.end) {
+      tunnel_->in_sent = 0;
       releaseBuffer(in_);
     }
     pumpTunnel();
@@ -1308,7 +1308,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
     if (nread == UV_EOF) {
       tunnelEof(false);
     } else {
-      noteCloser(metrics::ClosedBy::kBackend);
+      tunnel_->noteCloser(metrics::ClosedBy::kBackend);
       close();
     }
     return;
@@ -1796,6 +1796,7 @@ void Session::logAccess() {
 // Tunnel
 
 void Session::enterTunnel() {
+  tunnel_ = std::make_unique<forward::Tunnel>(worker_.now());
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   bm.websocketUpgrade(101);
   bm.websocket_active.inc();
@@ -1807,16 +1808,12 @@ void Session::enterTunnel() {
   // Bytes the client sent behind its upgrade request, and the backend behind
   // its 101, are the tunnel's first bytes. The request is over: a tunnel
   // holds no exchange.
-  in_sent_ = ex_->parsed;
-  up_in_sent_ = ex_->resp_parsed;
+  tunnel_->in_sent = ex_->parsed;
+  tunnel_->up_in_sent = ex_->resp_parsed;
   worker_.destroyExchange(std::exchange(ex_, nullptr));
   std::string().swap(log_path_);
   worker_.giveCodecs(codecs_);  // a tunnel parses no HTTP
   codecs_ = nullptr;
-  // RSV1 is allowed: permessage-deflate sets it on compressed data frames.
-  ws_client_ = FrameObserver(true, FrameObserver::kRsv1);
-  ws_backend_ = FrameObserver(false, FrameObserver::kRsv1);
-  tunnel_started_ms_ = worker_.now();
   state_ = State::kExchange;
   transition(State::kTunnel);
   pumpTunnel();
@@ -1825,91 +1822,91 @@ void Session::enterTunnel() {
 void Session::pumpTunnel() {
   if (closing_) return;
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
-  if (going_away_) {
+  if (tunnel_->going_away) {
     // After our close frames, the peers' answers are read and dropped, but
     // watched: once the client has answered (and the backend has answered or
     // gone), the handshake is over and we, its server, close the TCP
     // connection first (RFC 6455 7.1.1) instead of waiting out websocket_close.
     if (in_.data && !up_writing_) {
-      ws_client_.feed(in_.data + in_sent_, in_.end - in_sent_);
-      in_.end = in_sent_ = 0;
+      tunnel_->from_client.feed(in_.data + tunnel_->in_sent, in_.end - tunnel_->in_sent);
+      in_.end = tunnel_->in_sent = 0;
       releaseBuffer(in_);
     }
     if (up_in_.data && !down_writing_) {
-      ws_backend_.feed(up_in_.data + up_in_sent_, up_in_.end - up_in_sent_);
-      up_in_.end = up_in_sent_ = 0;
+      tunnel_->from_backend.feed(up_in_.data + tunnel_->up_in_sent, up_in_.end - tunnel_->up_in_sent);
+      up_in_.end = tunnel_->up_in_sent = 0;
       releaseBuffer(up_in_);
     }
-    if ((ws_client_.closeSeen() || client_half_closed_) &&
-        (ws_backend_.closeSeen() || backend_half_closed_ || !upstream_)) {
+    if ((tunnel_->from_client.closeSeen() || tunnel_->client_half_closed) &&
+        (tunnel_->from_backend.closeSeen() || tunnel_->backend_half_closed || !upstream_)) {
       close();
       return;
     }
     updateReading();
     return;
   }
-  if (!up_writing_ && in_.data && in_.end > in_sent_ && upstream_) {
-    std::uint32_t len = in_.end - in_sent_;
-    ws_client_.feed(in_.data + in_sent_, len);
+  if (!up_writing_ && in_.data && in_.end > tunnel_->in_sent && upstream_) {
+    std::uint32_t len = in_.end - tunnel_->in_sent;
+    tunnel_->from_client.feed(in_.data + tunnel_->in_sent, len);
     bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
-    uv_buf_t b = uv_buf_init(in_.data + in_sent_, len);
-    in_sent_ = in_.end;
+    uv_buf_t b = uv_buf_init(in_.data + tunnel_->in_sent, len);
+    tunnel_->in_sent = in_.end;
     if (!writeUpstream(&b, 1)) return;
     if (!up_writing_) {
-      in_sent_ = 0;
+      tunnel_->in_sent = 0;
       releaseBuffer(in_);
     }
   }
-  if (!down_writing_ && up_in_.data && up_in_.end > up_in_sent_) {
-    std::uint32_t len = up_in_.end - up_in_sent_;
-    ws_backend_.feed(up_in_.data + up_in_sent_, len);
+  if (!down_writing_ && up_in_.data && up_in_.end > tunnel_->up_in_sent) {
+    std::uint32_t len = up_in_.end - tunnel_->up_in_sent;
+    tunnel_->from_backend.feed(up_in_.data + tunnel_->up_in_sent, len);
     bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(len);
-    uv_buf_t b = uv_buf_init(up_in_.data + up_in_sent_, len);
-    up_in_sent_ = up_in_.end;
+    uv_buf_t b = uv_buf_init(up_in_.data + tunnel_->up_in_sent, len);
+    tunnel_->up_in_sent = up_in_.end;
     if (!writeDownstream(&b, 1)) return;
     if (!down_writing_) {
-      up_in_sent_ = 0;
+      tunnel_->up_in_sent = 0;
       releaseBuffer(up_in_);
     }
   }
-  std::uint32_t m = ws_client_.messages();
-  if (m != ws_counted_[0]) {
-    bm.websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - ws_counted_[0]);
-    ws_counted_[0] = m;
+  std::uint32_t m = tunnel_->from_client.messages();
+  if (m != tunnel_->counted[0]) {
+    bm.websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - tunnel_->counted[0]);
+    tunnel_->counted[0] = m;
   }
-  m = ws_backend_.messages();
-  if (m != ws_counted_[1]) {
-    bm.websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - ws_counted_[1]);
-    ws_counted_[1] = m;
+  m = tunnel_->from_backend.messages();
+  if (m != tunnel_->counted[1]) {
+    bm.websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - tunnel_->counted[1]);
+    tunnel_->counted[1] = m;
   }
   // Nothing pending on a side (e.g. the upgrade request and the 101, already
   // forwarded): an idle tunnel holds no buffer.
-  if (!up_writing_ && in_.data && in_sent_ == in_.end) {
-    in_sent_ = 0;
+  if (!up_writing_ && in_.data && tunnel_->in_sent == in_.end) {
+    tunnel_->in_sent = 0;
     releaseBuffer(in_);
   }
-  if (!down_writing_ && up_in_.data && up_in_sent_ == up_in_.end) {
-    up_in_sent_ = 0;
+  if (!down_writing_ && up_in_.data && tunnel_->up_in_sent == up_in_.end) {
+    tunnel_->up_in_sent = 0;
     releaseBuffer(up_in_);
   }
-  if (ws_client_.closeSeen()) {
-    noteCloser(metrics::ClosedBy::kClient, ws_client_.closeCode());
-  } else if (ws_backend_.closeSeen()) {
-    noteCloser(metrics::ClosedBy::kBackend, ws_backend_.closeCode());
+  if (tunnel_->from_client.closeSeen()) {
+    tunnel_->noteCloser(metrics::ClosedBy::kClient, tunnel_->from_client.closeCode());
+  } else if (tunnel_->from_backend.closeSeen()) {
+    tunnel_->noteCloser(metrics::ClosedBy::kBackend, tunnel_->from_backend.closeCode());
   }
   updateReading();
 }
 
 void Session::tunnelEof(bool from_client) {
   if (from_client) {
-    client_half_closed_ = true;
-    noteCloser(metrics::ClosedBy::kClient);
+    tunnel_->client_half_closed = true;
+    tunnel_->noteCloser(metrics::ClosedBy::kClient);
   } else {
-    backend_half_closed_ = true;
-    noteCloser(metrics::ClosedBy::kBackend);
+    tunnel_->backend_half_closed = true;
+    tunnel_->noteCloser(metrics::ClosedBy::kBackend);
   }
-  if ((client_half_closed_ && backend_half_closed_) || going_away_) {
-    if (client_half_closed_ && backend_half_closed_) close();
+  if ((tunnel_->client_half_closed && tunnel_->backend_half_closed) || tunnel_->going_away) {
+    if (tunnel_->client_half_closed && tunnel_->backend_half_closed) close();
     else updateReading();
     return;
   }
@@ -1938,38 +1935,29 @@ void Session::tunnelEof(bool from_client) {
 }
 
 void Session::sendGoingAway() {
-  if (going_away_ || closing_) return;
+  if (tunnel_->going_away || closing_) return;
   // 1001 Going Away to both peers: unmasked to the client, masked to the backend
   // (RFC 6455 §5.3). Injected only between frames; otherwise once the frame in
   // flight has passed (checked again on the next pump).
-  going_away_ = true;
-  char frame[kMaxCloseFrameBytes];
-  if (!ws_backend_.frameBoundary()) {
+  tunnel_->going_away = true;
+  char frame[forward::kMaxCloseFrameBytes];
+  if (!tunnel_->from_backend.frameBoundary()) {
     // The client would see a frame cut in half: closing the TCP connection is
     // the honest end (it still sees an abnormal closure, 1006).
     close();
     return;
   }
-  std::size_t n = buildCloseFrame(1001, "", false, 0, frame);
+  std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
   writeRaw(reinterpret_cast<uv_stream_t*>(&client_), frame, n);
-  if (upstream_ && ws_client_.frameBoundary()) {
+  if (upstream_ && tunnel_->from_client.frameBoundary()) {
     std::uint32_t key = static_cast<std::uint32_t>(worker_.now() * 2654435761u) ^ 0x5a5a1001u;
-    n = buildCloseFrame(1001, "", true, key, frame);
+    n = forward::buildCloseFrame(1001, "", true, key, frame);
     writeRaw(upstream_->stream(), frame, n);
   }
-  noteCloser(metrics::ClosedBy::kTether, 1001);
+  tunnel_->noteCloser(metrics::ClosedBy::kTether, 1001);
   timer_deadline_ = worker_.now();
   armTimer();
   updateReading();
-}
-
-// The first side seen ending a tunnel (a close frame, an EOF, an error or
-// our own 1001) is the one the close is counted for.
-void Session::noteCloser(metrics::ClosedBy by, std::uint16_t code) {
-  if (close_known_) return;
-  close_known_ = true;
-  close_by_ = by;
-  close_code_ = code;
 }
 
 void Session::finishTunnelMetrics() {
@@ -1977,9 +1965,8 @@ void Session::finishTunnelMetrics() {
   bm.websocket_active.dec();
   backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
   if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
-  bm.websocket_duration.observeMs(worker_.now() - tunnel_started_ms_);
-  metrics::ClosedBy by = close_by_;  // kTether when nothing else was seen
-  bm.websocketClose(close_code_, by);
+  bm.websocket_duration.observeMs(worker_.now() - tunnel_->started_ms);
+  bm.websocketClose(tunnel_->close_code, tunnel_->close_by);
   tunnel_counted_ = false;
 }
 
@@ -2037,7 +2024,7 @@ void Session::plainWritten(int status) { onDownstreamWritten(status); }
 
 void Session::transportFailed(const char* what, const std::string& why) {
   log::debug(what, {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", why}});
-  if (state_ == State::kTunnel) noteCloser(metrics::ClosedBy::kClient);
+  if (state_ == State::kTunnel) tunnel_->noteCloser(metrics::ClosedBy::kClient);
   close();
 }
 

@@ -7,15 +7,16 @@
 // and the retry rule are proxy/forward's; the session carries out what they
 // decide.
 // It runs one request at a time (pipelined requests wait, unparsed, in the
-// read buffer and are answered in order) and, after a 101, becomes a tunnel.
+// read buffer and are answered in order) and, after a 101, becomes a tunnel
+// (proxy/forward/tunnel.h holds its state, made in place of the exchange).
 //
 //   kIdle ──bytes──▶ kHead ──head──▶ kUpstream ──connected──▶ kExchange ─┬─▶ kIdle
 //     ▲                                 ▲ (retry)                         ├─▶ kTunnel ─▶ kClosing
 //     └──────────── keep-alive ─────────┴─────────────────────────────────┴─▶ kClosing
 //
 // Memory: an idle session (keep-alive or tunnel) holds no buffer, no
-// decoder and no exchange; buffers are taken from the worker's pool when bytes arrive and
-// given back when nothing in them is pending.
+// decoder and no exchange; buffers are taken from the worker's pool when
+// bytes arrive and given back when nothing in them is pending.
 //
 // Lifetime: created by Worker::onConnection, destroyed in the close callback
 // of its last handle, after which it unlinks itself from the worker. Never
@@ -35,10 +36,10 @@
 #include "proxy/http/h1_decoder.h"
 #include "proxy/forward/exchange.h"
 #include "proxy/forward/retry.h"
+#include "proxy/forward/tunnel.h"
 #include "proxy/http/h1_encoder.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/pin_store.h"
-#include "proxy/websocket_frame.h"
 
 namespace tether::balancer {
 struct Backend;
@@ -91,8 +92,10 @@ class Session final : public ListHook<>,
   // A backend went away: tunnels to it get close frames 1001.
   bool tunnelTo(const balancer::Backend* b) const;
   // A going-away close waiting for its turn in a spread window.
-  void markGoAway() { goaway_marked_ = true; }
-  bool goAwayMarked() const { return goaway_marked_ && !going_away_; }
+  void markGoAway() {
+    if (tunnel_) tunnel_->goaway_marked = true;
+  }
+  bool goAwayMarked() const { return tunnel_ && tunnel_->goaway_marked && !tunnel_->going_away; }
   void close();
 
   // UpstreamConn and pool callbacks.
@@ -191,7 +194,6 @@ class Session final : public ListHook<>,
   void tunnelEof(bool from_client);
   void sendGoingAway();
   void finishTunnelMetrics();
-  void noteCloser(metrics::ClosedBy by, std::uint16_t code = 0);
 
   // Writes: the remainder of a partial try_write is queued; while a write is
   // queued on a side, the source feeding that side is not read.
@@ -261,21 +263,7 @@ class Session final : public ListHook<>,
   std::uint64_t req_started_ns_ = 0;  // uv_hrtime() at req_started_ms_, for the access log
   std::string log_path_;           // for the access log, when enabled
 
-  // Tunnel. in_ [0, in_sent_) is written or queued to the backend, up_in_
-  // [0, up_in_sent_) to the client.
-  std::uint32_t in_sent_ = 0;
-  std::uint32_t up_in_sent_ = 0;
-  FrameObserver ws_client_{true};   // frames from the client
-  FrameObserver ws_backend_{false}; // frames from the backend
-  std::uint32_t ws_counted_[2] = {};  // messages already added to the metrics
-  bool client_half_closed_ = false;
-  bool backend_half_closed_ = false;
-  bool going_away_ = false;
-  bool goaway_marked_ = false;
-  std::int64_t tunnel_started_ms_ = 0;
-  std::uint16_t close_code_ = 0;
-  metrics::ClosedBy close_by_ = metrics::ClosedBy::kTether;
-  bool close_known_ = false;
+  std::unique_ptr<forward::Tunnel> tunnel_;  // after a 101
 
   char client_ip_[46];
   std::uint8_t client_ip_len_ = 0;
