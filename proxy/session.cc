@@ -884,7 +884,7 @@ void Session::dispatch() {
     ex_->request_id_present = false;
   }
   std::string_view path = url.substr(0, url.find('?'));
-  const std::shared_ptr<const AffinityPlan>* plan = worker_.affinityFor(path);
+  const std::shared_ptr<const forward::AffinityPlan>* plan = worker_.affinityFor(path);
   if (plan && startAffinity(*plan)) return;  // the store answers later
   if (closing_ || backend_) return;
   bool by_client = cfg.balance == conf::Balance::kConsistentHash;
@@ -940,7 +940,7 @@ void Session::proceed(Backend* b) {
 // Finds the request's affinity key and starts its pin lookup. Returns true
 // when the answer is still to come; otherwise the backend is chosen (or the
 // request answered) already, or no key applies (backend_ still null).
-bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
+bool Session::startAffinity(const std::shared_ptr<const forward::AffinityPlan>& plan) {
   const HeaderList& h = request().headers;
   std::vector<balancer::HeaderField>& fields = worker_.headerScratch();
   fields.clear();
@@ -956,30 +956,9 @@ bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
   char client_text[46];
   view.client_ip = clientAddress(client_text);
 
-  ex_->aff = std::make_unique<AffinityState>();
-  ex_->aff->plan = plan;
-  for (const balancer::KeySpec& spec : plan->keys) {
-    if (balancer::extractKey(spec, view, &ex_->aff->key)) break;
-    ex_->aff->key.clear();
-  }
-  if (plan->engineio && balancer::isEngineIoHandshake(view)) {
-    ex_->aff->sniffer = std::make_unique<balancer::EngineIoSidSniffer>();
-  }
-  bool inserted = false;
-  if (ex_->aff->key.empty() && plan->cfg.cookie.insert) {
-    std::string value = balancer::makeAffinityCookieValue();
-    balancer::KeySpec spec{balancer::KeySpec::Source::kCookie, plan->cfg.cookie.name, ""};
-    ex_->aff->key = balancer::makeKey(spec, value);
-    ex_->aff->set_cookie = balancer::setCookieHeader(plan->cfg.cookie.name, value, plan->cfg.cookie.max_age, listener_.tls);
-    inserted = true;
-  }
-  if (ex_->aff->key.empty()) {
-    if (!ex_->aff->sniffer) ex_->aff.reset();
-    return false;
-  }
-  ex_->aff->store_key = balancer::pinStoreKey(ex_->aff->key);
-  ex_->aff->hash = balancer::hashKey(ex_->aff->key);
-  if (inserted) {
+  ex_->aff = forward::startAffinity(plan, view, listener_.tls);
+  if (!ex_->aff || ex_->aff->key.empty()) return false;  // none, or only a handshake to learn from
+  if (!ex_->aff->set_cookie.empty()) {
     // A brand-new key: nothing to look up.
     worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
     Backend* b = worker_.placeByHash(ex_->aff->hash, std::span<const std::uint32_t>(ex_->tried, ex_->tried_count));

@@ -70,7 +70,6 @@ struct HttpCodecs {
   HttpCodecs* next_free = nullptr;
 };
 
-struct AffinityPlan;
 
 struct QueueTag;
 struct TlsTag;
@@ -163,7 +162,7 @@ class Session final : public ListHook<>,
   void finishRequestBody();
   void dispatch();
   std::string_view clientAddress(char (&out)[46]) const;
-  bool startAffinity(const std::shared_ptr<const AffinityPlan>& plan);
+  bool startAffinity(const std::shared_ptr<const forward::AffinityPlan>& plan);
   void proceed(balancer::Backend* b);
   void pinTo(balancer::Backend* b, bool repin);
   void endAffinity();

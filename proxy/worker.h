@@ -21,6 +21,7 @@
 #include "balancer/picker.h"
 #include "conf/config.h"
 #include "proxy/forward/exchange.h"
+#include "proxy/forward/route.h"
 #include "proxy/access_log.h"
 #include "proxy/io/buffer_pool.h"
 #include "proxy/io/free_list.h"
@@ -38,20 +39,6 @@ struct WriteReq;
 struct HttpCodecs;
 struct QueueTag;
 struct TlsTag;
-
-// How one route chooses its affinity key: the configuration plus its key
-// specs parsed once. Shared with the sessions that use it, so that a reload
-// never pulls it from under a lookup in flight.
-struct AffinityPlan {
-  conf::Affinity cfg;
-  std::vector<balancer::KeySpec> keys;
-  bool engineio = false;  // keys include engineio_sid: learn sids from handshakes
-};
-
-struct AffinityPlans {
-  std::shared_ptr<const AffinityPlan> top;           // nullptr: no affinity
-  std::vector<std::pair<std::string, std::shared_ptr<const AffinityPlan>>> routes;  // path prefix, plan
-};
 
 struct ListenerHandle {
   uv_tcp_t tcp;
@@ -116,7 +103,9 @@ class Worker {
 
   // The affinity plan for a request path (first matching route, else the
   // top level); nullptr when none applies.
-  const std::shared_ptr<const AffinityPlan>* affinityFor(std::string_view path) const;
+  const std::shared_ptr<const forward::AffinityPlan>* affinityFor(std::string_view path) const {
+    return plans_.forPath(path);
+  }
   PinStore& pins() { return *pins_; }
   std::vector<balancer::HeaderField>& headerScratch() { return header_scratch_; }
   // Places a key by consistent hashing over the backends that take new
@@ -194,7 +183,7 @@ class Worker {
   conf::Balance picker_kind_ = conf::Balance::kLeastConn;
   std::vector<balancer::Backend*> pick_scratch_;  // every backend, in id order
   std::vector<balancer::HeaderField> header_scratch_;
-  AffinityPlans plans_;
+  forward::AffinityPlans plans_;
   std::unique_ptr<PinStore> pins_;
   // Lent to sessions; a burst leaves at most the bound behind.
   FreeList<HttpCodecs, 256> codecs_;

@@ -41,17 +41,18 @@ struct Backend;
 }
 
 namespace tether::proxy {
-struct AffinityPlan;
 struct PinTicket;
-}  // namespace tether::proxy
+}
 
 namespace tether::forward {
+
+struct AffinityPlan;  // route.h
 
 // One request's affinity: its key (hashed for the store), the lookup in
 // flight, and what the response must carry (an inserted cookie) or teach us
 // (an Engine.IO sid).
 struct AffinityState {
-  std::shared_ptr<const proxy::AffinityPlan> plan;
+  std::shared_ptr<const AffinityPlan> plan;
   std::string key;        // "SOURCE[:NAME]=value"; empty = none
   std::string store_key;  // balancer::pinStoreKey(key)
   std::uint64_t hash = 0;
