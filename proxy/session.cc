@@ -21,27 +21,16 @@
 
 namespace tether::proxy {
 
-// A compressed response body: the encoder and what it produced that is not
-// yet written. For an HTTP/1.1 client the output goes out as chunks (their
-// size lines in `size_line`, the last chunk and trailers in `tail`); for an
-// HTTP/1.0 client as it is, the connection closing after it.
-constexpr std::size_t kMaxCompressedPending = 64 * 1024;
-
-struct Session::Compressing {
-  std::unique_ptr<forward::Encoder> encoder;
-  forward::Coding coding = forward::Coding::kIdentity;
-  bool chunked = true;
-  bool finished = false;
-  std::string out;        // encoder output not yet queued
-  std::string tail;       // "0\r\n", trailers, "\r\n" once finished (chunked)
-  char size_line[20];     // "<hex>\r\n" of the chunk being written
-  bool writing = false;   // out, size_line and tail are referenced by a write
-  std::uint64_t in_bytes = 0;
-};
 
 namespace {
 
+// Compressed output waiting to be written, beyond which the backend is read
+// no further (backpressure).
+constexpr std::size_t kMaxCompressedPending = 64 * 1024;
+
 using balancer::Backend;
+using forward::AffinityState;
+using forward::Exchange;
 
 using http::HeaderKind;
 using http::HeaderList;
@@ -103,22 +92,6 @@ void reserve(BufferPool& pool, IoBuffer& b, std::uint32_t need) {
 
 }  // namespace
 
-// One request's affinity: its key (hashed for the store), the lookup in
-// flight, and what the response must carry (an inserted cookie) or teach us
-// (an Engine.IO sid).
-struct AffinityState {
-  std::shared_ptr<const AffinityPlan> plan;
-  std::string key;        // "SOURCE[:NAME]=value"; empty = none
-  std::string store_key;  // balancer::pinStoreKey(key)
-  std::uint64_t hash = 0;
-  std::string set_cookie;  // Set-Cookie value for an inserted cookie
-  PinTicket* ticket = nullptr;      // the lookup in flight
-  PinTicket* set_ticket = nullptr;  // the confirmed set of a pin this response reveals
-  std::int64_t hold_since = 0;      // when the response started to wait for it
-  std::unique_ptr<balancer::EngineIoSidSniffer> sniffer;
-  bool from_pin = false;  // the backend is an existing pin (not a placement)
-};
-
 // ---------------------------------------------------------------------------
 // Lifetime
 
@@ -146,14 +119,22 @@ void Session::takeCodecs() {
   codecs_->response.setBodySink(onResponseBody, this);
 }
 
+// One exchange per request, made afresh: the first byte of a request, or an
+// answer before any (a refusal). Downstream bytes already read belong to it.
+Exchange& Session::openExchange() {
+  if (!ex_) ex_ = worker_.makeExchange(in_.end);
+  return *ex_;
+}
+
 Session::~Session() {
   if (codecs_) worker_.giveCodecs(codecs_);
   endAffinity();
+  if (ex_) worker_.destroyExchange(ex_);
 }
 
 void Session::countActive(bool on) {
-  if (on == active_counted_ || !backend_) return;
-  active_counted_ = on;
+  if (!ex_ || on == ex_->active_counted || !backend_) return;
+  ex_->active_counted = on;
   if (on) {
     backend_->active_requests.fetch_add(1, std::memory_order_relaxed);
   } else {
@@ -161,8 +142,6 @@ void Session::countActive(bool on) {
     if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
   }
 }
-
-
 
 void Session::start(uv_stream_t* server) {
   uv_loop_t* loop = worker_.loop();
@@ -203,7 +182,7 @@ void Session::start(uv_stream_t* server) {
   std::uint64_t limit = worker_.config().limits.max_connections;
   if (limit && worker_.runtime().downstream_connections.fetch_add(1) >= limit) {
     refused_ = true;
-    worker_.newRequestId(request_id_);
+    worker_.newRequestId(openExchange().request_id);
     log::warn("connection refused", {{"reason", "max_connections"}, {"client", std::string_view(client_ip_, client_ip_len_)}});
     if (listener_.tls) {
       close();  // no handshake to spend on a connection that is refused anyway
@@ -233,21 +212,20 @@ void Session::close() {
   state_ = State::kClosing;
   if (down_write_) { down_write_->session = nullptr; down_write_ = nullptr; }
   if (up_write_) { up_write_->session = nullptr; up_write_ = nullptr; }
-  if (queued_) {
-    queued_ = false;
+  if (ex_ && ex_->queued) {
+    ex_->queued = false;
     worker_.dequeue(this);
   }
   if (tunnel_counted_) finishTunnelMetrics();
   countActive(false);
   endAffinity();
-  if (sse_ && backend_) worker_.metrics().backend(backend_->id).sse_active.dec();
-  sse_ = false;
+  if (ex_ && ex_->sse && backend_) worker_.metrics().backend(backend_->id).sse_active.dec();
   releaseUpstream(false);
   releaseBuffer(in_);
   releaseBuffer(up_in_);
-  releaseBuffer(up_head_);
-  releaseBuffer(down_head_);
-  releaseBuffer(up_body_);
+  // The exchange itself stays until the session is destroyed: callers up
+  // the stack may still read it.
+  if (ex_) ex_->releaseBuffers();
   if (counted_active_) {
     worker_.metrics().downstream_active.dec();
     if (!refused_) worker_.runtime().downstream_connections.fetch_sub(1);
@@ -319,7 +297,6 @@ void Session::transition(State to) {
   if (to == State::kHead) {
     req_started_ms_ = worker_.now();
     req_started_ns_ = uv_hrtime();
-    method_ = kNoMethod;
   }
   timer_deadline_ = worker_.now();
   armTimer();
@@ -339,18 +316,18 @@ std::int64_t Session::deadline() const {
       return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
     case State::kHead: return req_started_ms_ + t.request_header;
     case State::kUpstream:
-      if (queued_) return timer_deadline_ + lim.queue_timeout;
-      if (looking_up_ && aff_) return timer_deadline_ + aff_->plan->cfg.lookup_timeout;
+      if (ex_->queued) return timer_deadline_ + lim.queue_timeout;
+      if (ex_->looking_up && ex_->aff) return timer_deadline_ + ex_->aff->plan->cfg.lookup_timeout;
       return bodyDeadline(timer_deadline_ + t.connect);
     case State::kExchange: {
-      std::int64_t d = rq_.request_sent && !rq_.response_started ? timer_deadline_ + t.upstream_first_byte
+      std::int64_t d = ex_->request_sent && !ex_->response_started ? timer_deadline_ + t.upstream_first_byte
                                                                   : last_activity_ + t.upstream_idle;
       d = bodyDeadline(d);
-      if (rq_.pin_hold && aff_) d = std::min(d, pinHoldDeadline());
+      if (ex_->pin_hold && ex_->aff) d = std::min(d, pinHoldDeadline());
       return d;
     }
     case State::kTunnel:
-      if (going_away_) return timer_deadline_ + t.websocket_close;
+      if (tunnel_->going_away) return timer_deadline_ + t.websocket_close;
       return last_activity_ + t.tunnel_idle;
     case State::kClosing: return timer_deadline_ + kLingerMs;
   }
@@ -361,15 +338,15 @@ std::int64_t Session::deadline() const {
 // without a byte from the client is bounded too.
 std::int64_t Session::bodyDeadline(std::int64_t d) const {
   std::int64_t limit = worker_.config().timeouts.request_body;
-  if (rq_.request_done || limit <= 0 || !rq_.head_done) return d;
+  if (ex_->request_done || limit <= 0 || !ex_->head_done) return d;
   return std::min(d, last_down_ms_ + limit);
 }
 
-std::int64_t Session::pinHoldDeadline() const { return aff_->hold_since + aff_->plan->cfg.lookup_timeout; }
+std::int64_t Session::pinHoldDeadline() const { return ex_->aff->hold_since + ex_->aff->plan->cfg.lookup_timeout; }
 
 bool Session::bodyTimedOut() const {
   std::int64_t limit = worker_.config().timeouts.request_body;
-  return !rq_.request_done && rq_.head_done && limit > 0 && worker_.now() >= last_down_ms_ + limit;
+  return !ex_->request_done && ex_->head_done && limit > 0 && worker_.now() >= last_down_ms_ + limit;
 }
 
 // The timer only ever moves earlier here; a timer that fires before the
@@ -411,23 +388,23 @@ void Session::onTimeout() {
     case State::kHead:
       log::debug("request header timeout", {{"client", std::string_view(client_ip_, client_ip_len_)}});
       worker_.metrics().request_timeouts_header.inc();
-      worker_.newRequestId(request_id_);
+      worker_.newRequestId(ex_->request_id);
       respondError(408, "tether: request header timeout\n");
       break;
     case State::kUpstream:
-      if (queued_) {
-        queued_ = false;
-        queued_for_ = nullptr;
+      if (ex_->queued) {
+        ex_->queued = false;
+        ex_->queued_for = nullptr;
         worker_.dequeue(this);
         respondError(503, "tether: no backend slot within queue_timeout\n");
         break;
       }
-      if (looking_up_ && aff_) {
+      if (ex_->looking_up && ex_->aff) {
         // The store is slow: go on with what we know locally, then hashing.
-        if (aff_->ticket) worker_.pins().cancel(aff_->ticket);
-        aff_->ticket = nullptr;
+        if (ex_->aff->ticket) worker_.pins().cancel(ex_->aff->ticket);
+        ex_->aff->ticket = nullptr;
         worker_.metrics().affinityLookup(metrics::AffinityResult::kStoreError);
-        std::optional<std::string> local = worker_.pins().peek(aff_->store_key);
+        std::optional<std::string> local = worker_.pins().peek(ex_->aff->store_key);
         onPinLookup(false, local ? *local : std::string());
         break;
       }
@@ -438,19 +415,19 @@ void Session::onTimeout() {
       onUpstreamFailure(Fault::kConnect, UV_ETIMEDOUT);
       break;
     case State::kExchange:
-      if (rq_.pin_hold && aff_ && worker_.now() >= pinHoldDeadline()) {
-        if (aff_->set_ticket) worker_.pins().cancel(std::exchange(aff_->set_ticket, nullptr));
+      if (ex_->pin_hold && ex_->aff && worker_.now() >= pinHoldDeadline()) {
+        if (ex_->aff->set_ticket) worker_.pins().cancel(std::exchange(ex_->aff->set_ticket, nullptr));
         releasePinHold(metrics::PinConfirm::kTimeout);
       } else if (bodyTimedOut()) {
         requestBodyTimeout();
-      } else if (rq_.request_sent && !rq_.response_started) {
+      } else if (ex_->request_sent && !ex_->response_started) {
         onUpstreamFailure(Fault::kFirstByteTimeout, UV_ETIMEDOUT);
       } else {
         onUpstreamFailure(Fault::kUpstreamTimeout, UV_ETIMEDOUT);
       }
       break;
     case State::kTunnel:
-      noteCloser(metrics::ClosedBy::kTether);
+      tunnel_->noteCloser(metrics::ClosedBy::kTether);
       close();
       break;
     case State::kClosing:
@@ -463,10 +440,10 @@ void Session::onTimeout() {
 // which holds half a request, is closed.
 void Session::requestBodyTimeout() {
   log::debug("request body timeout", {{"client", std::string_view(client_ip_, client_ip_len_)},
-                                      {"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))}});
+                                      {"request_id", std::string_view(ex_->request_id, ::strnlen(ex_->request_id, 32))}});
   worker_.metrics().request_timeouts_body.inc();
   releaseUpstream(false);
-  if (rq_.response_head_sent) {
+  if (ex_->response_head_sent) {
     close();
     return;
   }
@@ -484,15 +461,7 @@ bool Session::ensureBuffer(IoBuffer& b) {
   return b.data != nullptr;
 }
 
-void Session::releaseBuffer(IoBuffer& b) {
-  if (!b.data) return;
-  if (b.heap()) {
-    std::free(b.data);
-  } else {
-    worker_.buffers().put(b.data);
-  }
-  b = IoBuffer{};
-}
+void Session::releaseBuffer(IoBuffer& b) { b.release(worker_.buffers()); }
 
 void Session::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
   Session* s = static_cast<Session*>(h->data);
@@ -523,7 +492,7 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   } else if (nread == UV_EOF) {
     s->onTransport(s->transport().eof());
   } else {
-    if (s->state_ == State::kTunnel) s->noteCloser(metrics::ClosedBy::kClient);
+    if (s->state_ == State::kTunnel) s->tunnel_->noteCloser(metrics::ClosedBy::kClient);
     s->close();
   }
 }
@@ -539,8 +508,8 @@ bool Session::wantDownstream() const {
     case State::kExchange:
       return in_room && !client_eof_ && !up_writing_;
     case State::kTunnel:
-      if (going_away_) return !client_half_closed_;
-      return !client_half_closed_ && !up_writing_ && in_room;
+      if (tunnel_->going_away) return !tunnel_->client_half_closed;
+      return !tunnel_->client_half_closed && !up_writing_ && in_room;
     case State::kClosing:
       return true;
   }
@@ -557,7 +526,7 @@ void Session::updateReading() {
       want_up = up_room && !down_writing_;
       break;
     case State::kTunnel:
-      want_up = going_away_ ? !backend_half_closed_ : !backend_half_closed_ && !down_writing_ && up_room;
+      want_up = tunnel_->going_away ? !tunnel_->backend_half_closed : !tunnel_->backend_half_closed && !down_writing_ && up_room;
       break;
     default:
       break;
@@ -675,8 +644,8 @@ void Session::onDownstreamWritten(int status) {
       afterResponseWrite();
       break;
     case State::kTunnel:
-      if (up_in_.data && rq_.resp_body_sent == up_in_.end) {
-        rq_.resp_body_sent = 0;
+      if (up_in_.data && tunnel_->up_in_sent == up_in_.end) {
+        tunnel_->up_in_sent = 0;
         releaseBuffer(up_in_);
       }
       pumpTunnel();
@@ -699,8 +668,8 @@ void Session::onUpstreamWritten(int status) {
     return;
   }
   if (state_ == State::kTunnel) {
-    if (in_.data && rq_.body_sent == in_.end) {
-      rq_.body_sent = 0;
+    if (in_.data && tunnel_->in_sent == in_.end) {
+      tunnel_->in_sent = 0;
       releaseBuffer(in_);
     }
     pumpTunnel();
@@ -726,6 +695,7 @@ void Session::onDownstreamData() {
   switch (state_) {
     case State::kIdle:
       takeCodecs();
+      openExchange();
       transition(State::kHead);
       parseRequest();
       break;
@@ -734,7 +704,7 @@ void Session::onDownstreamData() {
       break;
     case State::kUpstream:
     case State::kExchange:
-      if (!rq_.request_done) {
+      if (!ex_->request_done) {
         parseRequest();
         if (state_ == State::kExchange && !closing_) pumpRequest();
       }
@@ -757,7 +727,7 @@ void Session::onDownstreamEof() {
     case State::kUpstream:
     case State::kExchange:
       client_eof_ = true;
-      if (!rq_.request_done) {
+      if (!ex_->request_done) {
         // The request can never complete: nothing to answer.
         close();
         return;
@@ -783,8 +753,8 @@ void Session::requestParseError() {
                              {"status", status},
                              {"reason", d.errorReason()},
                              {"error", d.errorName()}});
-  if (state_ == State::kHead) worker_.newRequestId(request_id_);
-  if (rq_.response_head_sent) {
+  if (state_ == State::kHead) worker_.newRequestId(ex_->request_id);
+  if (ex_->response_head_sent) {
     close();
     return;
   }
@@ -798,12 +768,12 @@ void Session::parseRequest() {
   if (state_ != State::kHead) return parseRequestBody();
   http::H1Decoder& d = codecs_->request;
   std::size_t used = 0;
-  http::H1Decoder::Event ev = d.execute(in_.data + rq_.parsed, in_.end - rq_.parsed, &used);
-  rq_.parsed += static_cast<std::uint32_t>(used);
+  http::H1Decoder::Event ev = d.execute(in_.data + ex_->parsed, in_.end - ex_->parsed, &used);
+  ex_->parsed += static_cast<std::uint32_t>(used);
   if (ev == http::H1Decoder::Event::kError) return requestParseError();
   if (ev == http::H1Decoder::Event::kNeedMore) {
     // The head's bytes are in the head now: the buffer starts over.
-    in_.end = rq_.parsed = 0;
+    in_.end = ex_->parsed = 0;
     return;
   }
   if (ev == http::H1Decoder::Event::kComplete) {
@@ -814,19 +784,19 @@ void Session::parseRequest() {
     return;
   }
   // kHead: the body, if any, starts here.
-  rq_.head_done = true;
-  rq_.head_end = rq_.body_sent = rq_.parsed;
+  ex_->head_done = true;
+  ex_->head_end = ex_->body_sent = ex_->parsed;
   const http::RequestHead& h = request();
-  method_ = h.method;
-  http_minor_ = h.version_minor;
-  keep_alive_ = h.keep_alive;
-  rq_.upgrade = h.upgrade;
-  rq_.head_request = h.method == http::kMethodHead;
-  rq_.req_chunked = h.framing == http::Framing::kChunked;
+  ex_->method = h.method;
+  ex_->http_minor = h.version_minor;
+  ex_->keep_alive = h.keep_alive;
+  ex_->upgrade = h.upgrade;
+  ex_->head_request = h.method == http::kMethodHead;
+  ex_->req_chunked = h.framing == http::Framing::kChunked;
   int status = 0;
   const char* why = nullptr;
   if (!applyRequestPolicy(&status, &why)) {
-    worker_.newRequestId(request_id_);
+    worker_.newRequestId(ex_->request_id);
     respondError(status, why);
     return;
   }
@@ -838,46 +808,46 @@ void Session::parseRequest() {
   dispatch();
 }
 
-// Body bytes: a Content-Length body is forwarded as it is read, [rq_.body_sent,
-// rq_.parsed) of in_; a chunked one is decoded and re-encoded into up_body_
-// (extensions dropped, trailers filtered), as far as up_body_ has room.
+// Body bytes: a Content-Length body is forwarded as it is read, [body_sent,
+// parsed) of in_; a chunked one is decoded and re-encoded into up_body
+// (extensions dropped, trailers filtered), as far as up_body has room.
 void Session::parseRequestBody() {
   http::H1Decoder& d = codecs_->request;
-  for (int step = 0; !done() && !rq_.request_done && step < 64; ++step) {
-    std::uint32_t len = in_.end - rq_.parsed;
-    if (rq_.req_chunked) {
-      if (up_writing_) return;  // up_body_ is being written: wait for it
-      reserve(worker_.buffers(), up_body_, 0);
-      std::uint32_t room = up_body_.cap - up_body_.end;
+  for (int step = 0; !done() && !ex_->request_done && step < 64; ++step) {
+    std::uint32_t len = in_.end - ex_->parsed;
+    if (ex_->req_chunked) {
+      if (up_writing_) return;  // up_body is being written: wait for it
+      reserve(worker_.buffers(), ex_->up_body, 0);
+      std::uint32_t room = ex_->up_body.cap - ex_->up_body.end;
       if (room < http::ChunkStager::kOverhead + 64) return;
       len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
-      rq_.req_stager.begin(up_body_.end);
-      up_body_.end = rq_.req_stager.dataStart();
+      ex_->req_stager.begin(ex_->up_body.end);
+      ex_->up_body.end = ex_->req_stager.dataStart();
     }
     std::size_t used = 0;
-    http::H1Decoder::Event ev = d.execute(in_.data + rq_.parsed, len, &used);
-    rq_.parsed += static_cast<std::uint32_t>(used);
-    if (rq_.req_chunked) {
-      up_body_.end = rq_.req_stager.seal(up_body_.data, up_body_.end);
+    http::H1Decoder::Event ev = d.execute(in_.data + ex_->parsed, len, &used);
+    ex_->parsed += static_cast<std::uint32_t>(used);
+    if (ex_->req_chunked) {
+      ex_->up_body.end = ex_->req_stager.seal(ex_->up_body.data, ex_->up_body.end);
       // Decoded: the chunked bytes read are not needed again.
-      if (rq_.parsed == in_.end) in_.end = rq_.parsed = rq_.body_sent = rq_.head_end = 0;
+      if (ex_->parsed == in_.end) in_.end = ex_->parsed = ex_->body_sent = ex_->head_end = 0;
     }
     if (ev == http::H1Decoder::Event::kError) return requestParseError();
     if (ev == http::H1Decoder::Event::kComplete) {
-      rq_.request_done = true;
+      ex_->request_done = true;
       finishRequestBody();
       return;
     }
-    if (ev == http::H1Decoder::Event::kNeedMore && rq_.parsed == in_.end) return;
+    if (ev == http::H1Decoder::Event::kNeedMore && ex_->parsed == in_.end) return;
   }
 }
 
 // The request's end: a chunked body gets its last chunk and its trailers.
 void Session::finishRequestBody() {
-  if (!rq_.req_chunked) return;
+  if (!ex_->req_chunked) return;
   HeaderList& t = codecs_->request.trailers();
   forward::filterTrailers(t);
-  if (!appendTrailers(up_body_, t)) {
+  if (!appendTrailers(ex_->up_body, t)) {
     respondError(431, "tether: request trailers too large\n");
   }
 }
@@ -894,10 +864,10 @@ bool Session::appendTrailers(IoBuffer& b, const HeaderList& trailers) {
 
 void Session::onRequestBody(void* ctx, const char* data, std::size_t len) {
   Session* s = static_cast<Session*>(ctx);
-  if (!s->rq_.req_chunked) return;  // forwarded from in_ as it is
+  if (!s->ex_->req_chunked) return;  // forwarded from in_ as it is
   // parseRequestBody passed no more than fits.
-  std::memcpy(s->up_body_.data + s->up_body_.end, data, len);
-  s->up_body_.end += static_cast<std::uint32_t>(len);
+  std::memcpy(s->ex_->up_body.data + s->ex_->up_body.end, data, len);
+  s->ex_->up_body.end += static_cast<std::uint32_t>(len);
 }
 
 // Header policy that refuses or drops, on the head as decoded.
@@ -919,25 +889,25 @@ void Session::dispatch() {
   // The request id: the client's when it sent a usable one, else ours.
   const HeaderList& h = request().headers;
   long rid = h.find(HeaderKind::kXRequestId);
-  if (rid >= 0 && !h.value(static_cast<std::size_t>(rid)).empty() && h.value(static_cast<std::size_t>(rid)).size() <= sizeof request_id_) {
+  if (rid >= 0 && !h.value(static_cast<std::size_t>(rid)).empty() && h.value(static_cast<std::size_t>(rid)).size() <= sizeof ex_->request_id) {
     std::string_view v = h.value(static_cast<std::size_t>(rid));
-    std::memset(request_id_, 0, sizeof request_id_);
-    std::memcpy(request_id_, v.data(), v.size());
-    rq_.request_id_present = true;
+    std::memset(ex_->request_id, 0, sizeof ex_->request_id);
+    std::memcpy(ex_->request_id, v.data(), v.size());
+    ex_->request_id_present = true;
   } else {
-    worker_.newRequestId(request_id_);
-    rq_.request_id_present = false;
+    worker_.newRequestId(ex_->request_id);
+    ex_->request_id_present = false;
   }
   std::string_view path = url.substr(0, url.find('?'));
-  const std::shared_ptr<const AffinityPlan>* plan = worker_.affinityFor(path);
+  const std::shared_ptr<const forward::AffinityPlan>* plan = worker_.affinityFor(path);
   if (plan && startAffinity(*plan)) return;  // the store answers later
   if (closing_ || backend_) return;
   bool by_client = cfg.balance == conf::Balance::kConsistentHash;
   if (by_client) {
     char text[46];
-    client_hash_ = balancer::hashKey(clientAddress(text));
+    ex_->client_hash = balancer::hashKey(clientAddress(text));
   }
-  proceed(worker_.pick(std::span<const std::uint32_t>(rq_.tried, rq_.tried_count), client_hash_, by_client));
+  proceed(worker_.pick(std::span<const std::uint32_t>(ex_->tried, ex_->tried_count), ex_->client_hash, by_client));
 }
 
 // The client's address after trusted_proxies (forwarded.h): what client_ip
@@ -963,8 +933,8 @@ void Session::proceed(Backend* b) {
   // others for any (every candidate was at its cap).
   if (cap && (b ? b->load() >= cap : worker_.lastPickCapped())) {
     if (worker_.enqueue(this)) {
-      queued_ = true;
-      queued_for_ = b;
+      ex_->queued = true;
+      ex_->queued_for = b;
       if (state_ != State::kUpstream) transition(State::kUpstream);
       timer_deadline_ = worker_.now();
       armTimer();
@@ -985,7 +955,7 @@ void Session::proceed(Backend* b) {
 // Finds the request's affinity key and starts its pin lookup. Returns true
 // when the answer is still to come; otherwise the backend is chosen (or the
 // request answered) already, or no key applies (backend_ still null).
-bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
+bool Session::startAffinity(const std::shared_ptr<const forward::AffinityPlan>& plan) {
   const HeaderList& h = request().headers;
   std::vector<balancer::HeaderField>& fields = worker_.headerScratch();
   fields.clear();
@@ -994,80 +964,59 @@ bool Session::startAffinity(const std::shared_ptr<const AffinityPlan>& plan) {
   std::string_view url = request().target;
   std::size_t q = url.find('?');
   balancer::RequestView view;
-  view.method = http::methodName(method_);
+  view.method = http::methodName(ex_->method);
   view.path = url.substr(0, q);
   view.query = q == std::string_view::npos ? std::string_view() : url.substr(q + 1);
   view.headers = fields;
   char client_text[46];
   view.client_ip = clientAddress(client_text);
 
-  aff_ = std::make_unique<AffinityState>();
-  aff_->plan = plan;
-  for (const balancer::KeySpec& spec : plan->keys) {
-    if (balancer::extractKey(spec, view, &aff_->key)) break;
-    aff_->key.clear();
-  }
-  if (plan->engineio && balancer::isEngineIoHandshake(view)) {
-    aff_->sniffer = std::make_unique<balancer::EngineIoSidSniffer>();
-  }
-  bool inserted = false;
-  if (aff_->key.empty() && plan->cfg.cookie.insert) {
-    std::string value = balancer::makeAffinityCookieValue();
-    balancer::KeySpec spec{balancer::KeySpec::Source::kCookie, plan->cfg.cookie.name, ""};
-    aff_->key = balancer::makeKey(spec, value);
-    aff_->set_cookie = balancer::setCookieHeader(plan->cfg.cookie.name, value, plan->cfg.cookie.max_age, listener_.tls);
-    inserted = true;
-  }
-  if (aff_->key.empty()) {
-    if (!aff_->sniffer) aff_.reset();
-    return false;
-  }
-  aff_->store_key = balancer::pinStoreKey(aff_->key);
-  aff_->hash = balancer::hashKey(aff_->key);
-  if (inserted) {
+  ex_->aff = forward::startAffinity(plan, view, listener_.tls);
+  if (!ex_->aff || ex_->aff->key.empty()) return false;  // none, or only a handshake to learn from
+  if (!ex_->aff->set_cookie.empty()) {
     // A brand-new key: nothing to look up.
     worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
-    Backend* b = worker_.placeByHash(aff_->hash, std::span<const std::uint32_t>(rq_.tried, rq_.tried_count));
+    Backend* b = worker_.placeByHash(ex_->aff->hash, std::span<const std::uint32_t>(ex_->tried, ex_->tried_count));
     if (b) pinTo(b, false);
     proceed(b);
     return false;
   }
-  looking_up_ = true;
+  ex_->looking_up = true;
   transition(State::kUpstream);
-  PinTicket* t = worker_.pins().get(aff_->store_key, this);
-  if (aff_ && looking_up_) aff_->ticket = t;
+  PinTicket* t = worker_.pins().get(ex_->aff->store_key, this);
+  if (ex_->aff && ex_->looking_up) ex_->aff->ticket = t;
   return true;
 }
 
 Backend* Session::slotCandidate() {
-  if (queued_for_) {
+  if (ex_->queued_for) {
     const std::uint64_t cap = worker_.config().limits.max_connections_per_backend;
-    return queued_for_->load() < cap ? queued_for_ : nullptr;
+    return ex_->queued_for->load() < cap ? ex_->queued_for : nullptr;
   }
   bool by_client = worker_.config().balance == conf::Balance::kConsistentHash;
-  return worker_.pick(std::span<const std::uint32_t>(rq_.tried, rq_.tried_count), client_hash_, by_client);
+  return worker_.pick(std::span<const std::uint32_t>(ex_->tried, ex_->tried_count), ex_->client_hash, by_client);
 }
 
 void Session::onSlot(Backend* b) {
-  if (!queued_ || closing_) return;
-  queued_ = false;
-  queued_for_ = nullptr;
+  if (!ex_ || !ex_->queued || closing_) return;
+  ex_->queued = false;
+  ex_->queued_for = nullptr;
   proceed(b);
 }
 
 void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
-  if (!looking_up_ || closing_ || !aff_) return;
-  looking_up_ = false;
-  aff_->ticket = nullptr;
-  const conf::Affinity& cfg = aff_->plan->cfg;
+  if (!ex_ || !ex_->looking_up || closing_ || !ex_->aff) return;
+  ex_->looking_up = false;
+  ex_->aff->ticket = nullptr;
+  const conf::Affinity& cfg = ex_->aff->plan->cfg;
   std::int64_t wall = Worker::nowWallMs();
-  std::span<const std::uint32_t> tried(rq_.tried, rq_.tried_count);
+  std::span<const std::uint32_t> tried(ex_->tried, ex_->tried_count);
   Backend* pinned = pinned_name.empty() ? nullptr : worker_.runtime().backends.findByName(pinned_name);
   if (pinned && pinned->available(wall)) {
     // A pin holds while its backend is up and not draining.
     if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kHit);
-    worker_.pins().refresh(aff_->store_key, cfg.ttl);
-    aff_->from_pin = true;
+    worker_.pins().refresh(ex_->aff->store_key, cfg.ttl);
+    ex_->aff->from_pin = true;
     proceed(pinned);
     return;
   }
@@ -1077,17 +1026,17 @@ void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
       return;
     }
     worker_.metrics().affinityLookup(metrics::AffinityResult::kRepin);
-    Backend* b = worker_.placeByHash(aff_->hash, tried);
+    Backend* b = worker_.placeByHash(ex_->aff->hash, tried);
     if (b) pinTo(b, true);
     proceed(b);
     return;
   }
   if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
-  Backend* b = worker_.placeByHash(aff_->hash, tried);
+  Backend* b = worker_.placeByHash(ex_->aff->hash, tried);
   if (b && !store_ok) {
     // No answer from the store (slow or down): the store may hold a pin we
     // could not read, made by another tether; place without replacing it.
-    worker_.pins().place(aff_->store_key, b->name, cfg.ttl);
+    worker_.pins().place(ex_->aff->store_key, b->name, cfg.ttl);
   } else if (b) {
     pinTo(b, false);
   }
@@ -1095,21 +1044,21 @@ void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
 }
 
 void Session::pinTo(Backend* b, bool repin) {
-  if (!aff_ || aff_->key.empty()) return;
-  if (!aff_->set_cookie.empty()) {
-    confirmPin(aff_->store_key, b->name);  // the response hands the new cookie out
+  if (!ex_->aff || ex_->aff->key.empty()) return;
+  if (!ex_->aff->set_cookie.empty()) {
+    confirmPin(ex_->aff->store_key, b->name);  // the response hands the new cookie out
   } else {
-    worker_.pins().set(aff_->store_key, b->name, aff_->plan->cfg.ttl);
+    worker_.pins().set(ex_->aff->store_key, b->name, ex_->aff->plan->cfg.ttl);
   }
-  if (repin) log::info("affinity repin", {{"backend", b->name}, {"request_id", std::string_view(request_id_, 32)}});
+  if (repin) log::info("affinity repin", {{"backend", b->name}, {"request_id", std::string_view(ex_->request_id, 32)}});
 }
 
 // The Engine.IO handshake's answer names the session id: pin it to the
 // backend that issued it, so that every later poll and the upgrade find it.
 void Session::sniffSid(std::string_view body) {
-  balancer::EngineIoSidSniffer& sn = *aff_->sniffer;
-  if (rq_.status != 200) {
-    aff_->sniffer.reset();
+  balancer::EngineIoSidSniffer& sn = *ex_->aff->sniffer;
+  if (ex_->status != 200) {
+    ex_->aff->sniffer.reset();
     return;
   }
   sn.feed(body);
@@ -1120,7 +1069,7 @@ void Session::sniffSid(std::string_view body) {
     confirmPin(balancer::pinStoreKey(key), backend_->name);
     log::debug("engine.io sid pinned", {{"backend", backend_->name}});
   }
-  aff_->sniffer.reset();
+  ex_->aff->sniffer.reset();
 }
 
 // A pin this response reveals (an Engine.IO sid, an inserted cookie): the
@@ -1128,29 +1077,29 @@ void Session::sniffSid(std::string_view body) {
 // so the response is held (pumpResponse) until the store holds the pin, for
 // at most affinity.lookup_timeout. Nothing else waits for a store write.
 void Session::confirmPin(const std::string& store_key, const std::string& backend) {
-  if (aff_->set_ticket) worker_.pins().cancel(std::exchange(aff_->set_ticket, nullptr));  // a retry re-places
-  rq_.pin_hold = true;
-  rq_.pin_sync = true;
-  aff_->hold_since = worker_.now();
-  PinTicket* t = worker_.pins().setConfirmed(store_key, backend, aff_->plan->cfg.ttl, this);
-  rq_.pin_sync = false;
+  if (ex_->aff->set_ticket) worker_.pins().cancel(std::exchange(ex_->aff->set_ticket, nullptr));  // a retry re-places
+  ex_->pin_hold = true;
+  ex_->pin_sync = true;
+  ex_->aff->hold_since = worker_.now();
+  PinTicket* t = worker_.pins().setConfirmed(store_key, backend, ex_->aff->plan->cfg.ttl, this);
+  ex_->pin_sync = false;
   if (!t) return;  // answered already (onPinStored)
-  aff_->set_ticket = t;
+  ex_->aff->set_ticket = t;
   armTimer();
 }
 
 void Session::onPinStored(bool stored) {
-  if (!rq_.pin_hold || closing_ || !aff_) return;
-  aff_->set_ticket = nullptr;
+  if (!ex_ || !ex_->pin_hold || closing_ || !ex_->aff) return;
+  ex_->aff->set_ticket = nullptr;
   releasePinHold(stored ? metrics::PinConfirm::kStored : metrics::PinConfirm::kUnavailable);
 }
 
 void Session::releasePinHold(metrics::PinConfirm why) {
-  rq_.pin_hold = false;
+  ex_->pin_hold = false;
   worker_.metrics().pinConfirm(why);
   if (why == metrics::PinConfirm::kUnavailable) {
     // The outage itself is logged once by the store.
-    log::debug("affinity pin not stored: the store is down", {{"request_id", std::string_view(request_id_, 32)}});
+    log::debug("affinity pin not stored: the store is down", {{"request_id", std::string_view(ex_->request_id, 32)}});
   } else if (why == metrics::PinConfirm::kTimeout) {
     // At most a line a second per worker: a silent store would otherwise
     // log every handshake.
@@ -1158,31 +1107,31 @@ void Session::releasePinHold(metrics::PinConfirm why) {
     thread_local std::uint64_t unlogged = 0;
     if (worker_.now() - last_ms >= 1000) {
       log::warn("affinity pin not acknowledged within lookup_timeout",
-                {{"request_id", std::string_view(request_id_, 32)}, {"also_since_last_line", unlogged}});
+                {{"request_id", std::string_view(ex_->request_id, 32)}, {"also_since_last_line", unlogged}});
       last_ms = worker_.now();
       unlogged = 0;
     } else {
       ++unlogged;
     }
   }
-  if (rq_.pin_sync) return;  // inside confirmPin: nothing was held yet
+  if (ex_->pin_sync) return;  // inside confirmPin: nothing was held yet
   armTimer();
   if (state_ == State::kExchange) pumpResponse();
 }
 
 void Session::endAffinity() {
-  if (!aff_) return;
-  if (aff_->ticket) worker_.pins().cancel(aff_->ticket);
-  if (aff_->set_ticket) worker_.pins().cancel(aff_->set_ticket);
-  aff_.reset();
-  looking_up_ = false;
+  if (!ex_ || !ex_->aff) return;
+  if (ex_->aff->ticket) worker_.pins().cancel(ex_->aff->ticket);
+  if (ex_->aff->set_ticket) worker_.pins().cancel(ex_->aff->set_ticket);
+  ex_->aff.reset();
+  ex_->looking_up = false;
 }
 
 void Session::connectUpstream() {
   UpstreamConn* c = worker_.upstreams().takeIdle(*backend_);
   if (c) {
-    rq_.upstream_reused = true;
-    rq_.connect_us = 0;
+    ex_->upstream_reused = true;
+    ex_->connect_us = 0;
     upstream_ = c;
     c->setOwner(this);
     if (state_ == State::kHead) {
@@ -1195,9 +1144,9 @@ void Session::connectUpstream() {
     return;
   }
   c = worker_.upstreams().create(*backend_);
-  rq_.upstream_reused = false;
-  rq_.connect_us = -1;
-  rq_.connect_started_ns = uv_hrtime();
+  ex_->upstream_reused = false;
+  ex_->connect_us = -1;
+  ex_->connect_started_ns = uv_hrtime();
   upstream_ = c;
   transition(State::kUpstream);
   int rc = c->connect(this);
@@ -1216,7 +1165,7 @@ void Session::onUpstreamConnected(int status) {
     return;
   }
   bm.upstream_connect.observeMs(worker_.now() - timer_deadline_);
-  rq_.connect_us = static_cast<std::int64_t>((uv_hrtime() - rq_.connect_started_ns) / 1000);
+  ex_->connect_us = static_cast<std::int64_t>((uv_hrtime() - ex_->connect_started_ns) / 1000);
   bm.upstream_active.inc();
   upstream_->markConnected();
   uv_tcp_nodelay(upstream_->tcp(), 1);
@@ -1226,13 +1175,13 @@ void Session::onUpstreamConnected(int status) {
 
 void Session::onUpstreamReady() {
   up_reading_ = false;
-  rq_.head_written = false;
-  rq_.body_sent = rq_.head_end;
-  rq_.up_body_sent = 0;
+  ex_->head_written = false;
+  ex_->body_sent = ex_->head_end;
+  ex_->up_body_sent = 0;
   buildUpstreamHead();
   http::H1Decoder& d = codecs_->response;
   d.reset();
-  d.expectResponseTo(method_, rq_.upgrade);
+  d.expectResponseTo(ex_->method, ex_->upgrade);
   pumpRequest();
   updateReading();
 }
@@ -1246,35 +1195,35 @@ void Session::buildUpstreamHead() {
   in.client_ip = std::string_view(client_ip_, client_ip_len_);
   in.trusted_peer = isTrusted(client_addr_, client_family_, cfg.trusted_proxies);
   in.tls = listener_.tls;
-  in.request_id = std::string_view(request_id_, 32);
-  in.request_id_from_client = rq_.request_id_present;
+  in.request_id = std::string_view(ex_->request_id, 32);
+  in.request_id_from_client = ex_->request_id_present;
   in.backend_host = backend_ ? std::string_view(backend_->host_header) : std::string_view();
   http::ExtraFields& extra = worker_.extraFields();
   forward::upstreamRequestFields(r, in, extra, worker_.fieldScratch());
   std::uint32_t need = static_cast<std::uint32_t>(http::requestHeadSize(r, extra));
-  releaseBuffer(up_head_);
-  reserve(worker_.buffers(), up_head_, need);
-  up_head_.end = static_cast<std::uint32_t>(http::writeRequestHead(r, extra, up_head_.data));
+  releaseBuffer(ex_->up_head);
+  reserve(worker_.buffers(), ex_->up_head, need);
+  ex_->up_head.end = static_cast<std::uint32_t>(http::writeRequestHead(r, extra, ex_->up_head.data));
 }
 
 void Session::pumpRequest() {
   if (up_writing_ || closing_ || !upstream_) return;
   uv_buf_t bufs[2];
   unsigned n = 0;
-  if (!rq_.head_written) {
-    bufs[n++] = uv_buf_init(up_head_.data, up_head_.end);
-    rq_.head_written = true;
+  if (!ex_->head_written) {
+    bufs[n++] = uv_buf_init(ex_->up_head.data, ex_->up_head.end);
+    ex_->head_written = true;
   }
-  if (rq_.req_chunked) {
-    if (up_body_.data && up_body_.end > rq_.up_body_sent) {
-      bufs[n++] = uv_buf_init(up_body_.data + rq_.up_body_sent, up_body_.end - rq_.up_body_sent);
-      rq_.up_body_sent = up_body_.end;
+  if (ex_->req_chunked) {
+    if (ex_->up_body.data && ex_->up_body.end > ex_->up_body_sent) {
+      bufs[n++] = uv_buf_init(ex_->up_body.data + ex_->up_body_sent, ex_->up_body.end - ex_->up_body_sent);
+      ex_->up_body_sent = ex_->up_body.end;
     }
-  } else if (rq_.parsed > rq_.body_sent) {
+  } else if (ex_->parsed > ex_->body_sent) {
     // For an upgrade request the decoder stopped at the end of the request:
     // what follows belongs to the tunnel and waits for the 101.
-    bufs[n++] = uv_buf_init(in_.data + rq_.body_sent, rq_.parsed - rq_.body_sent);
-    rq_.body_sent = rq_.parsed;
+    bufs[n++] = uv_buf_init(in_.data + ex_->body_sent, ex_->parsed - ex_->body_sent);
+    ex_->body_sent = ex_->parsed;
   }
   if (n == 0) {
     afterRequestWrite();
@@ -1286,30 +1235,30 @@ void Session::pumpRequest() {
 
 void Session::afterRequestWrite() {
   if (closing_ || state_ != State::kExchange) return;
-  if (rq_.req_chunked && up_body_.data && rq_.up_body_sent == up_body_.end) {
+  if (ex_->req_chunked && ex_->up_body.data && ex_->up_body_sent == ex_->up_body.end) {
     // Written: the staged chunks start over. The request can no longer be
     // replayed.
-    if (up_body_.end) rq_.request_trimmed = true;
-    up_body_.end = rq_.up_body_sent = 0;
-    if (rq_.request_done) releaseBuffer(up_body_);
+    if (ex_->up_body.end) ex_->request_trimmed = true;
+    ex_->up_body.end = ex_->up_body_sent = 0;
+    if (ex_->request_done) releaseBuffer(ex_->up_body);
   }
-  bool body_out = rq_.req_chunked ? (!up_body_.data || rq_.up_body_sent == up_body_.end) : rq_.body_sent == rq_.parsed;
-  if (rq_.request_done && body_out) {
-    if (!rq_.request_sent) {
-      rq_.request_sent = true;
+  bool body_out = ex_->req_chunked ? (!ex_->up_body.data || ex_->up_body_sent == ex_->up_body.end) : ex_->body_sent == ex_->parsed;
+  if (ex_->request_done && body_out) {
+    if (!ex_->request_sent) {
+      ex_->request_sent = true;
       timer_deadline_ = worker_.now();
       armTimer();
     }
-  } else if (!rq_.req_chunked && rq_.parsed == in_.end && rq_.body_sent == rq_.parsed && in_.end == in_.cap) {
+  } else if (!ex_->req_chunked && ex_->parsed == in_.end && ex_->body_sent == ex_->parsed && in_.end == in_.cap) {
     // Every byte read so far went upstream and the buffer is full: start it
     // over. The request can no longer be replayed.
-    rq_.request_trimmed = true;
-    in_.end = rq_.parsed = rq_.body_sent = rq_.head_end = rq_.req_start = 0;
+    ex_->request_trimmed = true;
+    in_.end = ex_->parsed = ex_->body_sent = ex_->head_end = ex_->req_start = 0;
   }
-  if (!rq_.request_done && rq_.parsed < in_.end) {
+  if (!ex_->request_done && ex_->parsed < in_.end) {
     parseRequest();
     if (done()) return;
-    bool more = rq_.req_chunked ? (up_body_.data && up_body_.end > rq_.up_body_sent) : rq_.parsed > rq_.body_sent;
+    bool more = ex_->req_chunked ? (ex_->up_body.data && ex_->up_body.end > ex_->up_body_sent) : ex_->parsed > ex_->body_sent;
     if (more) {
       pumpRequest();
       return;
@@ -1335,11 +1284,11 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
       pumpTunnel();
       return;
     }
-    if (!rq_.response_started) {
-      rq_.response_started = true;
-      rq_.first_byte_ms = worker_.now();
-      rq_.first_byte_ns = uv_hrtime();
-      releaseBuffer(up_head_);
+    if (!ex_->response_started) {
+      ex_->response_started = true;
+      ex_->first_byte_ms = worker_.now();
+      ex_->first_byte_ns = uv_hrtime();
+      releaseBuffer(ex_->up_head);
       armTimer();
     }
     parseResponse();
@@ -1353,20 +1302,20 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
     if (nread == UV_EOF) {
       tunnelEof(false);
     } else {
-      noteCloser(metrics::ClosedBy::kBackend);
+      tunnel_->noteCloser(metrics::ClosedBy::kBackend);
       close();
     }
     return;
   }
-  if (!rq_.response_started) {
+  if (!ex_->response_started) {
     onUpstreamFailure(Fault::kUpstreamReset, static_cast<int>(nread));
     return;
   }
   // The backend is gone mid-response. A close-delimited body ends here;
   // anything else is truncated and the client must see a closed connection.
-  if (nread == UV_EOF && !rq_.response_done && codecs_ && rq_.response_head_sent &&
+  if (nread == UV_EOF && !ex_->response_done && codecs_ && ex_->response_head_sent &&
       codecs_->response.finish() == http::H1Decoder::Event::kComplete) {
-    rq_.resp_keep_alive = false;
+    ex_->resp_keep_alive = false;
     close_after_ = true;
     releaseUpstream(false);
     responseComplete();
@@ -1374,11 +1323,11 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
     pumpResponse();
     return;
   }
-  if (!rq_.response_done) {
-    log::warn("upstream closed mid-response", {{"backend", backend_->name}, {"request_id", std::string_view(request_id_, 32)}});
+  if (!ex_->response_done) {
+    log::warn("upstream closed mid-response", {{"backend", backend_->name}, {"request_id", std::string_view(ex_->request_id, 32)}});
     worker_.backendFailure(*backend_);
     releaseUpstream(false);
-    rq_.abort_when_flushed = true;
+    ex_->abort_when_flushed = true;
     if (!down_writing_) close();
   } else {
     releaseUpstream(false);
@@ -1391,35 +1340,35 @@ void Session::parseResponse() {
   // After a head, one more step even over zero bytes: that is how a response
   // without body (204, 304, Content-Length: 0) completes.
   bool again = false;
-  while (!done() && !rq_.response_done && (rq_.resp_parsed < up_in_.end || again)) {
+  while (!done() && !ex_->response_done && (ex_->resp_parsed < up_in_.end || again)) {
     again = false;
-    std::uint32_t len = up_in_.end - rq_.resp_parsed;
-    bool compressing = rq_.zip != nullptr;
+    std::uint32_t len = up_in_.end - ex_->resp_parsed;
+    bool compressing = ex_->zip != nullptr;
     // Not while its output is referenced by a write, nor beyond a bound while
     // it cannot be written (a pin hold): the read buffer fills and reading stops.
-    if (compressing && (rq_.zip->writing || rq_.zip->out.size() >= kMaxCompressedPending)) break;
-    bool staging = rq_.response_head_sent && (rq_.dechunk || rq_.rechunk) && !compressing;
+    if (compressing && (ex_->zip->writing || ex_->zip->out.size() >= kMaxCompressedPending)) break;
+    bool staging = ex_->response_head_sent && (ex_->dechunk || ex_->rechunk) && !compressing;
     if (staging) {
-      // Decoded bytes are staged in down_head_; never parse more than fits,
+      // Decoded bytes are staged in down_head; never parse more than fits,
       // and never while it is being written.
       if (down_writing_) break;
-      reserve(worker_.buffers(), down_head_, 0);
-      std::uint32_t room = down_head_.cap - down_head_.end;
+      reserve(worker_.buffers(), ex_->down_head, 0);
+      std::uint32_t room = ex_->down_head.cap - ex_->down_head.end;
       if (room < http::ChunkStager::kOverhead + 64) break;  // flush first
       len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
-      if (rq_.rechunk) {
-        rq_.resp_stager.begin(down_head_.end);
-        down_head_.end = rq_.resp_stager.dataStart();
+      if (ex_->rechunk) {
+        ex_->resp_stager.begin(ex_->down_head.end);
+        ex_->down_head.end = ex_->resp_stager.dataStart();
       }
     }
     std::size_t used = 0;
-    http::H1Decoder::Event ev = d.execute(up_in_.data + rq_.resp_parsed, len, &used);
-    rq_.resp_parsed += static_cast<std::uint32_t>(used);
+    http::H1Decoder::Event ev = d.execute(up_in_.data + ex_->resp_parsed, len, &used);
+    ex_->resp_parsed += static_cast<std::uint32_t>(used);
     if (staging) {
-      if (rq_.rechunk) down_head_.end = rq_.resp_stager.seal(down_head_.data, down_head_.end);
-      rq_.resp_body_sent = rq_.resp_parsed;  // staged: nothing is forwarded from up_in_
+      if (ex_->rechunk) ex_->down_head.end = ex_->resp_stager.seal(ex_->down_head.data, ex_->down_head.end);
+      ex_->resp_body_sent = ex_->resp_parsed;  // staged: nothing is forwarded from up_in_
     } else if (compressing) {
-      rq_.resp_body_sent = rq_.resp_parsed;  // taken by the encoder
+      ex_->resp_body_sent = ex_->resp_parsed;  // taken by the encoder
     }
     switch (ev) {
       case http::H1Decoder::Event::kNeedMore:
@@ -1427,7 +1376,7 @@ void Session::parseResponse() {
       case http::H1Decoder::Event::kHead:
         buildDownstreamHead();
         if (done()) return;
-        rq_.resp_body_sent = rq_.resp_parsed;
+        ex_->resp_body_sent = ex_->resp_parsed;
         again = true;
         continue;
       case http::H1Decoder::Event::kComplete:
@@ -1440,26 +1389,26 @@ void Session::parseResponse() {
                                    {"error", d.errorName()}});
         worker_.backendFailure(*backend_);
         releaseUpstream(false);
-        if (!rq_.response_head_sent) {
+        if (!ex_->response_head_sent) {
           respondError(502, "tether: bad response from backend\n");
         } else {
-          rq_.abort_when_flushed = true;
+          ex_->abort_when_flushed = true;
           if (!down_writing_) close();
         }
         return;
       }
     }
-    if (ev == http::H1Decoder::Event::kNeedMore && rq_.resp_parsed == up_in_.end) break;
+    if (ev == http::H1Decoder::Event::kNeedMore && ex_->resp_parsed == up_in_.end) break;
   }
-  if (!rq_.response_done && !done() && up_in_.data && rq_.resp_parsed == up_in_.end &&
-      (!rq_.response_head_sent ||
-       ((rq_.dechunk || rq_.rechunk || rq_.zip) && rq_.resp_body_sent == rq_.resp_parsed))) {
+  if (!ex_->response_done && !done() && up_in_.data && ex_->resp_parsed == up_in_.end &&
+      (!ex_->response_head_sent ||
+       ((ex_->dechunk || ex_->rechunk || ex_->zip) && ex_->resp_body_sent == ex_->resp_parsed))) {
     // Everything read is in a head, staged or compressed: the buffer starts over.
-    up_in_.end = rq_.resp_parsed = rq_.resp_body_sent = 0;
+    up_in_.end = ex_->resp_parsed = ex_->resp_body_sent = 0;
   }
   // All that was read is taken: what the encoder holds goes out now, so a
   // slowly produced response is not held back.
-  if (rq_.zip && !rq_.zip->writing && !rq_.zip->finished && !done() && !compressFlush(false)) return;
+  if (ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done() && !compressFlush(false)) return;
   pumpResponse();
 }
 
@@ -1467,26 +1416,26 @@ void Session::parseResponse() {
 // and trailers; bytes beyond the framing mean the connection is not reused.
 void Session::responseComplete() {
   http::H1Decoder& d = codecs_->response;
-  rq_.response_done = true;
+  ex_->response_done = true;
   if (d.response().status == 101) {
-    rq_.upgrade_accepted = true;  // the decoder accepts a 101 only when asked
+    ex_->upgrade_accepted = true;  // the decoder accepts a 101 only when asked
     return;
   }
-  if (rq_.resp_parsed < up_in_.end) rq_.resp_extra = true;
-  if (rq_.zip) {
+  if (ex_->resp_parsed < up_in_.end) ex_->resp_extra = true;
+  if (ex_->zip) {
     if (!compressFlush(true)) return;
-    if (rq_.zip->chunked && rq_.zip->encoder) {  // (no encoder: a HEAD answer, no body)
+    if (ex_->zip->chunked && ex_->zip->encoder) {  // (no encoder: a HEAD answer, no body)
       HeaderList& t = d.trailers();
       forward::filterTrailers(t);
-      rq_.zip->tail.resize(http::lastChunkSize(t));
-      rq_.zip->tail.resize(http::writeLastChunk(t, rq_.zip->tail.data()));
+      ex_->zip->tail.resize(http::lastChunkSize(t));
+      ex_->zip->tail.resize(http::writeLastChunk(t, ex_->zip->tail.data()));
     }
     return;
   }
-  if (rq_.rechunk) {
+  if (ex_->rechunk) {
     HeaderList& t = d.trailers();
     forward::filterTrailers(t);
-    if (!appendTrailers(down_head_, t)) close();
+    if (!appendTrailers(ex_->down_head, t)) close();
   }
 }
 
@@ -1497,52 +1446,52 @@ void Session::buildDownstreamHead() {
   http::ResponseHead& r = codecs_->response.response();
   int status = r.status;
   bool informational = r.informational();
-  if (informational && http_minor_ == 0) return;  // no 1xx to an HTTP/1.0 client (RFC 9110 §15.2)
+  if (informational && ex_->http_minor == 0) return;  // no 1xx to an HTTP/1.0 client (RFC 9110 §15.2)
   if (!informational) {
-    rq_.status = static_cast<std::uint16_t>(status);
-    rq_.resp_keep_alive = r.keep_alive;
+    ex_->status = static_cast<std::uint16_t>(status);
+    ex_->resp_keep_alive = r.keep_alive;
     switch (r.framing) {
       case http::Framing::kClose: close_after_ = true; break;
       case http::Framing::kChunked:
-        if (http_minor_ == 0) {
-          rq_.dechunk = true;
+        if (ex_->http_minor == 0) {
+          ex_->dechunk = true;
           close_after_ = true;
         } else {
-          rq_.rechunk = true;
+          ex_->rechunk = true;
         }
         break;
       default: break;
     }
-    if (!keep_alive_ || worker_.stopping()) close_after_ = true;
+    if (!ex_->keep_alive || worker_.stopping()) close_after_ = true;
   }
   bool add_chunked = false;  // a compressed body of another framing goes out chunked
   if (!informational && r.status != 101) startCompression(r, &add_chunked);
   forward::DownstreamResponse out;
-  out.http10_client = http_minor_ == 0;
-  out.dechunk = rq_.dechunk || (rq_.zip && !rq_.zip->chunked);  // no Transfer-Encoding to HTTP/1.0
+  out.http10_client = ex_->http_minor == 0;
+  out.dechunk = ex_->dechunk || (ex_->zip && !ex_->zip->chunked);  // no Transfer-Encoding to HTTP/1.0
   out.close = close_after_;
-  if (aff_) out.set_cookie = aff_->set_cookie;
-  out.request_id = std::string_view(request_id_, rq_.request_id_present ? ::strnlen(request_id_, 32) : 32);
+  if (ex_->aff) out.set_cookie = ex_->aff->set_cookie;
+  out.request_id = std::string_view(ex_->request_id, ex_->request_id_present ? ::strnlen(ex_->request_id, 32) : 32);
   http::ExtraFields& extra = worker_.extraFields();
-  if (forward::downstreamResponseFields(r, out, extra)) sse_ = true;
-  if (rq_.zip || compress_vary_) {
-    forward::compressFields(r, rq_.zip ? rq_.zip->coding : forward::Coding::kIdentity, extra,
+  if (forward::downstreamResponseFields(r, out, extra)) ex_->sse = true;
+  if (ex_->zip || ex_->compress_vary) {
+    forward::compressFields(r, ex_->zip ? ex_->zip->coding : forward::Coding::kIdentity, extra,
                             worker_.fieldScratch());
     if (add_chunked) extra.add("Transfer-Encoding", "chunked");
-    compress_vary_ = false;
+    ex_->compress_vary = false;
   }
   std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, extra));
-  if (down_writing_ && down_head_.data && down_head_.end + need > down_head_.cap) {
+  if (down_writing_ && ex_->down_head.data && ex_->down_head.end + need > ex_->down_head.cap) {
     // The previous head is still being written from this buffer.
     releaseUpstream(false);
     respondError(502, "tether: response heads too large\n");
     return;
   }
-  reserve(worker_.buffers(), down_head_, need);
-  down_head_.end += static_cast<std::uint32_t>(http::writeResponseHead(r, extra, down_head_.data + down_head_.end));
+  reserve(worker_.buffers(), ex_->down_head, need);
+  ex_->down_head.end += static_cast<std::uint32_t>(http::writeResponseHead(r, extra, ex_->down_head.data + ex_->down_head.end));
   if (!informational) {
-    rq_.response_head_sent = true;
-    if (sse_) worker_.metrics().backend(backend_->id).sse_active.inc();
+    ex_->response_head_sent = true;
+    if (ex_->sse) worker_.metrics().backend(backend_->id).sse_active.inc();
   }
 }
 
@@ -1553,16 +1502,16 @@ void Session::startCompression(http::ResponseHead& r, bool* add_chunked) {
   std::string_view url = request().target;
   const conf::Compression& c = worker_.compressionFor(url.substr(0, url.find('?')));
   if (!c.enabled || !forward::responseEligible(r, c)) return;
-  compress_vary_ = true;
+  ex_->compress_vary = true;
   forward::Coding coding = forward::requestCoding(request(), c);
   if (coding == forward::Coding::kIdentity) return;
-  if (method_ == http::kMethodHead || r.framing == http::Framing::kNone) {
+  if (ex_->method == http::kMethodHead || r.framing == http::Framing::kNone) {
     // A HEAD answer's head says what a GET would get; there is no body.
-    rq_.zip = std::make_unique<Compressing>();
-    rq_.zip->coding = coding;
-    rq_.zip->finished = true;
-    rq_.zip->chunked = http_minor_ != 0;
-    *add_chunked = rq_.zip->chunked && r.framing != http::Framing::kChunked;
+    ex_->zip = std::make_unique<forward::CompressedBody>();
+    ex_->zip->coding = coding;
+    ex_->zip->finished = true;
+    ex_->zip->chunked = ex_->http_minor != 0;
+    *add_chunked = ex_->zip->chunked && r.framing != http::Framing::kChunked;
     return;
   }
   auto encoder = forward::makeEncoder(
@@ -1571,13 +1520,13 @@ void Session::startCompression(http::ResponseHead& r, bool* add_chunked) {
     log::warn("compression unavailable", {{"algorithm", std::string(forward::codingToken(coding))}});
     return;  // sent as it is: Vary was still true
   }
-  rq_.zip = std::make_unique<Compressing>();
-  rq_.zip->encoder = std::move(encoder);
-  rq_.zip->coding = coding;
-  rq_.zip->chunked = http_minor_ != 0;
-  rq_.dechunk = rq_.rechunk = false;  // the encoder's output is framed instead
-  if (!rq_.zip->chunked) close_after_ = true;  // HTTP/1.0: the body ends with the connection
-  *add_chunked = rq_.zip->chunked && r.framing != http::Framing::kChunked;
+  ex_->zip = std::make_unique<forward::CompressedBody>();
+  ex_->zip->encoder = std::move(encoder);
+  ex_->zip->coding = coding;
+  ex_->zip->chunked = ex_->http_minor != 0;
+  ex_->dechunk = ex_->rechunk = false;  // the encoder's output is framed instead
+  if (!ex_->zip->chunked) close_after_ = true;  // HTTP/1.0: the body ends with the connection
+  *add_chunked = ex_->zip->chunked && r.framing != http::Framing::kChunked;
   worker_.metrics().compressed_responses[static_cast<int>(coding) - 1].inc();
 }
 
@@ -1585,13 +1534,13 @@ void Session::startCompression(http::ResponseHead& r, bool* add_chunked) {
 // False when the encoder failed: the connection is closed, so the client
 // never takes a truncated body for a whole one.
 bool Session::compressFlush(bool finish) {
-  Compressing* z = rq_.zip.get();
+  forward::CompressedBody* z = ex_->zip.get();
   if (z->finished || (!finish && z->in_bytes == 0)) return true;
   bool ok = finish ? z->encoder->finish(&z->out) : z->encoder->flush(&z->out);
   if (finish) z->finished = true;
   worker_.metrics().compression_in[static_cast<int>(z->coding) - 1].inc(z->in_bytes);
   z->in_bytes = 0;
-  if (ok && !rq_.abort_when_flushed) return true;
+  if (ok && !ex_->abort_when_flushed) return true;
   log::warn("compression failed", {{"backend", backend_->name}});
   releaseUpstream(false);
   close();
@@ -1600,29 +1549,29 @@ bool Session::compressFlush(bool finish) {
 
 void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
   Session* s = static_cast<Session*>(ctx);
-  if (s->aff_ && s->aff_->sniffer) s->sniffSid(std::string_view(data, len));
-  if (Compressing* z = s->rq_.zip.get()) {
+  if (s->ex_->aff && s->ex_->aff->sniffer) s->sniffSid(std::string_view(data, len));
+  if (forward::CompressedBody* z = s->ex_->zip.get()) {
     z->in_bytes += len;
-    if (!z->encoder->write(std::string_view(data, len), &z->out)) s->rq_.abort_when_flushed = true;
+    if (!z->encoder->write(std::string_view(data, len), &z->out)) s->ex_->abort_when_flushed = true;
     return;
   }
-  if (!s->rq_.dechunk && !s->rq_.rechunk) return;  // forwarded from up_in_ as it is
+  if (!s->ex_->dechunk && !s->ex_->rechunk) return;  // forwarded from up_in_ as it is
   // parseResponse passed no more than fits.
-  std::memcpy(s->down_head_.data + s->down_head_.end, data, len);
-  s->down_head_.end += static_cast<std::uint32_t>(len);
+  std::memcpy(s->ex_->down_head.data + s->ex_->down_head.end, data, len);
+  s->ex_->down_head.end += static_cast<std::uint32_t>(len);
 }
 
 void Session::pumpResponse() {
-  if (down_writing_ || closing_ || rq_.pin_hold) return;
+  if (down_writing_ || closing_ || ex_->pin_hold) return;
   uv_buf_t bufs[4];
   unsigned n = 0;
   std::size_t bytes = 0;
-  if (down_head_.data && down_head_.end > rq_.down_head_sent) {
-    bufs[n++] = uv_buf_init(down_head_.data + rq_.down_head_sent, down_head_.end - rq_.down_head_sent);
-    bytes += down_head_.end - rq_.down_head_sent;
-    rq_.down_head_sent = down_head_.end;
+  if (ex_->down_head.data && ex_->down_head.end > ex_->down_head_sent) {
+    bufs[n++] = uv_buf_init(ex_->down_head.data + ex_->down_head_sent, ex_->down_head.end - ex_->down_head_sent);
+    bytes += ex_->down_head.end - ex_->down_head_sent;
+    ex_->down_head_sent = ex_->down_head.end;
   }
-  if (Compressing* z = rq_.zip.get(); z && !z->writing && (!z->out.empty() || !z->tail.empty())) {
+  if (forward::CompressedBody* z = ex_->zip.get(); z && !z->writing && (!z->out.empty() || !z->tail.empty())) {
     std::size_t zipped = z->out.size() + z->tail.size();
     if (!z->out.empty()) {
       if (z->chunked) {
@@ -1638,14 +1587,14 @@ void Session::pumpResponse() {
     worker_.metrics().compression_out[c].inc(zipped);
     bytes += zipped;
   }
-  if (!rq_.dechunk && !rq_.rechunk && !rq_.zip && rq_.response_head_sent && !rq_.upgrade_accepted &&
-      rq_.resp_parsed > rq_.resp_body_sent) {
-    bufs[n++] = uv_buf_init(up_in_.data + rq_.resp_body_sent, rq_.resp_parsed - rq_.resp_body_sent);
-    bytes += rq_.resp_parsed - rq_.resp_body_sent;
-    rq_.resp_body_sent = rq_.resp_parsed;
+  if (!ex_->dechunk && !ex_->rechunk && !ex_->zip && ex_->response_head_sent && !ex_->upgrade_accepted &&
+      ex_->resp_parsed > ex_->resp_body_sent) {
+    bufs[n++] = uv_buf_init(up_in_.data + ex_->resp_body_sent, ex_->resp_parsed - ex_->resp_body_sent);
+    bytes += ex_->resp_parsed - ex_->resp_body_sent;
+    ex_->resp_body_sent = ex_->resp_parsed;
   }
   if (n) {
-    rq_.bytes_out += bytes;
+    ex_->bytes_out += bytes;
     if (!writeDownstream(bufs, n)) return;
     if (down_writing_) return;
   }
@@ -1654,38 +1603,38 @@ void Session::pumpResponse() {
 
 void Session::afterResponseWrite() {
   if (closing_) return;
-  if (rq_.abort_when_flushed) {
+  if (ex_->abort_when_flushed) {
     close();
     return;
   }
-  if (down_head_.data && rq_.down_head_sent == down_head_.end) {
-    rq_.down_head_sent = 0;
-    releaseBuffer(down_head_);
+  if (ex_->down_head.data && ex_->down_head_sent == ex_->down_head.end) {
+    ex_->down_head_sent = 0;
+    releaseBuffer(ex_->down_head);
   }
-  if (Compressing* z = rq_.zip.get(); z && z->writing) {
+  if (forward::CompressedBody* z = ex_->zip.get(); z && z->writing) {
     z->writing = false;
     z->out.clear();
     z->tail.clear();
     if (z->out.capacity() > 64 * 1024) std::string().swap(z->out);
   }
-  if (up_in_.data && rq_.resp_body_sent == rq_.resp_parsed && rq_.resp_parsed == up_in_.end && !rq_.upgrade_accepted) {
-    rq_.resp_body_sent = rq_.resp_parsed = 0;
+  if (up_in_.data && ex_->resp_body_sent == ex_->resp_parsed && ex_->resp_parsed == up_in_.end && !ex_->upgrade_accepted) {
+    ex_->resp_body_sent = ex_->resp_parsed = 0;
     releaseBuffer(up_in_);
   }
-  if (rq_.response_done) {
-    if (rq_.upgrade_accepted) {
+  if (ex_->response_done) {
+    if (ex_->upgrade_accepted) {
       enterTunnel();
     } else {
       finishExchange();
     }
     return;
   }
-  if (up_in_.data && rq_.resp_parsed < up_in_.end) {
+  if (up_in_.data && ex_->resp_parsed < up_in_.end) {
     parseResponse();
     return;
   }
-  if (up_in_.data && up_in_.end == up_in_.cap && rq_.resp_body_sent == up_in_.end) {
-    rq_.resp_body_sent = rq_.resp_parsed = 0;
+  if (up_in_.data && up_in_.end == up_in_.cap && ex_->resp_body_sent == up_in_.end) {
+    ex_->resp_body_sent = ex_->resp_parsed = 0;
     up_in_.end = 0;
   }
   updateReading();
@@ -1695,17 +1644,17 @@ void Session::finishExchange() {
   const conf::Config& cfg = worker_.config();
   std::int64_t now = worker_.now();
   // Pipelined bytes already read belong to the requests that follow.
-  if (in_.data && in_.end > rq_.parsed) rq_.bytes_in -= std::min<std::uint64_t>(rq_.bytes_in, in_.end - rq_.parsed);
+  if (in_.data && in_.end > ex_->parsed) ex_->bytes_in -= std::min<std::uint64_t>(ex_->bytes_in, in_.end - ex_->parsed);
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
-  bm.request(metricMethod(method_), rq_.status);
-  if (rq_.upgrade && !rq_.upgrade_accepted) bm.websocketUpgrade(rq_.status);  // refused: counted with its status
+  bm.request(metricMethod(ex_->method), ex_->status);
+  if (ex_->upgrade && !ex_->upgrade_accepted) bm.websocketUpgrade(ex_->status);  // refused: counted with its status
   bm.request_duration.observeMs(now - req_started_ms_);
-  if (rq_.first_byte_ms >= 0) bm.first_byte.observeMs(rq_.first_byte_ms - req_started_ms_);
-  bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(rq_.bytes_in);
-  bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(rq_.bytes_out);
-  if (sse_) bm.sse_active.dec();
-  sse_ = false;
-  if (health::countsAsPassiveFailure(cfg.passive, rq_.status)) {
+  if (ex_->first_byte_ms >= 0) bm.first_byte.observeMs(ex_->first_byte_ms - req_started_ms_);
+  bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(ex_->bytes_in);
+  bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(ex_->bytes_out);
+  if (ex_->sse) bm.sse_active.dec();
+  ex_->sse = false;
+  if (health::countsAsPassiveFailure(cfg.passive, ex_->status)) {
     worker_.backendFailure(*backend_);
   } else {
     worker_.backendSuccess(*backend_);
@@ -1716,12 +1665,12 @@ void Session::finishExchange() {
   // A connection is reused only when the response ended exactly at its
   // framing (no stray byte a later request would read as its answer), and
   // never after an upgrade request, whatever the answer.
-  bool reusable = rq_.resp_keep_alive && rq_.request_sent && !rq_.resp_extra && !rq_.upgrade &&
-                  (!up_in_.data || rq_.resp_parsed == up_in_.end);
+  bool reusable = ex_->resp_keep_alive && ex_->request_sent && !ex_->resp_extra && !ex_->upgrade &&
+                  (!up_in_.data || ex_->resp_parsed == up_in_.end);
   releaseUpstream(reusable);
   // A response that ended before its request did (an early 401, 413 or
   // redirect): the rest of the request body is never read as a request.
-  if (close_after_ || !keep_alive_ || client_eof_ || worker_.stopping() || !rq_.request_done) {
+  if (close_after_ || !ex_->keep_alive || client_eof_ || worker_.stopping() || !ex_->request_done) {
     closeGracefully();
     return;
   }
@@ -1731,8 +1680,8 @@ void Session::finishExchange() {
 void Session::startNextRequest() {
   // Keep the unparsed rest of the buffer (pipelined requests) at its start.
   if (in_.data) {
-    std::uint32_t rest = in_.end - rq_.parsed;
-    if (rest && rq_.parsed) std::memmove(in_.data, in_.data + rq_.parsed, rest);
+    std::uint32_t rest = in_.end - ex_->parsed;
+    if (rest && ex_->parsed) std::memmove(in_.data, in_.data + ex_->parsed, rest);
     in_.end = rest;
     if (in_.heap() && rest <= BufferPool::kSize) {
       char* small = worker_.buffers().get();
@@ -1748,10 +1697,9 @@ void Session::startNextRequest() {
   // Whatever the backend sent beyond the response is dropped with the
   // connection it came on: it is never read as the next answer.
   releaseBuffer(up_in_);
-  releaseBuffer(up_body_);
-  releaseBuffer(down_head_);
-  rq_ = Request{};
-  rq_.bytes_in = in_.end;  // pipelined bytes already read belong to the next request
+  // The request is over; pipelined bytes already read belong to the next
+  // one, whose exchange its first byte makes.
+  worker_.destroyExchange(std::exchange(ex_, nullptr));
   if (in_.end == 0) {
     worker_.giveCodecs(std::exchange(codecs_, nullptr));  // idle: no decoder held
   } else {
@@ -1797,21 +1745,21 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
                                   {"reused", reused ? "yes" : "no"}});
   forward::Attempt a;
   a.fault = fault;
-  a.response_started = rq_.response_started;
-  a.request_trimmed = rq_.request_trimmed;
+  a.response_started = ex_->response_started;
+  a.request_trimmed = ex_->request_trimmed;
   a.client_eof = client_eof_;
-  a.request_done = rq_.request_done;
+  a.request_done = ex_->request_done;
   a.reused_connection = reused;
-  a.idempotent = idempotent(method_);
-  a.strict_pin = aff_ && aff_->from_pin && aff_->plan->cfg.on_target_down == conf::OnTargetDown::kStrict;
-  a.attempts = rq_.attempts;
+  a.idempotent = idempotent(ex_->method);
+  a.strict_pin = ex_->aff && ex_->aff->from_pin && ex_->aff->plan->cfg.on_target_down == conf::OnTargetDown::kStrict;
+  a.attempts = ex_->attempts;
   a.max_attempts = worker_.config().retries.attempts;
   forward::Retry retry = forward::decideRetry(a);
   if (retry == forward::Retry::kSameBackend) {
     // A pooled connection the backend had closed: not the backend's failure.
-    rq_.retrying = true;
-    rq_.head_written = false;
-    rq_.request_sent = false;
+    ex_->retrying = true;
+    ex_->head_written = false;
+    ex_->request_sent = false;
     connectUpstream();
     return;
   }
@@ -1821,20 +1769,20 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
     return;
   }
   if (retry == forward::Retry::kOtherBackend) {
-    ++rq_.attempts;
+    ++ex_->attempts;
     bm.retries.inc();
-    if (rq_.tried_count < 4) rq_.tried[rq_.tried_count++] = b->id;
+    if (ex_->tried_count < 4) ex_->tried[ex_->tried_count++] = b->id;
     countActive(false);
     backend_ = nullptr;
-    rq_.retrying = true;
-    rq_.head_written = false;
-    rq_.request_sent = false;
-    std::span<const std::uint32_t> tried(rq_.tried, rq_.tried_count);
+    ex_->retrying = true;
+    ex_->head_written = false;
+    ex_->request_sent = false;
+    std::span<const std::uint32_t> tried(ex_->tried, ex_->tried_count);
     bool by_client = worker_.config().balance == conf::Balance::kConsistentHash;
-    Backend* next = aff_ && !aff_->key.empty() ? worker_.placeByHash(aff_->hash, tried)
-                                               : worker_.pick(tried, client_hash_, by_client);
+    Backend* next = ex_->aff && !ex_->aff->key.empty() ? worker_.placeByHash(ex_->aff->hash, tried)
+                                               : worker_.pick(tried, ex_->client_hash, by_client);
     if (next) {
-      if (aff_ && !aff_->key.empty()) {
+      if (ex_->aff && !ex_->aff->key.empty()) {
         worker_.metrics().affinityLookup(metrics::AffinityResult::kRepin);
         pinTo(next, true);
       }
@@ -1845,7 +1793,7 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
     }
     backend_ = b;
   }
-  if (rq_.response_head_sent) {
+  if (ex_->response_head_sent) {
     close();
   } else if (forward::failureStatus(fault) == 504) {
     respondError(504, "tether: backend timed out\n");
@@ -1856,39 +1804,40 @@ void Session::onUpstreamFailure(Fault fault, int uv_status) {
 
 void Session::respondError(int status, const char* reason) {
   if (closing_) return;
+  openExchange();  // an answer before any request has one too
   releaseUpstream(false);
-  if (rq_.response_head_sent || down_writing_) {
+  if (ex_->response_head_sent || down_writing_) {
     close();
     return;
   }
-  rq_.status = static_cast<std::uint16_t>(status);
-  releaseBuffer(down_head_);
-  rq_.down_head_sent = 0;
-  rq_.dechunk = rq_.rechunk = false;
-  rq_.zip.reset();
-  ensureBuffer(down_head_);
+  ex_->status = static_cast<std::uint16_t>(status);
+  releaseBuffer(ex_->down_head);
+  ex_->down_head_sent = 0;
+  ex_->dechunk = ex_->rechunk = false;
+  ex_->zip.reset();
+  ensureBuffer(ex_->down_head);
   std::size_t body_len = std::strlen(reason);
   std::string_view phrase = http::reasonPhrase(status);
   const char* more = status == 503 ? "Retry-After: 1\r\n"
                      : status == 405 ? "Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n"
                                      : "";
-  int n = std::snprintf(down_head_.data, down_head_.cap,
+  int n = std::snprintf(ex_->down_head.data, ex_->down_head.cap,
                         "HTTP/1.1 %d %.*s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\nX-Request-Id: %.*s\r\n%s\r\n%s",
                         status, static_cast<int>(phrase.size()), phrase.data(), body_len,
-                        static_cast<int>(::strnlen(request_id_, 32)), request_id_, more, reason);
-  down_head_.end = static_cast<std::uint32_t>(n);
-  rq_.bytes_out += down_head_.end;
-  if (backend_) worker_.metrics().backend(backend_->id).request(metricMethod(method_), status);
+                        static_cast<int>(::strnlen(ex_->request_id, 32)), ex_->request_id, more, reason);
+  ex_->down_head.end = static_cast<std::uint32_t>(n);
+  ex_->bytes_out += ex_->down_head.end;
+  if (backend_) worker_.metrics().backend(backend_->id).request(metricMethod(ex_->method), status);
   countActive(false);
   if (worker_.config().access_log.enabled && status != 408) {
-    if (log_path_.empty() && codecs_ && rq_.head_done) log_path_.assign(request().target.substr(0, 512));
+    if (log_path_.empty() && codecs_ && ex_->head_done) log_path_.assign(request().target.substr(0, 512));
     logAccess();
   }
   backend_ = nullptr;
-  rq_.head_done = false;
-  uv_buf_t b = uv_buf_init(down_head_.data, down_head_.end);
-  rq_.down_head_sent = down_head_.end;
+  ex_->head_done = false;
+  uv_buf_t b = uv_buf_init(ex_->down_head.data, ex_->down_head.end);
+  ex_->down_head_sent = ex_->down_head.end;
   if (!writeDownstream(&b, 1)) return;
   closeGracefully();
 }
@@ -1929,27 +1878,28 @@ void Session::logAccess() {
   std::uint64_t now_ns = uv_hrtime();
   auto sinceStart = [this](std::uint64_t ns) { return static_cast<std::int64_t>((ns - req_started_ns_) / 1000); };
   const std::string_view none("-");
-  const char* protocol = method_ == kNoMethod ? "-" : http_minor_ == 0 ? "HTTP/1.0" : "HTTP/1.1";
-  worker_.accessLog().add({{"request_id", std::string_view(request_id_, ::strnlen(request_id_, 32))},
+  const char* protocol = ex_->method == Exchange::kNoMethod ? "-" : ex_->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+  worker_.accessLog().add({{"request_id", std::string_view(ex_->request_id, ::strnlen(ex_->request_id, 32))},
                            {"client", std::string_view(client_ip_, client_ip_len_)},
-                           {"method", method_ == kNoMethod ? none : http::methodName(method_)},
+                           {"method", ex_->method == Exchange::kNoMethod ? none : http::methodName(ex_->method)},
                            {"path", log_path_.empty() ? none : std::string_view(log_path_)},
                            {"protocol", protocol},
                            {"tls", transport().tlsVersion()},
-                           {"status", static_cast<int>(rq_.status)},
+                           {"status", static_cast<int>(ex_->status)},
                            {"backend", backend_ ? std::string_view(backend_->name) : none},
-                           {"bytes_in", rq_.bytes_in},
-                           {"bytes_out", rq_.bytes_out},
+                           {"bytes_in", ex_->bytes_in},
+                           {"bytes_out", ex_->bytes_out},
                            AccessField::seconds("duration", sinceStart(now_ns)),
-                           AccessField::seconds("ttfb", rq_.first_byte_ns ? sinceStart(rq_.first_byte_ns) : -1),
-                           AccessField::seconds("upstream_connect", rq_.connect_us),
-                           {"upstream_reused", rq_.upstream_reused}});
+                           AccessField::seconds("ttfb", ex_->first_byte_ns ? sinceStart(ex_->first_byte_ns) : -1),
+                           AccessField::seconds("upstream_connect", ex_->connect_us),
+                           {"upstream_reused", ex_->upstream_reused}});
 }
 
 // ---------------------------------------------------------------------------
 // Tunnel
 
 void Session::enterTunnel() {
+  tunnel_ = std::make_unique<forward::Tunnel>(worker_.now());
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   bm.websocketUpgrade(101);
   bm.websocket_active.inc();
@@ -1957,113 +1907,109 @@ void Session::enterTunnel() {
   tunnel_counted_ = true;
   countActive(false);
   if (worker_.config().access_log.enabled) logAccess();
-  releaseBuffer(up_head_);
-  releaseBuffer(up_body_);
   endAffinity();
+  // Bytes the client sent behind its upgrade request, and the backend behind
+  // its 101, are the tunnel's first bytes. The request is over: a tunnel
+  // holds no exchange.
+  tunnel_->in_sent = ex_->parsed;
+  tunnel_->up_in_sent = ex_->resp_parsed;
+  worker_.destroyExchange(std::exchange(ex_, nullptr));
   std::string().swap(log_path_);
   worker_.giveCodecs(codecs_);  // a tunnel parses no HTTP
   codecs_ = nullptr;
-  // RSV1 is allowed: permessage-deflate sets it on compressed data frames.
-  ws_client_ = FrameObserver(true, FrameObserver::kRsv1);
-  ws_backend_ = FrameObserver(false, FrameObserver::kRsv1);
-  tunnel_started_ms_ = worker_.now();
   state_ = State::kExchange;
   transition(State::kTunnel);
-  // Bytes the client sent behind its upgrade request, and the backend behind
-  // its 101, are the tunnel's first bytes.
-  rq_.body_sent = rq_.parsed;
-  rq_.resp_body_sent = rq_.resp_parsed;
   pumpTunnel();
 }
 
 void Session::pumpTunnel() {
   if (closing_) return;
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
-  if (going_away_) {
+  if (tunnel_->going_away) {
     // After our close frames, the peers' answers are read and dropped, but
     // watched: once the client has answered (and the backend has answered or
     // gone), the handshake is over and we, its server, close the TCP
     // connection first (RFC 6455 7.1.1) instead of waiting out websocket_close.
     if (in_.data && !up_writing_) {
-      ws_client_.feed(in_.data + rq_.body_sent, in_.end - rq_.body_sent);
-      in_.end = rq_.body_sent = 0;
+      tunnel_->from_client.feed(in_.data + tunnel_->in_sent, in_.end - tunnel_->in_sent);
+      in_.end = tunnel_->in_sent = 0;
       releaseBuffer(in_);
     }
     if (up_in_.data && !down_writing_) {
-      ws_backend_.feed(up_in_.data + rq_.resp_body_sent, up_in_.end - rq_.resp_body_sent);
-      up_in_.end = rq_.resp_body_sent = 0;
+      tunnel_->from_backend.feed(up_in_.data + tunnel_->up_in_sent, up_in_.end - tunnel_->up_in_sent);
+      up_in_.end = tunnel_->up_in_sent = 0;
       releaseBuffer(up_in_);
     }
-    if ((ws_client_.closeSeen() || client_half_closed_) &&
-        (ws_backend_.closeSeen() || backend_half_closed_ || !upstream_)) {
+    if ((tunnel_->from_client.closeSeen() || tunnel_->client_half_closed) &&
+        (tunnel_->from_backend.closeSeen() || tunnel_->backend_half_closed || !upstream_)) {
       close();
       return;
     }
     updateReading();
     return;
   }
-  if (!up_writing_ && in_.data && in_.end > rq_.body_sent && upstream_) {
-    std::uint32_t len = in_.end - rq_.body_sent;
-    ws_client_.feed(in_.data + rq_.body_sent, len);
+  if (!up_writing_ && in_.data && in_.end > tunnel_->in_sent && upstream_) {
+    std::uint32_t len = in_.end - tunnel_->in_sent;
+    tunnel_->from_client.feed(in_.data + tunnel_->in_sent, len);
     bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
-    uv_buf_t b = uv_buf_init(in_.data + rq_.body_sent, len);
-    rq_.body_sent = in_.end;
+    uv_buf_t b = uv_buf_init(in_.data + tunnel_->in_sent, len);
+    tunnel_->in_sent = in_.end;
     if (!writeUpstream(&b, 1)) return;
     if (!up_writing_) {
-      rq_.body_sent = 0;
+      tunnel_->in_sent = 0;
       releaseBuffer(in_);
     }
   }
-  if (!down_writing_ && up_in_.data && up_in_.end > rq_.resp_body_sent) {
-    std::uint32_t len = up_in_.end - rq_.resp_body_sent;
-    ws_backend_.feed(up_in_.data + rq_.resp_body_sent, len);
+  if (!down_writing_ && up_in_.data && up_in_.end > tunnel_->up_in_sent) {
+    std::uint32_t len = up_in_.end - tunnel_->up_in_sent;
+    tunnel_->from_backend.feed(up_in_.data + tunnel_->up_in_sent, len);
     bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(len);
-    uv_buf_t b = uv_buf_init(up_in_.data + rq_.resp_body_sent, len);
-    rq_.resp_body_sent = up_in_.end;
+    uv_buf_t b = uv_buf_init(up_in_.data + tunnel_->up_in_sent, len);
+    tunnel_->up_in_sent = up_in_.end;
     if (!writeDownstream(&b, 1)) return;
     if (!down_writing_) {
-      rq_.resp_body_sent = 0;
+      tunnel_->up_in_sent = 0;
       releaseBuffer(up_in_);
     }
   }
-  std::uint32_t m = ws_client_.messages();
-  if (m != ws_counted_[0]) {
-    bm.websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - ws_counted_[0]);
-    ws_counted_[0] = m;
+  std::uint32_t m = tunnel_->from_client.messages();
+  if (m != tunnel_->counted[0]) {
+    bm.websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - tunnel_->counted[0]);
+    tunnel_->counted[0] = m;
   }
-  m = ws_backend_.messages();
-  if (m != ws_counted_[1]) {
-    bm.websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - ws_counted_[1]);
-    ws_counted_[1] = m;
+  m = tunnel_->from_backend.messages();
+  if (m != tunnel_->counted[1]) {
+    bm.websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - tunnel_->counted[1]);
+    tunnel_->counted[1] = m;
   }
   // Nothing pending on a side (e.g. the upgrade request and the 101, already
   // forwarded): an idle tunnel holds no buffer.
-  if (!up_writing_ && in_.data && rq_.body_sent == in_.end) {
-    rq_.body_sent = 0;
+  if (!up_writing_ && in_.data && tunnel_->in_sent == in_.end) {
+    tunnel_->in_sent = 0;
     releaseBuffer(in_);
   }
-  if (!down_writing_ && up_in_.data && rq_.resp_body_sent == up_in_.end) {
-    rq_.resp_body_sent = 0;
+  if (!down_writing_ && up_in_.data && tunnel_->up_in_sent == up_in_.end) {
+    tunnel_->up_in_sent = 0;
     releaseBuffer(up_in_);
   }
-  if (ws_client_.closeSeen()) {
-    noteCloser(metrics::ClosedBy::kClient, ws_client_.closeCode());
-  } else if (ws_backend_.closeSeen()) {
-    noteCloser(metrics::ClosedBy::kBackend, ws_backend_.closeCode());
+  if (tunnel_->from_client.closeSeen()) {
+    tunnel_->noteCloser(metrics::ClosedBy::kClient, tunnel_->from_client.closeCode());
+  } else if (tunnel_->from_backend.closeSeen()) {
+    tunnel_->noteCloser(metrics::ClosedBy::kBackend, tunnel_->from_backend.closeCode());
   }
   updateReading();
 }
 
 void Session::tunnelEof(bool from_client) {
   if (from_client) {
-    client_half_closed_ = true;
-    noteCloser(metrics::ClosedBy::kClient);
+    tunnel_->client_half_closed = true;
+    tunnel_->noteCloser(metrics::ClosedBy::kClient);
   } else {
-    backend_half_closed_ = true;
-    noteCloser(metrics::ClosedBy::kBackend);
+    tunnel_->backend_half_closed = true;
+    tunnel_->noteCloser(metrics::ClosedBy::kBackend);
   }
-  if ((client_half_closed_ && backend_half_closed_) || going_away_) {
-    if (client_half_closed_ && backend_half_closed_) close();
+  if ((tunnel_->client_half_closed && tunnel_->backend_half_closed) || tunnel_->going_away) {
+    if (tunnel_->client_half_closed && tunnel_->backend_half_closed) close();
     else updateReading();
     return;
   }
@@ -2092,38 +2038,29 @@ void Session::tunnelEof(bool from_client) {
 }
 
 void Session::sendGoingAway() {
-  if (going_away_ || closing_) return;
+  if (tunnel_->going_away || closing_) return;
   // 1001 Going Away to both peers: unmasked to the client, masked to the backend
   // (RFC 6455 §5.3). Injected only between frames; otherwise once the frame in
   // flight has passed (checked again on the next pump).
-  going_away_ = true;
-  char frame[kMaxCloseFrameBytes];
-  if (!ws_backend_.frameBoundary()) {
+  tunnel_->going_away = true;
+  char frame[forward::kMaxCloseFrameBytes];
+  if (!tunnel_->from_backend.frameBoundary()) {
     // The client would see a frame cut in half: closing the TCP connection is
     // the honest end (it still sees an abnormal closure, 1006).
     close();
     return;
   }
-  std::size_t n = buildCloseFrame(1001, "", false, 0, frame);
+  std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
   writeRaw(reinterpret_cast<uv_stream_t*>(&client_), frame, n);
-  if (upstream_ && ws_client_.frameBoundary()) {
+  if (upstream_ && tunnel_->from_client.frameBoundary()) {
     std::uint32_t key = static_cast<std::uint32_t>(worker_.now() * 2654435761u) ^ 0x5a5a1001u;
-    n = buildCloseFrame(1001, "", true, key, frame);
+    n = forward::buildCloseFrame(1001, "", true, key, frame);
     writeRaw(upstream_->stream(), frame, n);
   }
-  noteCloser(metrics::ClosedBy::kTether, 1001);
+  tunnel_->noteCloser(metrics::ClosedBy::kTether, 1001);
   timer_deadline_ = worker_.now();
   armTimer();
   updateReading();
-}
-
-// The first side seen ending a tunnel (a close frame, an EOF, an error or
-// our own 1001) is the one the close is counted for.
-void Session::noteCloser(metrics::ClosedBy by, std::uint16_t code) {
-  if (close_known_) return;
-  close_known_ = true;
-  close_by_ = by;
-  close_code_ = code;
 }
 
 void Session::finishTunnelMetrics() {
@@ -2131,9 +2068,8 @@ void Session::finishTunnelMetrics() {
   bm.websocket_active.dec();
   backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
   if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
-  bm.websocket_duration.observeMs(worker_.now() - tunnel_started_ms_);
-  metrics::ClosedBy by = close_by_;  // kTether when nothing else was seen
-  bm.websocketClose(close_code_, by);
+  bm.websocket_duration.observeMs(worker_.now() - tunnel_->started_ms);
+  bm.websocketClose(tunnel_->close_code, tunnel_->close_by);
   tunnel_counted_ = false;
 }
 
@@ -2148,7 +2084,7 @@ void Session::onTransport(Transport::Result r) {
     // does, rather than with a bare reset.
     worker_.metrics().tls_handshakes_error.inc();
     tls_.reset();
-    worker_.newRequestId(request_id_);
+    worker_.newRequestId(openExchange().request_id);
     respondError(400, "tether: this port speaks TLS (https://), not plain HTTP\n");
     return;
   }
@@ -2180,7 +2116,7 @@ bool Session::plainRoom(char** data, std::size_t* len) {
 
 void Session::plainAdded(std::size_t n) {
   in_.end += static_cast<std::uint32_t>(n);
-  rq_.bytes_in += static_cast<std::uint64_t>(n);
+  if (ex_) ex_->bytes_in += static_cast<std::uint64_t>(n);  // else openExchange counts them
 }
 
 int Session::socketWrite(uv_buf_t* bufs, unsigned n) {
@@ -2191,7 +2127,7 @@ void Session::plainWritten(int status) { onDownstreamWritten(status); }
 
 void Session::transportFailed(const char* what, const std::string& why) {
   log::debug(what, {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", why}});
-  if (state_ == State::kTunnel) noteCloser(metrics::ClosedBy::kClient);
+  if (state_ == State::kTunnel) tunnel_->noteCloser(metrics::ClosedBy::kClient);
   close();
 }
 

@@ -44,33 +44,7 @@ Worker::Worker(Runtime& rt, std::uint32_t index)
   buildPlans();
 }
 
-void Worker::buildPlans() {
-  auto make = [](const conf::Affinity& a) -> std::shared_ptr<const AffinityPlan> {
-    auto p = std::make_shared<AffinityPlan>();
-    p->cfg = a;
-    for (const std::string& k : a.keys) {
-      std::string why;
-      std::optional<balancer::KeySpec> spec = balancer::parseKeySpec(k, &why);
-      if (!spec) continue;  // the loader has validated them
-      if (spec->source == balancer::KeySpec::Source::kEngineIoSid) p->engineio = true;
-      p->keys.push_back(*spec);
-    }
-    if (p->keys.empty() && !a.cookie.insert) return nullptr;
-    return p;
-  };
-  plans_ = AffinityPlans{};
-  plans_.top = make(config_->affinity);
-  for (const conf::Route& r : config_->routes) {
-    plans_.routes.emplace_back(r.match.path_prefix, r.affinity ? make(*r.affinity) : plans_.top);
-  }
-}
-
-const std::shared_ptr<const AffinityPlan>* Worker::affinityFor(std::string_view path) const {
-  for (const auto& [prefix, plan] : plans_.routes) {
-    if (path.substr(0, prefix.size()) == prefix) return plan ? &plan : nullptr;
-  }
-  return plans_.top ? &plans_.top : nullptr;
-}
+void Worker::buildPlans() { plans_ = forward::AffinityPlans(*config_); }
 
 const conf::Compression& Worker::compressionFor(std::string_view path) const {
   const conf::Config& cfg = config();

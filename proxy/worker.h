@@ -20,6 +20,8 @@
 #include "balancer/affinity_key.h"
 #include "balancer/picker.h"
 #include "conf/config.h"
+#include "proxy/forward/exchange.h"
+#include "proxy/forward/route.h"
 #include "proxy/access_log.h"
 #include "proxy/io/buffer_pool.h"
 #include "proxy/io/free_list.h"
@@ -38,20 +40,6 @@ struct WriteReq;
 struct HttpCodecs;
 struct QueueTag;
 struct TlsTag;
-
-// How one route chooses its affinity key: the configuration plus its key
-// specs parsed once. Shared with the sessions that use it, so that a reload
-// never pulls it from under a lookup in flight.
-struct AffinityPlan {
-  conf::Affinity cfg;
-  std::vector<balancer::KeySpec> keys;
-  bool engineio = false;  // keys include engineio_sid: learn sids from handshakes
-};
-
-struct AffinityPlans {
-  std::shared_ptr<const AffinityPlan> top;           // nullptr: no affinity
-  std::vector<std::pair<std::string, std::shared_ptr<const AffinityPlan>>> routes;  // path prefix, plan
-};
 
 struct ListenerHandle {
   uv_tcp_t tcp;
@@ -131,6 +119,10 @@ class Worker {
   void giveWriteReq(WriteReq* r);
   HttpCodecs* takeCodecs();
   void giveCodecs(HttpCodecs* c);
+  // A request's exchange, made afresh in memory the worker keeps (no malloc
+  // in the steady state); `bytes_read` downstream bytes are already its own.
+  forward::Exchange* makeExchange(std::uint64_t bytes_read) { return exchanges_.make(buffers_, bytes_read); }
+  void destroyExchange(forward::Exchange* e) { exchanges_.destroy(e); }
   // Scratch for the fields a session's header policy adds to a head, and
   // for one field value it builds; used within one call, never held.
   http::ExtraFields& extraFields() { return extra_fields_; }
@@ -138,7 +130,9 @@ class Worker {
 
   // The affinity plan for a request path (first matching route, else the
   // top level); nullptr when none applies.
-  const std::shared_ptr<const AffinityPlan>* affinityFor(std::string_view path) const;
+  const std::shared_ptr<const forward::AffinityPlan>* affinityFor(std::string_view path) const {
+    return plans_.forPath(path);
+  }
   // The compression settings for a request path: the first matching route's
   // when it sets them, else the top level's. Valid until the next reload.
   const conf::Compression& compressionFor(std::string_view path) const;
@@ -225,10 +219,11 @@ class Worker {
   conf::Balance picker_kind_ = conf::Balance::kLeastConn;
   std::vector<balancer::Backend*> pick_scratch_;  // every backend, in id order
   std::vector<balancer::HeaderField> header_scratch_;
-  AffinityPlans plans_;
+  forward::AffinityPlans plans_;
   std::unique_ptr<PinStore> pins_;
   // Lent to sessions; a burst leaves at most the bound behind.
   FreeList<HttpCodecs, 256> codecs_;
+  ObjectPool<forward::Exchange, 256> exchanges_;
   http::ExtraFields extra_fields_;
   std::string field_scratch_;
   FreeList<WriteReq, 1024> writes_;

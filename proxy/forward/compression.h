@@ -83,6 +83,23 @@ class Encoder {
   virtual bool finish(std::string* out) = 0;
 };
 
+// A response body being compressed for the client: its encoder and what it
+// produced that is not yet written. For an HTTP/1.1 client the output goes
+// out as chunks (their size line in `size_line`, the last chunk and trailers
+// in `tail`); for an HTTP/1.0 client as it is, the connection closing after
+// it. A HEAD answer has no encoder (its head only says what a GET gets).
+struct CompressedBody {
+  std::unique_ptr<Encoder> encoder;
+  Coding coding = Coding::kIdentity;
+  bool chunked = true;
+  bool finished = false;
+  std::string out;        // encoder output not yet queued
+  std::string tail;       // "0\r\n", trailers, "\r\n" once finished (chunked)
+  char size_line[20];     // "<hex>\r\n" of the chunk being written
+  bool writing = false;   // out, size_line and tail are referenced by a write
+  std::uint64_t in_bytes = 0;  // body bytes fed since the last flush (for the metrics)
+};
+
 // Windows: log2 of the bytes of history each coding keeps (and so, with its
 // hash tables, the memory of one compressing response).
 inline constexpr int kWindowLogZstd = 18;    // 256 KiB

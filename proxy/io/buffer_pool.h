@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -99,6 +100,25 @@ class BufferPool {
   std::vector<char*> slabs_;   // every slab, for the destructor
   std::size_t carved_ = 0;     // buffers handed out of slabs_.back() so far
   std::size_t in_use_ = 0;
+};
+
+// A byte buffer from the pool or, for a head larger than a pool buffer, from
+// the heap: [0, end) holds data.
+struct IoBuffer {
+  char* data = nullptr;
+  std::uint32_t cap = 0;
+  std::uint32_t end = 0;
+  bool heap() const { return cap > BufferPool::kSize; }
+  // Gives the memory back (to `pool`, or the heap); the buffer is empty after.
+  void release(BufferPool& pool) {
+    if (!data) return;
+    if (heap()) {
+      std::free(data);
+    } else {
+      pool.put(data);
+    }
+    *this = IoBuffer{};
+  }
 };
 
 }  // namespace tether::proxy

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <new>
+#include <utility>
 
 namespace tether::proxy {
 
@@ -42,6 +44,51 @@ class FreeList {
 
  private:
   T* head_ = nullptr;
+  std::size_t count_ = 0;
+};
+
+// Storage for objects that are made afresh each time (constructed on make(),
+// destroyed on destroy()) but whose memory a loop keeps for the next one: no
+// malloc in the steady state, at most kMax slots kept after a burst. One per
+// loop: not thread-safe.
+template <class T, std::size_t kMax>
+class ObjectPool {
+ public:
+  ObjectPool() = default;
+  ObjectPool(const ObjectPool&) = delete;
+  ObjectPool& operator=(const ObjectPool&) = delete;
+  ~ObjectPool() {
+    while (head_) ::operator delete(std::exchange(head_, head_->next));
+  }
+
+  template <class... A>
+  T* make(A&&... a) {
+    void* p = head_ ? static_cast<void*>(pop()) : ::operator new(sizeof(Slot));
+    return new (p) T(std::forward<A>(a)...);
+  }
+  void destroy(T* t) {
+    t->~T();
+    if (count_ >= kMax) {
+      ::operator delete(static_cast<void*>(t));
+      return;
+    }
+    Slot* s = new (static_cast<void*>(t)) Slot;
+    s->next = head_;
+    head_ = s;
+    ++count_;
+  }
+  std::size_t size() const { return count_; }
+
+ private:
+  union Slot {
+    Slot* next;
+    alignas(T) unsigned char bytes[sizeof(T)];
+  };
+  Slot* pop() {
+    --count_;
+    return std::exchange(head_, head_->next);
+  }
+  Slot* head_ = nullptr;
   std::size_t count_ = 0;
 };
 

@@ -1,5 +1,5 @@
 // libFuzzer target: the WebSocket frame observer of tunnels
-// (proxy/websocket_frame.h) and buildCloseFrame().
+// (proxy/forward/websocket_frame.h) and buildCloseFrame().
 //
 // Input: byte 0 chooses the direction (bit 0: from_client) and the RSV bits
 // allowed (bits 1-3), byte 1 the cuts, the rest is the stream. Checked:
@@ -17,12 +17,12 @@
 #include <string_view>
 #include <vector>
 
-#include "proxy/websocket_frame.h"
+#include "proxy/forward/websocket_frame.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
-using tether::proxy::FrameObserver;
+using tether::forward::FrameObserver;
 
 // What the observer must report once the first `at` bytes went past.
 struct Expected {
@@ -202,19 +202,19 @@ void closeFrameRoundTrip(std::string_view s, bool from_client) {
   const std::uint16_t code = static_cast<std::uint16_t>(p[0] << 8 | p[1]);
   const std::uint32_t key = static_cast<std::uint32_t>(p[2]) << 24 | p[3] << 16 | p[4] << 8 | p[5];
   std::string_view reason = s.substr(6);
-  std::unique_ptr<char[]> out(new char[tether::proxy::kMaxCloseFrameBytes]);
+  std::unique_ptr<char[]> out(new char[tether::forward::kMaxCloseFrameBytes]);
   // A frame tether sends the way these bytes go: masked towards a backend.
-  const std::size_t n = tether::proxy::buildCloseFrame(code, reason, from_client, key, out.get());
-  FUZZ_CHECK(n >= 2 && n <= tether::proxy::kMaxCloseFrameBytes);
+  const std::size_t n = tether::forward::buildCloseFrame(code, reason, from_client, key, out.get());
+  FUZZ_CHECK(n >= 2 && n <= tether::forward::kMaxCloseFrameBytes);
   const std::size_t header = 2 + (from_client ? 4 : 0);
   const std::size_t payload = static_cast<std::uint8_t>(out[1]) & 0x7F;
   FUZZ_CHECK(n == header + payload);
   if (code == 0) {
     FUZZ_CHECK(payload == 0);
   } else {
-    FUZZ_CHECK(payload >= 2 && payload - 2 <= tether::proxy::kMaxCloseReasonBytes);
+    FUZZ_CHECK(payload >= 2 && payload - 2 <= tether::forward::kMaxCloseReasonBytes);
     FUZZ_CHECK(payload - 2 <= reason.size());
-    if (reason.size() <= tether::proxy::kMaxCloseReasonBytes)
+    if (reason.size() <= tether::forward::kMaxCloseReasonBytes)
       FUZZ_CHECK(payload - 2 == reason.size());
     // The reason sent is a prefix of the one asked for (unmasked).
     for (std::size_t i = 0; i < payload - 2; ++i) {

@@ -45,7 +45,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace tether::proxy {
+namespace tether::forward {
 
 class FrameObserver {
  public:
@@ -126,4 +126,4 @@ inline constexpr std::size_t kMaxCloseReasonBytes = 123;
 std::size_t buildCloseFrame(std::uint16_t code, std::string_view reason, bool masked,
                             std::uint32_t mask_key, char* out);
 
-}  // namespace tether::proxy
+}  // namespace tether::forward

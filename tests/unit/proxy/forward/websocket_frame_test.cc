@@ -1,4 +1,4 @@
-#include "proxy/websocket_frame.h"
+#include "proxy/forward/websocket_frame.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace tether::proxy {
+namespace tether::forward {
 namespace {
 
 constexpr std::uint8_t kText = 0x1;
@@ -474,4 +474,4 @@ TEST(BuildCloseFrame, LongReasonIsCutTo123BytesOnAUtf8Boundary) {
 }
 
 }  // namespace
-}  // namespace tether::proxy
+}  // namespace tether::forward

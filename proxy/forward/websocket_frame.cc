@@ -1,9 +1,9 @@
-#include "proxy/websocket_frame.h"
+#include "proxy/forward/websocket_frame.h"
 
 #include <algorithm>
 #include <cstring>
 
-namespace tether::proxy {
+namespace tether::forward {
 
 namespace {
 
@@ -222,4 +222,4 @@ std::size_t buildCloseFrame(std::uint16_t code, std::string_view reason, bool ma
   return n;
 }
 
-}  // namespace tether::proxy
+}  // namespace tether::forward
