@@ -89,6 +89,10 @@ class RedisPins(E2ETestCase):
     # ---- tests -------------------------------------------------------------------------
 
     def test_pins_survive_a_tether_restart(self):
+        # Where the pins lead, not how fast the store answers: a lookup slower than
+        # the 5 ms default (a loaded machine) would be passed over for hashing.
+        self.cfg = tether_config(store=self.redis.redis_url,
+                                 extra_affinity={"lookup_timeout": "500ms"})
         a, b = self.new_tether(), self.new_tether()
         users = ["user-%d" % i for i in range(24)]
         where, against_hash = self.pin_with_one_drained(a, users)

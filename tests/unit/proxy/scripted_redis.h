@@ -81,7 +81,8 @@ class ScriptedRedis {
             commands_.push_back(name);
           }
           auto it = replies_.find(name);
-          if (it != replies_.end() && ::write(c.fd, it->second.data(), it->second.size()) < 0) break;
+          if (it != replies_.end() && ::send(c.fd, it->second.data(), it->second.size(), MSG_NOSIGNAL) < 0)
+            break;  // (the client may have closed: no SIGPIPE)
         }
       }
       std::erase_if(conns, [](const Conn& c) { return c.fd < 0; });
