@@ -451,18 +451,20 @@ def tether_available(binary=None):
     return True, (r.stdout or r.stderr).decode().strip()
 
 
-def start_tether(wd, upstream_port, tls=None, binary=None, name="tether"):
+def start_tether(wd, upstream_port, tls=None, binary=None, name="tether", extra_conf=""):
+    """tether in front of upstream_port with TETHER_CONF (plus extra_conf, more top-level
+    YAML keys)."""
     binary = binary or TETHER_BIN
     conf = os.path.join(wd, name + ".yaml")
     with open(conf, "w") as f:
-        f.write(TETHER_CONF)
+        f.write(TETHER_CONF + extra_conf)
 
     def launch(port):
         listen = ["-l", "%s:%d" % (HOST, port)]
         if tls is not None:
             listen = []
             with open(conf, "w") as f:
-                f.write(TETHER_CONF + TETHER_TLS_LISTENER % {
+                f.write(TETHER_CONF + extra_conf + TETHER_TLS_LISTENER % {
                     "host": HOST, "port": port, "cert": tls.cert, "key": tls.key})
         return spawn([binary, "-c", conf] + listen + ["--admin", HOST + ":0",
                       "-b", "http://%s:%d" % (HOST, upstream_port), "--log-level", "warn"],
