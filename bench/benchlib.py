@@ -1,8 +1,8 @@
-"""Shared parts of tether's load scenarios (bench/run_http.py, bench/run_ws.py).
+"""Shared parts of tether's load scenarios (bench/run_http.py, bench/run_ws.py, ...).
 
-Starts the proxies under test (tether, HAProxy, nginx; one worker each) and the
-upstreams on loopback ports, reads CPU time and RSS of a proxy's whole process
-tree from /proc, and formats markdown. Every process started here is in its own
+Starts the proxies under test (tether, HAProxy, nginx, and h2o and Caddy where installed;
+one worker each) and the upstreams on loopback ports, reads CPU time and RSS of a
+proxy's whole process tree from /proc, and formats markdown. Every process started here is in its own
 process group and is killed at exit. Standard library only.
 
 With a Tls (make_cert), every proxy terminates TLS on its listener with the same
@@ -261,6 +261,27 @@ http {
 """ % {"d": d, "body": http_body}
 
 
+def scenario_args(doc, proxies="tether,haproxy,nginx"):
+    """An ArgumentParser with the options every scenario has: --rounds (default 3, at most
+    10), --duration (seconds per run, default 10, at most 60), --proxies."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run (max 60)")
+    ap.add_argument("--proxies", default=proxies)
+    return ap
+
+
+def parse_scenario(ap):
+    """ap's arguments with --rounds and --duration brought into range and args.wanted, the
+    list of --proxies."""
+    args = ap.parse_args()
+    args.duration = max(1, min(args.duration, 60))
+    args.rounds = max(1, min(args.rounds, 10))
+    args.wanted = [p for p in args.proxies.split(",") if p]
+    return args
+
+
 def start_on_free_port(what, launch, timeout=15, tls=None):
     """launch(port) -> (proc, check_path): up to 5 tries on fresh ports (another process
     may take a port between free_port() and bind). With tls, the check is over HTTPS.
@@ -302,13 +323,26 @@ def start_nginx_upstream(wd):
   }""" % {"host": HOST, "port": port, "body": UPSTREAM_BODY.replace("\n", "\\n")}, timeout=10)
 
 
+def start_node_upstream(wd, script, name):
+    """node bench/<script> 0 127.0.0.1, which prints "PORT <n>" once it listens; its
+    stderr in wd/<name>.log. Returns (proc, port)."""
+    p = spawn(["node", os.path.join(HERE, script), "0", HOST], name,
+              stdout=subprocess.PIPE, stderr=open(os.path.join(wd, name + ".log"), "w"))
+    line = p.stdout.readline().decode().strip()  # bounded: the process exits on error
+    if not line.startswith("PORT "):
+        raise SystemExit("%s did not start: %r (see %s.log)" % (name, line, name))
+    return p, int(line.split()[1])
+
+
 # ---- the proxies -------------------------------------------------------------------------
 
-def nginx_proxy_http(port, upstream_port, websocket=False, tls=None):
+def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=False):
     """nginx as its documentation recommends for reverse proxying with upstream keep-alive
     (and, for WebSocket, the Upgrade/Connection map): the inside of http { }. With tls, the
     listener terminates TLS as "Configuring HTTPS servers" recommends: listen ... ssl,
-    ssl_certificate(_key), a shared session cache, here TLS 1.2 and 1.3 only."""
+    ssl_certificate(_key), a shared session cache, here TLS 1.2 and 1.3 only. streaming:
+    `proxy_buffering off`, as nginx documents for event streams (each piece of the
+    response goes to the client as it arrives)."""
     ws_map = """
   map $http_upgrade $connection_upgrade { default upgrade; '' close; }""" if websocket else ""
     ws_headers = """
@@ -317,6 +351,9 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None):
       proxy_read_timeout 1h;
       proxy_send_timeout 1h;""" if websocket else """
       proxy_set_header Connection "";"""
+    if streaming:
+        ws_headers += """
+      proxy_buffering off;"""
     ssl_listen, ssl_conf = "", ""
     if tls is not None:
         ssl_listen = " ssl"
@@ -345,14 +382,15 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None):
          "ws_headers": ws_headers, "ssl_listen": ssl_listen, "ssl_conf": ssl_conf}
 
 
-def haproxy_conf(port, upstream_port, tls=None, backend=None):
+def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False):
     """HAProxy 2.6 as its documentation recommends: mode http, keep-alive both sides
     (option http-keep-alive is the default), http-reuse safe, one thread, no logging.
     With tls, the frontend terminates TLS: bind ... ssl crt PEM (certificate and key in
     one file) ssl-min-ver TLSv1.2, and tells the backend X-Forwarded-Proto: https, as
     nginx ($scheme) and tether do; no tune.ssl.default-dh-param (no DHE with ECDSA).
     backend: the lines of the backend section instead of one checked server at
-    upstream_port."""
+    upstream_port. no_delay: `option http-no-delay`, which HAProxy documents for
+    interactive streams: no MSG_MORE on its sends, so that each piece is sent at once."""
     bind_ssl, fe_ssl = "", ""
     if tls is not None:
         bind_ssl = " ssl crt %s ssl-min-ver TLSv1.2" % tls.pem
@@ -368,7 +406,7 @@ global
 defaults
   mode http
   option http-keep-alive
-  option forwardfor
+  option forwardfor%(no_delay)s
   http-reuse safe
   timeout connect 5s
   timeout client 75s
@@ -384,6 +422,7 @@ frontend fe
 backend be
 %(backend)s
 """ % {"host": HOST, "port": port, "bind_ssl": bind_ssl, "fe_ssl": fe_ssl,
+       "no_delay": "\n  option http-no-delay" if no_delay else "",
        "backend": backend if backend is not None else
        "  option httpchk GET /health\n  server s1 %s:%d check inter 5s" % (HOST, upstream_port)}
 
@@ -419,23 +458,24 @@ class Proxy:
         return self.proc.pid
 
 
-def start_nginx_proxy(wd, upstream_port, websocket=False, tls=None):
+def start_nginx_proxy(wd, upstream_port, websocket=False, tls=None, streaming=False):
     p, port = start_nginx(wd, "nginx-proxy", "nginx", "nginx as proxy",
-                          lambda port: nginx_proxy_http(port, upstream_port, websocket, tls),
+                          lambda port: nginx_proxy_http(port, upstream_port, websocket, tls,
+                                                        streaming),
                           tls=tls)
     return Proxy("nginx", p, port)
 
 
-def start_haproxy(wd, upstream_port, tls=None):
-    conf = os.path.join(wd, "haproxy.cfg")
+def start_haproxy(wd, upstream_port, tls=None, no_delay=False, name="haproxy"):
+    conf = os.path.join(wd, name + ".cfg")
 
     def launch(port):
         with open(conf, "w") as f:
-            f.write(haproxy_conf(port, upstream_port, tls))
-        return spawn(["haproxy", "-f", conf, "-db"], "haproxy",
-                     stderr=open(os.path.join(wd, "haproxy.log"), "w")), "/health"
-    p, port = start_on_free_port("haproxy; see %s/haproxy.log" % wd, launch, tls=tls)
-    return Proxy("haproxy", p, port)
+            f.write(haproxy_conf(port, upstream_port, tls, no_delay=no_delay))
+        return spawn(["haproxy", "-f", conf, "-db"], name,
+                     stderr=open(os.path.join(wd, name + ".log"), "w")), "/health"
+    p, port = start_on_free_port("%s; see %s/%s.log" % (name, wd, name), launch, tls=tls)
+    return Proxy(name, p, port)
 
 
 def tether_available(binary=None):
@@ -473,10 +513,82 @@ def start_tether(wd, upstream_port, tls=None, binary=None, name="tether", extra_
     return Proxy(name, p, port)
 
 
-def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None):
-    """The proxies named in wanted ("tether", "haproxy", "nginx"), in that order, in front
-    of upstream_port. tether is skipped, with a line in notes, when it does not run.
-    With tls (a Tls), each terminates TLS on its listener with that certificate."""
+H2O_CONF = """# h2o as its documentation shows for a reverse proxy (proxy.reverse.url), one thread,
+# no access log (h2o writes none unless access-log is set)
+num-threads: 1
+max-connections: 20000
+error-log: %(d)s/h2o-error.log
+listen:
+  host: %(host)s
+  port: %(port)d
+hosts:
+  default:
+    paths:
+      /:
+        proxy.reverse.url: http://%(host)s:%(up)d/
+"""
+
+# Caddy's reverse_proxy; flush_interval -1 flushes each write to the client at once (its
+# documented setting for streaming; it does so for text/event-stream by itself too).
+# No admin endpoint, no automatic HTTPS, no access log (none without a `log` directive),
+# its own log at ERROR.
+CADDYFILE = """{
+  admin off
+  auto_https off
+  log {
+    level ERROR
+  }
+}
+http://%(host)s:%(port)d {
+  reverse_proxy %(host)s:%(up)d {
+    flush_interval -1
+  }
+}
+"""
+
+
+def start_configured(wd, name, conf_name, conf_text, argv, upstream_port, env=None):
+    """A proxy configured by one file: wd/name/conf_name holds conf_text % {"d", "host",
+    "port", "up": upstream_port} for the port tried; argv (the file's path appended) starts it in the
+    foreground, its stderr in wd/name/name.log. Returns a Proxy."""
+    d = os.path.join(wd, name)
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, conf_name)
+    log_path = os.path.join(d, name + ".log")
+
+    def launch(port):
+        with open(conf, "w") as f:
+            f.write(conf_text % {"d": d, "host": HOST, "port": port, "up": upstream_port})
+        return spawn(argv + [conf], name, stderr=open(log_path, "w"),
+                     env=dict(env or {}, HOME=d, XDG_DATA_HOME=d, XDG_CONFIG_HOME=d)), "/health"
+    p, port = start_on_free_port("%s; see %s" % (name, log_path), launch)
+    return Proxy(name, p, port)
+
+
+def start_h2o(wd, upstream_port):
+    return start_configured(wd, "h2o", "h2o.conf", H2O_CONF, ["h2o", "-c"], upstream_port)
+
+
+def start_caddy(wd, upstream_port):
+    """Caddy with GOMAXPROCS=1: one thread running Go code, as the others' one worker."""
+    return start_configured(wd, "caddy", "Caddyfile", CADDYFILE,
+                            ["caddy", "run", "--adapter", "caddyfile", "--config"],
+                            upstream_port, env={"GOMAXPROCS": "1"})
+
+
+# Peers beyond HAProxy and nginx, started only when installed (the Debian packages).
+OPTIONAL_PEERS = {"h2o": start_h2o, "caddy": start_caddy}
+PEERS = ("haproxy", "nginx") + tuple(OPTIONAL_PEERS)
+
+
+def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
+                  streaming=False):
+    """The proxies named in wanted ("tether", "haproxy", "nginx"; "h2o" and "caddy" plain
+    only, when installed), in that order, in front of upstream_port. tether is skipped,
+    with a line in notes, when it does not run; so are h2o and Caddy when absent.
+    With tls (a Tls), each terminates TLS on its listener with that certificate.
+    streaming (event streams): nginx `proxy_buffering off`, HAProxy `option
+    http-no-delay`; "haproxy-default" is HAProxy without it."""
     proxies = []
     if "tether" in wanted:
         ok, info = tether_available()
@@ -493,9 +605,19 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None):
         else:
             notes.append("tether-base skipped: %s" % info)
     if "haproxy" in wanted:
-        proxies.append(start_haproxy(wd, upstream_port, tls))
+        proxies.append(start_haproxy(wd, upstream_port, tls, no_delay=streaming))
+    if "haproxy-default" in wanted:
+        proxies.append(start_haproxy(wd, upstream_port, tls, name="haproxy-default"))
     if "nginx" in wanted:
-        proxies.append(start_nginx_proxy(wd, upstream_port, websocket, tls))
+        proxies.append(start_nginx_proxy(wd, upstream_port, websocket, tls, streaming))
+    for name, start in OPTIONAL_PEERS.items():
+        if name not in wanted:
+            continue
+        if tls is not None or shutil.which(name) is None:
+            notes.append("%s skipped: %s" % (name, "plain HTTP only here" if tls else
+                                             "not installed (apt-get install %s)" % name))
+            continue
+        proxies.append(start(wd, upstream_port))
     return proxies
 
 
@@ -525,14 +647,20 @@ def tls_summary(proxies, tls):
 
 # ---- formatting --------------------------------------------------------------------------
 
+def leanest_peer(summary):
+    """The peer (PEERS) in summary (name -> {"cpu_us"}) with the least CPU, or None."""
+    peers = [n for n in summary if n in PEERS]
+    return min(peers, key=lambda n: summary[n]["cpu_us"]) if peers else None
+
+
 def peer_ratios(summary, rate_key, rate_what, cpu_what):
     """The two headline lines: tether's rate against the faster peer's and its CPU against
     the leaner peer's (summary: name -> {rate_key, "cpu_us"}); none without tether or a peer."""
-    peers = [n for n in summary if n in ("haproxy", "nginx")]
+    peers = [n for n in summary if n in PEERS]
     if "tether" not in summary or not peers:
         return []
     best = max(peers, key=lambda n: summary[n][rate_key])
-    lean = min(peers, key=lambda n: summary[n]["cpu_us"])
+    lean = leanest_peer(summary)
     return ["- tether / best peer %s (%s): **%.2f**" % (
                 rate_what, best, summary["tether"][rate_key] / summary[best][rate_key]),
             "- tether / leanest peer CPU per %s (%s): **%.2f**" % (
@@ -563,7 +691,8 @@ def versions():
             return "?"
     return {"haproxy": first_line(["haproxy", "-v"]), "nginx": first_line(["nginx", "-v"]),
             "wrk": first_line(["wrk", "--version"]), "node": first_line(["node", "--version"]),
-            "openssl": first_line(["openssl", "version"])}
+            "openssl": first_line(["openssl", "version"]),
+            "h2o": first_line(["h2o", "--version"]), "caddy": first_line(["caddy", "version"])}
 
 
 def report(kind, lines):

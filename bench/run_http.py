@@ -26,7 +26,6 @@ Usage: bench/http.sh [--rounds 3] [--duration 10] [--connections 50] [--threads 
 tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
 The markdown is printed and saved under bench/results/.
 """
-import argparse
 import os
 import re
 import subprocess
@@ -59,25 +58,19 @@ def run_wrk(port, args, duration, scheme="http"):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=10, help="seconds per run (max 60)")
+    ap = B.scenario_args(__doc__)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--proxies", default="tether,haproxy,nginx")
     ap.add_argument("--baseline", action="store_true", help="also load the upstream directly")
     ap.add_argument("--tls", action="store_true",
                     help="each proxy terminates TLS (HTTPS to the proxy, plain HTTP upstream)")
-    args = ap.parse_args()
-    args.duration = max(1, min(args.duration, 60))
-    args.rounds = max(1, min(args.rounds, 10))
-    wanted = [p for p in args.proxies.split(",") if p]
+    args = B.parse_scenario(ap)
     notes = []
 
     wd = B.workdir()
     tls = B.make_cert(wd) if args.tls else None
     up_proc, up_port = B.start_nginx_upstream(wd)
-    proxies = B.start_proxies(wd, wanted, up_port, notes, tls=tls)
+    proxies = B.start_proxies(wd, args.wanted, up_port, notes, tls=tls)
     tls_label, tls_notes = B.tls_summary(proxies, tls) if tls and proxies else ("", [])
     if args.baseline:
         proxies.append(B.Proxy("direct (no proxy)", up_proc, up_port))

@@ -27,7 +27,6 @@ Usage: bench/ws.sh [--rounds 3] [--duration 10] [--connections 50] [--idle 4000]
 tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
 The markdown is printed and saved under bench/results/.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -38,15 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 
 NODE = "node"
-
-
-def start_echo(wd):
-    p = B.spawn([NODE, os.path.join(B.HERE, "ws_echo_server.js"), "0", B.HOST], "ws-echo",
-                stdout=subprocess.PIPE, stderr=open(os.path.join(wd, "ws-echo.log"), "w"))
-    line = p.stdout.readline().decode().strip()  # bounded: the process exits on error
-    if not line.startswith("PORT "):
-        raise SystemExit("ws echo upstream did not start: %r (see ws-echo.log)" % line)
-    return p, int(line.split()[1])
 
 
 def ws_url(port, tls=None):
@@ -117,27 +107,21 @@ def run_idle(proxy, n, tls=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=10)
+    ap = B.scenario_args(__doc__)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--idle", type=int, default=4000)
-    ap.add_argument("--proxies", default="tether,haproxy,nginx")
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-idle", action="store_true")
     ap.add_argument("--tls", action="store_true",
                     help="each proxy terminates TLS (wss:// to the proxy, plain ws:// upstream)")
-    args = ap.parse_args()
-    args.duration = max(1, min(args.duration, 60))
-    args.rounds = max(1, min(args.rounds, 10))
+    args = B.parse_scenario(ap)
     args.idle = max(1, min(args.idle, 8000))
-    wanted = [p for p in args.proxies.split(",") if p]
     notes = []
 
     wd = B.workdir()
     tls = B.make_cert(wd) if args.tls else None
-    _, echo_port = start_echo(wd)
-    proxies = B.start_proxies(wd, wanted, echo_port, notes, websocket=True, tls=tls)
+    _, echo_port = B.start_node_upstream(wd, "ws_echo_server.js", "ws-echo")
+    proxies = B.start_proxies(wd, args.wanted, echo_port, notes, websocket=True, tls=tls)
     if not proxies:
         raise SystemExit("nothing to measure")
     tls_label, tls_notes = B.tls_summary(proxies, tls) if tls else ("", [])
