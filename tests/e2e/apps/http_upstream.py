@@ -168,6 +168,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         return self.command != "HEAD"
 
+    def cut_connection(self):
+        """Ends the connection where the response stands, unannounced."""
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def write_chunk(self, data):
         self.wfile.write(b"%x\r\n" % len(data) + data + b"\r\n")
         self.wfile.flush()
@@ -281,13 +290,7 @@ class Handler(BaseHTTPRequestHandler):
             step = max(1, -(-total // pieces))
             for at in range(0, total, step):
                 if q.get("cut") == "1" and at >= total // 2:
-                    self.wfile.flush()
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    return
+                    return self.cut_connection()
                 piece = body[at:at + step]
                 if chunked:
                     self.write_chunk(piece)
@@ -306,13 +309,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "1000")
             self.end_headers()
             self.wfile.write(b"0123456789")
-            self.wfile.flush()
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
+            return self.cut_connection()
         return self.send(200, HTML, "text/html; charset=utf-8")
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = handle_any
