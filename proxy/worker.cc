@@ -364,6 +364,10 @@ void Worker::onTlsIdle(uv_idle_t* h) {
 void Worker::onSweep(uv_timer_t* t) {
   Worker* w = static_cast<Worker*>(t->data);
   w->upstreams_.sweep(w->now(), w->config_->timeouts.upstream_keepalive);
+  w->buffers_.tick();
+  w->codecs_.tick();
+  w->exchanges_.tick();
+  w->writes_.tick();
 }
 
 void Worker::onConnection(uv_stream_t* server, int status) {
