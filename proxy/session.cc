@@ -1275,7 +1275,7 @@ void Session::onUpstreamAlloc(uv_buf_t* buf) {
   *buf = uv_buf_init(up_in_.data + up_in_.end, up_in_.cap - up_in_.end);
 }
 
-void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
+void Session::onUpstreamRead(ssize_t nread, const uv_buf_t* buf) {
   if (closing_) return;
   if (nread > 0) {
     up_in_.end += static_cast<std::uint32_t>(nread);
@@ -1284,6 +1284,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
       pumpTunnel();
       return;
     }
+    ex_->up_read_filled = buf && static_cast<std::size_t>(nread) == buf->len;
     if (!ex_->response_started) {
       ex_->response_started = true;
       ex_->first_byte_ms = worker_.now();
@@ -1296,6 +1297,15 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
   }
   if (nread == 0) {
     if (up_in_.end == 0) releaseBuffer(up_in_);
+    // The socket is drained after a read that filled its buffer: the backend
+    // paused, so what the encoder holds goes out now.
+    if (state_ == State::kExchange && ex_ && ex_->up_read_filled) {
+      ex_->up_read_filled = false;
+      if (ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done()) {
+        if (!compressFlush(false)) return;
+        pumpResponse();
+      }
+    }
     return;
   }
   if (state_ == State::kTunnel) {
@@ -1406,9 +1416,13 @@ void Session::parseResponse() {
     // Everything read is in a head, staged or compressed: the buffer starts over.
     up_in_.end = ex_->resp_parsed = ex_->resp_body_sent = 0;
   }
-  // All that was read is taken: what the encoder holds goes out now, so a
-  // slowly produced response is not held back.
-  if (ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done() && !compressFlush(false)) return;
+  // All that was read is taken and the read was short (the backend has no
+  // more for now): what the encoder holds goes out now, so a slowly produced
+  // response is not held back. After a read that filled the buffer, the next
+  // read (or libuv's empty one when the socket is drained) decides.
+  if (ex_->zip && !ex_->up_read_filled && !ex_->zip->writing && !ex_->zip->finished && !done() &&
+      !compressFlush(false))
+    return;
   pumpResponse();
 }
 
@@ -1636,6 +1650,14 @@ void Session::afterResponseWrite() {
   if (up_in_.data && up_in_.end == up_in_.cap && ex_->resp_body_sent == up_in_.end) {
     ex_->resp_body_sent = ex_->resp_parsed = 0;
     up_in_.end = 0;
+  }
+  // Bytes the encoder took while its output was being written, with nothing
+  // more pending from the backend: flushed now, since no read may come soon.
+  if (forward::CompressedBody* z = ex_->zip.get();
+      z && z->in_bytes > 0 && !z->finished && !ex_->up_read_filled && !done()) {
+    if (!compressFlush(false)) return;
+    pumpResponse();
+    if (closing_) return;
   }
   updateReading();
 }
