@@ -127,6 +127,7 @@ Exchange& Session::openExchange() {
 }
 
 Session::~Session() {
+  worker_.cancelDeadline(this);  // (close() did; a no-op then)
   if (codecs_) worker_.giveCodecs(codecs_);
   endAffinity();
   if (ex_) worker_.destroyExchange(ex_);
@@ -147,9 +148,6 @@ void Session::start(uv_stream_t* server) {
   uv_loop_t* loop = worker_.loop();
   uv_tcp_init(loop, &client_);
   client_.data = this;
-  ++open_handles_;
-  uv_timer_init(loop, &timer_);
-  timer_.data = this;
   ++open_handles_;
   last_activity_ = worker_.now();
   timer_deadline_ = last_activity_;
@@ -233,8 +231,8 @@ void Session::close() {
   }
   if (refused_) worker_.runtime().downstream_connections.fetch_sub(1);
   refused_ = false;
+  worker_.cancelDeadline(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&client_), onClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
   transport().cancel();
 }
 
@@ -350,30 +348,24 @@ bool Session::bodyTimedOut() const {
 }
 
 // The timer only ever moves earlier here; a timer that fires before the
-// current deadline re-arms itself (onTimer). A request's transitions thus
+// current deadline re-arms itself (onDeadline). A request's transitions thus
 // cost no timer operation in the steady state.
 void Session::armTimer() {
   if (closing_) return;
   std::int64_t d = deadline();
-  if (timer_armed_ && armed_at_ <= d) return;
-  std::int64_t wait = d - worker_.now();
-  if (wait < 0) wait = 0;
-  uv_timer_start(&timer_, onTimer, static_cast<std::uint64_t>(wait), 0);
-  timer_armed_ = true;
-  armed_at_ = worker_.now() + wait;
+  if (scheduled() && deadline_at <= d) return;  // it fires first and re-arms (onDeadline)
+  worker_.scheduleDeadline(this, std::max(d, worker_.now()));
 }
 
 void Session::touch() { last_activity_ = worker_.now(); }
 
-void Session::onTimer(uv_timer_t* t) {
-  Session* s = static_cast<Session*>(t->data);
-  s->timer_armed_ = false;
-  if (s->closing_) return;
-  if (s->worker_.now() < s->deadline()) {
-    s->armTimer();
+void Session::onDeadline() {
+  if (closing_) return;
+  if (worker_.now() < deadline()) {
+    armTimer();
     return;
   }
-  s->onTimeout();
+  onTimeout();
 }
 
 void Session::onTimeout() {
