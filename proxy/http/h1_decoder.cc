@@ -18,10 +18,11 @@ std::string_view methodName(std::uint8_t method) {
 }
 
 int methodCode(std::string_view name) {
-  for (int m = 0; m < 64; ++m) {
-    const char* n = llhttp_method_name(static_cast<llhttp_method>(m));
-    if (n && name == n) return m;
-  }
+  // llhttp_method_name() aborts on a code it has no name for: the map instead.
+#define TETHER_METHOD(num, id, text) \
+  if (name == #text) return num;
+  HTTP_METHOD_MAP(TETHER_METHOD)
+#undef TETHER_METHOD
   return -1;
 }
 

@@ -281,11 +281,13 @@ struct H2Callbacks {
     H2ServerCodec::Stream* s = c.find(id);
     if (!s) return 0;
     s->closed = true;
-    if (s->announced && !s->local && !s->reset_by_us && !(s->request_ended && s->response_ended)) {
-      c.cb_.onStreamReset(id, code);
-    }
     if (code == NGHTTP2_NO_ERROR && s->request_ended && s->response_ended) c.refund();
     if (s->local) s->released = true;
+    if (s->announced && !s->local && !s->reset_by_us && !(s->request_ended && s->response_ended)) {
+      c.cb_.onStreamReset(id, code);
+      s = c.find(id);  // the caller may have released it
+      if (!s) return 0;
+    }
     if (s->released) {
       if (s->unconsumed) nghttp2_session_consume_connection(session, s->unconsumed);
       c.drop(id);

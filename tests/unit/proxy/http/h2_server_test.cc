@@ -239,6 +239,19 @@ TEST_F(H2Server, ClientResetMidBodyIsReportedWithItsCode) {
   EXPECT_GT(rec.reqs[next].body.size(), 0u);
 }
 
+// Found by fuzz_h2_server (regress-release-inside-reset-callback).
+TEST_F(H2Server, ReleasedFromInsideTheResetCallback) {
+  make();
+  rec.on_reset = [&](std::int32_t id) { codec->released(id); };
+  std::string body(1000, 'x');
+  std::int32_t id = client.request(getRequest("/up", "POST"), &body);
+  pump(client, *codec);
+  nghttp2_submit_rst_stream(client.session(), NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+  pump(client, *codec);
+  EXPECT_EQ(rec.reqs[id].reset, NGHTTP2_CANCEL);
+  EXPECT_EQ(codec->streamCount(), 0u);
+}
+
 TEST_F(H2Server, BackendDeathResetsThatStreamOnly) {
   make();
   std::int32_t a = client.request(getRequest("/a"));
@@ -329,6 +342,17 @@ TEST_F(H2Server, TeTrailersIsAllowed) {
   std::int32_t id = client.request(f);
   pump(client, *codec);
   EXPECT_EQ(rec.reqs.count(id), 1u);
+}
+
+// Found by fuzz_h2_server (regress-unknown-method): llhttp has no code for it.
+TEST_F(H2Server, UnknownMethodIsAnswered400) {
+  make();
+  std::int32_t id = client.request(getRequest("/", "BREW"));
+  std::int32_t lower = client.request(getRequest("/", "get"));  // methods are case-sensitive
+  pump(client, *codec);
+  EXPECT_EQ(rec.reqs.count(id), 0u);
+  EXPECT_EQ(client.resps[id].statuses, std::vector<std::string>{"400"});
+  EXPECT_EQ(client.resps[lower].statuses, std::vector<std::string>{"400"});
 }
 
 TEST_F(H2Server, PlainConnectIsRefusedAsOverHttp1) {

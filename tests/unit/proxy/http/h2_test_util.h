@@ -89,7 +89,7 @@ struct Recorder : H2ServerCodec::Callbacks {
   };
   std::map<std::int32_t, Req> reqs;
   std::vector<std::int32_t> order;
-  std::function<void(std::int32_t)> on_head, on_writable;
+  std::function<void(std::int32_t)> on_head, on_writable, on_reset;
 
   void onRequestHead(std::int32_t id, RequestHead& h, bool end_stream) override {
     reqs[id].head = h;
@@ -102,7 +102,10 @@ struct Recorder : H2ServerCodec::Callbacks {
     reqs[id].ended = true;
     if (t) reqs[id].trailers = *t, reqs[id].had_trailers = true;
   }
-  void onStreamReset(std::int32_t id, std::uint32_t code) override { reqs[id].reset = code; }
+  void onStreamReset(std::int32_t id, std::uint32_t code) override {
+    reqs[id].reset = code;
+    if (on_reset) on_reset(id);
+  }
   void onStreamWritable(std::int32_t id) override {
     ++reqs[id].writable;
     if (on_writable) on_writable(id);
