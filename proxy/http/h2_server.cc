@@ -27,6 +27,7 @@ struct H2ServerCodec::Stream {
   bool head_done = false;
   bool announced = false;   // onRequestHead fired
   bool local = false;       // answered or reset by the codec; the caller never saw it
+  bool stop_body = false;   // answered locally mid-request: RST_STREAM(NO_ERROR) after the answer
   bool request_ended = false;
   bool final_head = false;  // a final response head was submitted
   bool bodyless = false;    // ... without a body (END_STREAM on it)
@@ -271,7 +272,13 @@ struct H2Callbacks {
     }
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-      if (H2ServerCodec::Stream* s = c.find(frame->hd.stream_id)) s->response_ended = true;
+      if (H2ServerCodec::Stream* s = c.find(frame->hd.stream_id)) {
+        s->response_ended = true;
+        if (s->stop_body && !s->request_ended && !s->closed) {
+          s->stop_body = false;
+          nghttp2_submit_rst_stream(c.session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        }
+      }
     }
     return 0;
   }
@@ -424,8 +431,10 @@ void H2ServerCodec::answerLocally(Stream& s, std::uint16_t status) {
   nv.add("content-length", "0");
   auto& v = nv.build();
   nghttp2_submit_response(session_, s.id, v.data(), v.size(), nullptr);
-  // RFC 9113 §8.1: the answer came before the request's end; stop its body.
-  if (!s.request_ended) nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR);
+  // RFC 9113 §8.1: the answer came before the request's end; its body is
+  // stopped once the answer is out (onFrameSend: nghttp2 would send a reset
+  // queued now before the answer).
+  s.stop_body = !s.request_ended;
 }
 
 void H2ServerCodec::onHeadersDone(Stream& s, bool end_stream) {
@@ -477,6 +486,7 @@ void H2ServerCodec::onHeadersDone(Stream& s, bool end_stream) {
     std::uint64_t n = 0;
     auto r = std::from_chars(v.data(), v.data() + v.size(), n);
     if (r.ec != std::errc() || r.ptr != v.data() + v.size()) return refuse(400);
+    if (settings_.max_request_body_bytes && n > settings_.max_request_body_bytes) return refuse(413);
     h.framing = Framing::kLength;
     h.content_length = n;
   } else {

@@ -90,6 +90,7 @@ class H2ServerCodec {
     std::uint32_t connection_window = 1024 * 1024;       // the connection's receive window
     std::uint32_t max_frame_size = 16384;                // SETTINGS_MAX_FRAME_SIZE
     std::uint32_t max_header_list_bytes = 64 * 1024;     // limits.max_request_header_bytes
+    std::uint64_t max_request_body_bytes = 0;            // a Content-Length above: 413; 0 = unlimited
     bool enable_connect_protocol = false;                // http2.websockets (RFC 8441)
     std::size_t output_bound = 64 * 1024;                // staged output bytes
     std::size_t per_stream_buffer = 64 * 1024;           // queued response body per stream

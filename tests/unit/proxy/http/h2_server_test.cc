@@ -148,6 +148,21 @@ TEST_F(H2Server, RequestBodyLargerThanTheWindowFlowsOnlyAsFastAsConsumed) {
   EXPECT_EQ(r.body, body);
 }
 
+TEST_F(H2Server, ContentLengthAboveTheBodyLimitIsAnswered413) {
+  settings.max_request_body_bytes = 1000;
+  make();
+  std::string body(2000, 'b');
+  Fields f = getRequest("/upload", "POST");
+  f.emplace_back("content-length", "2000");
+  std::int32_t id = client.request(f, &body);
+  pump(client, *codec);
+  EXPECT_EQ(rec.reqs.count(id), 0u);
+  EXPECT_EQ(client.resps[id].statuses, std::vector<std::string>{"413"});
+  EXPECT_TRUE(client.resps[id].ended);
+  EXPECT_EQ(client.resps[id].closed, NGHTTP2_NO_ERROR);
+  EXPECT_EQ(codec->streamCount(), 0u);
+}
+
 TEST_F(H2Server, TrailersBothWays) {
   make();
   std::string body = "payload";
@@ -639,8 +654,9 @@ TEST_F(H2Server, DataOnAStreamNobodyTakesKeepsTheConnectionWindowOpen) {
   std::string body(60000, 'q');
   Fields f = getRequest("/");
   f.emplace_back("x-big", std::string(400, 'h'));  // answered 431: its body goes nowhere
-  client.request(f, &body);
+  std::int32_t big = client.request(f, &body);
   pump(client, *codec);
+  EXPECT_EQ(client.resps[big].statuses, std::vector<std::string>{"431"});
   std::int32_t id = client.request(getRequest("/next", "POST"), &body);
   pump(client, *codec);
   EXPECT_GT(rec.reqs[id].body.size(), 0u);
