@@ -6,12 +6,14 @@
 //
 // Lifetime and ownership. The codec is owned by its downstream connection and
 // lives on that connection's loop; it is not thread-safe. The Callbacks object
-// must outlive it. Callbacks fire synchronously from feed() only (never from
-// a submit call, output() or wrote()), except onStreamWritable, which fires
-// from feed() (a WINDOW_UPDATE) and from wrote() (a stream's queued body went
-// out). A callback may call the submit functions, consumed() and released();
-// it must not call feed() and must not destroy the codec (the connection
-// defers its own close to after feed() returns, checking wantsClose()).
+// must outlive it. Callbacks fire synchronously, never from a submit call:
+// the request events from feed(); onStreamReset from feed() and output() (a
+// stream nghttp2 resets for the client's fault closes when its RST_STREAM is
+// staged); onStreamWritable from feed() (a WINDOW_UPDATE) and wrote() (a
+// stream's queued body went out). A callback may call the submit functions,
+// consumed() and released(); it must not call feed() or output() and must not
+// destroy the codec (the connection defers its own close to after the call
+// returns, checking wantsClose()).
 // Pointers handed to callbacks (the head, body bytes, trailers) are valid only
 // during the call: body bytes point into the bytes passed to feed().
 //
