@@ -1,9 +1,17 @@
-// nghttp2 does the framing, HPACK and most of RFC 9113 §8's request checks
-// (pseudo-headers present, unique and first; lower-case names; the
-// connection-specific fields; Content-Length against the DATA received);
-// tests/unit/proxy/http/h2_server_test.cc shows which. What it does not do,
-// tether adds here: the header list bound with a 431, the concurrency slot
-// held until released(), the Rapid Reset ratio and the glitch budget.
+// nghttp2 (Debian 12's 1.52) does the framing, HPACK and RFC 9113 §8's
+// request checks: pseudo-headers present, unique and first; lower-case
+// names; Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding,
+// Upgrade and TE other than "trailers"; CR, LF, NUL and edge blanks in
+// values; :protocol only when enabled (each a RST_STREAM PROTOCOL_ERROR
+// before any field reaches onHeader); Content-Length against the DATA
+// received. It makes a WINDOW_UPDATE of 0, a WINDOW_UPDATE for an idle
+// stream and DATA after END_STREAM connection errors, caps CONTINUATION
+// frames per block (8, without a GOAWAY of its own) and queued PING/SETTINGS
+// acknowledgements (1000). tests/unit/proxy/http/h2_server_test.cc shows
+// each. What it does not do, tether adds here: the header list bound with a
+// 431, the concurrency slot held until released(), the Rapid Reset ratio,
+// the glitch budget, the stream cap over a connection's life, and a fallback
+// check of the connection-specific fields.
 #include "proxy/http/h2_server.h"
 
 #include <nghttp2/nghttp2.h>
