@@ -50,6 +50,28 @@ struct Listener {
   HostPort address{"0.0.0.0", 8000};
   bool tls = false;
   std::vector<TlsCertificate> certificates;
+  // tls.alpn: the protocols offered, in order of preference ("h2", "http/1.1").
+  std::vector<std::string> alpn{"h2", "http/1.1"};
+  // Cleartext listeners: a connection that starts with the HTTP/2 preface
+  // speaks HTTP/2 (prior knowledge); false: HTTP/1.1 only.
+  bool h2c = true;
+};
+
+// http2: the settings of HTTP/2 connections to clients (RFC 9113 §6.5.2) and
+// their per-connection bounds. The header list size is
+// limits.max_request_header_bytes.
+struct Http2 {
+  std::uint32_t max_concurrent_streams = 100;
+  Bytes initial_window = 64 * 1024;       // per stream: request body bytes the backend has not taken
+  Bytes connection_window = 1024 * 1024;  // all streams of a connection together
+  Bytes max_frame_size = 16 * 1024;
+  bool websockets = false;                // RFC 8441 extended CONNECT
+  // Streams over a connection's life; then a graceful GOAWAY.
+  std::uint32_t max_streams_per_connection = 10'000;
+  // Protocol oddities (invalid frames, streams reset for a client's fault,
+  // PING/SETTINGS/empty DATA floods) tolerated per connection, less one per
+  // stream that completes; beyond: GOAWAY ENHANCE_YOUR_CALM.
+  std::uint32_t glitch_budget = 1'000;
 };
 
 struct Admin {
@@ -288,6 +310,7 @@ struct Config {
   std::vector<Cidr> trusted_proxies;
   AccessLog access_log;
   Compression compression;
+  Http2 http2;
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;
   // False when no level (flag, environment, file) named a format: SPEC's

@@ -277,12 +277,29 @@ Listener readListener(const YAML::Node& node, const std::string& path, Reader& r
     r.fail(path, "expected an address or { address: ..., tls: ... }");
     return l;
   }
-  r.map(node, path, {"address", "tls"});
+  r.map(node, path, {"address", "tls", "h2c"});
   r.hostPort(node["address"], join(path, "address"), l.address);
+  r.boolean(node, "h2c", path, l.h2c);
   const YAML::Node tls = node["tls"];
   const std::string tls_path = join(path, "tls");
-  if (!r.map(tls, tls_path, {"certificates"})) return l;
+  if (!r.map(tls, tls_path, {"certificates", "alpn"})) return l;
   l.tls = true;
+  if (const YAML::Node a = tls["alpn"]; r.list(a, join(tls_path, "alpn"))) {
+    l.alpn.clear();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const std::string item = indexed(join(tls_path, "alpn"), i);
+      auto name = r.scalar(a[i], item);
+      if (!name) continue;
+      if (*name != "h2" && *name != "http/1.1") {
+        r.fail(item, quote(*name) + " is not a protocol tether speaks (h2, http/1.1)");
+      } else if (std::find(l.alpn.begin(), l.alpn.end(), *name) != l.alpn.end()) {
+        r.fail(item, quote(*name) + " is listed twice");
+      } else {
+        l.alpn.push_back(*name);
+      }
+    }
+    if (a.size() == 0) r.fail(join(tls_path, "alpn"), "must name at least one protocol (h2, http/1.1)");
+  }
   const YAML::Node certs = tls["certificates"];
   const std::string certs_path = join(tls_path, "certificates");
   if (r.list(certs, certs_path)) {
@@ -559,7 +576,7 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
   r.map(root, "",
         {"listeners", "admin", "workers", "backends", "balance", "health", "passive", "affinity",
          "routes", "timeouts", "limits", "retries", "trusted_proxies", "access_log", "log",
-         "compression"});
+         "compression", "http2"});
 
   if (const YAML::Node n = root["listeners"]; r.list(n, "listeners")) {
     // The environment and flags never empty the list, so this is the one check.
@@ -713,6 +730,25 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     r.choice(n, "headers_with_underscores", "limits", l.headers_with_underscores,
              kUnderscoreHeaders);
     r.size(n, "max_response_header_bytes", "limits", l.max_response_header_bytes, 1024);
+  }
+
+  if (const YAML::Node n = root["http2"];
+      r.map(n, "http2",
+            {"max_concurrent_streams", "initial_window", "connection_window", "max_frame_size",
+             "websockets", "max_streams_per_connection", "glitch_budget"})) {
+    // RFC 9113 §6.5.2 and §6.9.1: the ranges a SETTINGS frame or a window allows.
+    constexpr std::uint64_t kMaxWindow = 0x7fffffff;
+    Http2& h = c.http2;
+    r.integer(n, "max_concurrent_streams", "http2", h.max_concurrent_streams, 1, kMaxWindow);
+    r.size(n, "initial_window", "http2", h.initial_window, 1);
+    r.size(n, "connection_window", "http2", h.connection_window, 65535);
+    r.size(n, "max_frame_size", "http2", h.max_frame_size, 16384);
+    r.boolean(n, "websockets", "http2", h.websockets);
+    r.integer(n, "max_streams_per_connection", "http2", h.max_streams_per_connection, 1);
+    r.integer(n, "glitch_budget", "http2", h.glitch_budget, 1);
+    if (h.initial_window > kMaxWindow) r.fail("http2.initial_window", "must be at most 2GiB - 1 (RFC 9113 §6.9.1)");
+    if (h.connection_window > kMaxWindow) r.fail("http2.connection_window", "must be at most 2GiB - 1 (RFC 9113 §6.9.1)");
+    if (h.max_frame_size > 16777215) r.fail("http2.max_frame_size", "must be at most 16MiB - 1 (RFC 9113 §6.5.2)");
   }
 
   if (const YAML::Node n = root["retries"]; r.map(n, "retries", {"attempts"})) {

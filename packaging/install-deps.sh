@@ -10,7 +10,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
   build-essential cmake pkg-config ccache git ca-certificates openssl clang libclang-rt-dev \
   libuv1-dev node-llhttp libssl-dev libhiredis-dev prometheus-cpp-dev \
   libspdlog-dev libfmt-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev \
-  libsystemd-dev libgtest-dev libgmock-dev libzstd-dev libbrotli-dev zlib1g-dev \
+  libsystemd-dev libgtest-dev libgmock-dev libzstd-dev libbrotli-dev zlib1g-dev libnghttp2-dev \
   curl python3 python3-websockets python3-socketio python3-aiohttp uvicorn \
   python3-requests python3-redis redis-server redis-sentinel prometheus nodejs node-ws \
   haproxy nginx-light h2o caddy wrk procps psmisc valgrind logrotate zstd brotli gzip

@@ -76,7 +76,7 @@ fuzz_one() {  # fuzz_one TARGET LOG: one bounded run; its exit code
   case $t in
     fuzz_engineio_sid) max_len=1024 ;;
     fuzz_admin) max_len=8192 ;;
-    fuzz_compression) max_len=16384 ;;
+    fuzz_compression|fuzz_h2_server) max_len=16384 ;;
   esac
   case $t in fuzz_h1_*|fuzz_admin) dict=(-dict=tests/fuzz/http.dict) ;; esac
   work=$(mktemp -d)
@@ -88,7 +88,7 @@ fuzz_one() {  # fuzz_one TARGET LOG: one bounded run; its exit code
   return "$rc"
 }
 fuzz() {  # every target, FUZZ_JOBS at a time (one per core)
-  local targets=(fuzz_h1_request fuzz_h1_response fuzz_websocket_frames fuzz_engineio_sid
+  local targets=(fuzz_h1_request fuzz_h1_response fuzz_h2_server fuzz_websocket_frames fuzz_engineio_sid
                  fuzz_affinity_key fuzz_admin_state fuzz_config fuzz_admin fuzz_compression
                  fuzz_upgrade_fds)
   local logs failed=() t running=0

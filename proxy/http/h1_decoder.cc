@@ -17,6 +17,15 @@ std::string_view methodName(std::uint8_t method) {
   return n;
 }
 
+int methodCode(std::string_view name) {
+  // llhttp_method_name() aborts on a code it has no name for: the map instead.
+#define TETHER_METHOD(num, id, text) \
+  if (name == #text) return num;
+  HTTP_METHOD_MAP(TETHER_METHOD)
+#undef TETHER_METHOD
+  return -1;
+}
+
 namespace {
 
 // Why llhttp paused: one reason per pause.
@@ -570,6 +579,8 @@ constexpr auto kRegName = [] {
   return t;
 }();
 
+}  // namespace
+
 // RFC 9112 §3.2 / RFC 3986 §3.2.2: uri-host [ ":" port ]; a reg-name of
 // unreserved, pct-encoded and sub-delims (without ',', which no host has and
 // which some proxies would read as a list), or a bracketed IP literal. Empty
@@ -599,6 +610,8 @@ bool validAuthority(std::string_view a) {
     if (a[k] < '0' || a[k] > '9') return false;
   return true;
 }
+
+namespace {
 
 bool namesFraming(const ConnectionTokens& t) {
   return t.names("content-length") || t.names("transfer-encoding") || t.names("host");

@@ -182,10 +182,12 @@ struct RequestHead {
   std::uint64_t content_length = 0;
   std::string target;     // origin-form ("/p?q") or "*": what goes upstream
   std::string authority;  // from an absolute-form target, else the Host field; may be empty
+  std::string protocol;   // HTTP/2 extended CONNECT's :protocol (RFC 8441), e.g. "websocket"; else empty
   HeaderList headers;
 
   void clear() {
     method = 0;
+    protocol.clear();
     version_minor = 1;
     keep_alive = true;
     upgrade = absolute_form = false;
@@ -220,6 +222,12 @@ struct ResponseHead {
 
 // "GET", "POST", ... for an llhttp method code; "-" for one it does not know.
 std::string_view methodName(std::uint8_t method);
+// The llhttp method code of a method name as sent (case-sensitive, as RFC
+// 9110 §9.1 says); -1 for a method llhttp does not know.
+int methodCode(std::string_view name);
+// RFC 9112 §3.2 / RFC 3986 §3.2.2 authority syntax (uri-host [":" port]);
+// empty is allowed. For the Host field and HTTP/2's :authority alike.
+bool validAuthority(std::string_view authority);
 
 // Method codes the policy layer asks about (llhttp's values, checked against
 // llhttp.h in head.cc).

@@ -522,6 +522,86 @@ def upgrade_seeds():
         rest = bytes([workers - 1, options]) + "\n".join(listeners + [admin]).encode()
         write(t, name, env.encode() + b"\0" + rest)
 
+# HTTP/2 (fuzz_h2_server.cc): option byte, cut byte, then a client's bytes.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream & 0x7FFFFFFF) + payload
+
+
+def hpack_int(value, prefix_bits, first=0):
+    top = (1 << prefix_bits) - 1
+    if value < top:
+        return bytes([first | value])
+    out = [first | top]
+    value -= top
+    while value >= 128:
+        out.append(value % 128 + 128)
+        value //= 128
+    out.append(value)
+    return bytes(out)
+
+
+def hpack(fields):
+    """Literal fields without indexing, new names, no Huffman (RFC 7541 §6.2.2)."""
+    out = b""
+    for name, value in fields:
+        name, value = name.encode(), value.encode()
+        out += b"\x00" + hpack_int(len(name), 7) + name + hpack_int(len(value), 7) + value
+    return out
+
+
+def h2_request(path="/", method="GET", extra=()):
+    return hpack([(":method", method), (":scheme", "https"), (":authority", "chat.example"), (":path", path)] + list(extra))
+
+
+def h2_seeds():
+    t = "fuzz_h2_server"
+    clear_seeds(t)
+    HEADERS, DATA, PRIORITY, RST, SETTINGS, PING, GOAWAY, WU, CONT = 1, 0, 2, 3, 4, 6, 7, 8, 9
+    ES, EH, ACK = 1, 4, 1
+    start = H2_PREFACE + h2_frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535))
+    post = h2_request("/upload", "POST", [("content-length", "10")])
+    cases = {
+        "get": h2_frame(HEADERS, EH | ES, 1, h2_request("/api/chats?page=2", extra=[("cookie", "a=1"), ("cookie", "b=2")])),
+        "post-body": h2_frame(HEADERS, EH, 1, post) + h2_frame(DATA, 0, 1, b"01234") + h2_frame(DATA, ES, 1, b"56789"),
+        "post-trailers": h2_frame(HEADERS, EH, 1, h2_request("/t", "POST")) + h2_frame(DATA, 0, 1, b"x")
+        + h2_frame(HEADERS, EH | ES, 1, hpack([("x-checksum", "abc")])),
+        "continuation": h2_frame(HEADERS, 0, 1, h2_request("/c")) + h2_frame(CONT, 0, 1, hpack([("x-a", "1")]))
+        + h2_frame(CONT, EH, 1, hpack([("x-b", "2")])),
+        "continuation-flood": h2_frame(HEADERS, 0, 1, h2_request("/c"))
+        + b"".join(h2_frame(CONT, 0, 1, hpack([("x-c", "1")])) for _ in range(12)),
+        "rapid-reset": b"".join(h2_frame(HEADERS, EH | ES, i, h2_request("/")) + h2_frame(RST, 0, i, struct.pack(">I", 8))
+                                for i in range(1, 40, 2)),
+        "rst-mid-body": h2_frame(HEADERS, EH, 1, post) + h2_frame(DATA, 0, 1, b"012") + h2_frame(RST, 0, 1, struct.pack(">I", 8)),
+        "ping-flood": b"".join(h2_frame(PING, 0, 0, b"pingping") for _ in range(30)),
+        "settings-flood": b"".join(h2_frame(SETTINGS, 0, 0, struct.pack(">HI", 3, 10)) for _ in range(20)),
+        "settings-ack": h2_frame(SETTINGS, ACK, 0) + h2_frame(HEADERS, EH | ES, 1, h2_request()),
+        "empty-data-flood": h2_frame(HEADERS, EH, 1, h2_request("/", "POST")) + b"".join(h2_frame(DATA, 0, 1) for _ in range(20)),
+        "window-update": h2_frame(HEADERS, EH | ES, 1, h2_request()) + h2_frame(WU, 0, 0, struct.pack(">I", 1 << 20))
+        + h2_frame(WU, 0, 1, struct.pack(">I", 100)) + h2_frame(WU, 0, 1, struct.pack(">I", 0)),
+        "zero-window": H2_PREFACE + h2_frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0)) + h2_frame(HEADERS, EH | ES, 1, h2_request()),
+        "goaway": h2_frame(HEADERS, EH | ES, 1, h2_request()) + h2_frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0)),
+        "priority": h2_frame(PRIORITY, 0, 3, struct.pack(">IB", 1, 16)) + h2_frame(HEADERS, EH | ES | 0x20, 1,
+                                                                                   struct.pack(">IB", 0, 200) + h2_request()),
+        "connection-header": h2_frame(HEADERS, EH | ES, 1, h2_request(extra=[("connection", "close"), ("te", "gzip")])),
+        "uppercase": h2_frame(HEADERS, EH | ES, 1, h2_request(extra=[("X-Upper", "1")])),
+        "big-header": h2_frame(HEADERS, EH | ES, 1, h2_request(extra=[("x-big", "h" * 3000)])),
+        "content-length-mismatch": h2_frame(HEADERS, EH, 1, post) + h2_frame(DATA, ES, 1, b"0123456789abc"),
+        "extended-connect": h2_frame(HEADERS, EH, 1, hpack([(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                                                            (":authority", "chat.example"), (":path", "/ws"),
+                                                            ("sec-websocket-version", "13")])) + h2_frame(DATA, 0, 1, b"\x81\x00"),
+        "concurrent": b"".join(h2_frame(HEADERS, EH | ES, i, h2_request("/" + str(i))) for i in range(1, 20, 2)),
+        "padded": h2_frame(HEADERS, EH | 0x8, 1, b"\x03" + post + b"\0\0\0") + h2_frame(DATA, ES | 0x8, 1, b"\x02" + b"0123456789" + b"\0\0"),
+    }
+    for name, body in cases.items():
+        data = body if body.startswith(H2_PREFACE) else start + body
+        for opt, suffix in ((0, ""), (2, "-small"), (1 | 4, "-ws-trailers"), (8, "-reset"), (12 | 2, "-1xx-small")):
+            write(t, name + suffix, bytes([opt, 13]) + data)
+    write(t, "bytewise-get", bytes([0, 0]) + start + cases["get"])
+    write(t, "not-a-preface", bytes([0, 255]) + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
 
 if __name__ == "__main__":
     http_seeds()
@@ -532,5 +612,6 @@ if __name__ == "__main__":
     admin_seeds()
     admin_state_seeds()
     upgrade_seeds()
+    h2_seeds()
     for t in sorted(os.listdir(CORPUS)):
         print("%-24s %d files" % (t, len(os.listdir(os.path.join(CORPUS, t)))))

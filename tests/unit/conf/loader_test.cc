@@ -895,3 +895,87 @@ routes:
 
 }  // namespace
 }  // namespace tether::conf
+
+namespace tether::conf {
+namespace {
+
+TEST(Load, Http2DefaultsAreTheContracts) {
+  Config c = ok({});
+  EXPECT_EQ(c.http2.max_concurrent_streams, 100u);
+  EXPECT_EQ(c.http2.initial_window, 64u * 1024);
+  EXPECT_EQ(c.http2.connection_window, 1024u * 1024);
+  EXPECT_EQ(c.http2.max_frame_size, 16384u);
+  EXPECT_FALSE(c.http2.websockets);
+  EXPECT_EQ(c.http2.max_streams_per_connection, 10000u);
+  EXPECT_EQ(c.http2.glitch_budget, 1000u);
+  ASSERT_EQ(c.listeners.size(), 1u);
+  EXPECT_TRUE(c.listeners[0].h2c);
+  EXPECT_EQ(c.listeners[0].alpn, (std::vector<std::string>{"h2", "http/1.1"}));
+}
+
+TEST(Load, Http2KeysAndListenerProtocols) {
+  TempFile file(R"(
+http2:
+  max_concurrent_streams: 250
+  initial_window: 256KiB
+  connection_window: 4MiB
+  max_frame_size: 32KiB
+  websockets: true
+  max_streams_per_connection: 500
+  glitch_budget: 64
+listeners:
+  - { address: 127.0.0.1:0, h2c: false }
+  - address: 127.0.0.1:0
+    tls:
+      certificates: [{ cert: a.pem, key: a.key }]
+      alpn: [http/1.1]
+)");
+  Config c = ok({"-c", file.path()});
+  EXPECT_EQ(c.http2.max_concurrent_streams, 250u);
+  EXPECT_EQ(c.http2.initial_window, 256u * 1024);
+  EXPECT_EQ(c.http2.connection_window, 4u * 1024 * 1024);
+  EXPECT_EQ(c.http2.max_frame_size, 32u * 1024);
+  EXPECT_TRUE(c.http2.websockets);
+  EXPECT_EQ(c.http2.max_streams_per_connection, 500u);
+  EXPECT_EQ(c.http2.glitch_budget, 64u);
+  ASSERT_EQ(c.listeners.size(), 2u);
+  EXPECT_FALSE(c.listeners[0].h2c);
+  EXPECT_EQ(c.listeners[1].alpn, (std::vector<std::string>{"http/1.1"}));
+}
+
+TEST(Load, Http2ErrorsNameTheirPath) {
+  auto errors = fileErrors(R"(
+http2:
+  max_concurrent_streams: 0
+  initial_window: 3GiB
+  connection_window: 1KiB
+  max_frame_size: 1KiB
+  websockets: maybe
+  glitch_budget: -1
+  push: true
+listeners:
+  - { address: 127.0.0.1:0, h2c: sometimes }
+  - address: 127.0.0.1:0
+    tls:
+      certificates: [{ cert: a.pem, key: a.key }]
+      alpn: [h2, spdy/3, h2]
+  - address: 127.0.0.1:0
+    tls:
+      certificates: [{ cert: a.pem, key: a.key }]
+      alpn: []
+)");
+  EXPECT_ERROR(errors, "http2.max_concurrent_streams: must be 1..2147483647");
+  EXPECT_ERROR(errors, "http2.initial_window: must be at most 2GiB - 1");
+  EXPECT_ERROR(errors, "http2.connection_window: must be at least 65535 bytes");
+  EXPECT_ERROR(errors, "http2.max_frame_size: must be at least 16384 bytes");
+  EXPECT_ERROR(errors, "http2.websockets: \"maybe\" is not true or false");
+  EXPECT_ERROR(errors, "http2.glitch_budget:");
+  EXPECT_ERROR(errors, "http2.push:");
+  EXPECT_ERROR(errors, "listeners[0].h2c: \"sometimes\" is not true or false");
+  EXPECT_ERROR(errors, "listeners[1].tls.alpn[1]: \"spdy/3\" is not a protocol tether speaks");
+  EXPECT_ERROR(errors, "listeners[1].tls.alpn[2]: \"h2\" is listed twice");
+  EXPECT_ERROR(errors, "listeners[2].tls.alpn: must name at least one protocol");
+}
+
+}  // namespace
+}  // namespace tether::conf
