@@ -930,8 +930,12 @@ bool Session::serveFromCache(std::string_view path) {
   const conf::Compression& comp = worker_.compressionFor(path);
   forward::Coding coding = comp.enabled ? forward::requestCoding(request(), comp) : forward::Coding::kIdentity;
   std::string key = forward::cacheKey(route, coding, request().target);
+  // A hit is answered inside the read that brought its request; one with
+  // pipelined requests behind it goes to a backend instead, so that the
+  // next request is never parsed from inside this one.
+  bool pipelined = in_.data && in_.end > ex_->parsed;
   std::size_t before = store->bytes();
-  std::shared_ptr<const forward::CacheEntry> e = store->lookup(key, worker_.now());
+  std::shared_ptr<const forward::CacheEntry> e = pipelined ? nullptr : store->lookup(key, worker_.now());
   worker_.cacheResized(before, store->bytes());
   if (!e) {
     m.cacheRequest(metrics::Metrics::CacheResult::kMiss);

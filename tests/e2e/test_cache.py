@@ -11,6 +11,7 @@ import urllib.parse
 
 from harness import E2ETestCase, http_get, require_program, wait_until
 from test_compression import decode, request
+from test_upgrade import read_head
 
 FAST_HEALTH = {"interval": "200ms", "rise": 1}
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -76,29 +77,6 @@ class HitsAndMisses(CacheBase):
         wait_until(lambda: len(t.access_logs(backend="cache")) == 2, 5, msg="two access lines from the cache")
         self.assertGreater(t.metric("tether_cache_bytes"), len(b1))
 
-    def test_keep_alive_connection_serves_hits_then_misses(self):
-        import socket
-        t = self.tether()
-        target = asset(tag="ka")
-        self.get(t, target)
-        s = socket.create_connection(("127.0.0.1", t.proxy_port), timeout=10)
-        try:
-            for path in (target, target, "/id", target):
-                s.sendall(("GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path).encode())
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    buf += s.recv(65536)
-                head, _, rest = buf.partition(b"\r\n\r\n")
-                n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0]
-                        .split(b":")[1])
-                while len(rest) < n:
-                    rest += s.recv(65536)
-                self.assertEqual(len(rest), n)
-                self.assertTrue(head.startswith(b"HTTP/1.1 200"))
-        finally:
-            s.close()
-        self.assertEqual(self.backend_count(target), 1)
-
     def test_entry_expires_with_its_max_age(self):
         t = self.tether()
         target = asset(cc="max-age=1", tag="exp")
@@ -117,6 +95,104 @@ class HitsAndMisses(CacheBase):
         _, h, _, _ = self.get(t, target)
         self.assertGreaterEqual(int(h["age"][0]), 100)
         self.assertEqual(self.backend_count(target), 1)
+
+
+class Connections(CacheBase):
+    def read_answers(self, s, n):
+        """n Content-Length answers from socket s: [(status line, body)]."""
+        out, buf = [], b""
+        deadline = time.monotonic() + 20
+        while len(out) < n and time.monotonic() < deadline:
+            got = read_head(s, buf)
+            if got is None:
+                return out
+            head, buf = got
+            lines = head.encode("latin-1").split(b"\r\n")
+            length = [int(l.split(b":")[1]) for l in lines if l.lower().startswith(b"content-length:")]
+            want = length[0] if length else 0
+            while len(buf) < want:
+                more = s.recv(65536)
+                if not more:
+                    return out
+                buf += more
+            out.append((lines[0], buf[:want]))
+            buf = buf[want:]
+        return out
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        import socket
+        t = self.tether()
+        a, b = asset(n=3000, tag="pa"), asset(n=5000, tag="pb")
+        self.get(t, a)
+        self.get(t, b)
+        s = socket.create_connection(("127.0.0.1", t.proxy_port), timeout=20)
+        try:
+            order = [a, b, a, "/id", b, a]
+            s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % p.encode() for p in order))
+            answers = self.read_answers(s, len(order))
+        finally:
+            s.close()
+        self.assertEqual(len(answers), len(order))
+        for path, (status, body) in zip(order, answers):
+            self.assertTrue(status.startswith(b"HTTP/1.1 200"), status)
+            if path != "/id":
+                self.assertEqual(len(body), 3000 if path == a else 5000)
+        self.assertEqual(t.metric("tether_http_requests_total", backend="cache", code="200") or 0,
+                         t.metric("tether_cache_requests_total", result="hit"))
+
+    def test_keep_alive_connection_serves_hits_then_misses(self):
+        import socket
+        t = self.tether()
+        target = asset(tag="ka")
+        self.get(t, target)
+        s = socket.create_connection(("127.0.0.1", t.proxy_port), timeout=10)
+        try:
+            for path in (target, target, "/id", target):
+                s.sendall(("GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path).encode())
+                [(status, body)] = self.read_answers(s, 1)
+                self.assertTrue(status.startswith(b"HTTP/1.1 200"), status)
+                if path != "/id":
+                    self.assertEqual(len(body), 4000)
+        finally:
+            s.close()
+        self.assertEqual(self.backend_count(target), 1)
+
+    def test_http10_client_gets_a_hit_and_the_connection_closes(self):
+        t = self.tether()
+        target = asset(tag="h10")
+        self.get(t, target)
+        s, h, body, complete = request(t.proxy_port, target, version="1.0")
+        self.assertEqual((s, complete, len(body)), (200, True, 4000))
+        self.assertEqual(h.get("connection"), ["close"])
+        self.assertEqual(self.backend_count(target), 1)
+
+    def test_a_client_that_leaves_mid_body_stores_nothing(self):
+        import socket
+        t = self.tether()
+        target = asset(n=200_000, tag="leave", pieces="20", delay_ms="50")
+        s = socket.create_connection(("127.0.0.1", t.proxy_port), timeout=10)
+        s.sendall(("GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target).encode())
+        self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200"))
+        s.close()
+        wait_until(lambda: self.backend_count(target) == 1, 5, msg="the backend got the request")
+        time.sleep(1.5)  # the backend's writes (20 x 50 ms) have ended
+        _, _, body, complete = self.get(t, target)
+        self.assertTrue(complete)
+        self.assertEqual(len(body), 200_000)
+        self.assertEqual(self.backend_count(target), 2)
+
+    def test_purge_reaches_every_worker(self):
+        route = {"match": {"path_prefix": "/asset"}, "cache": {}}
+        t = self.start_tether(backends=[self.up.url],
+                              config={"health": dict(FAST_HEALTH), "routes": [route], "workers": 2})
+        wait_until(lambda: t.admin_get("/readyz").status == 200, 10, msg="/readyz 200")
+        target = asset(tag="w2")
+        for _ in range(40):  # new connections: spread over both workers
+            self.get(t, target)
+        self.assertLessEqual(self.backend_count(target), 2)
+        self.assertGreater(t.metric("tether_cache_bytes"), 4000)
+        self.assertEqual(t.admin_post("/admin/cache/purge?prefix=/asset").status, 200)
+        wait_until(lambda: t.metric("tether_cache_bytes") == 0, 5, msg="every worker emptied")
 
 
 class NotCacheable(CacheBase):
