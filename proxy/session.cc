@@ -1009,6 +1009,8 @@ void Session::storeCached() {
   std::unique_ptr<forward::CacheFill> fill = std::move(ex_->cache_fill);
   if (!fill->ok || ex_->status != 200 || ex_->abort_when_flushed) return;
   std::int64_t now = worker_.now();
+  fill->entry->body.shrink_to_fit();  // the bound counts sizes: no spare capacity is held
+  fill->entry->fields.shrink_to_fit();
   fill->entry->stored_ms = now - fill->age_s * 1000;
   fill->entry->expires_ms = now + fill->lifetime_s * 1000;
   std::size_t before = fill->store->bytes();
