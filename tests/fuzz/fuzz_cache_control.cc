@@ -35,12 +35,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   std::int64_t life = forward::storableLifetime(resp);
   FUZZ_CHECK(life == -1 || (life > 0 && life <= 2'147'483'648));
+  bool has_cc = false, has_cookie = false;
+  for (std::size_t i = 0; i < resp.headers.size(); ++i) {
+    has_cc |= http::iequals(resp.headers.name(i), "cache-control");
+    has_cookie |= resp.headers.kind(i) == http::HeaderKind::kSetCookie;
+  }
+  FUZZ_CHECK(life == -1 || (has_cc && !has_cookie));
+  bool conditional = false;
+  for (std::size_t i = 0; i < req.headers.size(); ++i) {
+    conditional |= http::iequals(req.headers.name(i), "if-none-match") ||
+                   http::iequals(req.headers.name(i), "if-modified-since");
+  }
   forward::CacheEntry e;
   for (std::size_t i = 0; i < resp.headers.size(); ++i) {
     if (http::iequals(resp.headers.name(i), "etag")) e.etag = resp.headers.value(i);
     if (http::iequals(resp.headers.name(i), "last-modified")) e.last_modified = resp.headers.value(i);
   }
-  (void)forward::notModified(req, e);
+  FUZZ_CHECK(!forward::notModified(req, e) || conditional);
   conf::Cache c;
   (void)forward::requestBypass(req, c);
   return 0;
