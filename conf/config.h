@@ -234,7 +234,7 @@ struct Compression {
 // routes[].cache: responses of the route kept in memory (proxy/forward/cache.h
 // says which). One store per route per worker, each bounded by max_size
 // (keys, heads and bodies counted); a body above max_object is forwarded
-// and not stored. ignore_request_headers names the request fields the
+// and not stored (max_object defaults to the smaller of 8 MiB and max_size). ignore_request_headers names the request fields the
 // route's answers do not depend on: "cookie" and "authorization" are the
 // only ones a request must not carry to be answered from the cache, and a
 // route may declare them irrelevant (public assets under a logged-in UI).

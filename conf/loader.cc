@@ -448,7 +448,11 @@ void readCache(const YAML::Node& n, const std::string& path, Cache& c, Reader& r
   r.boolean(n, "enabled", path, c.enabled);
   r.size(n, "max_size", path, c.max_size, kMinCacheSize);
   r.size(n, "max_object", path, c.max_object, 1);
-  if (c.max_object > c.max_size) r.fail(join(path, "max_object"), "is larger than max_size");
+  if (!n["max_object"].IsDefined()) {
+    c.max_object = std::min(c.max_object, c.max_size);  // the default never exceeds a smaller store
+  } else if (c.max_object > c.max_size) {
+    r.fail(join(path, "max_object"), "is larger than max_size");
+  }
   if (const YAML::Node h = n["ignore_request_headers"]; r.list(h, join(path, "ignore_request_headers"))) {
     for (std::size_t i = 0; i < h.size(); ++i) {
       const std::string item = indexed(join(path, "ignore_request_headers"), i);

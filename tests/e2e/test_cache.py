@@ -318,6 +318,23 @@ class Purge(CacheBase):
         self.assertEqual(self.backend_count(a), 2)
         self.assertEqual(self.backend_count(b), 2)
 
+    def test_a_reload_empties_the_stores(self):
+        t = self.tether()
+        target = asset(tag="rl")
+        self.get(t, target)
+        self.get(t, target)
+        self.assertEqual(self.backend_count(target), 1)
+        cfg = {"health": dict(FAST_HEALTH),
+               "routes": [{"match": {"path_prefix": "/asset"}, "cache": {"max_size": "1MiB"}}]}
+        rec = t.reload(config=cfg)
+        self.assertEqual(rec.get("msg"), "reloaded", rec)
+        wait_until(lambda: t.metric("tether_cache_bytes") == 0, 5,
+                   msg="stores dropped by the reload")
+        self.get(t, target)
+        self.assertEqual(self.backend_count(target), 2)
+        self.get(t, target)
+        self.assertEqual(self.backend_count(target), 2)  # the new store caches again
+
 
 class Bounded(CacheBase):
     def test_a_flood_of_distinct_urls_stays_within_max_size(self):

@@ -907,9 +907,13 @@ routes:
   - match: { path_prefix: /static/ }
     cache: {}
   - match: { path_prefix: /api/ }
+  - match: { path_prefix: /small/ }
+    cache: { max_size: 1MiB }
 )");
   Config c = ok({"-c", file.path()});
-  ASSERT_EQ(c.routes.size(), 3u);
+  ASSERT_EQ(c.routes.size(), 4u);
+  ASSERT_TRUE(c.routes[3].cache.has_value());
+  EXPECT_EQ(c.routes[3].cache->max_object, 1024u * 1024);  // the default, down to max_size
   ASSERT_TRUE(c.routes[0].cache.has_value());
   EXPECT_TRUE(c.routes[0].cache->enabled);
   EXPECT_EQ(c.routes[0].cache->max_size, 1024u * 1024);
