@@ -253,6 +253,23 @@ struct Compression {
   }
 };
 
+// routes[].cache: responses of the route kept in memory (proxy/forward/cache.h
+// says which). One store per route per worker, each bounded by max_size
+// (keys, heads and bodies counted); a body above max_object is forwarded
+// and not stored (max_object defaults to the smaller of 8 MiB and max_size). ignore_request_headers names the request fields the
+// route's answers do not depend on: "cookie" and "authorization" are the
+// only ones a request must not carry to be answered from the cache, and a
+// route may declare them irrelevant (public assets under a logged-in UI).
+struct Cache {
+  bool enabled = true;
+  Bytes max_size = 64ull * 1024 * 1024;
+  Bytes max_object = 8ull * 1024 * 1024;
+  bool ignore_cookie = false;         // ignore_request_headers names cookie
+  bool ignore_authorization = false;  // ... authorization
+};
+
+inline constexpr Bytes kMinCacheSize = 64 * 1024;
+
 // The parts of the top level that a route may override.
 struct RouteMatch {
   std::string path_prefix;
@@ -266,6 +283,7 @@ struct Route {
   std::optional<Affinity> affinity;
   std::optional<Balance> balance;
   std::optional<Compression> compression;
+  std::optional<Cache> cache;  // absent: nothing of the route is cached
 };
 
 // A network; bytes beyond prefix are zero. Built by parseCidr() (loader.h).

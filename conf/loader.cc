@@ -459,6 +459,35 @@ bool mediaPattern(std::string_view p) {
   return token(sub);
 }
 
+// routes[].cache.
+void readCache(const YAML::Node& n, const std::string& path, Cache& c, Reader& r) {
+  if (!r.map(n, path, {"enabled", "max_size", "max_object", "ignore_request_headers"})) return;
+  r.boolean(n, "enabled", path, c.enabled);
+  r.size(n, "max_size", path, c.max_size, kMinCacheSize);
+  r.size(n, "max_object", path, c.max_object, 1);
+  if (!n["max_object"].IsDefined()) {
+    c.max_object = std::min(c.max_object, c.max_size);  // the default never exceeds a smaller store
+  } else if (c.max_object > c.max_size) {
+    r.fail(join(path, "max_object"), "is larger than max_size");
+  }
+  if (const YAML::Node h = n["ignore_request_headers"]; r.list(h, join(path, "ignore_request_headers"))) {
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      const std::string item = indexed(join(path, "ignore_request_headers"), i);
+      auto s = r.scalar(h[i], item);
+      if (!s) continue;
+      std::string name = *s;
+      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (name == "cookie") {
+        c.ignore_cookie = true;
+      } else if (name == "authorization") {
+        c.ignore_authorization = true;
+      } else {
+        r.fail(item, quote(*s) + " is not one of cookie, authorization");
+      }
+    }
+  }
+}
+
 // compression: at the top level or in a route (which starts from the top
 // level's and replaces the keys it names).
 void readCompression(const YAML::Node& n, const std::string& path, Compression& c, Reader& r) {
@@ -662,10 +691,10 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
     for (std::size_t i = 0; i < n.size(); ++i) {
       const std::string path = indexed("routes", i);
       if (!n[i].IsMap()) {
-        r.fail(path, "expected { match: ..., affinity: ..., balance: ..., compression: ... }");
+        r.fail(path, "expected { match: ..., affinity: ..., balance: ..., compression: ..., cache: ... }");
         continue;
       }
-      r.map(n[i], path, {"match", "affinity", "balance", "compression"});
+      r.map(n[i], path, {"match", "affinity", "balance", "compression", "cache"});
       Route route;
       const std::string match_path = join(path, "match");
       if (r.map(n[i]["match"], match_path, {"path_prefix"})) {
@@ -688,6 +717,11 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
         Compression compression = c.compression;
         readCompression(n[i]["compression"], join(path, "compression"), compression, r);
         route.compression = compression;
+      }
+      if (n[i]["cache"].IsDefined()) {
+        Cache cache;
+        readCache(n[i]["cache"], join(path, "cache"), cache, r);
+        route.cache = cache;
       }
       c.routes.push_back(route);
     }

@@ -111,7 +111,9 @@ std::string Metrics::scrape() const {
     auto f =
         family("tether_http_requests_total",
                "HTTP requests answered, by backend, method and status code.", MetricType::Counter);
-    for (const BackendMetrics* b : bs) {
+    std::vector<const BackendMetrics*> answered = bs;
+    answered.push_back(&cache_answers);
+    for (const BackendMetrics* b : answered) {
       const auto& impl = b->impl();
       for (int mi = 0; mi < kMethodCount; ++mi) {
         const auto* row = impl.requests[mi].load(std::memory_order_acquire);
@@ -356,6 +358,26 @@ std::string Metrics::scrape() const {
                     MetricType::Counter);
     addCounter(f, {{"phase", "header"}}, request_timeouts_header.value());
     addCounter(f, {{"phase", "body"}}, request_timeouts_body.value());
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_cache_requests_total",
+                    "Requests on routes with a cache, by result (hit: answered from it; miss: sent "
+                    "to a backend; bypass: not eligible).",
+                    MetricType::Counter);
+    static constexpr const char* kResults[] = {"hit", "miss", "bypass"};
+    for (int i = 0; i < 3; ++i) addCounter(f, {{"result", kResults[i]}}, cache_requests_[i].value());
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_cache_stored_total", "Responses stored in a cache.", MetricType::Counter);
+    addCounter(f, {}, cache_stored.value());
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_cache_bytes", "Bytes held by the caches of every worker (keys, heads, bodies).",
+                    MetricType::Gauge);
+    addGauge(f, {}, static_cast<double>(cache_bytes.value()));
     out.push_back(std::move(f));
   }
 

@@ -231,6 +231,19 @@ class Metrics {
   // while the body was incomplete (phase="body").
   Counter request_timeouts_header;
   Counter request_timeouts_body;
+  // routes[].cache: tether_cache_requests_total{result}: requests answered
+  // from a cache (hit), looked up and sent to a backend (miss), or on a
+  // cached route but not eligible (bypass: a method other than GET/HEAD,
+  // credentials, Range); tether_cache_stored_total: responses stored;
+  // tether_cache_bytes: bytes the stores hold (keys, heads, bodies).
+  enum class CacheResult : std::uint8_t { kHit, kMiss, kBypass };
+  void cacheRequest(CacheResult r) { cache_requests_[static_cast<int>(r)].inc(); }
+  std::uint64_t cacheCount(CacheResult r) const { return cache_requests_[static_cast<int>(r)].value(); }
+  Counter cache_stored;
+  Gauge cache_bytes;
+  // Requests answered from a cache count in tether_http_requests_total (and
+  // the duration histogram) under backend="cache".
+  BackendMetrics cache_answers{"cache"};
 
   // Text exposition format 0.0.4, every family of SPEC.md with HELP and TYPE,
   // even when it has no sample yet. Allocates; never call it on a worker loop's
@@ -250,6 +263,7 @@ class Metrics {
   std::vector<std::unique_ptr<BackendMetrics>> owned_;
   Counter affinity_[4];
   Counter pin_confirm_[3];
+  Counter cache_requests_[3];
   std::unique_ptr<Histogram> store_seconds_[3];
 };
 

@@ -1096,6 +1096,13 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponse& res) {
     return json(rr == ReloadResult::kApplied ? 200 : 400,
                 jsonText(nlohmann::json{{"reloaded", rr == ReloadResult::kApplied}}));
   }
+  if (req.path == "/admin/cache/purge") {
+    // Every worker's stores (routes[].cache), on each worker's next loop turn.
+    std::string prefix = percentDecode(queryValue(req.query, "prefix"));
+    if (!prefix.empty() && prefix[0] != '/') return error(400, "prefix: expected ?prefix=/path/");
+    for (auto& w : workers_) w->requestCachePurge(prefix);
+    return json(200, jsonText(nlohmann::json{{"purged", true}, {"prefix", prefix}}));
+  }
   // /admin/backends/{id}/{action}
   const std::string base = "/admin/backends/";
   if (req.path.rfind(base, 0) != 0) return error(404, "no such endpoint");

@@ -891,6 +891,7 @@ void Session::dispatch() {
     ex_->request_id_present = false;
   }
   std::string_view path = url.substr(0, url.find('?'));
+  if (serveFromCache(path)) return;
   const std::shared_ptr<const forward::AffinityPlan>* plan = worker_.affinityFor(path);
   if (plan && startAffinity(*plan)) return;  // the store answers later
   if (closing_ || backend_) return;
@@ -900,6 +901,113 @@ void Session::dispatch() {
     ex_->client_hash = balancer::hashKey(clientAddress(text));
   }
   proceed(worker_.pick(std::span<const std::uint32_t>(ex_->tried, ex_->tried_count), ex_->client_hash, by_client));
+}
+
+// A request on a route with a cache: a fresh entry answers it here (304
+// when its validators match), without a backend; otherwise a GET's response
+// is stored as it is forwarded, if it turns out storable. The key's coding
+// is the one the request negotiates, so the answer stored under it is the
+// one such a client gets (compressed once, or identity when the response
+// was not compressible).
+bool Session::serveFromCache(std::string_view path) {
+  std::size_t route = 0;
+  const conf::Cache* cc = nullptr;
+  forward::CacheStore* store = worker_.cacheFor(path, &route, &cc);
+  if (!store) return false;
+  metrics::Metrics& m = worker_.metrics();
+  if (forward::requestBypass(request(), *cc) != forward::CacheBypass::kNone) {
+    m.cacheRequest(metrics::Metrics::CacheResult::kBypass);
+    return false;
+  }
+  const conf::Compression& comp = worker_.compressionFor(path);
+  forward::Coding coding = comp.enabled ? forward::requestCoding(request(), comp) : forward::Coding::kIdentity;
+  std::string key = forward::cacheKey(route, coding, request().target);
+  // A hit is answered inside the read that brought its request; one with
+  // pipelined requests behind it goes to a backend instead, so that the
+  // next request is never parsed from inside this one.
+  bool pipelined = in_.data && in_.end > ex_->parsed;
+  std::size_t before = store->bytes();
+  std::shared_ptr<const forward::CacheEntry> e = pipelined ? nullptr : store->lookup(key, worker_.now());
+  worker_.cacheResized(before, store->bytes());
+  if (!e) {
+    m.cacheRequest(metrics::Metrics::CacheResult::kMiss);
+    if (ex_->method == http::kMethodGet) {
+      ex_->cache_fill = std::make_unique<forward::CacheFill>();
+      ex_->cache_fill->store = store;
+      ex_->cache_fill->entry = std::make_shared<forward::CacheEntry>();
+      ex_->cache_fill->entry->key = std::move(key);
+    }
+    return false;
+  }
+  m.cacheRequest(metrics::Metrics::CacheResult::kHit);
+  bool not_modified = forward::notModified(request(), *e);
+  bool body = !not_modified && ex_->method != http::kMethodHead;
+  if (!ex_->keep_alive || worker_.stopping() || !ex_->request_done) close_after_ = true;
+  ex_->status = not_modified ? 304 : 200;
+  ex_->cache_hit = e;
+  transition(State::kUpstream);
+  transition(State::kExchange);
+  if (done()) return true;
+  std::string head = not_modified ? "HTTP/1.1 304 Not Modified\r\n" : "HTTP/1.1 200 OK\r\n";
+  head += e->fields;
+  head += "Age: " + std::to_string(forward::entryAge(*e, worker_.now())) + "\r\n";
+  if (!not_modified) head += "Content-Length: " + std::to_string(e->body.size()) + "\r\n";
+  if (close_after_) {
+    head += "Connection: close\r\n";
+  } else if (ex_->http_minor == 0) {
+    head += "Connection: keep-alive\r\n";
+  }
+  head += "X-Request-Id: ";
+  head.append(ex_->request_id, ::strnlen(ex_->request_id, 32));
+  head += "\r\n\r\n";
+  reserve(worker_.buffers(), ex_->down_head, static_cast<std::uint32_t>(head.size()));
+  std::memcpy(ex_->down_head.data, head.data(), head.size());
+  ex_->down_head.end = static_cast<std::uint32_t>(head.size());
+  ex_->response_head_sent = true;
+  ex_->response_done = true;
+  ex_->first_byte_ms = worker_.now();
+  ex_->first_byte_ns = uv_hrtime();
+  uv_buf_t bufs[2];
+  unsigned nb = 0;
+  bufs[nb++] = uv_buf_init(ex_->down_head.data, ex_->down_head.end);
+  ex_->down_head_sent = ex_->down_head.end;
+  if (body && !e->body.empty()) bufs[nb++] = uv_buf_init(const_cast<char*>(e->body.data()), static_cast<unsigned>(e->body.size()));
+  ex_->bytes_out += ex_->down_head.end + (body ? e->body.size() : 0);
+  if (!writeDownstream(bufs, nb)) return true;
+  if (!down_writing_) afterResponseWrite();
+  return true;
+}
+
+// The response head of a request whose answer is being stored: the fields
+// the client gets, but those of this connection and this request.
+void Session::cacheResponseHead(const http::ResponseHead& r, const http::ExtraFields& extra) {
+  forward::CacheEntry& e = *ex_->cache_fill->entry;
+  auto keep = [&e](std::string_view name, std::string_view value) {
+    if (http::iequals(name, "age") || http::iequals(name, "connection") || http::iequals(name, "x-request-id") ||
+        http::iequals(name, "content-length") || http::iequals(name, "transfer-encoding") ||
+        http::iequals(name, "keep-alive") || http::iequals(name, "set-cookie"))
+      return;
+    if (http::iequals(name, "etag")) e.etag.assign(value);
+    if (http::iequals(name, "last-modified")) e.last_modified.assign(value);
+    e.fields.append(name).append(": ").append(value).append("\r\n");
+  };
+  for (std::size_t i = 0; i < r.headers.size(); ++i)
+    if (!r.headers.dropped(i)) keep(r.headers.name(i), r.headers.value(i));
+  for (int i = 0; i < extra.count; ++i) keep(extra.items[i].name, extra.items[i].value);
+}
+
+// A whole response, forwarded: its entry goes into the store.
+void Session::storeCached() {
+  std::unique_ptr<forward::CacheFill> fill = std::move(ex_->cache_fill);
+  if (!fill->ok || ex_->status != 200 || ex_->abort_when_flushed) return;
+  std::int64_t now = worker_.now();
+  fill->entry->body.shrink_to_fit();  // the bound counts sizes: no spare capacity is held
+  fill->entry->fields.shrink_to_fit();
+  fill->entry->stored_ms = now - fill->age_s * 1000;
+  fill->entry->expires_ms = now + fill->lifetime_s * 1000;
+  std::size_t before = fill->store->bytes();
+  if (fill->store->insert(std::move(fill->entry))) worker_.metrics().cache_stored.inc();
+  worker_.cacheResized(before, fill->store->bytes());
 }
 
 // The client's address after trusted_proxies (forwarded.h): what client_ip
@@ -1470,6 +1578,10 @@ void Session::buildDownstreamHead() {
     }
     if (!ex_->keep_alive || worker_.stopping()) close_after_ = true;
   }
+  if (ex_->cache_fill && !informational) {
+    ex_->cache_fill->lifetime_s = forward::storableLifetime(r, &ex_->cache_fill->age_s);
+    if (ex_->cache_fill->lifetime_s < 0) ex_->cache_fill.reset();
+  }
   bool add_chunked = false;  // a compressed body of another framing goes out chunked
   if (!informational && r.status != 101) startCompression(r, &add_chunked);
   forward::DownstreamResponse out;
@@ -1495,6 +1607,7 @@ void Session::buildDownstreamHead() {
   }
   reserve(worker_.buffers(), ex_->down_head, need);
   ex_->down_head.end += static_cast<std::uint32_t>(http::writeResponseHead(r, extra, ex_->down_head.data + ex_->down_head.end));
+  if (ex_->cache_fill && !informational) cacheResponseHead(r, extra);
   if (!informational) {
     ex_->response_head_sent = true;
     if (ex_->sse) worker_.metrics().backend(backend_->id).sse_active.inc();
@@ -1561,6 +1674,7 @@ void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
     if (!z->encoder->write(std::string_view(data, len), &z->out)) s->ex_->abort_when_flushed = true;
     return;
   }
+  if (forward::CacheFill* f = s->ex_->cache_fill.get()) f->append(std::string_view(data, len), f->store->maxObject());
   if (!s->ex_->dechunk && !s->ex_->rechunk) return;  // forwarded from up_in_ as it is
   // parseResponse passed no more than fits.
   std::memcpy(s->ex_->down_head.data + s->ex_->down_head.end, data, len);
@@ -1580,6 +1694,7 @@ void Session::pumpResponse() {
   if (forward::CompressedBody* z = ex_->zip.get(); z && !z->writing && (!z->out.empty() || !z->tail.empty())) {
     std::size_t zipped = z->out.size() + z->tail.size();
     if (!z->out.empty()) {
+      if (forward::CacheFill* f = ex_->cache_fill.get()) f->append(z->out, f->store->maxObject());
       if (z->chunked) {
         int k = std::snprintf(z->size_line, sizeof z->size_line, "%zx\r\n", z->out.size());
         bufs[n++] = uv_buf_init(z->size_line, static_cast<unsigned>(k));
@@ -1659,7 +1774,8 @@ void Session::finishExchange() {
   std::int64_t now = worker_.now();
   // Pipelined bytes already read belong to the requests that follow.
   if (in_.data && in_.end > ex_->parsed) ex_->bytes_in -= std::min<std::uint64_t>(ex_->bytes_in, in_.end - ex_->parsed);
-  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
+  // An answer from the cache counts under backend="cache" and concerns no backend.
+  metrics::BackendMetrics& bm = backend_ ? worker_.metrics().backend(backend_->id) : worker_.metrics().cache_answers;
   bm.request(metricMethod(ex_->method), ex_->status);
   if (ex_->upgrade && !ex_->upgrade_accepted) bm.websocketUpgrade(ex_->status);  // refused: counted with its status
   bm.request_duration.observeMs(now - req_started_ms_);
@@ -1668,11 +1784,14 @@ void Session::finishExchange() {
   bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(ex_->bytes_out);
   if (ex_->sse) bm.sse_active.dec();
   ex_->sse = false;
-  if (health::countsAsPassiveFailure(cfg.passive, ex_->status)) {
+  if (!backend_) {
+    // answered from the cache
+  } else if (health::countsAsPassiveFailure(cfg.passive, ex_->status)) {
     worker_.backendFailure(*backend_);
   } else {
     worker_.backendSuccess(*backend_);
   }
+  if (ex_->cache_fill) storeCached();
   if (cfg.access_log.enabled) logAccess();
   countActive(false);
   served_ = true;
@@ -1900,7 +2019,7 @@ void Session::logAccess() {
                            {"protocol", protocol},
                            {"tls", transport().tlsVersion()},
                            {"status", static_cast<int>(ex_->status)},
-                           {"backend", backend_ ? std::string_view(backend_->name) : none},
+                           {"backend", backend_ ? std::string_view(backend_->name) : ex_->cache_hit ? std::string_view("cache") : none},
                            {"bytes_in", ex_->bytes_in},
                            {"bytes_out", ex_->bytes_out},
                            AccessField::seconds("duration", sinceStart(now_ns)),

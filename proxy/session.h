@@ -192,6 +192,12 @@ class Session final : public ListHook<>,
   // compressed, and its encoder's output after the bytes read so far.
   void startCompression(http::ResponseHead& r, bool* chunk);
   bool compressFlush(bool finish);
+  // routes[].cache (forward/cache.h): answers the request from the cache
+  // (true), or notes whether its response is to be stored; the response's
+  // head and body as they are sent.
+  bool serveFromCache(std::string_view path);
+  void cacheResponseHead(const http::ResponseHead& r, const http::ExtraFields& extra);
+  void storeCached();
   void finishExchange();
   void startNextRequest();
   void respondError(int status, const char* reason);

@@ -57,6 +57,42 @@ const conf::Compression& Worker::compressionFor(std::string_view path) const {
   return cfg.compression;
 }
 
+forward::CacheStore* Worker::cacheFor(std::string_view path, std::size_t* route, const conf::Cache** cfg) {
+  const conf::Config& c = config();
+  for (std::size_t i = 0; i < c.routes.size(); ++i) {
+    const conf::Route& r = c.routes[i];
+    if (path.substr(0, r.match.path_prefix.size()) != r.match.path_prefix) continue;
+    if (!r.cache || !r.cache->enabled) return nullptr;
+    if (caches_.size() < c.routes.size()) caches_.resize(c.routes.size());
+    if (!caches_[i]) caches_[i] = std::make_unique<forward::CacheStore>(r.cache->max_size, r.cache->max_object);
+    *route = i;
+    *cfg = &*r.cache;
+    return caches_[i].get();
+  }
+  return nullptr;
+}
+
+void Worker::cacheResized(std::size_t before, std::size_t after) {
+  if (before != after) metrics().cache_bytes.add(static_cast<std::int64_t>(after) - static_cast<std::int64_t>(before));
+}
+
+void Worker::requestCachePurge(std::string prefix) {
+  {
+    std::lock_guard<std::mutex> lock(drain_mu_);
+    purge_requests_.push_back(std::move(prefix));
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::purgeCaches(const std::string& prefix) {
+  for (auto& store : caches_) {
+    if (!store) continue;
+    std::size_t before = store->bytes();
+    store->purge(prefix);
+    cacheResized(before, store->bytes());
+  }
+}
+
 // The backend table only grows: the candidate list follows it by appending,
 // instead of being rebuilt for every pick.
 std::span<balancer::Backend* const> Worker::candidates() {
@@ -239,11 +275,14 @@ void Worker::onAsync(uv_async_t* a) {
   Worker* w = static_cast<Worker*>(a->data);
   if (w->want_config_.exchange(false)) w->applyConfig();
   std::vector<std::int64_t> drains;
+  std::vector<std::string> purges;
   {
     std::lock_guard<std::mutex> lock(w->drain_mu_);
     drains.swap(w->drain_requests_);
+    purges.swap(w->purge_requests_);
   }
   for (std::int64_t id : drains) w->drainTunnels(id);
+  for (const std::string& prefix : purges) w->purgeCaches(prefix);
   if (w->want_listen_.exchange(false)) w->startListening();
   if (w->want_handoff_.exchange(false)) w->stopAccepting();
   if (w->want_stop_.exchange(false)) w->beginStop();
@@ -252,7 +291,12 @@ void Worker::onAsync(uv_async_t* a) {
 }
 
 void Worker::applyConfig() {
+  conf::ConfigPtr previous = config_;
   config_ = rt_.config();
+  if (previous != config_) {
+    purgeCaches("");
+    caches_.clear();
+  }
   access_log_.configure(config_->access_log);
   upstreams_.setMaxIdlePerBackend(config_->limits.max_idle_upstream_per_backend);
   buildPlans();

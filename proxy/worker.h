@@ -20,6 +20,7 @@
 #include "balancer/affinity_key.h"
 #include "balancer/picker.h"
 #include "conf/config.h"
+#include "proxy/forward/cache.h"
 #include "proxy/forward/exchange.h"
 #include "proxy/forward/route.h"
 #include "proxy/access_log.h"
@@ -137,6 +138,16 @@ class Worker {
   // The compression settings for a request path: the first matching route's
   // when it sets them, else the top level's. Valid until the next reload.
   const conf::Compression& compressionFor(std::string_view path) const;
+  // routes[].cache: this worker's store for the route `path` falls under
+  // (forward/cache.h), made on first use, with the route's index and
+  // settings; nullptr when the route caches nothing. A reload that changes
+  // the configuration drops every store (routes may have moved).
+  forward::CacheStore* cacheFor(std::string_view path, std::size_t* route, const conf::Cache** cfg);
+  // After a store changed: keeps tether_cache_bytes in step.
+  void cacheResized(std::size_t before, std::size_t after);
+  // Any thread: drops the entries of every store of this worker whose
+  // targets start with `prefix` (all of them for "").
+  void requestCachePurge(std::string prefix);
   PinStore& pins() { return *pins_; }
   std::vector<balancer::HeaderField>& headerScratch() { return header_scratch_; }
   // Places a key by consistent hashing over the backends that take new
@@ -258,6 +269,9 @@ class Worker {
   std::atomic<bool> want_grace_over_{false};
   std::mutex drain_mu_;
   std::vector<std::int64_t> drain_requests_;  // -1 all, else a backend id
+  std::vector<std::string> purge_requests_;   // cache prefixes; under drain_mu_
+  std::vector<std::unique_ptr<forward::CacheStore>> caches_;  // by route index
+  void purgeCaches(const std::string& prefix);
 };
 
 }  // namespace tether::proxy

@@ -90,7 +90,7 @@ fuzz_one() {  # fuzz_one TARGET LOG: one bounded run; its exit code
 fuzz() {  # every target, FUZZ_JOBS at a time (one per core)
   local targets=(fuzz_h1_request fuzz_h1_response fuzz_h2_server fuzz_websocket_frames fuzz_engineio_sid
                  fuzz_affinity_key fuzz_admin_state fuzz_config fuzz_admin fuzz_compression
-                 fuzz_upgrade_fds)
+                 fuzz_upgrade_fds fuzz_cache_control)
   local logs failed=() t running=0
   logs=$(mktemp -d)
   mkdir -p tests/fuzz/crashes

@@ -33,6 +33,7 @@
 #include <string>
 
 #include "balancer/affinity_key.h"
+#include "proxy/forward/cache.h"
 #include "proxy/forward/compression.h"
 #include "proxy/http/h1_encoder.h"
 #include "proxy/io/buffer_pool.h"
@@ -144,6 +145,10 @@ struct Exchange {
   // The body is compressed on its way to the client (compression.h); set
   // with the final response head.
   std::unique_ptr<CompressedBody> zip;
+  // routes[].cache (cache.h): the entry this request is answered from (held
+  // until its bytes are written), or the response being stored.
+  std::shared_ptr<const CacheEntry> cache_hit;
+  std::unique_ptr<CacheFill> cache_fill;
   http::ChunkStager resp_stager;
   proxy::IoBuffer down_head;  // response head(s) for the client, then a re-encoded chunked body
   std::uint32_t down_head_sent = 0;

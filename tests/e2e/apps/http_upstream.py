@@ -24,7 +24,8 @@ Routes (GET unless noted; HEAD works wherever GET does):
                           N bytes of compressible text (assetBody(N)) as type T, in
                           `pieces` writes delay_ms apart; h adds fields; cut=1 closes
                           the connection after half the body
-  /stats                  JSON: requests served, connections accepted, per-path counts
+  /stats                  JSON: requests served, connections accepted, per-path counts,
+                          per-target counts (path and query, "targets": what a cache saves)
   anything else           200 text/html page (like Open WebUI's SPA)
 
 Request bodies may be Content-Length or chunked; they are read (and hashed)
@@ -73,11 +74,13 @@ class State:
         self.requests = 0
         self.connections = 0
         self.paths = {}
+        self.targets = {}
 
-    def count(self, path):
+    def count(self, path, target):
         with self.lock:
             self.requests += 1
             self.paths[path] = self.paths.get(path, 0) + 1
+            self.targets[target] = self.targets.get(target, 0) + 1
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -193,7 +196,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         path = url.path
         q = dict(urllib.parse.parse_qsl(url.query))
-        self.state.count(path)
+        self.state.count(path, self.path)
         parts = [p for p in path.split("/") if p]
 
         if path == "/echo":
@@ -230,7 +233,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, {"name": self.state.name,
                                             "requests": self.state.requests,
                                             "connections": self.state.connections,
-                                            "paths": dict(self.state.paths)})
+                                            "paths": dict(self.state.paths),
+                                            "targets": dict(self.state.targets)})
         if len(parts) == 2 and parts[0] == "status":
             code = int(parts[1])
             return self.send(code, b"" if code in (204, 304) else b"status %d\n" % code)

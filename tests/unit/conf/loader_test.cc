@@ -977,5 +977,49 @@ listeners:
   EXPECT_ERROR(errors, "listeners[2].tls.alpn: must name at least one protocol");
 }
 
+TEST(Load, RouteCacheKeysAndDefaults) {
+  TempFile file(R"(
+routes:
+  - match: { path_prefix: /_app/immutable/ }
+    cache: { max_size: 1MiB, max_object: 256KiB, ignore_request_headers: [Cookie, authorization] }
+  - match: { path_prefix: /static/ }
+    cache: {}
+  - match: { path_prefix: /api/ }
+  - match: { path_prefix: /small/ }
+    cache: { max_size: 1MiB }
+)");
+  Config c = ok({"-c", file.path()});
+  ASSERT_EQ(c.routes.size(), 4u);
+  ASSERT_TRUE(c.routes[3].cache.has_value());
+  EXPECT_EQ(c.routes[3].cache->max_object, 1024u * 1024);  // the default, down to max_size
+  ASSERT_TRUE(c.routes[0].cache.has_value());
+  EXPECT_TRUE(c.routes[0].cache->enabled);
+  EXPECT_EQ(c.routes[0].cache->max_size, 1024u * 1024);
+  EXPECT_EQ(c.routes[0].cache->max_object, 256u * 1024);
+  EXPECT_TRUE(c.routes[0].cache->ignore_cookie);
+  EXPECT_TRUE(c.routes[0].cache->ignore_authorization);
+  ASSERT_TRUE(c.routes[1].cache.has_value());
+  EXPECT_EQ(c.routes[1].cache->max_size, 64u * 1024 * 1024);
+  EXPECT_EQ(c.routes[1].cache->max_object, 8u * 1024 * 1024);
+  EXPECT_FALSE(c.routes[1].cache->ignore_cookie);
+  EXPECT_FALSE(c.routes[2].cache.has_value());
+}
+
+TEST(Load, RouteCacheErrorsNameTheirPath) {
+  auto errors = fileErrors(R"(
+routes:
+  - match: { path_prefix: / }
+    cache: { enabled: maybe, max_size: 1KiB, ignore_request_headers: [cookie, accept], ttl: 5s }
+  - match: { path_prefix: /b/ }
+    cache: { max_size: 1MiB, max_object: 2MiB }
+)");
+  EXPECT_ERROR(errors, "routes[0].cache.enabled: \"maybe\" is not true or false");
+  EXPECT_ERROR(errors, "routes[0].cache.max_size: must be at least 65536 bytes");
+  EXPECT_ERROR(errors, "routes[0].cache.ignore_request_headers[1]: \"accept\" is not one of cookie, authorization");
+  EXPECT_ERROR(errors, "routes[0].cache.ttl: unknown key");
+  EXPECT_ERROR(errors, "routes[1].cache.max_object: is larger than max_size");
+  EXPECT_EQ(errors.size(), 5u) << joined(errors);
+}
+
 }  // namespace
 }  // namespace tether::conf
