@@ -357,9 +357,12 @@ NGINX_JSON_LOG = """
     '"status":$status,"backend":"$upstream_addr","bytes_in":$request_length,'
     '"bytes_out":$bytes_sent,"duration":$request_time,"ttfb":"$upstream_header_time",'
     '"user_agent":"$http_user_agent"}';"""
-HAPROXY_JSON_LOG = ('log-format "%{+json}o %(time)tr %(client)ci %(method)HM %(path)HU '
-                    '%(protocol)HV %(status)ST %(backend)s %(bytes_in)U %(bytes_out)B '
-                    '%(duration)Ta %(ttfb)Tr %(user_agent)[capture.req.hdr(0)]"')
+# HAProxy 2.6 has no JSON encoder for log-format (%{+json}o and named fields came after 2.6),
+# so the JSON is written out around its variables, strings escaped with %{+E}.
+HAPROXY_JSON_LOG = ("""log-format '{"time":"%trg","client":"%ci","method":"%HM","""
+                    """"path":"%{+E}HU","protocol":"%HV","status":%ST,"backend":"%si:%sp","""
+                    """"bytes_in":%U,"bytes_out":%B,"duration":%Ta,"ttfb":%Tr,"""
+                    """"user_agent":%{+Q}hr}'""")
 H2O_JSON_LOG = ("'{\"time\":\"%{%Y-%m-%dT%H:%M:%S}t\",\"client\":\"%h\",\"method\":\"%m\","
                 "\"path\":\"%U%q\",\"protocol\":\"%H\",\"status\":%s,"
                 "\"bytes_out\":%b,\"duration\":%{duration}x,\"user_agent\":\"%{user-agent}i\"}'")
@@ -435,13 +438,13 @@ def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False, pr
     upstream_port. no_delay: `option http-no-delay`, which HAProxy documents for
     interactive streams: no MSG_MORE on its sends, so that each piece is sent at once.
     prod (a Prod): its backends, checked, with `balance hash req.cook(token)` and
-    `hash-type consistent`, and a JSON `log-format` (%{+json}o) to stdout (`log stdout
+    `hash-type consistent`, and a JSON `log-format` (HAPROXY_JSON_LOG) to stdout (`log stdout
     format raw`, the documented set-up for containers), which start_haproxy writes to
     the profile's file."""
     bind_ssl, fe_ssl, log_global, log_fe = "", "", "\n  # no \"log\" line: no access log", ""
     if prod is not None:
         log_global = "\n  log stdout format raw local0"
-        log_fe = ("\n  log global\n  http-request capture req.hdr(User-Agent) len 256\n  "
+        log_fe = ("\n  log global\n  http-request capture req.fhdr(User-Agent) len 256\n  "
                   + HAPROXY_JSON_LOG)
         backend = ("  balance hash req.cook(%s)\n  hash-type consistent\n"
                    "  option httpchk GET /health\n" % prod.COOKIE) + "\n".join(

@@ -298,8 +298,9 @@ def prod_report(args, proxies, rows, summary, completed, prod, header_bytes, v, 
         "docs), `log_format json_log escape=json '{...}'` and `access_log <file> json_log "
         "buffer=64k flush=1s` (ngx_http_log_module docs)",
         "- HAProxy: `balance hash req.cook(token)` with `hash-type consistent` (2.6 "
-        "configuration manual), checked servers; a JSON `log-format \"%{+json}o %(name)...\"` "
-        "with `log stdout format raw local0` (its documented logging without syslog, written "
+        "configuration manual), checked servers; a JSON `log-format '{\"time\":\"%trg\",...}'` (2.6 has "
+        "no JSON encoder: the JSON is written around its variables, strings escaped with "
+        "%{+E}) with `log stdout format raw local0` (its documented logging without syslog, written "
         "line by line), stdout redirected to the file",
         "- tether: `affinity: {keys: [\"jwt:cookie:token:id\"], store: memory}` (README "
         "\"Affinity\": the user's id from the JWT, pins held by the one instance, so no proxy "
