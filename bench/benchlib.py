@@ -278,11 +278,11 @@ def scenario_args(doc, proxies="tether,haproxy,nginx"):
 
 def parse_scenario(ap):
     """ap's arguments with --rounds and --duration brought into range and args.wanted, the
-    list of --proxies."""
+    list of --proxies (empty when a scenario's default for it is None)."""
     args = ap.parse_args()
     args.duration = max(1, min(args.duration, 60))
     args.rounds = max(1, min(args.rounds, 10))
-    args.wanted = [p for p in args.proxies.split(",") if p]
+    args.wanted = [p for p in (args.proxies or "").split(",") if p]
     return args
 
 
@@ -338,15 +338,61 @@ def start_node_upstream(wd, script, name):
     return p, int(line.split()[1])
 
 
+# ---- the production profile (bench/http.sh --profile prod) -------------------------------
+
+class Prod:
+    """What --profile prod changes in every proxy's configuration: several backends
+    ("host:port" each, one nginx on several loopback addresses), per-user affinity on the
+    `token` cookie (a JWT), and a JSON access log written to wd/access-<proxy>.log, each
+    as the proxy's own documentation shows."""
+    COOKIE = "token"
+
+    def __init__(self, wd, backends):
+        self.wd, self.backends = wd, list(backends)
+
+    def log_path(self, name):
+        return os.path.join(self.wd, "access-%s.log" % name)
+
+
+# The fields every proxy's JSON line carries, in each one's own format language.
+NGINX_JSON_LOG = """
+  log_format json_log escape=json '{"time":"$time_iso8601","client":"$remote_addr",'
+    '"method":"$request_method","path":"$request_uri","protocol":"$server_protocol",'
+    '"status":$status,"backend":"$upstream_addr","bytes_in":$request_length,'
+    '"bytes_out":$bytes_sent,"duration":$request_time,"ttfb":"$upstream_header_time",'
+    '"user_agent":"$http_user_agent"}';"""
+# HAProxy 2.6 has no JSON encoder for log-format (%{+json}o and named fields came after 2.6),
+# so the JSON is written out around its variables, strings escaped with %{+E}.
+HAPROXY_JSON_LOG = ("""log-format '{"time":"%trg","client":"%ci","method":"%HM","""
+                    """"path":"%{+E}HU","protocol":"%HV","status":%ST,"backend":"%si:%sp","""
+                    """"bytes_in":%U,"bytes_out":%B,"duration":%Ta,"ttfb":%Tr,"""
+                    """"user_agent":%{+Q}hr}'""")
+H2O_JSON_LOG = ("'{\"time\":\"%{%Y-%m-%dT%H:%M:%S}t\",\"client\":\"%h\",\"method\":\"%m\","
+                "\"path\":\"%U%q\",\"protocol\":\"%H\",\"status\":%s,"
+                "\"bytes_out\":%b,\"duration\":%{duration}x,\"user_agent\":\"%{user-agent}i\"}'")
+
+
 # ---- the proxies -------------------------------------------------------------------------
 
-def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=False):
+def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=False,
+                     prod=None):
     """nginx as its documentation recommends for reverse proxying with upstream keep-alive
     (and, for WebSocket, the Upgrade/Connection map): the inside of http { }. With tls, the
     listener terminates TLS as "Configuring HTTPS servers" recommends: listen ... ssl,
     ssl_certificate(_key), a shared session cache, here TLS 1.2 and 1.3 only. streaming:
     `proxy_buffering off`, as nginx documents for event streams (each piece of the
-    response goes to the client as it arrives)."""
+    response goes to the client as it arrives). prod (a Prod): its backends with `hash
+    $cookie_token consistent` (the upstream module's consistent hashing on a request
+    variable) and a `log_format ... escape=json` written with `access_log ... buffer=64k
+    flush=1s`, as the log module documents."""
+    servers = "    server %s:%d;" % (HOST, upstream_port)
+    log_conf, ssl_conf = "", ""  # ssl_conf: the server block's own lines
+    if prod is not None:
+        servers = "    hash $cookie_%s consistent;\n" % prod.COOKIE + "\n".join(
+            "    server %s;" % b for b in prod.backends)
+        log_conf = NGINX_JSON_LOG
+        ssl_conf = """
+    access_log %s json_log buffer=64k flush=1s;""" % prod.log_path("nginx")
     ws_map = """
   map $http_upgrade $connection_upgrade { default upgrade; '' close; }""" if websocket else ""
     ws_headers = """
@@ -358,18 +404,18 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=F
     if streaming:
         ws_headers += """
       proxy_buffering off;"""
-    ssl_listen, ssl_conf = "", ""
+    ssl_listen = ""
     if tls is not None:
         ssl_listen = " ssl"
-        ssl_conf = """
+        ssl_conf += """
     ssl_certificate %s;
     ssl_certificate_key %s;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
     ssl_session_timeout 10m;""" % (tls.cert, tls.key)
-    return """%(ws_map)s
+    return """%(ws_map)s%(log_conf)s
   upstream backend {
-    server %(host)s:%(up)d;
+%(servers)s
     keepalive 64;
     keepalive_requests 1000000;
   }
@@ -382,11 +428,11 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=F
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
     }
-  }""" % {"host": HOST, "port": port, "up": upstream_port, "ws_map": ws_map,
+  }""" % {"host": HOST, "port": port, "servers": servers, "ws_map": ws_map, "log_conf": log_conf,
          "ws_headers": ws_headers, "ssl_listen": ssl_listen, "ssl_conf": ssl_conf}
 
 
-def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False):
+def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False, prod=None):
     """HAProxy 2.6 as its documentation recommends: mode http, keep-alive both sides
     (option http-keep-alive is the default), http-reuse safe, one thread, no logging.
     With tls, the frontend terminates TLS: bind ... ssl crt PEM (certificate and key in
@@ -394,8 +440,19 @@ def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False):
     nginx ($scheme) and tether do; no tune.ssl.default-dh-param (no DHE with ECDSA).
     backend: the lines of the backend section instead of one checked server at
     upstream_port. no_delay: `option http-no-delay`, which HAProxy documents for
-    interactive streams: no MSG_MORE on its sends, so that each piece is sent at once."""
-    bind_ssl, fe_ssl = "", ""
+    interactive streams: no MSG_MORE on its sends, so that each piece is sent at once.
+    prod (a Prod): its backends, checked, with `balance hash req.cook(token)` and
+    `hash-type consistent`, and a JSON `log-format` (HAPROXY_JSON_LOG) to stdout (`log stdout
+    format raw`, the documented set-up for containers), which start_haproxy writes to
+    the profile's file."""
+    bind_ssl, fe_ssl, log_global, log_fe = "", "", "\n  # no \"log\" line: no access log", ""
+    if prod is not None:
+        log_global = "\n  log stdout format raw local0"
+        log_fe = ("\n  log global\n  http-request capture req.fhdr(User-Agent) len 256\n  "
+                  + HAPROXY_JSON_LOG)
+        backend = ("  balance hash req.cook(%s)\n  hash-type consistent\n"
+                   "  option httpchk GET /health\n" % prod.COOKIE) + "\n".join(
+            "  server s%d %s check inter 5s" % (i + 1, b) for i, b in enumerate(prod.backends))
     if tls is not None:
         bind_ssl = " ssl crt %s ssl-min-ver TLSv1.2" % tls.pem
         fe_ssl = """
@@ -404,8 +461,7 @@ def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False):
 global
   nbthread 1
   # 2 fds per proxied connection; 9000 fits the usual 20000-fd hard limit here
-  maxconn 9000
-  # no "log" line: no access log
+  maxconn 9000%(log_global)s
 
 defaults
   mode http
@@ -420,19 +476,30 @@ defaults
 
 frontend fe
   bind %(host)s:%(port)d%(bind_ssl)s
-  maxconn 9000%(fe_ssl)s
+  maxconn 9000%(fe_ssl)s%(log_fe)s
   default_backend be
 
 backend be
 %(backend)s
 """ % {"host": HOST, "port": port, "bind_ssl": bind_ssl, "fe_ssl": fe_ssl,
+       "log_global": log_global, "log_fe": log_fe,
        "no_delay": "\n  option http-no-delay" if no_delay else "",
        "backend": backend if backend is not None else
        "  option httpchk GET /health\n  server s1 %s:%d check inter 5s" % (HOST, upstream_port)}
 
 
+TETHER_ACCESS_LOG_OFF = "access_log: { enabled: false }\n"
+# With --profile prod: the JSON access log to a file, flushed every second as nginx's is
+# (README "Logs"); per-user affinity on the JWT's `id` claim in the `token` cookie, pins
+# in the local (memory) store; the backends from the file (no -b).
+TETHER_PROD_CONF = """access_log: { enabled: true, format: json, path: %(log)s, flush: 1s }
+affinity:
+  keys: ["jwt:cookie:%(cookie)s:id"]
+  store: memory
+backends:
+%(backends)s
+"""
 TETHER_CONF = """# tether for the benchmark: access log off (as for the peers), health checks on.
-access_log: { enabled: false }
 health:
   path: /health
   interval: 5s
@@ -462,21 +529,25 @@ class Proxy:
         return self.proc.pid
 
 
-def start_nginx_proxy(wd, upstream_port, websocket=False, tls=None, streaming=False):
+def start_nginx_proxy(wd, upstream_port, websocket=False, tls=None, streaming=False,
+                      prod=None):
     p, port = start_nginx(wd, "nginx-proxy", "nginx", "nginx as proxy",
                           lambda port: nginx_proxy_http(port, upstream_port, websocket, tls,
-                                                        streaming),
+                                                        streaming, prod),
                           tls=tls)
     return Proxy("nginx", p, port)
 
 
-def start_haproxy(wd, upstream_port, tls=None, no_delay=False, name="haproxy"):
+def start_haproxy(wd, upstream_port, tls=None, no_delay=False, name="haproxy", prod=None):
+    """HAProxy in the foreground; with prod, its stdout (the access log) is the profile's
+    log file."""
     conf = os.path.join(wd, name + ".cfg")
 
     def launch(port):
         with open(conf, "w") as f:
-            f.write(haproxy_conf(port, upstream_port, tls, no_delay=no_delay))
-        return spawn(["haproxy", "-f", conf, "-db"], name,
+            f.write(haproxy_conf(port, upstream_port, tls, no_delay=no_delay, prod=prod))
+        out = open(prod.log_path(name), "a") if prod is not None else None
+        return spawn(["haproxy", "-f", conf, "-db"], name, stdout=out,
                      stderr=open(os.path.join(wd, name + ".log"), "w")), "/health"
     p, port = start_on_free_port("%s; see %s/%s.log" % (name, wd, name), launch, tls=tls)
     return Proxy(name, p, port)
@@ -495,11 +566,22 @@ def tether_available(binary=None):
     return True, (r.stdout or r.stderr).decode().strip()
 
 
-def start_tether(wd, upstream_port, tls=None, binary=None, name="tether", extra_conf=""):
+def start_tether(wd, upstream_port, tls=None, binary=None, name="tether", extra_conf="",
+                 prod=None):
     """tether in front of upstream_port with TETHER_CONF (plus extra_conf, more top-level
-    YAML keys)."""
+    YAML keys); with prod (a Prod), TETHER_PROD_CONF instead of the access log off and in
+    front of the profile's backends."""
     binary = binary or TETHER_BIN
     conf = os.path.join(wd, name + ".yaml")
+    backend_args = ["-b", "http://%s:%d" % (HOST, upstream_port)]
+    if prod is None:
+        extra_conf = TETHER_ACCESS_LOG_OFF + extra_conf
+    else:
+        extra_conf = TETHER_PROD_CONF % {
+            "log": prod.log_path(name), "cookie": prod.COOKIE,
+            "backends": "\n".join("  - { url: \"http://%s\" }" % b for b in prod.backends)
+        } + extra_conf
+        backend_args = []
     with open(conf, "w") as f:
         f.write(TETHER_CONF + extra_conf)
 
@@ -510,8 +592,8 @@ def start_tether(wd, upstream_port, tls=None, binary=None, name="tether", extra_
             with open(conf, "w") as f:
                 f.write(TETHER_CONF + extra_conf + TETHER_TLS_LISTENER % {
                     "host": HOST, "port": port, "cert": tls.cert, "key": tls.key})
-        return spawn([binary, "-c", conf] + listen + ["--admin", HOST + ":0",
-                      "-b", "http://%s:%d" % (HOST, upstream_port), "--log-level", "warn"],
+        return spawn([binary, "-c", conf] + listen + ["--admin", HOST + ":0"] + backend_args
+                     + ["--log-level", "warn"],
                      name, stderr=open(os.path.join(wd, name + ".log"), "w")), "/health"
     p, port = start_on_free_port("%s; see %s/%s.log" % (name, wd, name), launch, tls=tls)
     return Proxy(name, p, port)
@@ -551,9 +633,37 @@ http://%(host)s:%(port)d {
 """
 
 
-def start_configured(wd, name, conf_name, conf_text, argv, upstream_port, env=None):
+# --profile prod: h2o 2.2's proxy.reverse.url takes one URL (several backends came in 2.3)
+# and it has no hashing on a cookie, so the first backend; the access log as its
+# access-log directive documents, a JSON-shaped format with `escape: json`.
+H2O_PROD_CONF = H2O_CONF.replace("no access log (h2o writes none unless access-log is set)",
+                                 "a JSON access log").replace(
+    "        proxy.reverse.url: http://%(host)s:%(up)d/\n", """\
+        proxy.reverse.url: http://%(backend0)s/
+        access-log:
+          path: %(log)s
+          escape: json
+          format: """ + H2O_JSON_LOG.replace("%", "%%") + "\n")
+
+# --profile prod: the backends with `lb_policy header Cookie` (Caddy 2.6 hashes a header's
+# value; its `cookie` policy sets a cookie of its own instead of hashing the client's), a
+# JSON access log to a file (`log { output file; format json }`).
+CADDYFILE_PROD = CADDYFILE.replace("""  reverse_proxy %(host)s:%(up)d {
+    flush_interval -1
+  }""", """  log {
+    output file %(log)s
+    format json
+  }
+  reverse_proxy %(backends)s {
+    lb_policy header Cookie
+    flush_interval -1
+  }""")
+
+
+def start_configured(wd, name, conf_name, conf_text, argv, upstream_port, env=None,
+                     extra=None):
     """A proxy configured by one file: wd/name/conf_name holds conf_text % {"d", "host",
-    "port", "up": upstream_port} for the port tried; argv (the file's path appended) starts it in the
+    "port", "up": upstream_port} (and extra) for the port tried; argv (the file's path appended) starts it in the
     foreground, its stderr in wd/name/name.log. Returns a Proxy."""
     d = os.path.join(wd, name)
     os.makedirs(d, exist_ok=True)
@@ -562,22 +672,31 @@ def start_configured(wd, name, conf_name, conf_text, argv, upstream_port, env=No
 
     def launch(port):
         with open(conf, "w") as f:
-            f.write(conf_text % {"d": d, "host": HOST, "port": port, "up": upstream_port})
+            f.write(conf_text % dict(extra or {}, d=d, host=HOST, port=port, up=upstream_port))
         return spawn(argv + [conf], name, stderr=open(log_path, "w"),
                      env=dict(env or {}, HOME=d, XDG_DATA_HOME=d, XDG_CONFIG_HOME=d)), "/health"
     p, port = start_on_free_port("%s; see %s" % (name, log_path), launch)
     return Proxy(name, p, port)
 
 
-def start_h2o(wd, upstream_port):
-    return start_configured(wd, "h2o", "h2o.conf", H2O_CONF, ["h2o", "-c"], upstream_port)
+def prod_extra(prod, name):
+    """The keys H2O_PROD_CONF and CADDYFILE_PROD take."""
+    return {"log": prod.log_path(name), "backend0": prod.backends[0],
+            "backends": " ".join(prod.backends)}
 
 
-def start_caddy(wd, upstream_port):
+def start_h2o(wd, upstream_port, prod=None):
+    return start_configured(wd, "h2o", "h2o.conf", H2O_PROD_CONF if prod else H2O_CONF,
+                            ["h2o", "-c"], upstream_port,
+                            extra=prod_extra(prod, "h2o") if prod else None)
+
+
+def start_caddy(wd, upstream_port, prod=None):
     """Caddy with GOMAXPROCS=1: one thread running Go code, as the others' one worker."""
-    return start_configured(wd, "caddy", "Caddyfile", CADDYFILE,
+    return start_configured(wd, "caddy", "Caddyfile", CADDYFILE_PROD if prod else CADDYFILE,
                             ["caddy", "run", "--adapter", "caddyfile", "--config"],
-                            upstream_port, env={"GOMAXPROCS": "1"})
+                            upstream_port, env={"GOMAXPROCS": "1"},
+                            extra=prod_extra(prod, "caddy") if prod else None)
 
 
 # Peers beyond HAProxy and nginx, started only when installed (the Debian packages).
@@ -586,34 +705,37 @@ PEERS = ("haproxy", "nginx") + tuple(OPTIONAL_PEERS)
 
 
 def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
-                  streaming=False):
+                  streaming=False, prod=None):
     """The proxies named in wanted ("tether", "haproxy", "nginx"; "h2o" and "caddy" plain
     only, when installed), in that order, in front of upstream_port. tether is skipped,
     with a line in notes, when it does not run; so are h2o and Caddy when absent.
     With tls (a Tls), each terminates TLS on its listener with that certificate.
     streaming (event streams): nginx `proxy_buffering off`, HAProxy `option
-    http-no-delay`; "haproxy-default" is HAProxy without it."""
+    http-no-delay`; "haproxy-default" is HAProxy without it. prod (a Prod): each in
+    front of its backends with affinity and a JSON access log (bench/http.sh --profile
+    prod)."""
     proxies = []
     if "tether" in wanted:
         ok, info = tether_available()
         if ok:
-            proxies.append(start_tether(wd, upstream_port, tls))
+            proxies.append(start_tether(wd, upstream_port, tls, prod=prod))
             notes.append("tether: %s" % info)
         else:
             notes.append("tether skipped: %s" % info)
     if "tether-base" in wanted:
         ok, info = tether_available(TETHER_BASE_BIN)
         if ok:
-            proxies.append(start_tether(wd, upstream_port, tls, TETHER_BASE_BIN, "tether-base"))
+            proxies.append(start_tether(wd, upstream_port, tls, TETHER_BASE_BIN, "tether-base",
+                                        prod=prod))
             notes.append("tether-base (%s): %s" % (TETHER_BASE_BIN, info))
         else:
             notes.append("tether-base skipped: %s" % info)
     if "haproxy" in wanted:
-        proxies.append(start_haproxy(wd, upstream_port, tls, no_delay=streaming))
+        proxies.append(start_haproxy(wd, upstream_port, tls, no_delay=streaming, prod=prod))
     if "haproxy-default" in wanted:
         proxies.append(start_haproxy(wd, upstream_port, tls, name="haproxy-default"))
     if "nginx" in wanted:
-        proxies.append(start_nginx_proxy(wd, upstream_port, websocket, tls, streaming))
+        proxies.append(start_nginx_proxy(wd, upstream_port, websocket, tls, streaming, prod))
     for name, start in OPTIONAL_PEERS.items():
         if name not in wanted:
             continue
@@ -621,7 +743,7 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
             notes.append("%s skipped: %s" % (name, "plain HTTP only here" if tls else
                                              "not installed (apt-get install %s)" % name))
             continue
-        proxies.append(start(wd, upstream_port))
+        proxies.append(start(wd, upstream_port, prod))
     return proxies
 
 
