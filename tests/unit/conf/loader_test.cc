@@ -453,9 +453,7 @@ backends: [{ url: "http://a:1", wieght: 3 }]
   EXPECT_ERROR(errors, "timeouts.conect: unknown key (did you mean \"connect\"?)");
   EXPECT_ERROR(errors, "helth: unknown key (did you mean \"health\"?)");
   EXPECT_ERROR(errors, "backends[0].wieght: unknown key");
-  EXPECT_FALSE(std::any_of(errors.begin(), errors.end(),
-                           [](const std::string& e) { return e.starts_with("backends[1]"); }))
-      << joined(errors);
+  EXPECT_EQ(errors.size(), 3u) << joined(errors);
 }
 
 TEST(Load, EveryErrorIsReportedWithItsPath) {
@@ -627,7 +625,9 @@ backends: ["http://a:1", "https://b:443", "http://a:1/"]
   EXPECT_ERROR(errors, "listeners[1].address: 0.0.0.0:8000 is also listeners[0].address");
   EXPECT_ERROR(errors, "admin.address: 0.0.0.0:8000 is also listeners[0].address");
   EXPECT_ERROR(errors, "backends[2].url: a:1 is also backends[0]");
-  EXPECT_EQ(errors.size(), 3u) << joined(errors);
+  EXPECT_FALSE(std::any_of(errors.begin(), errors.end(),
+                           [](const std::string& e) { return e.starts_with("backends[1]"); }))
+      << joined(errors);
 }
 
 TEST(Load, HttpsBackendsTakeTheirOwnTlsOrBackendTls) {
