@@ -103,7 +103,10 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::load(const conf::Clien
     } else if (SSL_CTX_use_certificate_chain_file(ctx, tls.cert.c_str()) != 1) {
       fail("cert", tls.cert, "not a usable PEM certificate: " + reasonOf(ERR_peek_last_error()));
     } else if (SSL_CTX_use_PrivateKey_file(ctx, tls.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-      fail("key", tls.key, "not a usable PEM private key: " + reasonOf(ERR_peek_last_error()));
+      // A key of another certificate is refused here already.
+      unsigned long e = ERR_peek_last_error();
+      bool mismatch = ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH || ERR_GET_REASON(e) == SSL_R_PRIVATE_KEY_MISMATCH;
+      fail("key", tls.key, mismatch ? "does not match the certificate " + tls.cert : "not a usable PEM private key: " + reasonOf(e));
     } else if (SSL_CTX_check_private_key(ctx) != 1) {
       fail("key", tls.key, "does not match the certificate " + tls.cert);
     }
