@@ -16,10 +16,10 @@ Run: cd tests/e2e && TETHER_BIN=... python3 -m unittest -v test_backend_tls
 
 import http.client
 import os
-import shutil
-import subprocess
 import tempfile
 import unittest
+
+import test_tls
 
 from harness import (APPS_DIR, PYTHON, E2ETestCase, RawClient, http_get, require_program,
                      run_tether, wait_until)
@@ -83,12 +83,9 @@ class Certs:
         self._leaf("expired", "ca", ["IP:127.0.0.1"], dates=("20200101000000Z", "20200201000000Z"))
         self._leaf("client", "ca", None, ext="client")
 
-    def _run(self, *args):
-        p = subprocess.run([self.openssl, *args], capture_output=True, timeout=60, cwd=self.dir,
-                           env=dict(os.environ, OPENSSL_CONF=self.cnf))
-        if p.returncode != 0:
-            raise AssertionError("openssl %s failed (%d): %s" % (
-                " ".join(args[:3]), p.returncode, p.stderr.decode("utf-8", "replace")))
+    # openssl with the private config file, and the directory's removal: as test_tls's.
+    _run = test_tls.Certs._run
+    cleanup = test_tls.Certs.cleanup
 
     @staticmethod
     def _newkey():
@@ -116,9 +113,6 @@ class Certs:
     def path(self, name, ext="pem"):
         return os.path.join(self.dir, "%s.%s" % (name, ext))
 
-    def cleanup(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 CERTS = None
 
@@ -126,11 +120,7 @@ CERTS = None
 def setUpModule():
     global CERTS
     CERTS = Certs()
-
-
-def tearDownModule():
-    if CERTS is not None:
-        CERTS.cleanup()
+    unittest.addModuleCleanup(CERTS.cleanup)
 
 
 def tls_app_argv(app, cert, mtls=False, port=0, name="b"):
