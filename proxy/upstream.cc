@@ -112,7 +112,9 @@ void UpstreamConn::onTls(Transport::Result r) {
     }
     return;
   }
-  if (r.eof) {
+  if (r.eof && !eof_) {
+    // Once: a close_notify and the FIN after it are one end.
+    eof_ = true;
     if (owner_) {
       owner_->onUpstreamRead(UV_EOF, nullptr);
     } else {

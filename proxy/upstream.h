@@ -116,6 +116,7 @@ class UpstreamConn final : public ListHook<>, private TransportOwner {
   std::string failure_;       // set by transportFailed: what went wrong, for the log
   bool handshook_ = false;
   bool failed_ = false;
+  bool eof_ = false;  // the backend's end was passed on
 };
 
 class Worker;
