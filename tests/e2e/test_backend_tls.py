@@ -241,6 +241,27 @@ class BackendTls(E2ETestCase):
         rec = t2.wait_log(msg="backend state", to="down", timeout=10)
         self.assertIn(why, rec["reason"])
 
+    def test_a_refused_certificate_is_retried_on_another_backend(self):
+        a = self.start_backend(name="a")
+        b = self.start_backend(name="b")
+        config = {"backends": ["https://127.0.0.1:%d" % a.port, "https://127.0.0.1:%d" % b.port],
+                  "health": {"interval": "1h", "rise": 1, "fall": 1},
+                  "backend_tls": {"ca": CERTS.path("ca")}, "balance": "round_robin",
+                  "passive": {"consecutive_failures": 2}}
+        t = self.start_tether(config=config)
+        wait_until(lambda: all(x["state"] == "up" for x in t.backends_state()), 10,
+                   msg="both backends up")
+        port = b.port
+        b.stop()
+        self.start_backend("expired", port=port, name="b")
+        bodies = [http_get(t.url("/id")) for _ in range(6)]
+        self.assertEqual([(r.status, r.body) for r in bodies], [(200, b"a")] * 6)
+        label = "127.0.0.1:%d" % port
+        self.assertGreaterEqual(t.metric(CONNECT_ERRORS, backend=label), 1)
+        self.assertGreaterEqual(t.metric("tether_retries_total", backend=label), 1)
+        # Passive ejection: two refused connects in a row take it out of rotation.
+        self.assertEqual(t.metric("tether_backend_ejections_total", backend=label), 1)
+
     def test_untrusted_ca_is_a_connect_error(self):
         self.check_refused_certificate("untrusted", "unable to get local issuer certificate")
 
