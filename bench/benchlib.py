@@ -27,6 +27,10 @@ TETHER_BIN = os.environ.get("TETHER_BIN", os.path.join(ROOT, "build", "proxy", "
 # An earlier build to compare in the same run (--proxies tether,tether-base,...): an A/B
 # of a change, both binaries measured against the same upstream, in turn.
 TETHER_BASE_BIN = os.environ.get("TETHER_BASE_BIN", "")
+# tether's pools (idle upstream connections, buffers, decoders) keep the spares of a burst
+# for one to two seconds of their 1 s ticks (proxy/io/free_list.h, PoolDemand); a memory
+# figure for connections at rest is read after this long.
+POOL_DECAY_S = 2.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"  # loopback only, always
 

@@ -80,10 +80,11 @@ def run_idle(proxy, n):
                 s.close()
         except OSError:
             errors += 1
+    time.sleep(B.POOL_DECAY_S)  # past the time tether's pools keep a burst's spares
     idle = settle(proxy.pid)
     for s in socks:
         s.close()
-    time.sleep(1.0)
+    time.sleep(B.POOL_DECAY_S)
     after = settle(proxy.pid)
     opened = len(socks)
     per = (lambda x: (x - before) / opened if opened else float("nan"))

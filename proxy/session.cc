@@ -127,6 +127,7 @@ Exchange& Session::openExchange() {
 }
 
 Session::~Session() {
+  worker_.cancelDeadline(this);  // (close() did; a no-op then)
   if (codecs_) worker_.giveCodecs(codecs_);
   endAffinity();
   if (ex_) worker_.destroyExchange(ex_);
@@ -147,9 +148,6 @@ void Session::start(uv_stream_t* server) {
   uv_loop_t* loop = worker_.loop();
   uv_tcp_init(loop, &client_);
   client_.data = this;
-  ++open_handles_;
-  uv_timer_init(loop, &timer_);
-  timer_.data = this;
   ++open_handles_;
   last_activity_ = worker_.now();
   timer_deadline_ = last_activity_;
@@ -233,8 +231,8 @@ void Session::close() {
   }
   if (refused_) worker_.runtime().downstream_connections.fetch_sub(1);
   refused_ = false;
+  worker_.cancelDeadline(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&client_), onClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
   transport().cancel();
 }
 
@@ -350,30 +348,24 @@ bool Session::bodyTimedOut() const {
 }
 
 // The timer only ever moves earlier here; a timer that fires before the
-// current deadline re-arms itself (onTimer). A request's transitions thus
+// current deadline re-arms itself (onDeadline). A request's transitions thus
 // cost no timer operation in the steady state.
 void Session::armTimer() {
   if (closing_) return;
   std::int64_t d = deadline();
-  if (timer_armed_ && armed_at_ <= d) return;
-  std::int64_t wait = d - worker_.now();
-  if (wait < 0) wait = 0;
-  uv_timer_start(&timer_, onTimer, static_cast<std::uint64_t>(wait), 0);
-  timer_armed_ = true;
-  armed_at_ = worker_.now() + wait;
+  if (scheduled() && deadline_at <= d) return;  // it fires first and re-arms (onDeadline)
+  worker_.scheduleDeadline(this, std::max(d, worker_.now()));
 }
 
 void Session::touch() { last_activity_ = worker_.now(); }
 
-void Session::onTimer(uv_timer_t* t) {
-  Session* s = static_cast<Session*>(t->data);
-  s->timer_armed_ = false;
-  if (s->closing_) return;
-  if (s->worker_.now() < s->deadline()) {
-    s->armTimer();
+void Session::onDeadline() {
+  if (closing_) return;
+  if (worker_.now() < deadline()) {
+    armTimer();
     return;
   }
-  s->onTimeout();
+  onTimeout();
 }
 
 void Session::onTimeout() {
@@ -1273,7 +1265,7 @@ void Session::onUpstreamAlloc(uv_buf_t* buf) {
   *buf = uv_buf_init(up_in_.data + up_in_.end, up_in_.cap - up_in_.end);
 }
 
-void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
+void Session::onUpstreamRead(ssize_t nread, const uv_buf_t* buf) {
   if (closing_) return;
   if (nread > 0) {
     up_in_.end += static_cast<std::uint32_t>(nread);
@@ -1282,6 +1274,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
       pumpTunnel();
       return;
     }
+    ex_->up_read_filled = buf && static_cast<std::size_t>(nread) == buf->len;
     if (!ex_->response_started) {
       ex_->response_started = true;
       ex_->first_byte_ms = worker_.now();
@@ -1294,6 +1287,15 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
   }
   if (nread == 0) {
     if (up_in_.end == 0) releaseBuffer(up_in_);
+    // The socket is drained after a read that filled its buffer: the backend
+    // paused, so what the encoder holds goes out now.
+    if (state_ == State::kExchange && ex_ && ex_->up_read_filled) {
+      ex_->up_read_filled = false;
+      if (ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done()) {
+        if (!compressFlush(false)) return;
+        pumpResponse();
+      }
+    }
     return;
   }
   if (state_ == State::kTunnel) {
@@ -1404,9 +1406,13 @@ void Session::parseResponse() {
     // Everything read is in a head, staged or compressed: the buffer starts over.
     up_in_.end = ex_->resp_parsed = ex_->resp_body_sent = 0;
   }
-  // All that was read is taken: what the encoder holds goes out now, so a
-  // slowly produced response is not held back.
-  if (ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done() && !compressFlush(false)) return;
+  // All that was read is taken and the read was short (the backend has no
+  // more for now): what the encoder holds goes out now, so a slowly produced
+  // response is not held back. After a read that filled the buffer, the next
+  // read (or libuv's empty one when the socket is drained) decides.
+  if (ex_->zip && !ex_->up_read_filled && !ex_->zip->writing && !ex_->zip->finished && !done() &&
+      !compressFlush(false))
+    return;
   pumpResponse();
 }
 
@@ -1634,6 +1640,14 @@ void Session::afterResponseWrite() {
   if (up_in_.data && up_in_.end == up_in_.cap && ex_->resp_body_sent == up_in_.end) {
     ex_->resp_body_sent = ex_->resp_parsed = 0;
     up_in_.end = 0;
+  }
+  // Bytes the encoder took while its output was being written, with nothing
+  // more pending from the backend: flushed now, since no read may come soon.
+  if (forward::CompressedBody* z = ex_->zip.get();
+      z && z->in_bytes > 0 && !z->finished && !ex_->up_read_filled && !done()) {
+    if (!compressFlush(false)) return;
+    pumpResponse();
+    if (closing_) return;
   }
   updateReading();
 }

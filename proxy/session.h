@@ -1,6 +1,7 @@
 // A session: one downstream connection and everything it causes.
 //
-// The session owns the client's TCP handle, its timer, its two HTTP/1
+// The session owns the client's TCP handle, its deadline (one entry in the
+// worker's DeadlineHeap, proxy/io/deadline_heap.h), its two HTTP/1
 // decoders (proxy/http, lent by the worker), the current request's exchange
 // (proxy/forward/exchange.h: that request's state, made afresh for each) and
 // the upstream connection it borrowed from the pool for it. Header policy
@@ -32,6 +33,7 @@
 
 #include "metrics/metrics.h"
 #include "proxy/io/buffer_pool.h"
+#include "proxy/io/deadline_heap.h"
 #include "proxy/io/transport.h"
 #include "proxy/http/h1_decoder.h"
 #include "proxy/forward/exchange.h"
@@ -81,6 +83,7 @@ class Session final : public ListHook<>,
                       public ListHook<QueueTag>,
                       public ListHook<TlsTag>,
                       public PinWaiter,
+                      public DeadlineEntry,
                       private TransportOwner {
  public:
   Session(Worker& worker, const ListenerHandle& listener);
@@ -119,6 +122,9 @@ class Session final : public ListHook<>,
   void onPinLookup(bool store_ok, const std::string& backend) override;
   void onPinStored(bool stored) override;
 
+  // The deadline armTimer() scheduled has come (Worker::onDeadlines).
+  void onDeadline();
+
   // TLS: plaintext or ciphertext held by the record layer may be read now
   // (deferred by updateReading, which runs inside other callbacks).
   void onTlsResume();
@@ -152,7 +158,6 @@ class Session final : public ListHook<>,
   void afterResponseWrite();
   void writeRaw(uv_stream_t* to, const char* data, std::size_t len);
   int shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb);
-  static void onTimer(uv_timer_t* t);
   static void onClosed(uv_handle_t* h);
   static void onShutdown(uv_shutdown_t* req, int status);
 
@@ -236,7 +241,6 @@ class Session final : public ListHook<>,
   Worker& worker_;
   const ListenerHandle& listener_;
   uv_tcp_t client_;
-  uv_timer_t timer_;
   WriteReq* down_write_ = nullptr;  // queued write to the client, from the worker's pool
   WriteReq* up_write_ = nullptr;    // queued write to the backend
   HttpCodecs* codecs_ = nullptr;  // while a request is read or answered
@@ -266,8 +270,6 @@ class Session final : public ListHook<>,
   std::int64_t req_started_ms_ = 0;
   std::int64_t last_activity_ = 0;
   std::int64_t timer_deadline_ = 0;  // start of the current wait (connect, first byte, close)
-  std::int64_t armed_at_ = 0;        // when the timer fires, if armed
-  bool timer_armed_ = false;
   std::uint64_t req_started_ns_ = 0;  // uv_hrtime() at req_started_ms_, for the access log
   std::string log_path_;           // for the access log, when enabled
 

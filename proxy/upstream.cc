@@ -281,6 +281,7 @@ UpstreamConn* UpstreamPool::takeIdle(balancer::Backend& b) {
   if (!c) return nullptr;
   l.remove(c);
   c->idle_ = false;
+  takeInUse(c);
   metrics::BackendMetrics& bm = worker_.metrics().backend(b.id);
   bm.upstream_idle.dec();
   bm.upstream_active.inc();
@@ -288,7 +289,25 @@ UpstreamConn* UpstreamPool::takeIdle(balancer::Backend& b) {
 }
 
 UpstreamConn* UpstreamPool::create(balancer::Backend& b) {
-  return new UpstreamConn(*this, b, worker_.runtime().backendTls(b.config_index));
+  auto* c = new UpstreamConn(*this, b, worker_.runtime().backendTls(b.config_index));
+  takeInUse(c);
+  return c;
+}
+
+PoolDemand& UpstreamPool::demand(std::uint32_t id) {
+  if (id >= demand_.size()) demand_.resize(id + 1);
+  return demand_[id];
+}
+
+void UpstreamPool::takeInUse(UpstreamConn* c) {
+  c->in_use_ = true;
+  demand(c->backend_.id).take();
+}
+
+void UpstreamPool::dropInUse(UpstreamConn* c) {
+  if (!c->in_use_) return;
+  c->in_use_ = false;
+  demand(c->backend_.id).give();
 }
 
 TlsSessionCache* UpstreamPool::sessionCache(std::uint32_t id) {
@@ -298,8 +317,9 @@ TlsSessionCache* UpstreamPool::sessionCache(std::uint32_t id) {
 }
 
 void UpstreamPool::release(UpstreamConn* c) {
+  dropInUse(c);
   IntrusiveList<UpstreamConn>& l = idleList(c->backend_.id);
-  if (l.size() >= max_idle_ || c->closing_) {
+  if (!demand(c->backend_.id).keeps(l.size(), max_idle_) || c->closing_) {
     c->close();
     return;
   }
@@ -325,18 +345,24 @@ void UpstreamPool::onIdleRead(UpstreamConn* c, ssize_t nread) {
 }
 
 void UpstreamPool::onClosed(UpstreamConn* c) {
+  dropInUse(c);
   c->backend_.connections.fetch_sub(1, std::memory_order_relaxed);
   if (!c->idle_ && c->connected_) worker_.metrics().backend(c->backend_.id).upstream_active.dec();
   delete c;
 }
 
 void UpstreamPool::sweep(std::int64_t now_ms, std::int64_t idle_ms) {
-  for (auto* l : idle_) {
+  for (std::uint32_t id = 0; id < idle_.size(); ++id) {
+    IntrusiveList<UpstreamConn>* l = idle_[id];
     if (!l) continue;
     while (UpstreamConn* c = l->front()) {
       if (idle_ms >= 0 && now_ms - c->idle_since_ < idle_ms) break;
       c->close();
     }
+    if (idle_ms < 0) continue;
+    PoolDemand& d = demand(id);
+    d.tick();
+    while (l->front() && d.excess(l->size(), max_idle_)) l->front()->close();
   }
 }
 

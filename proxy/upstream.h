@@ -32,6 +32,7 @@
 #include "proxy/intrusive_list.h"
 #include "proxy/io/tls_client.h"
 #include "proxy/io/transport.h"
+#include "proxy/io/free_list.h"
 
 namespace tether::proxy {
 
@@ -117,6 +118,7 @@ class UpstreamConn final : public ListHook<>, private TransportOwner {
   bool handshook_ = false;
   bool failed_ = false;
   bool eof_ = false;  // the backend's end was passed on
+  bool in_use_ = false;     // counted in the pool's demand for its backend (owned by a session)
 };
 
 class Worker;
@@ -131,10 +133,21 @@ class UpstreamPool {
   UpstreamConn* takeIdle(balancer::Backend& b);
   // A new, not yet connected connection (the caller connects it).
   UpstreamConn* create(balancer::Backend& b);
-  // Hands a connection back after a complete exchange. It is kept if the
-  // pool has room and it is reusable, else closed.
+  // Hands a connection back after a complete exchange. It is kept if it is
+  // reusable and the pool has room (below), else closed.
+  //
+  // Room: a backend keeps up to max_idle_upstream_per_backend idle
+  // connections, and more while the idle and the used ones together stay
+  // within the most connections in use at once in the last one to two
+  // seconds (its demand). 5,000 concurrent clients thus keep about 5,000
+  // upstream connections instead of closing and reopening all but 64 of them
+  // on every burst; when the load falls, the sweep closes the excess (oldest
+  // first) a second or two later. The demand never exceeds connections that
+  // were open at once, so it adds no descriptors beyond what the peak used.
   void release(UpstreamConn* c);
-  // Closes idle connections older than idle_ms; all of them with idle_ms < 0.
+  // Once a second: closes idle connections older than idle_ms (all of them
+  // with idle_ms < 0), starts a new demand period and closes the idle
+  // connections beyond the room the last two periods justify.
   void sweep(std::int64_t now_ms, std::int64_t idle_ms);
   std::size_t idleCount() const;
   void setMaxIdlePerBackend(std::uint32_t n) { max_idle_ = n; }
@@ -150,9 +163,16 @@ class UpstreamPool {
   IntrusiveList<UpstreamConn>& idleList(std::uint32_t backend_id);
 
   Worker& worker_;
+  // A backend's connections in use (owned by sessions, connecting or
+  // connected) and the most in use at once lately (free_list.h).
+  PoolDemand& demand(std::uint32_t backend_id);
+  void takeInUse(UpstreamConn* c);
+  void dropInUse(UpstreamConn* c);
+
   std::vector<IntrusiveList<UpstreamConn>*> idle_;  // by backend id
   // By backend id; never shrinks, so that an SSL's pointer to its entry stays valid.
   std::vector<std::unique_ptr<TlsSessionCache>> sessions_;
+  std::vector<PoolDemand> demand_;                  // by backend id
   std::uint32_t max_idle_ = 64;
 };
 

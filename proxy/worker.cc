@@ -29,6 +29,8 @@ Worker::Worker(Runtime& rt, std::uint32_t index)
   sweep_timer_.data = this;
   uv_timer_init(&loop_, &spread_timer_);
   spread_timer_.data = this;
+  uv_timer_init(&loop_, &deadline_timer_);
+  deadline_timer_.data = this;
   uv_idle_init(&loop_, &tls_idle_);
   tls_idle_.data = this;
   config_ = rt.config();
@@ -337,6 +339,7 @@ void Worker::maybeFinishStop() {
   uv_timer_stop(&sweep_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&spread_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&deadline_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tls_idle_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   access_log_.close();  // every session is gone: this worker's last lines
@@ -361,9 +364,50 @@ void Worker::onTlsIdle(uv_idle_t* h) {
   if (w->tls_resume_.empty()) uv_idle_stop(h);
 }
 
+void Worker::scheduleDeadline(Session* s, std::int64_t at) {
+  deadlines_.schedule(s, at);
+  if (deadline_timer_at_ < 0 || at < deadline_timer_at_) armDeadlineTimer();
+}
+
+void Worker::cancelDeadline(Session* s) { deadlines_.cancel(s); }
+
+// The timer is armed for the earliest deadline, or not at all; a cancelled
+// earliest one leaves it armed, and it fires early to re-arm (cheaper than
+// re-arming on every cancel).
+void Worker::armDeadlineTimer() {
+  DeadlineEntry* e = deadlines_.earliest();
+  if (!e) {
+    uv_timer_stop(&deadline_timer_);
+    deadline_timer_at_ = -1;
+    return;
+  }
+  std::int64_t wait = std::max<std::int64_t>(0, e->deadline_at - now());
+  uv_timer_start(&deadline_timer_, onDeadlines, static_cast<std::uint64_t>(wait), 0);
+  deadline_timer_at_ = now() + wait;
+}
+
+// Every session whose deadline has come runs its onDeadline() once; what they
+// schedule meanwhile (even for now) waits for the next turn of the loop.
+void Worker::onDeadlines(uv_timer_t* t) {
+  Worker* w = static_cast<Worker*>(t->data);
+  w->deadline_timer_at_ = -1;
+  std::int64_t now = w->now();
+  w->due_.clear();
+  while (DeadlineEntry* e = w->deadlines_.popDue(now)) w->due_.push_back(static_cast<Session*>(e));
+  // A session closed by another's deadline is still memory until its close
+  // callback, which cannot run inside this one; onDeadline() checks closing.
+  for (Session* s : w->due_) s->onDeadline();
+  w->due_.clear();
+  if (w->deadline_timer_at_ < 0) w->armDeadlineTimer();
+}
+
 void Worker::onSweep(uv_timer_t* t) {
   Worker* w = static_cast<Worker*>(t->data);
   w->upstreams_.sweep(w->now(), w->config_->timeouts.upstream_keepalive);
+  w->buffers_.tick();
+  w->codecs_.tick();
+  w->exchanges_.tick();
+  w->writes_.tick();
 }
 
 void Worker::onConnection(uv_stream_t* server, int status) {

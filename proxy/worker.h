@@ -24,6 +24,7 @@
 #include "proxy/forward/route.h"
 #include "proxy/access_log.h"
 #include "proxy/io/buffer_pool.h"
+#include "proxy/io/deadline_heap.h"
 #include "proxy/io/free_list.h"
 #include "proxy/http/head.h"
 #include "proxy/intrusive_list.h"
@@ -168,6 +169,13 @@ class Worker {
   // Scratch space for reads we discard (idle pooled connections, lingering close).
   char* discardBuffer() { return discard_; }
 
+  // A session's one deadline (Session::armTimer): scheduled at `at` (loop
+  // milliseconds) or moved there; the session's onDeadline() runs once it is
+  // due, from the worker's timer, never inside this call. Cancelled when the
+  // session closes.
+  void scheduleDeadline(Session* s, std::int64_t at);
+  void cancelDeadline(Session* s);
+
   // TLS sessions whose record layer holds bytes to read once the current
   // callback has returned (Session::onTlsResume, from an idle handle; a
   // closed session leaves the list in sessionClosed).
@@ -178,6 +186,8 @@ class Worker {
   static void onAsync(uv_async_t* a);
   static void onSweep(uv_timer_t* t);
   static void onSpread(uv_timer_t* t);
+  static void onDeadlines(uv_timer_t* t);
+  void armDeadlineTimer();
   static void onTlsIdle(uv_idle_t* h);
   static constexpr std::int64_t kSpreadTickMs = 50;
   static constexpr int kBacklog = 4096;
@@ -198,6 +208,10 @@ class Worker {
   uv_async_t async_;
   uv_timer_t sweep_timer_;
   uv_timer_t spread_timer_;  // going-away closes spread over websocket_close_spread
+  uv_timer_t deadline_timer_;  // armed for the earliest of deadlines_
+  std::int64_t deadline_timer_at_ = -1;  // when it fires; -1 = not armed
+  DeadlineHeap deadlines_;               // the sessions' deadlines
+  std::vector<Session*> due_;            // scratch: the sessions whose deadline came
   uv_idle_t tls_idle_;       // runs while tls_resume_ is not empty
   std::size_t goaway_left_ = 0;
   std::size_t goaway_batch_ = 1;

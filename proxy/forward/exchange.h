@@ -137,6 +137,10 @@ struct Exchange {
   bool pin_sync = false;  // inside confirmPin
   bool sse = false;       // an event stream, counted in sse_active
   bool compress_vary = false;  // the response is eligible for compression: Vary says so
+  // The last upstream read filled the space offered: more is likely pending,
+  // so the encoder is not flushed until a shorter read or an empty one (the
+  // backend paused). Fewer flushes: fewer, better blocks, less CPU.
+  bool up_read_filled = false;
   // The body is compressed on its way to the client (compression.h); set
   // with the final response head.
   std::unique_ptr<CompressedBody> zip;

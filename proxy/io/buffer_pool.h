@@ -4,12 +4,17 @@
 // nothing in it is pending, so an idle keep-alive connection or an idle
 // tunnel holds no buffer (STYLE.md). One pool per loop: not thread-safe.
 //
-// Buffers are carved from 1 MiB slabs mapped from the kernel. Up to
-// `max_warm` free buffers are kept ready; a buffer freed beyond that gives its
-// pages back (MADV_DONTNEED) and waits, costing no memory, for the next burst.
-// So a burst of connections leaves no resident memory behind once it is over,
-// which a heap allocator cannot promise (freed blocks between live ones stay
-// resident).
+// Buffers are carved from 1 MiB slabs mapped from the kernel. Free buffers
+// are kept ready (warm) up to `max_warm`, and beyond that while the warm and
+// the used ones together stay within the most buffers in use at once in the
+// last one to two ticks (PoolDemand; the worker ticks once a second): 5,000
+// busy connections thus reuse their buffers instead of dropping and faulting
+// in pages on every request. A buffer freed beyond that, and at each tick the
+// warm ones the demand no longer justifies, give their pages back
+// (MADV_DONTNEED) and wait, costing no memory, for the next burst. So a burst
+// of connections leaves no resident memory behind two seconds after it is
+// over, which a heap allocator cannot promise (freed blocks between live ones
+// stay resident), and the warm set never exceeds what the peak held.
 #pragma once
 
 #include <sys/mman.h>
@@ -21,6 +26,8 @@
 #include <new>
 #include <utility>
 #include <vector>
+
+#include "proxy/io/free_list.h"
 
 namespace tether::proxy {
 
@@ -38,7 +45,7 @@ class BufferPool {
 
   // Never null: an exhausted address space throws std::bad_alloc, as new does.
   char* get() {
-    ++in_use_;
+    demand_.take();
 #if defined(__SANITIZE_ADDRESS__)
     // Under AddressSanitizer each buffer is its own heap block, with redzones.
     if (void* b = std::malloc(kSize)) return static_cast<char*>(b);
@@ -56,7 +63,7 @@ class BufferPool {
     if (carved_ == kSlab / kSize || slabs_.empty()) {
       void* s = ::mmap(nullptr, kSlab, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (s == MAP_FAILED) {
-        --in_use_;
+        demand_.give();
         throw std::bad_alloc();
       }
       slabs_.push_back(static_cast<char*>(s));
@@ -67,26 +74,42 @@ class BufferPool {
   }
 
   void put(char* b) {
-    --in_use_;
+    demand_.give();
 #if defined(__SANITIZE_ADDRESS__)
     std::free(b);
 #else
-    if (warm_count_ < max_warm_) {
+    if (demand_.keeps(warm_count_, max_warm_)) {
       std::memcpy(b, &warm_, sizeof warm_);  // a warm buffer holds the link to the next
       warm_ = b;
       ++warm_count_;
       return;
     }
-    ::madvise(b, kSize, MADV_DONTNEED);
-    cold_.push_back(b);
+    makeCold(b);
 #endif
   }
 
-  std::size_t inUse() const { return in_use_; }
+  // Once a second: a new demand period; the warm buffers beyond max_warm and
+  // beyond the demand of the last two periods go cold (oldest warm last in
+  // the list, but any will do: their pages are all resident).
+  void tick() {
+    demand_.tick();
+#if !defined(__SANITIZE_ADDRESS__)
+    while (warm_ && demand_.excess(warm_count_, max_warm_)) {
+      --warm_count_;
+      makeCold(std::exchange(warm_, next(warm_)));
+    }
+#endif
+  }
+
+  std::size_t inUse() const { return demand_.in_use; }
   std::size_t warmCount() const { return warm_count_; }
   std::size_t coldCount() const { return cold_.size(); }
 
  private:
+  void makeCold(char* b) {
+    ::madvise(b, kSize, MADV_DONTNEED);
+    cold_.push_back(b);
+  }
   static char* next(char* b) {
     char* n;
     std::memcpy(&n, b, sizeof n);
@@ -99,7 +122,7 @@ class BufferPool {
   std::vector<char*> cold_;    // pages given back; their contents are gone
   std::vector<char*> slabs_;   // every slab, for the destructor
   std::size_t carved_ = 0;     // buffers handed out of slabs_.back() so far
-  std::size_t in_use_ = 0;
+  PoolDemand demand_;  // buffers in use, and the recent peak (free_list.h)
 };
 
 // A byte buffer from the pool or, for a head larger than a pool buffer, from

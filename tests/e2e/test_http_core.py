@@ -6,6 +6,7 @@ sockets against real upstream programs."""
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import shutil
 import signal
@@ -230,6 +231,29 @@ class UpstreamPool(HttpCoreBase):
         self.assertEqual(seen[1:], list(range(seen[0] + 1, seen[0] + 6)), seen)
         self.assertGreaterEqual(t.metric("tether_upstream_connections", state="idle",
                                          backend=up.address), 1)
+
+    def test_a_burst_keeps_its_upstream_connections_until_the_load_falls(self):
+        # max_idle_upstream_per_backend is a floor: a burst of 12 concurrent requests keeps
+        # its 12 connections for the next burst, and the sweep brings the pool back to 2
+        # once two quiet seconds have passed.
+        up = self.start_http_upstream(name="a")
+        t = self.tether_for(up, config={"limits": {"max_idle_upstream_per_backend": 2}})
+        connects = lambda: t.metric("tether_upstream_connect_seconds_count", backend=up.address)
+
+        def burst():
+            with ThreadPoolExecutor(12) as ex:
+                codes = list(ex.map(lambda _: curl_status(t.url("/sleep/300"))[0], range(12)))
+            self.assertEqual(codes, [200] * 12)
+
+        idle = lambda: t.metric("tether_upstream_connections", state="idle", backend=up.address)
+        burst()
+        opened = connects()
+        self.assertGreaterEqual(opened, 12)
+        self.assertGreaterEqual(idle(), 10, "the burst's connections were closed")
+        burst()
+        self.assertLessEqual(connects() - opened, 2,
+                             "the second burst opened new upstream connections")
+        wait_until(lambda: idle() == 2, 10, msg="idle connections back to the floor of 2")
 
     def test_idle_upstream_connections_are_closed_after_upstream_keepalive(self):
         up = self.start_http_upstream(name="a")

@@ -17,6 +17,7 @@
 #include "proxy/forward/compression.h"
 #include "proxy/http/h1_decoder.h"
 #include "proxy/http/h1_encoder.h"
+#include "tests/fuzz/fuzz_check.h"
 #include "tests/unit/proxy/forward/decode_body.h"
 
 namespace {
@@ -24,13 +25,6 @@ namespace {
 using tether::conf::Coding;
 namespace http = tether::http;
 namespace fw = tether::forward;
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "fuzz_compression: %s\n", what);
-    std::abort();
-  }
-}
 
 std::string_view next(std::string_view& in) {
   std::size_t z = in.find('\0');
@@ -44,10 +38,11 @@ void negotiation(std::string_view ae) {
   Coding c = fw::negotiate(ae, all);
   Coding only_gzip[] = {Coding::kGzip};
   Coding g = fw::negotiate(ae, only_gzip);
-  check(g == Coding::kIdentity || g == Coding::kGzip, "a coding not offered");
+  FUZZ_CHECK((g == Coding::kIdentity || g == Coding::kGzip) && "a coding not offered");
   // If gzip alone is acceptable and preferred over nothing, the full list
   // finds some coding too.
-  check(g == Coding::kIdentity || c != Coding::kIdentity, "gzip acceptable but nothing chosen");
+  FUZZ_CHECK((g == Coding::kIdentity || c != Coding::kIdentity) &&
+             "gzip acceptable but nothing chosen");
 }
 
 void head(std::string_view bytes, Coding coding) {
@@ -69,8 +64,8 @@ void head(std::string_view bytes, Coding coding) {
   again.expectResponseTo(http::kMethodGet, false);
   used = 0;
   auto ev = again.execute(out.data(), out.size(), &used);
-  check(ev == http::H1Decoder::Event::kHead || ev == http::H1Decoder::Event::kComplete,
-        "the edited head does not decode");
+  FUZZ_CHECK((ev == http::H1Decoder::Event::kHead || ev == http::H1Decoder::Event::kComplete) &&
+             "the edited head does not decode");
   const http::HeaderList& h = again.response().headers;
   int encodings = 0, lengths = 0;
   bool vary_ae = false, vary_star = false;
@@ -84,33 +79,33 @@ void head(std::string_view bytes, Coding coding) {
       vary_star = vary_star || v.find('*') != std::string::npos;
     }
   }
-  check(vary_ae || vary_star, "Vary does not name Accept-Encoding");
+  FUZZ_CHECK((vary_ae || vary_star) && "Vary does not name Accept-Encoding");
   if (coding != Coding::kIdentity) {
-    check(encodings == 1, "not one Content-Encoding");
-    check(lengths == 0, "a Content-Length on a compressed body");
+    FUZZ_CHECK((encodings == 1) && "not one Content-Encoding");
+    FUZZ_CHECK((lengths == 0) && "a Content-Length on a compressed body");
   }
 }
 
 void body(std::string_view b, Coding coding, std::uint8_t pattern) {
   auto e = fw::makeEncoder(coding, tether::conf::Compression{}.level(coding), pattern & 1 ? b.size() : 0);
-  check(e != nullptr, "no encoder");
+  FUZZ_CHECK((e != nullptr) && "no encoder");
   std::string out;
   std::size_t step = 1 + (pattern >> 1) * 37u;
   for (std::size_t at = 0; at < b.size(); at += step) {
-    check(e->write(b.substr(at, step), &out), "write failed");
+    FUZZ_CHECK((e->write(b.substr(at, step), &out)) && "write failed");
     if ((at / step) % 3 == 0) {
-      check(e->flush(&out), "flush failed");
+      FUZZ_CHECK((e->flush(&out)) && "flush failed");
       bool complete = true, error = false;
       std::string got = tether::bodies::decodeBody(coding, out, &complete, &error);
-      check(!error, "a flushed stream does not decode");
-      check(got == b.substr(0, std::min(b.size(), at + step)), "a flush left bytes behind");
+      FUZZ_CHECK((!error) && "a flushed stream does not decode");
+      FUZZ_CHECK((got == b.substr(0, std::min(b.size(), at + step))) && "a flush left bytes behind");
     }
   }
-  check(e->finish(&out), "finish failed");
+  FUZZ_CHECK((e->finish(&out)) && "finish failed");
   bool complete = false, error = false;
   std::string got = tether::bodies::decodeBody(coding, out, &complete, &error);
-  check(!error && complete, "the finished stream is not whole");
-  check(got == b, "the body changed");
+  FUZZ_CHECK((!error && complete) && "the finished stream is not whole");
+  FUZZ_CHECK((got == b) && "the body changed");
 }
 
 }  // namespace

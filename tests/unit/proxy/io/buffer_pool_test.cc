@@ -32,8 +32,10 @@ TEST(BufferPool, BuffersBeyondTheWarmBoundGiveTheirPagesBackAndAreReused) {
   char* b = pool.get();
   std::memset(a, 'a', BufferPool::kSize);
   std::memset(b, 'b', BufferPool::kSize);
-  pool.put(a);  // warm
-  pool.put(b);  // cold: its pages are dropped
+  pool.put(a);
+  pool.put(b);  // both warm: the peak used two
+  pool.tick();
+  pool.tick();  // two quiet periods: beyond max_warm 1, b's pages are dropped
   EXPECT_EQ(pool.warmCount(), 1u);
   EXPECT_EQ(pool.coldCount(), 1u);
   EXPECT_EQ(pool.get(), a);
@@ -53,7 +55,36 @@ TEST(BufferPool, CarvesSlabAfterSlab) {
   EXPECT_EQ(std::set<char*>(bufs.begin(), bufs.end()).size(), bufs.size());
   for (char* b : bufs) b[BufferPool::kSize - 1] = 1;  // every byte is ours
   for (char* b : bufs) pool.put(b);
+  EXPECT_EQ(pool.inUse(), 0u);
+  pool.tick();
+  pool.tick();
   EXPECT_EQ(pool.coldCount(), bufs.size());
+}
+
+TEST(BufferPool, KeepsWhatTheLastPeakUsedWarmAndLetsItGoTwoTicksAfter) {
+  BufferPool pool(2);
+  std::vector<char*> bufs;
+  for (int i = 0; i < 10; ++i) bufs.push_back(pool.get());
+  for (char* b : bufs) pool.put(b);
+  EXPECT_EQ(pool.warmCount(), 10u);  // the peak used 10: all stay warm
+  EXPECT_EQ(pool.coldCount(), 0u);
+  // Busy again with 6: 4 warm, 6 in use, still within the demand.
+  std::vector<char*> again;
+  for (int i = 0; i < 6; ++i) again.push_back(pool.get());
+  EXPECT_EQ(pool.coldCount(), 0u);
+  pool.tick();  // this period's peak (10) is now the last one: nothing goes
+  EXPECT_EQ(pool.warmCount(), 4u);
+  pool.tick();  // the demand is now the 6 in use: 4 warm + 6 > 6, keep max_warm 2
+  EXPECT_EQ(pool.warmCount(), 2u);
+  EXPECT_EQ(pool.coldCount(), 2u);
+  for (char* b : again) pool.put(b);
+  // The 6 come back to a pool whose warm set and users already fill the
+  // demand (2 warm + 6 in use > 6): they go cold.
+  EXPECT_EQ(pool.warmCount() + pool.coldCount(), 10u);
+  pool.tick();
+  pool.tick();  // idle for two periods: only max_warm stays
+  EXPECT_EQ(pool.warmCount(), 2u);
+  EXPECT_EQ(pool.coldCount(), 8u);
   EXPECT_EQ(pool.inUse(), 0u);
 }
 #endif

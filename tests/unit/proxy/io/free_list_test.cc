@@ -32,7 +32,7 @@ TEST(ObjectPool, MakesEachObjectAfreshInReusedMemory) {
   pool.destroy(b);
 }
 
-TEST(ObjectPool, KeepsAtMostItsBoundAfterABurst) {
+TEST(ObjectPool, KeepsWhatTheBurstUsedUntilTwoTicksLaterThenItsBound) {
   int live = 0;
   ObjectPool<Counted, 2> pool;
   Counted* c[5];
@@ -40,7 +40,42 @@ TEST(ObjectPool, KeepsAtMostItsBoundAfterABurst) {
   EXPECT_EQ(live, 5);
   for (Counted* p : c) pool.destroy(p);
   EXPECT_EQ(live, 0);
+  EXPECT_EQ(pool.size(), 5u);  // the burst may come back: its slots stay
+  pool.tick();
+  EXPECT_EQ(pool.size(), 5u);  // the last period's peak still counts
+  pool.tick();
+  EXPECT_EQ(pool.size(), 2u);  // two quiet periods: down to the bound
+}
+
+TEST(ObjectPool, NeverKeepsMoreThanThePeakHeldAtOnce) {
+  int live = 0;
+  ObjectPool<Counted, 1> pool;
+  Counted* a = pool.make(&live, 0);
+  Counted* b = pool.make(&live, 0);
+  pool.destroy(a);
+  pool.destroy(b);
   EXPECT_EQ(pool.size(), 2u);
+  // Steady use of one at a time after the peak of two: at most 2 slots in all.
+  for (int i = 0; i < 10; ++i) pool.destroy(pool.make(&live, 0));
+  EXPECT_EQ(pool.size(), 2u);
+  pool.tick();
+  pool.tick();
+  EXPECT_EQ(pool.size(), 1u);
+  EXPECT_EQ(live, 0);
+}
+
+TEST(FreeList, KeepsWhatTheBurstUsedUntilTwoTicksLaterThenItsBound) {
+  struct Node {
+    Node* next_free = nullptr;
+  };
+  FreeList<Node, 1> list;
+  Node* n[4];
+  for (Node*& p : n) p = list.take();
+  for (Node* p : n) list.give(p);
+  EXPECT_EQ(list.size(), 4u);
+  list.tick();
+  list.tick();
+  EXPECT_EQ(list.size(), 1u);
 }
 
 }  // namespace
