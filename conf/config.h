@@ -82,12 +82,27 @@ struct Admin {
   std::uint32_t max_connections = 64;
 };
 
+// The client side of a TLS connection tether makes (affinity.redis.tls,
+// backends[].tls and backend_tls).
+struct ClientTls {
+  std::string ca;           // PEM file of trusted CAs; "" = the system's (OpenSSL's default paths)
+  std::string cert;         // PEM client certificate chain, leaf first; "" = none
+  std::string key;          // its PEM private key (with cert, and only with it)
+  std::string server_name;  // SNI and the name the server's certificate must carry; "" = the host
+  bool verify = true;       // false: any certificate is accepted (encryption without authentication)
+  bool operator==(const ClientTls&) const = default;
+};
+
 struct BackendConf {
   std::string url;  // as written
   std::string scheme = "http";
   HostPort address;                  // from the url; host may be a DNS name
   std::uint32_t weight = 100;        // 0..kMaxWeight; 0 = no new requests
   Millis resolve_interval = 10'000;  // DNS names only; 0 = resolved once at start
+  // https:// only: the backend's own tls:, or else the top-level backend_tls
+  // (finalize() fills it in; tls_own tells which, for the error's path).
+  std::optional<ClientTls> tls;
+  bool tls_own = false;
 };
 
 struct Health {
@@ -141,16 +156,6 @@ struct RedisUrl {
   std::string password;             // empty = no AUTH
   std::uint32_t db = 0;
   bool operator==(const RedisUrl&) const = default;
-};
-
-// The client side of a TLS connection tether makes (affinity.redis.tls).
-struct ClientTls {
-  std::string ca;           // PEM file of trusted CAs; "" = the system's (OpenSSL's default paths)
-  std::string cert;         // PEM client certificate chain, leaf first; "" = none
-  std::string key;          // its PEM private key (with cert, and only with it)
-  std::string server_name;  // SNI and the name the server's certificate must carry; "" = the host
-  bool verify = true;       // false: any certificate is accepted (encryption without authentication)
-  bool operator==(const ClientTls&) const = default;
 };
 
 // affinity.redis: how tether talks to a Redis store.
@@ -317,6 +322,7 @@ struct Config {
   Admin admin;
   std::uint32_t workers = 1;  // resolved: "auto" becomes the CPU count
   std::vector<BackendConf> backends;
+  ClientTls backend_tls;  // what an https:// backend without a tls: of its own uses
   Balance balance = Balance::kLeastConn;
   Health health;
   Passive passive;

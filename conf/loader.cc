@@ -338,6 +338,8 @@ void readTokenFile(Admin& admin, Reader& r) {
   if (admin.token.empty()) r.fail("admin.token_file", quote(admin.token_file) + " is empty");
 }
 
+std::optional<ClientTls> readClientTls(const YAML::Node& tls, const std::string& tls_path, Reader& r);
+
 void readUrl(const std::string& url, const std::string& path, BackendConf& b, Reader& r) {
   std::string why;
   if (auto parsed = parseBackendUrl(url, &why)) {
@@ -359,7 +361,7 @@ std::optional<BackendConf> readBackend(const YAML::Node& node, const std::string
     r.fail(path, "expected a URL or { url: ..., weight: ... }");
     return std::nullopt;
   }
-  r.map(node, path, {"url", "weight", "resolve_interval"});
+  r.map(node, path, {"url", "weight", "resolve_interval", "tls"});
   r.integer(node, "weight", path, b.weight, 0, kMaxWeight);
   r.duration(node, "resolve_interval", path, b.resolve_interval, false);
   const std::string url_path = join(path, "url");
@@ -367,6 +369,14 @@ std::optional<BackendConf> readBackend(const YAML::Node& node, const std::string
     readUrl(*url, url_path, b, r);
   } else if (!node["url"].IsDefined() || node["url"].IsNull()) {
     r.fail(url_path, "missing");
+  }
+  if (node["tls"].IsDefined()) {
+    const std::string tls_path = join(path, "tls");
+    if (auto t = readClientTls(node["tls"], tls_path, r)) {
+      b.tls = *t;
+      b.tls_own = true;
+    }
+    if (b.scheme != "https") r.fail(tls_path, "set, but the url is not https://");
   }
   return b;
 }
@@ -417,19 +427,11 @@ void readStatusRange(const YAML::Node& map, const std::string& parent, Health& h
   h.expect_status_max = *max;
 }
 
-// affinity.redis: { tls: { ca, cert, key, server_name, verify }, reply_timeout }.
-// Whether the store is a rediss:// URL is checked once the environment and
-// the flags are in (validate()).
-void readRedisOptions(const YAML::Node& node, const std::string& path, RedisOptions& o, Reader& r) {
-  if (!r.map(node, path, {"tls", "reply_timeout"})) return;
-  r.duration(node, "reply_timeout", path, o.reply_timeout, true);
-  const YAML::Node tls = node["tls"];
-  const std::string tls_path = join(path, "tls");
-  if (tls.IsDefined() && tls.IsNull()) {
-    o.tls = ClientTls{};  // "tls:" alone: the defaults
-    return;
-  }
-  if (!r.map(tls, tls_path, {"ca", "cert", "key", "server_name", "verify"})) return;
+// A client TLS block: { ca, cert, key, server_name, verify }; "tls:" alone
+// is every default. nullopt when the node is absent or broken.
+std::optional<ClientTls> readClientTls(const YAML::Node& tls, const std::string& tls_path, Reader& r) {
+  if (tls.IsDefined() && tls.IsNull()) return ClientTls{};
+  if (!r.map(tls, tls_path, {"ca", "cert", "key", "server_name", "verify"})) return std::nullopt;
   ClientTls t;
   r.string(tls, "ca", tls_path, t.ca);
   r.string(tls, "cert", tls_path, t.cert);
@@ -438,7 +440,16 @@ void readRedisOptions(const YAML::Node& node, const std::string& path, RedisOpti
   r.boolean(tls, "verify", tls_path, t.verify);
   if (!t.cert.empty() && t.key.empty()) r.fail(join(tls_path, "key"), "missing (cert is set)");
   if (t.cert.empty() && !t.key.empty()) r.fail(join(tls_path, "cert"), "missing (key is set)");
-  o.tls = t;
+  return t;
+}
+
+// affinity.redis: { tls: { ca, cert, key, server_name, verify }, reply_timeout }.
+// Whether the store is a rediss:// URL is checked once the environment and
+// the flags are in (validate()).
+void readRedisOptions(const YAML::Node& node, const std::string& path, RedisOptions& o, Reader& r) {
+  if (!r.map(node, path, {"tls", "reply_timeout"})) return;
+  r.duration(node, "reply_timeout", path, o.reply_timeout, true);
+  if (auto t = readClientTls(node["tls"], join(path, "tls"), r)) o.tls = *t;
 }
 
 // store, redis, lookup_timeout and memory_max_entries belong to the process
@@ -605,7 +616,7 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
   r.map(root, "",
         {"listeners", "admin", "workers", "backends", "balance", "health", "passive", "affinity",
          "routes", "timeouts", "limits", "retries", "trusted_proxies", "access_log", "log",
-         "compression", "http2"});
+         "compression", "http2", "backend_tls"});
 
   if (const YAML::Node n = root["listeners"]; r.list(n, "listeners")) {
     // The environment and flags never empty the list, so this is the one check.
@@ -643,6 +654,10 @@ void readRoot(const YAML::Node& root, Config& c, Reader& r) {
       auto b = readBackend(n[i], indexed("backends", i), r);
       if (b && r.errorCount() == errors_before) c.backends.push_back(*b);
     }
+  }
+
+  if (const YAML::Node n = root["backend_tls"]; n.IsDefined()) {
+    if (auto t = readClientTls(n, "backend_tls", r)) c.backend_tls = *t;
   }
 
   r.choice(root, "balance", "", c.balance, kBalances);
@@ -1043,6 +1058,13 @@ bool parseCommandLine(const std::vector<std::string>& args, RawOverrides& raw, L
 
 // Makes the derived fields agree with the final settings.
 void finalize(Config& c) {
+  for (BackendConf& b : c.backends) {
+    if (b.scheme != "https") {
+      b.tls.reset();
+    } else if (!b.tls_own) {
+      b.tls = c.backend_tls;  // flags and the environment name https:// backends too
+    }
+  }
   c.affinity.redis.reset();
   if (c.affinity.store != "memory") c.affinity.redis = parseRedisUrl(c.affinity.store, nullptr);
   for (Route& route : c.routes) {
@@ -1088,8 +1110,6 @@ void validate(const Config& c, Errors& errors) {
   for (std::size_t i = 0; i < c.backends.size(); ++i) {
     const BackendConf& b = c.backends[i];
     const std::string path = indexed("backends", i) + ".url";
-    if (b.scheme != "http")
-      errors.push_back(path + ": " + b.scheme + " backends are not supported yet");
     for (std::size_t j = 0; j < i; ++j) {
       if (c.backends[j].address == b.address) {
         errors.push_back(path + ": " + b.address.str() + " is also " + indexed("backends", j));
@@ -1397,7 +1417,7 @@ std::optional<BackendConf> parseBackendUrl(std::string_view url, std::string* wh
     b.scheme = "https";
     rest = url.substr(8);
   } else if (url.find("://") != std::string_view::npos) {
-    return fail("unsupported scheme in " + quote(url) + " (http:// only)");
+    return fail("unsupported scheme in " + quote(url) + " (http:// or https:// only)");
   } else {
     return fail("no scheme in " + quote(url) + " (write http://host:port)");
   }

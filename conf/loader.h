@@ -82,9 +82,8 @@ std::optional<HostPort> parseHostPort(std::string_view s, std::string* why);
 std::optional<Cidr> parseCidr(std::string_view s);
 // localhost, 127.0.0.0/8 and ::1.
 bool isLoopback(const HostPort& hp);
-// "http://host:port" with an optional trailing "/"; "https://" is parsed (the
-// loader then refuses it: not supported yet). weight and resolve_interval are
-// the defaults.
+// "http://host:port" or "https://host:port" with an optional trailing "/".
+// weight and resolve_interval are the defaults; tls is set by the loader.
 std::optional<BackendConf> parseBackendUrl(std::string_view url, std::string* why);
 // A Redis store URL (config.h RedisUrl): redis://, rediss:// or redis+sentinel://,
 // user and password percent-decoded. Errors show the URL with the password masked.

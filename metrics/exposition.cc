@@ -166,6 +166,16 @@ std::string Metrics::scrape() const {
                     "Upstream connection attempts that failed.",
                     &BackendMetrics::upstream_connect_errors);
   {
+    auto f = family("tether_upstream_tls_handshakes_total",
+                    "TLS handshakes completed with https:// backends, by session (new: full; resumed).",
+                    MetricType::Counter);
+    for (const BackendMetrics* b : bs) {
+      addCounter(f, backendLabel(*b, "session", "new"), b->upstream_tls_full.value());
+      addCounter(f, backendLabel(*b, "session", "resumed"), b->upstream_tls_resumed.value());
+    }
+    out.push_back(std::move(f));
+  }
+  {
     auto f = family("tether_upstream_connections",
                     "Upstream connections, by state (active: carrying a request; idle: pooled).",
                     MetricType::Gauge);

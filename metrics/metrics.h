@@ -133,6 +133,10 @@ class BackendMetrics {
   Histogram first_byte{firstByteBuckets()};
   Histogram upstream_connect{connectBuckets()};
   Counter upstream_connect_errors;
+  // tether_upstream_tls_handshakes_total{session="new"|"resumed"}: completed
+  // handshakes to an https:// backend (a pooled connection makes none).
+  Counter upstream_tls_full;
+  Counter upstream_tls_resumed;
   Gauge upstream_active;  // tether_upstream_connections{state="active"}
   Gauge upstream_idle;    // tether_upstream_connections{state="idle"}
   Counter retries;

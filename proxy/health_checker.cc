@@ -4,6 +4,7 @@
 
 #include "health/ejector.h"
 #include "proxy/http/h1_encoder.h"
+#include "proxy/io/transport.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -106,6 +107,67 @@ bool CheckReader::fail(std::string reason) {
   return true;
 }
 
+namespace {
+
+// The TLS of one check's connection: a client TlsTransport over its socket,
+// plaintext fed to the check's reader. Lives as long as the socket (freed in
+// its close callback, with it); `reader` is cleared when the check is over.
+struct CheckTls final : TransportOwner {
+  uv_stream_t* sock = nullptr;
+  CheckReader* reader = nullptr;
+  SSL* ssl = nullptr;  // owned by transport
+  std::unique_ptr<TlsTransport> transport;
+  uv_write_t write_req;
+  char plain[8192];
+  std::string failure;
+  bool failed = false;
+
+  bool plainRoom(char** data, std::size_t* len) override {
+    if (!reader || reader->done()) return false;
+    *data = plain;
+    *len = sizeof plain;
+    return true;
+  }
+  void plainAdded(std::size_t n) override {
+    if (reader) reader->feed(plain, n);
+  }
+  int socketWrite(uv_buf_t* bufs, unsigned n) override {
+    unsigned i = 0;
+    if (int r = writeWhatFits(sock, bufs, n, &i); r != 1) return r;
+    write_req.data = this;
+    if (uv_write(&write_req, sock, bufs + i, n - i, [](uv_write_t* req, int status) {
+          auto* t = static_cast<CheckTls*>(req->data);
+          if (status != UV_ECANCELED && t->reader) t->transport->socketWritten(status);
+        }) != 0) {
+      return UV_EPIPE;
+    }
+    return 1;
+  }
+  void plainWritten(int) override {}
+  uv_stream_t* socket() override { return sock; }
+  void transportFailed(const char* what, const std::string& why) override {
+    failed = true;
+    failure = std::string(what) + ": " + why;
+  }
+  // Why the handshake failed, or "".
+  std::string handshakeFailure(const Transport::Result& r) const {
+    if (!transport->handshaking()) return failed ? failure : std::string();
+    if (r.fault == Transport::Fault::kNotTls) return "tls: the backend does not speak TLS";
+    if (r.fault != Transport::Fault::kNone || failed) {
+      return "tls: " + tlsClientFailure(ssl, failed ? failure : transport->error());
+    }
+    return {};
+  }
+};
+
+// A check's socket and, to an https:// backend, its TLS; freed together.
+struct CheckSocket {
+  uv_tcp_t tcp;  // first: the handle's address is the struct's
+  std::unique_ptr<CheckTls> tls;
+};
+
+}  // namespace
+
 struct HealthChecker::Check {
   HealthChecker* owner;
   Backend* backend;
@@ -153,8 +215,19 @@ struct HealthChecker::Check {
     ++generation;
     reader = std::make_unique<CheckReader>(cfg);
     request = checkRequest(cfg.path, backend->host_header);
-    tcp = new uv_tcp_t;
+    auto* sock = new CheckSocket;
+    tcp = &sock->tcp;
     uv_tcp_init(owner->loop_, tcp);
+    if (std::shared_ptr<const TlsClientContext> ctx = owner->tls_source_ ? owner->tls_source_(*backend) : nullptr) {
+      SSL* ssl = ctx->newSsl(std::string());  // the context knows the server name
+      if (ssl) {
+        sock->tls = std::make_unique<CheckTls>();
+        sock->tls->sock = reinterpret_cast<uv_stream_t*>(tcp);
+        sock->tls->reader = reader.get();
+        sock->tls->ssl = ssl;
+        sock->tls->transport = std::make_unique<TlsTransport>(*sock->tls, ssl, owner->buffers_, nullptr);
+      }
+    }
     tcp->data = this;
     connect_req.data = reinterpret_cast<void*>(generation);
     uv_timer_start(&timer, onTimer, static_cast<std::uint64_t>(cfg.timeout), 0);
@@ -170,21 +243,63 @@ struct HealthChecker::Check {
       c->finish(health::CheckVerdict{health::CheckResult::kFail, std::string("connect: ") + uv_strerror(status)});
       return;
     }
-    uv_buf_t b = uv_buf_init(c->request.data(), static_cast<unsigned>(c->request.size()));
-    c->write_req.data = c;
-    uv_write(&c->write_req, reinterpret_cast<uv_stream_t*>(tcp), &b, 1, [](uv_write_t*, int) {});
     uv_read_start(reinterpret_cast<uv_stream_t*>(tcp),
                   [](uv_handle_t* h, std::size_t, uv_buf_t* out) {
                     Check* c = static_cast<Check*>(h->data);
-                    *out = uv_buf_init(c->buf, sizeof c->buf);
+                    if (CheckTls* t = c ? c->tls() : nullptr) {
+                      std::size_t len = 0;
+                      char* p = t->transport->readSpace(&len);
+                      *out = uv_buf_init(p, static_cast<unsigned>(len));
+                    } else {
+                      *out = uv_buf_init(c->buf, sizeof c->buf);
+                    }
                   },
                   onRead);
+    if (CheckTls* t = c->tls()) {
+      c->onTls(t->transport->resume());  // the ClientHello; the request once the handshake is done
+      return;
+    }
+    c->sendRequest();
+  }
+
+  CheckTls* tls() { return tcp ? reinterpret_cast<CheckSocket*>(tcp)->tls.get() : nullptr; }
+
+  void sendRequest() {
+    uv_buf_t b = uv_buf_init(request.data(), static_cast<unsigned>(request.size()));
+    if (CheckTls* t = tls()) {
+      if (t->transport->write(&b, 1) < 0) finish(health::CheckVerdict{health::CheckResult::kFail, t->failure});
+      return;
+    }
+    write_req.data = this;
+    uv_write(&write_req, reinterpret_cast<uv_stream_t*>(tcp), &b, 1, [](uv_write_t*, int) {});
+  }
+
+  // What the TLS transport made of the socket's bytes (plaintext went to the reader).
+  void onTls(const Transport::Result& r) {
+    CheckTls* t = tls();
+    bool was_handshaking = !r.handshook && t->transport->handshaking();
+    if (std::string why = t->handshakeFailure(r); !why.empty()) {
+      finish(health::CheckVerdict{health::CheckResult::kFail, why});
+      return;
+    }
+    if (r.handshook) sendRequest();
+    if (!running) return;
+    if (reader->done()) {
+      finish(reader->verdict());
+    } else if (r.eof) {
+      reader->eof(was_handshaking ? "tls: connection closed during the handshake" : nullptr);
+      finish(reader->verdict());
+    }
   }
 
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* b) {
     Check* c = static_cast<Check*>(s->data);
     if (!c || !c->running) return;
     if (nread == 0) return;
+    if (CheckTls* t = c->tls(); t && (nread > 0 || nread == UV_EOF)) {
+      c->onTls(nread > 0 ? t->transport->received(static_cast<std::size_t>(nread)) : t->transport->eof());
+      return;
+    }
     if (nread > 0) {
       if (c->reader->feed(b->base, static_cast<std::size_t>(nread))) c->finish(c->reader->verdict());
       return;
@@ -200,7 +315,11 @@ struct HealthChecker::Check {
   void closeConnection() {
     if (!tcp) return;
     tcp->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    if (CheckTls* t = tls()) {
+      t->reader = nullptr;  // the check is over: a late write completion finds nothing to do
+      t->transport->cancel();
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<CheckSocket*>(h); });
     tcp = nullptr;
   }
 

@@ -1,5 +1,7 @@
 // Active health checks: one HTTP GET of health.path per backend per interval
-// (with jitter), on a connection of its own, on the main loop.
+// (with jitter), on a connection of its own, on the main loop. To an https://
+// backend the check speaks TLS with the backend's settings (setTls): a
+// certificate that does not verify fails the check with OpenSSL's reason.
 //
 // The verdict goes through health::HealthState (rise/fall); a flip updates
 // Backend::state, is logged at info with its reason and counted. A backend
@@ -21,6 +23,8 @@
 #include "health/health_state.h"
 #include "metrics/metrics.h"
 #include "proxy/http/h1_decoder.h"
+#include "proxy/io/buffer_pool.h"
+#include "proxy/io/tls_client.h"
 
 namespace tether::proxy {
 
@@ -91,6 +95,9 @@ class HealthChecker {
   // Called on the main loop when a backend goes from up to down (its
   // tunnels are then closed with 1001 so that clients reconnect elsewhere).
   void setOnDown(std::function<void(balancer::Backend*)> f) { on_down_ = std::move(f); }
+  // The TLS of a backend (nullptr: plain HTTP), asked at the start of each check.
+  using TlsSource = std::function<std::shared_ptr<const TlsClientContext>(const balancer::Backend&)>;
+  void setTls(TlsSource f) { tls_source_ = std::move(f); }
 
   struct Check;  // one backend's check (internal)
 
@@ -99,6 +106,8 @@ class HealthChecker {
   metrics::Metrics& metrics_;
   std::vector<Check*> checks_;
   std::function<void(balancer::Backend*)> on_down_;
+  TlsSource tls_source_;
+  BufferPool buffers_{8};  // TLS record buffers of the checks in progress
 };
 
 }  // namespace tether::proxy

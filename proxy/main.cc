@@ -9,6 +9,7 @@
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/io/tls.h"
+#include "proxy/io/tls_client.h"
 #include "proxy/pin_store.h"
 
 int main(int argc, char** argv) {
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   if (r.invocation.check_config) {
     std::vector<std::string> errors;
     tether::proxy::loadListenerTls(*cfg, &errors);
+    tether::proxy::loadBackendTls(*cfg, &errors);
     tether::proxy::redisTlsContext(cfg->affinity, &errors);
     if (cfg->access_log.enabled) {
       std::string e = tether::proxy::AccessLogFile::check(cfg->access_log.path);

@@ -18,6 +18,7 @@
 #include "proxy/access_log.h"
 #include "proxy/pin_store.h"
 #include "proxy/io/tls.h"
+#include "proxy/io/tls_client.h"
 
 namespace tether::proxy {
 
@@ -48,11 +49,23 @@ struct Runtime {
     std::lock_guard<std::mutex> lock(mu_);
     tls_ = std::move(t);
   }
+  // The TLS of configured backend `index` (BackendConf order); nullptr for
+  // an http:// one. Swapped by a reload with the configuration; a connection
+  // keeps the one it was made with.
+  std::shared_ptr<const TlsClientContext> backendTls(std::size_t index) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return index < backend_tls_.size() ? backend_tls_[index] : nullptr;
+  }
+  void setBackendTls(std::vector<std::shared_ptr<const TlsClientContext>> t) {
+    std::lock_guard<std::mutex> lock(mu_);
+    backend_tls_ = std::move(t);
+  }
 
  private:
   mutable std::mutex mu_;
   conf::ConfigPtr config_;
   std::vector<std::shared_ptr<const TlsContext>> tls_;
+  std::vector<std::shared_ptr<const TlsClientContext>> backend_tls_;
 };
 
 }  // namespace tether::proxy

@@ -305,6 +305,7 @@ int Server::run() {
   }
   std::vector<std::string> tls_errors;
   rt_.setTls(loadListenerTls(*cfg, &tls_errors));
+  rt_.setBackendTls(loadBackendTls(*cfg, &tls_errors));
   redisTlsContext(cfg->affinity, &tls_errors);  // rediss://: loaded once, for every worker's store
   if (!tls_errors.empty()) {
     for (const std::string& e : tls_errors) log::error("cannot start", {{"error", e}});
@@ -321,6 +322,7 @@ int Server::run() {
   for (std::uint32_t i = 0; i < cfg->workers; ++i) workers_.push_back(std::make_unique<Worker>(rt_, i));
   uv_loop_t* loop = workers_[0]->loop();
   health_ = std::make_unique<HealthChecker>(loop, rt_.metrics);
+  health_->setTls([this](const Backend& b) { return rt_.backendTls(b.config_index); });
   health_->setOnDown([this](Backend* b) {
     for (auto& w : workers_) w->requestTunnelDrain(b->id);
   });
@@ -774,6 +776,7 @@ Server::ReloadResult Server::reload() {
   if (!listeners_same || next->workers != prev->workers || !(next->admin.address == prev->admin.address)) {
     std::vector<std::string> tls_errors;
     loadListenerTls(*next, &tls_errors);
+    loadBackendTls(*next, &tls_errors);
     if (!tls_errors.empty()) return refuse(tls_errors);
     log::info("reload: listeners, workers or the admin address changed: upgrading",
               {{"workers", next->workers}, {"listeners", static_cast<std::uint64_t>(next->listeners.size())},
@@ -789,11 +792,13 @@ Server::ReloadResult Server::reload() {
   // connections); one that cannot be loaded refuses the whole reload.
   std::vector<std::string> tls_errors;
   std::vector<std::shared_ptr<const TlsContext>> tls = loadListenerTls(*next, &tls_errors);
+  std::vector<std::shared_ptr<const TlsClientContext>> backend_tls = loadBackendTls(*next, &tls_errors);
   if (!tls_errors.empty()) return refuse(tls_errors);
   if (next->access_log.enabled) {
     if (std::string e = rt_.access_log.use(next->access_log.path); !e.empty()) return refuse({e});
   }
   rt_.setTls(std::move(tls));
+  rt_.setBackendTls(std::move(backend_tls));
   if (!next->log_format_explicit) next->log_format = prev->log_format;
   rt_.setConfig(next);
   log::setLevel(next->log_level);

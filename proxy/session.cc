@@ -541,6 +541,9 @@ void Session::updateReading() {
   if (upstream_ && !upstream_->closing()) {
     upstream_->setReading(want_up);
     up_reading_ = want_up;
+    // TLS records the connection decrypted no room for: handed over from
+    // the worker's deferred pass, not from inside this call.
+    if (want_up && upstream_->buffered()) worker_.deferTlsResume(this);
   } else {
     up_reading_ = false;
   }
@@ -554,16 +557,8 @@ void Session::updateReading() {
 // are advanced past what went out. 0: all written; 1: a write is queued; < 0:
 // the libuv error (UV_EPIPE when the queued write could not start).
 int Session::sendOrQueue(uv_stream_t* to, WriteReq*& slot, bool upstream, uv_buf_t* bufs, unsigned n) {
-  std::size_t total = 0;
-  for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
-  int w = uv_try_write(to, bufs, n);
-  if (w == static_cast<int>(total)) return 0;
-  if (w < 0 && w != UV_EAGAIN) return w;
-  std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
   unsigned i = 0;
-  while (i < n && done >= bufs[i].len) done -= bufs[i++].len;
-  bufs[i].base += done;
-  bufs[i].len -= done;
+  if (int r = writeWhatFits(to, bufs, n, &i); r != 1) return r;
   slot = worker_.takeWriteReq();
   slot->session = this;
   slot->upstream = upstream;
@@ -589,7 +584,8 @@ bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
 }
 
 bool Session::writeUpstream(uv_buf_t* bufs, unsigned n) {
-  int r = sendOrQueue(upstream_->stream(), up_write_, true, bufs, n);
+  // To an https:// backend the plaintext goes through the connection's TLS.
+  int r = upstream_->tls() ? upstream_->write(bufs, n) : sendOrQueue(upstream_->stream(), up_write_, true, bufs, n);
   if (r < 0) {
     if (state_ == State::kTunnel) {
       close();
@@ -675,6 +671,8 @@ void Session::onUpstreamWritten(int status) {
 void Session::writeRaw(uv_stream_t* to, const char* data, std::size_t len) {
   if (to == reinterpret_cast<uv_stream_t*>(&client_)) {
     transport().writeOwn(data, len);
+  } else if (upstream_ && to == upstream_->stream()) {
+    upstream_->writeOwn(data, len);
   } else {
     writeCopied(to, data, len);
   }
@@ -1858,6 +1856,10 @@ void Session::releaseUpstream(bool reusable) {
     up_writing_ = false;
     reusable = false;
   }
+  if (up_writing_) {  // TLS: the connection's own write is in flight
+    up_writing_ = false;
+    reusable = false;
+  }
   c->setOwner(nullptr);
   if (reusable && !worker_.stopping()) {
     worker_.upstreams().release(c);
@@ -2161,7 +2163,7 @@ void Session::tunnelEof(bool from_client) {
     delete r;
     if (--s->open_handles_ == 0) s->worker_.sessionClosed(s);
   };
-  if ((from_client ? uv_shutdown(req, to, done) : shutdownClient(req, done)) != 0) {
+  if ((from_client ? upstream_->shutdown(req, done) : shutdownClient(req, done)) != 0) {
     delete req;
     --open_handles_;
     close();
@@ -2269,7 +2271,12 @@ void Session::transportFailed(const char* what, const std::string& why) {
 int Session::shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb) { return transport().shutdown(req, cb); }
 
 void Session::onTlsResume() {
-  if (closing_ || !tls_ || state_ == State::kClosing || !wantDownstream()) return;
+  if (closing_ || state_ == State::kClosing) return;
+  if (upstream_ && up_reading_ && upstream_->buffered()) {
+    upstream_->resume();
+    if (closing_ || state_ == State::kClosing) return;
+  }
+  if (!tls_ || !wantDownstream()) return;
   onTransport(transport().resume());
 }
 

@@ -108,6 +108,8 @@ class Session final : public ListHook<>,
   void onUpstreamConnected(int status);
   void onUpstreamAlloc(uv_buf_t* buf);
   void onUpstreamRead(ssize_t nread, const uv_buf_t* buf);
+  // A write the upstream connection queued (TLS: UpstreamConn::write) is done.
+  void onUpstreamWritten(int status);
 
   // A backend slot freed while this session waited in the worker's queue
   // (limits.max_connections_per_backend).
@@ -147,7 +149,6 @@ class Session final : public ListHook<>,
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void onWritten(uv_write_t* req, int status);
   void onDownstreamWritten(int status);
-  void onUpstreamWritten(int status);
   std::int64_t deadline() const;
   std::int64_t bodyDeadline(std::int64_t d) const;
   bool bodyTimedOut() const;

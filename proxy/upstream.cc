@@ -6,11 +6,16 @@
 
 namespace tether::proxy {
 
-UpstreamConn::UpstreamConn(UpstreamPool& pool, balancer::Backend& backend) : pool_(pool), backend_(backend) {
+UpstreamConn::UpstreamConn(UpstreamPool& pool, balancer::Backend& backend,
+                           std::shared_ptr<const TlsClientContext> tls)
+    : pool_(pool), backend_(backend), tls_ctx_(std::move(tls)) {
   uv_tcp_init(pool.worker().loop(), &tcp_);
   tcp_.data = this;
+  write_req_.data = this;
   backend.connections.fetch_add(1, std::memory_order_relaxed);
 }
+
+UpstreamConn::~UpstreamConn() = default;
 
 // The connect request lives only while connecting: a pooled or tunnelled
 // connection does not carry it.
@@ -27,11 +32,166 @@ void UpstreamConn::onConnect(uv_connect_t* req, int status) {
   auto* c = static_cast<UpstreamConn*>(req->data);
   delete req;  // libuv is done with it; a close cancels it with UV_ECANCELED first
   if (status == UV_ECANCELED || c->closing_) return;
-  if (c->owner_) {
-    c->owner_->onUpstreamConnected(status);
-  } else {
+  if (!c->owner_) {
     c->close();
+  } else if (status == 0 && c->tls_ctx_) {
+    c->startTls();
+  } else {
+    c->owner_->onUpstreamConnected(status);
   }
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+void UpstreamConn::startTls() {
+  // The server name (SNI, certificate check) is the context's: the URL's
+  // host unless tls.server_name says otherwise.
+  ssl_ = tls_ctx_->newSsl(std::string(), pool_.sessionCache(backend_.id));
+  if (!ssl_) {
+    handshakeFailed("out of memory");
+    return;
+  }
+  TransportOwner& self = *this;  // a private base: converted here, where it is accessible
+  tls_ = std::make_unique<TlsTransport>(self, ssl_, pool_.worker().buffers(), nullptr);
+  setReading(true);
+  if (!reading_) {
+    handshakeFailed("cannot read the socket");
+    return;
+  }
+  onTls(tls_->resume());  // the ClientHello
+}
+
+void UpstreamConn::handshakeFailed(const std::string& why) {
+  std::string reason = ssl_ ? tlsClientFailure(ssl_, why) : why;
+  log::warn("upstream TLS handshake failed", {{"backend", backend_.name}, {"url", backend_.url}, {"error", reason}});
+  Session* owner = owner_;
+  close();
+  if (owner) owner->onUpstreamConnected(UV_EPROTO);
+}
+
+// What the transport made of the socket's bytes. Plaintext has already gone
+// to the owner (plainAdded); here the handshake, the peer's end and failures.
+void UpstreamConn::onTls(Transport::Result r) {
+  if (closing_) return;
+  if (!handshook_) {
+    if (r.fault != Transport::Fault::kNone || failed_) {
+      handshakeFailed(r.fault == Transport::Fault::kNotTls ? "the backend does not speak TLS"
+                      : failed_                             ? failure_
+                                                            : tls_->error());
+      return;
+    }
+    if (r.eof) {
+      handshakeFailed("connection closed during the handshake");
+      return;
+    }
+    if (!r.handshook) return;
+    handshook_ = true;
+    log::debug("upstream TLS connected", {{"backend", backend_.name}, {"version", tls_->tlsVersion()},
+                                          {"resumed", SSL_session_reused(ssl_) ? "yes" : "no"}});
+    if (SSL_session_reused(ssl_)) {
+      pool_.worker().metrics().backend(backend_.id).upstream_tls_resumed.inc();
+    } else {
+      pool_.worker().metrics().backend(backend_.id).upstream_tls_full.inc();
+    }
+    if (!owner_) {
+      close();
+      return;
+    }
+    owner_->onUpstreamConnected(0);
+    // Records that came with the server's last flight wait for the owner's
+    // next read (resume from its deferred callback).
+    return;
+  }
+  if (failed_) {
+    log::debug("upstream TLS failed", {{"backend", backend_.name}, {"error", failure_}});
+    if (owner_) {
+      owner_->onUpstreamRead(UV_ECONNRESET, nullptr);
+    } else {
+      close();
+    }
+    return;
+  }
+  if (r.eof && !eof_) {
+    // Once: a close_notify and the FIN after it are one end.
+    eof_ = true;
+    if (owner_) {
+      owner_->onUpstreamRead(UV_EOF, nullptr);
+    } else {
+      close();
+    }
+  }
+}
+
+void UpstreamConn::resume() {
+  if (!closing_ && tls_ && handshook_) onTls(tls_->resume());
+}
+
+bool UpstreamConn::plainRoom(char** data, std::size_t* len) {
+  if (closing_ || !handshook_ || (owner_ && !reading_)) return false;
+  if (!owner_) {
+    // Idle: any plaintext byte is a fault (plainAdded drops the connection).
+    *data = pool_.worker().discardBuffer();
+    *len = 4096;
+    return true;
+  }
+  uv_buf_t b;
+  owner_->onUpstreamAlloc(&b);
+  *data = b.base;
+  *len = b.len;
+  return b.len > 0;
+}
+
+void UpstreamConn::plainAdded(std::size_t n) {
+  if (owner_) {
+    owner_->onUpstreamRead(static_cast<ssize_t>(n), nullptr);
+  } else {
+    log::debug("bytes on an idle upstream connection", {{"backend", backend_.name}});
+    close();
+  }
+}
+
+int UpstreamConn::socketWrite(uv_buf_t* bufs, unsigned n) {
+  if (closing_) return UV_EPIPE;
+  unsigned i = 0;
+  if (int r = writeWhatFits(stream(), bufs, n, &i); r != 1) return r;
+  if (uv_write(&write_req_, stream(), bufs + i, n - i, onSocketWritten) != 0) return UV_EPIPE;
+  return 1;
+}
+
+void UpstreamConn::onSocketWritten(uv_write_t* req, int status) {
+  auto* c = static_cast<UpstreamConn*>(req->data);
+  if (status == UV_ECANCELED || c->closing_) return;
+  c->tls_->socketWritten(status);
+  if (c->failed_ && !c->closing_) c->onTls({});
+}
+
+void UpstreamConn::plainWritten(int status) {
+  if (owner_) owner_->onUpstreamWritten(status);
+}
+
+void UpstreamConn::transportFailed(const char* what, const std::string& why) {
+  failed_ = true;
+  failure_ = std::string(what) + ": " + why;
+}
+
+int UpstreamConn::write(uv_buf_t* bufs, unsigned n) {
+  if (closing_ || failed_) return UV_EPIPE;
+  return tls_->write(bufs, n);
+}
+
+void UpstreamConn::writeOwn(const char* data, std::size_t len) {
+  if (closing_) return;
+  if (tls_) {
+    tls_->writeOwn(data, len);
+  } else {
+    writeCopied(stream(), data, len);
+  }
+}
+
+int UpstreamConn::shutdown(uv_shutdown_t* req, uv_shutdown_cb cb) {
+  if (closing_) return UV_EPIPE;
+  return tls_ ? tls_->shutdown(req, cb) : uv_shutdown(req, stream(), cb);
 }
 
 void UpstreamConn::setReading(bool on) {
@@ -42,7 +202,11 @@ void UpstreamConn::setReading(bool on) {
 
 void UpstreamConn::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
   auto* c = static_cast<UpstreamConn*>(h->data);
-  if (c->owner_) {
+  if (c->tls_) {
+    std::size_t len = 0;
+    char* p = c->tls_->readSpace(&len);
+    *buf = uv_buf_init(p, static_cast<unsigned>(len));
+  } else if (c->owner_) {
     c->owner_->onUpstreamAlloc(buf);
   } else {
     *buf = uv_buf_init(c->pool_.worker().discardBuffer(), 4096);
@@ -51,6 +215,26 @@ void UpstreamConn::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
 
 void UpstreamConn::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* c = static_cast<UpstreamConn*>(s->data);
+  if (c->tls_ && !c->closing_) {
+    // Ciphertext: the transport turns it into plaintext for the owner (or
+    // finds it on an idle connection).
+    if (nread > 0) {
+      c->onTls(c->tls_->received(static_cast<std::size_t>(nread)));
+    } else if (nread == UV_EOF) {
+      c->onTls(c->tls_->eof());
+    } else if (nread == UV_ENOBUFS) {
+      c->setReading(false);  // the record buffer is full: the owner's next read resumes
+    } else if (nread < 0) {
+      if (!c->handshook_) {
+        c->handshakeFailed(uv_strerror(static_cast<int>(nread)));
+      } else if (c->owner_) {
+        c->owner_->onUpstreamRead(nread, buf);
+      } else {
+        c->close();
+      }
+    }
+    return;
+  }
   if (c->owner_) {
     c->owner_->onUpstreamRead(nread, buf);
   } else if (c->idle_) {
@@ -63,6 +247,7 @@ void UpstreamConn::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 void UpstreamConn::close() {
   if (closing_) return;
   closing_ = true;
+  if (tls_) tls_->cancel();
   if (idle_) {
     pool_.idleList(backend_.id).remove(this);
     idle_ = false;
@@ -104,7 +289,7 @@ UpstreamConn* UpstreamPool::takeIdle(balancer::Backend& b) {
 }
 
 UpstreamConn* UpstreamPool::create(balancer::Backend& b) {
-  auto* c = new UpstreamConn(*this, b);
+  auto* c = new UpstreamConn(*this, b, worker_.runtime().backendTls(b.config_index));
   takeInUse(c);
   return c;
 }
@@ -123,6 +308,12 @@ void UpstreamPool::dropInUse(UpstreamConn* c) {
   if (!c->in_use_) return;
   c->in_use_ = false;
   demand(c->backend_.id).give();
+}
+
+TlsSessionCache* UpstreamPool::sessionCache(std::uint32_t id) {
+  if (id >= sessions_.size()) sessions_.resize(id + 1);
+  if (!sessions_[id]) sessions_[id] = std::make_unique<TlsSessionCache>();
+  return sessions_[id].get();
 }
 
 void UpstreamPool::release(UpstreamConn* c) {

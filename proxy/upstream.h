@@ -6,6 +6,17 @@
 // misbehaved: the connection is dropped at once, before a request can be
 // sent on it) and holds no buffer. Loop-affine: one pool per worker.
 //
+// To an https:// backend the connection carries a client TlsTransport
+// (proxy/io/transport.h) and is its TransportOwner: connect() reports to the
+// owner only once the handshake is done (a certificate that does not verify
+// is a failed connect, logged with the backend and OpenSSL's reason), and the
+// owner reads plaintext into its own buffer (onUpstreamAlloc/onUpstreamRead)
+// and writes plaintext through write(), writeOwn() and shutdown(). While idle,
+// records that carry no bytes (TLS 1.3 session tickets) are consumed; a
+// close_notify, EOF or any plaintext byte drops the connection. The
+// session a server gives is kept per backend (the pool's TlsSessionCache),
+// so the next connection resumes it.
+//
 // Lifetime: owned by the pool while idle, by the session while active;
 // destroyed only in its close callback (libuv's rule). close() is idempotent.
 #pragma once
@@ -13,10 +24,14 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "balancer/backend.h"
 #include "proxy/intrusive_list.h"
+#include "proxy/io/tls_client.h"
+#include "proxy/io/transport.h"
 #include "proxy/io/free_list.h"
 
 namespace tether::proxy {
@@ -24,9 +39,11 @@ namespace tether::proxy {
 class Session;
 class UpstreamPool;
 
-class UpstreamConn : public ListHook<> {
+class UpstreamConn final : public ListHook<>, private TransportOwner {
  public:
-  UpstreamConn(UpstreamPool& pool, balancer::Backend& backend);
+  // `tls`: the backend's TLS (https://), or nullptr for plain TCP.
+  UpstreamConn(UpstreamPool& pool, balancer::Backend& backend, std::shared_ptr<const TlsClientContext> tls);
+  ~UpstreamConn();
   uv_tcp_t* tcp() { return &tcp_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   balancer::Backend& backend() const { return backend_; }
@@ -46,8 +63,37 @@ class UpstreamConn : public ListHook<> {
   Session* owner() const { return owner_; }
   void close();
 
+  // TLS only (tls()). Plaintext to the backend: 0 written, 1 queued (the
+  // owner's onUpstreamWritten follows, never from inside this call), < 0
+  // failed. Without TLS the owner writes stream() itself.
+  bool tls() const { return tls_ != nullptr; }
+  int write(uv_buf_t* bufs, unsigned n);
+  // A few bytes of the owner's own (close frames), after what was written
+  // before; copied if they cannot go at once. Both transports.
+  void writeOwn(const char* data, std::size_t len);
+  // Shuts the sending side (TLS: after a close_notify) once everything
+  // before is written; `cb` runs as uv_shutdown's would. Both transports.
+  int shutdown(uv_shutdown_t* req, uv_shutdown_cb cb);
+  // Decrypted-but-undelivered records are held (the owner's buffer was
+  // full): resume() hands them over; the owner calls it from its own
+  // deferred callback, never from inside a read callback of this connection.
+  bool buffered() const { return tls_ && handshook_ && tls_->buffered(); }
+  void resume();
+
  private:
   friend class UpstreamPool;
+  // TransportOwner
+  bool plainRoom(char** data, std::size_t* len) override;
+  void plainAdded(std::size_t n) override;
+  int socketWrite(uv_buf_t* bufs, unsigned n) override;
+  void plainWritten(int status) override;
+  uv_stream_t* socket() override { return stream(); }
+  void transportFailed(const char* what, const std::string& why) override;
+
+  void startTls();
+  void onTls(Transport::Result r);
+  void handshakeFailed(const std::string& why);
+  static void onSocketWritten(uv_write_t* req, int status);
   static void onConnect(uv_connect_t* req, int status);
   static void onClose(uv_handle_t* h);
   static void onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf);
@@ -63,6 +109,15 @@ class UpstreamConn : public ListHook<> {
   bool closing_ = false;
   bool idle_ = false;
   bool connected_ = false;  // counted in upstream_connections{state=active} while not idle
+
+  std::shared_ptr<const TlsClientContext> tls_ctx_;
+  std::unique_ptr<TlsTransport> tls_;
+  SSL* ssl_ = nullptr;        // owned by tls_; for the handshake's failure reason
+  uv_write_t write_req_;      // the one queued ciphertext write (TlsTransport keeps one at a time)
+  std::string failure_;       // set by transportFailed: what went wrong, for the log
+  bool handshook_ = false;
+  bool failed_ = false;
+  bool eof_ = false;  // the backend's end was passed on
   bool in_use_ = false;     // counted in the pool's demand for its backend (owned by a session)
 };
 
@@ -96,6 +151,8 @@ class UpstreamPool {
   void sweep(std::int64_t now_ms, std::int64_t idle_ms);
   std::size_t idleCount() const;
   void setMaxIdlePerBackend(std::uint32_t n) { max_idle_ = n; }
+  // The TLS session to resume on the next connection to backend `id`.
+  TlsSessionCache* sessionCache(std::uint32_t id);
 
   // Internal: the connection's handle is gone.
   void onClosed(UpstreamConn* c);
@@ -113,6 +170,8 @@ class UpstreamPool {
   void dropInUse(UpstreamConn* c);
 
   std::vector<IntrusiveList<UpstreamConn>*> idle_;  // by backend id
+  // By backend id; never shrinks, so that an SSL's pointer to its entry stays valid.
+  std::vector<std::unique_ptr<TlsSessionCache>> sessions_;
   std::vector<PoolDemand> demand_;                  // by backend id
   std::uint32_t max_idle_ = 64;
 };

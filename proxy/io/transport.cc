@@ -30,6 +30,21 @@ void TcpTransport::writeOwn(const char* data, std::size_t len) { writeCopied(own
 
 void TcpTransport::socketWritten(int status) { owner_.plainWritten(status); }
 
+int writeWhatFits(uv_stream_t* to, uv_buf_t* bufs, unsigned n, unsigned* first) {
+  std::size_t total = 0;
+  for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
+  int w = uv_try_write(to, bufs, n);
+  if (w == static_cast<int>(total)) return 0;
+  if (w < 0 && w != UV_EAGAIN) return w;
+  std::size_t done = w > 0 ? static_cast<std::size_t>(w) : 0;
+  unsigned i = 0;
+  while (i < n && done >= bufs[i].len) done -= bufs[i++].len;
+  bufs[i].base += done;
+  bufs[i].len -= done;
+  *first = i;
+  return 1;
+}
+
 void writeCopied(uv_stream_t* to, const char* data, std::size_t len) {
   uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
   int w = uv_try_write(to, &b, 1);  // UV_EAGAIN while earlier writes are queued: order kept

@@ -153,6 +153,11 @@ class TlsTransport final : public Transport {
   uv_shutdown_cb shutdown_cb_ = nullptr;
 };
 
+// Writes what `to` takes at once of bufs[0..n) and advances bufs past it:
+// 0 all written, < 0 the libuv error, 1 the rest, bufs[*first..n), is for a
+// queued uv_write (the caller's).
+int writeWhatFits(uv_stream_t* to, uv_buf_t* bufs, unsigned n, unsigned* first);
+
 // Writes `len` bytes to `to` now if the socket takes them, else from a copy
 // (for a few bytes of one's own: close frames).
 void writeCopied(uv_stream_t* to, const char* data, std::size_t len);

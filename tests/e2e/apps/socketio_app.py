@@ -119,6 +119,11 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--name", default=NAME)
+    # HTTPS (uvicorn's own options): the backend of tests/e2e/test_backend_tls.py.
+    ap.add_argument("--ssl-certfile")
+    ap.add_argument("--ssl-keyfile")
+    ap.add_argument("--ssl-ca-certs", help="CAs for client certificates")
+    ap.add_argument("--ssl-cert-reqs", type=int, default=0, help="2: a client certificate is required")
     ap.add_argument("--redis", default=REDIS, help="redis://host:port/db for cross-instance fan-out")
     ap.add_argument("--cors-origin", action="append", default=None,
                     help="allowed Origin (repeatable); default: any")
@@ -130,7 +135,9 @@ def main():
     sock.listen(1024)
     print("PORT %d" % sock.getsockname()[1], flush=True)
     config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
-                            ws="websockets")
+                            ws="websockets",
+                            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                            ssl_ca_certs=args.ssl_ca_certs, ssl_cert_reqs=args.ssl_cert_reqs)
     uvicorn.Server(config).run(sockets=[sock])
 
 

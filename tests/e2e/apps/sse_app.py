@@ -153,6 +153,11 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--name", default=NAME)
+    # HTTPS (uvicorn's own options): the backend of tests/e2e/test_backend_tls.py.
+    ap.add_argument("--ssl-certfile")
+    ap.add_argument("--ssl-keyfile")
+    ap.add_argument("--ssl-ca-certs", help="CAs for client certificates")
+    ap.add_argument("--ssl-cert-reqs", type=int, default=0, help="2: a client certificate is required")
     args = ap.parse_args()
     NAME = args.name
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -160,7 +165,9 @@ def main():
     sock.bind((args.host, args.port))
     sock.listen(1024)
     print("PORT %d" % sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
+                            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                            ssl_ca_certs=args.ssl_ca_certs, ssl_cert_reqs=args.ssl_cert_reqs)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -2,6 +2,8 @@
 #include "conf/loader.h"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -614,7 +616,7 @@ listeners:
   EXPECT_ERROR(errors, "listeners[1].tls.certificates[0].key: missing");
 }
 
-TEST(Load, DuplicatesAndHttpsBackendsAreRefused) {
+TEST(Load, DuplicatesAreRefused) {
   auto errors = fileErrors(R"(
 listeners: [":8000", ":8000", ":0", ":0"]
 admin: { address: "0.0.0.0:8000" }
@@ -622,8 +624,58 @@ backends: ["http://a:1", "https://b:443", "http://a:1/"]
 )");
   EXPECT_ERROR(errors, "listeners[1].address: 0.0.0.0:8000 is also listeners[0].address");
   EXPECT_ERROR(errors, "admin.address: 0.0.0.0:8000 is also listeners[0].address");
-  EXPECT_ERROR(errors, "backends[1].url: https backends are not supported yet");
   EXPECT_ERROR(errors, "backends[2].url: a:1 is also backends[0]");
+  EXPECT_FALSE(std::any_of(errors.begin(), errors.end(),
+                           [](const std::string& e) { return e.starts_with("backends[1]"); }))
+      << joined(errors);
+}
+
+TEST(Load, HttpsBackendsTakeTheirOwnTlsOrBackendTls) {
+  TempFile file(R"(
+backend_tls: { ca: /etc/tether/backend-ca.pem }
+backends:
+  - "https://b.internal:8443"
+  - url: "https://10.0.0.5:8443"
+    tls: { ca: /ca.pem, cert: /c.pem, key: /c.key, server_name: app.example, verify: false }
+  - "http://plain:80"
+)");
+  Config c = ok({"-c", file.path()});
+  ASSERT_EQ(c.backends.size(), 3u);
+  ASSERT_TRUE(c.backends[0].tls);
+  EXPECT_FALSE(c.backends[0].tls_own);
+  EXPECT_EQ(c.backends[0].tls->ca, "/etc/tether/backend-ca.pem");
+  EXPECT_TRUE(c.backends[0].tls->verify);
+  ASSERT_TRUE(c.backends[1].tls);
+  EXPECT_TRUE(c.backends[1].tls_own);
+  EXPECT_EQ(c.backends[1].tls->cert, "/c.pem");
+  EXPECT_EQ(c.backends[1].tls->key, "/c.key");
+  EXPECT_EQ(c.backends[1].tls->server_name, "app.example");
+  EXPECT_FALSE(c.backends[1].tls->verify);
+  EXPECT_FALSE(c.backends[2].tls);
+  // A flag's https:// backend verifies against the system's CAs.
+  Config d = ok({"-b", "https://app:443"});
+  ASSERT_TRUE(d.backends[0].tls);
+  EXPECT_EQ(d.backends[0].tls->ca, "");
+  EXPECT_TRUE(d.backends[0].tls->verify);
+}
+
+TEST(Load, BackendTlsMistakesAreRefusedWithTheirPaths) {
+  auto errors = fileErrors(R"(
+backend_tls: { cert: /c.pem, sni: x }
+backends:
+  - { url: "http://a:1", tls: { ca: /ca.pem } }
+  - { url: "https://b:2", tls: { key: /k.pem } }
+  - { url: "https://c:3", tls: [] }
+)");
+  EXPECT_ERROR(errors, "backend_tls.key: missing (cert is set)");
+  EXPECT_ERROR(errors, "backends[0].tls: set, but the url is not https://");
+  EXPECT_ERROR(errors, "backends[1].tls.cert: missing (key is set)");
+  EXPECT_TRUE(std::any_of(errors.begin(), errors.end(),
+                          [](const std::string& e) { return e.starts_with("backend_tls.sni"); }))
+      << joined(errors);
+  EXPECT_TRUE(std::any_of(errors.begin(), errors.end(),
+                          [](const std::string& e) { return e.starts_with("backends[2].tls"); }))
+      << joined(errors);
 }
 
 TEST(Load, NonLoopbackAdminNeedsAToken) {

@@ -107,6 +107,7 @@ const std::map<std::string, std::string> kContract = {
     {"tether_affinity_pin_confirmations_total", "counter"},
     {"tether_backend_weight", "gauge"},
     {"tether_upgrades_total", "counter"},
+    {"tether_upstream_tls_handshakes_total", "counter"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";
@@ -202,6 +203,8 @@ TEST(Scrape, ShowsExactValuesAfterKnownIncrements) {
   b.websocketClose(4000, ClosedBy::kBackend);
   b.websocketClose(2500, ClosedBy::kBackend);
   b.sse_active.set(2);
+  b.upstream_tls_full.inc();
+  b.upstream_tls_resumed.inc(3);
   b.bytes[static_cast<int>(Direction::kDownstream)].inc(123456789);
   b.bytes[static_cast<int>(Direction::kUpstream)].inc(42);
   m.affinityLookup(AffinityResult::kMiss);
@@ -222,6 +225,8 @@ TEST(Scrape, ShowsExactValuesAfterKnownIncrements) {
   EXPECT_EQ(e.at(backendSeries(req, "method=\"GET\",code=\"0\"")), 1);
   EXPECT_EQ(e.familySamples(req), 4);
   EXPECT_EQ(e.at(backendSeries("tether_upstream_connect_errors_total")), 4);
+  EXPECT_EQ(e.at(backendSeries("tether_upstream_tls_handshakes_total", "session=\"new\"")), 1);
+  EXPECT_EQ(e.at(backendSeries("tether_upstream_tls_handshakes_total", "session=\"resumed\"")), 3);
   EXPECT_EQ(e.at(backendSeries("tether_upstream_connections", "state=\"active\"")), 5);
   EXPECT_EQ(e.at(backendSeries("tether_upstream_connections", "state=\"idle\"")), 6);
   EXPECT_EQ(e.at(backendSeries("tether_retries_total")), 2);

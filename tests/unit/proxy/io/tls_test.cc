@@ -1,7 +1,10 @@
 // TLS: certificate names, certificate loading errors, SNI, the record layer
 // of TlsStream against an OpenSSL client, with the bytes shuttled by hand in
-// every chunking, and the transports (transport.h) over a socket-free owner.
+// every chunking, and the transports (transport.h) over a socket-free owner;
+// the client side (tls_client.h): backend TLS loading errors and session
+// resumption between two TlsStreams.
 #include "proxy/io/tls.h"
+#include "proxy/io/tls_client.h"
 #include "proxy/io/transport.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +16,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -629,6 +633,139 @@ TEST_F(TlsTest, TlsTransportTellsPlainHttpAndBrokenHandshakesApart) {
     EXPECT_GT(o.wire.size(), 0u) << "the alert";
     EXPECT_FALSE(t.error().empty());
   }
+}
+
+// ---------------------------------------------------------------------------
+// The client side: https:// backends
+
+conf::Config httpsBackends(std::vector<std::optional<conf::ClientTls>> own, conf::ClientTls fallback = {}) {
+  conf::Config c;
+  c.backend_tls = fallback;
+  for (std::size_t i = 0; i < own.size(); ++i) {
+    conf::BackendConf b;
+    b.scheme = "https";
+    b.address = {"127.0.0.1", static_cast<std::uint16_t>(8000 + i)};
+    b.tls = own[i] ? *own[i] : fallback;
+    b.tls_own = own[i].has_value();
+    c.backends.push_back(b);
+  }
+  return c;
+}
+
+TEST_F(TlsTest, BackendTlsErrorsNameTheirPathAndTheDefaultsOnce) {
+  std::vector<std::string> errors;
+  conf::ClientTls missing_ca;
+  missing_ca.ca = dir_ + "/missing.pem";
+  auto ctxs = loadBackendTls(httpsBackends({missing_ca}), &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].rfind("backends[0].tls.ca: " + dir_ + "/missing.pem: cannot read", 0), 0u) << errors[0];
+  EXPECT_EQ(ctxs[0], nullptr);
+
+  errors.clear();
+  conf::ClientTls wrong_key;
+  wrong_key.ca = a_.cert;
+  wrong_key.cert = a_.cert;
+  wrong_key.key = b_.key;
+  ctxs = loadBackendTls(httpsBackends({std::nullopt, std::nullopt}, wrong_key), &errors);
+  ASSERT_EQ(errors.size(), 1u) << "one default, one error";
+  EXPECT_EQ(errors[0].rfind("backend_tls.key: " + b_.key + ": does not match the certificate", 0), 0u) << errors[0];
+
+  errors.clear();
+  conf::Config plain = httpsBackends({conf::ClientTls{}});
+  plain.backends[0].scheme = "http";
+  plain.backends[0].tls.reset();
+  ctxs = loadBackendTls(plain, &errors);
+  EXPECT_TRUE(errors.empty());
+  ASSERT_EQ(ctxs.size(), 1u);
+  EXPECT_EQ(ctxs[0], nullptr);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+}
+
+// A client TlsStream (from a TlsClientContext) and a server one, the bytes
+// carried by hand both ways.
+struct ClientServer {
+  ClientServer(SSL* client_ssl, SSL* server_ssl, BufferPool& pool)
+      : client(client_ssl, pool, nullptr), server(server_ssl, pool, nullptr), client_ssl(client_ssl) {}
+  static void carry(TlsStream& from, TlsStream& to) {
+    while (from.outLen()) {
+      std::size_t room = 0;
+      char* space = to.readSpace(&room);
+      std::size_t n = std::min(room, from.outLen());
+      std::memcpy(space, from.outData(), n);
+      from.sent(n);
+      to.received(n);
+    }
+  }
+  bool handshake() {
+    for (int i = 0; i < 10; ++i) {
+      long c = client.handshaking() ? client.handshake() : 1;
+      carry(client, server);
+      long s = server.handshaking() ? server.handshake() : 1;
+      carry(server, client);
+      if (c == TlsStream::kError || s == TlsStream::kError) return false;
+      if (c == 1 && s == 1) return true;
+    }
+    return false;
+  }
+  // A request and its answer, so that the TLS 1.3 tickets reach the client.
+  std::string exchange() {
+    const char req[] = "GET / HTTP/1.1";
+    EXPECT_GT(client.write(req, sizeof req - 1), 0);
+    carry(client, server);
+    char buf[256];
+    long n = server.read(buf, sizeof buf);
+    EXPECT_EQ(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0), req);
+    EXPECT_GT(server.write("ok", 2), 0);
+    carry(server, client);
+    n = client.read(buf, sizeof buf);
+    return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+  TlsStream client;
+  TlsStream server;
+  SSL* client_ssl;
+};
+
+TEST_F(TlsTest, ABackendsSessionIsResumedOnTheNextConnection) {
+  std::vector<std::string> errors;
+  conf::ClientTls tls;
+  tls.ca = a_.cert;  // self-signed: its own CA
+  tls.server_name = "a.test";
+  auto client_ctx = TlsClientContext::load(tls, "backend_tls", &errors, "http/1.1");
+  ASSERT_TRUE(errors.empty()) << errors[0];
+  auto server_ctx = load({a_});
+  TlsSessionCache cache;
+  {
+    ClientServer first(client_ctx->newSsl("", &cache), server_ctx->newSsl(), pool_);
+    ASSERT_TRUE(first.handshake());
+    EXPECT_FALSE(SSL_session_reused(first.client_ssl));
+    EXPECT_EQ(first.exchange(), "ok");
+    const unsigned char* proto = nullptr;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(first.client_ssl, &proto, &len);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(proto), len), "http/1.1");
+    // Freed without a close_notify, as a backend's keep-alive timeout ends it.
+  }
+  ASSERT_NE(cache.get(client_ctx.get()), nullptr) << "the server's ticket was kept";
+  ClientServer second(client_ctx->newSsl("", &cache), server_ctx->newSsl(), pool_);
+  ASSERT_TRUE(second.handshake());
+  EXPECT_TRUE(SSL_session_reused(second.client_ssl));
+  EXPECT_EQ(second.exchange(), "ok");
+  // Another context's session (a reload changed the backend's TLS) is not offered.
+  auto other_ctx = TlsClientContext::load(tls, "backend_tls", &errors, "http/1.1");
+  EXPECT_EQ(cache.get(other_ctx.get()), nullptr);
+}
+
+TEST_F(TlsTest, ABackendCertificateForAnotherNameFailsWithTheReason) {
+  std::vector<std::string> errors;
+  conf::ClientTls tls;
+  tls.ca = a_.cert;
+  tls.server_name = "not-a.test";
+  auto client_ctx = TlsClientContext::load(tls, "backend_tls", &errors, "http/1.1");
+  ASSERT_TRUE(errors.empty());
+  auto server_ctx = load({a_});
+  ClientServer c(client_ctx->newSsl(""), server_ctx->newSsl(), pool_);
+  EXPECT_FALSE(c.handshake());
+  EXPECT_EQ(tlsClientFailure(c.client_ssl, c.client.error()), "certificate verify failed: hostname mismatch");
 }
 
 }  // namespace
