@@ -647,11 +647,14 @@ H2O_PROD_CONF = H2O_CONF.replace("no access log (h2o writes none unless access-l
 
 # --profile prod: the backends with `lb_policy header Cookie` (Caddy 2.6 hashes a header's
 # value; its `cookie` policy sets a cookie of its own instead of hashing the client's), a
-# JSON access log to a file (`log { output file; format json }`).
+# JSON access log to a file (`log { output file; format json }`), not rolled (Caddy rolls at
+# 100 MiB by default, and the bench counts the lines of one file).
 CADDYFILE_PROD = CADDYFILE.replace("""  reverse_proxy %(host)s:%(up)d {
     flush_interval -1
   }""", """  log {
-    output file %(log)s
+    output file %(log)s {
+      roll_disabled
+    }
     format json
   }
   reverse_proxy %(backends)s {
