@@ -1399,7 +1399,7 @@ void Session::onUpstreamRead(ssize_t nread, const uv_buf_t* buf) {
     // paused, so what the encoder holds goes out now.
     if (state_ == State::kExchange && ex_ && ex_->up_read_filled) {
       ex_->up_read_filled = false;
-      if (ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done()) {
+      if (encoderFlushable()) {
         if (!compressFlush(false)) return;
         pumpResponse();
       }
@@ -1518,9 +1518,7 @@ void Session::parseResponse() {
   // more for now): what the encoder holds goes out now, so a slowly produced
   // response is not held back. After a read that filled the buffer, the next
   // read (or libuv's empty one when the socket is drained) decides.
-  if (ex_->zip && !ex_->up_read_filled && !ex_->zip->writing && !ex_->zip->finished && !done() &&
-      !compressFlush(false))
-    return;
+  if (!ex_->up_read_filled && encoderFlushable() && !compressFlush(false)) return;
   pumpResponse();
 }
 
@@ -1647,6 +1645,12 @@ void Session::startCompression(http::ResponseHead& r, bool* add_chunked) {
   worker_.metrics().compressed_responses[static_cast<int>(coding) - 1].inc();
 }
 
+// A compressed body whose encoder may be flushed now: not finished, its
+// output not referenced by a write, the session still answering.
+bool Session::encoderFlushable() const {
+  return ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done();
+}
+
 // Flushes (or, at the end of the body, finishes) the encoder into zip->out.
 // False when the encoder failed: the connection is closed, so the client
 // never takes a truncated body for a whole one.
@@ -1758,8 +1762,7 @@ void Session::afterResponseWrite() {
   }
   // Bytes the encoder took while its output was being written, with nothing
   // more pending from the backend: flushed now, since no read may come soon.
-  if (forward::CompressedBody* z = ex_->zip.get();
-      z && z->in_bytes > 0 && !z->finished && !ex_->up_read_filled && !done()) {
+  if (!ex_->up_read_filled && encoderFlushable() && ex_->zip->in_bytes > 0) {
     if (!compressFlush(false)) return;
     pumpResponse();
     if (closing_) return;

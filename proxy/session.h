@@ -193,6 +193,7 @@ class Session final : public ListHook<>,
   // compressed, and its encoder's output after the bytes read so far.
   void startCompression(http::ResponseHead& r, bool* chunk);
   bool compressFlush(bool finish);
+  bool encoderFlushable() const;
   // routes[].cache (forward/cache.h): answers the request from the cache
   // (true), or notes whether its response is to be stored; the response's
   // head and body as they are sent.
