@@ -60,6 +60,8 @@ metrics::Method metricMethod(std::uint8_t m) {
 Stream::Stream(Worker& worker, Downstream& ds, std::uint64_t bytes_read)
     : worker_(worker), ds_(ds), ex_(worker.buffers(), bytes_read) {
   deadline_kind = kDeadlineStream;
+  ex_.started_ms = worker.now();
+  ex_.started_ns = uv_hrtime();
 }
 
 Stream::~Stream() {
