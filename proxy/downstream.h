@@ -82,13 +82,15 @@ class Downstream {
   // out together. false: the downstream cannot take it (the stream answers
   // 502 if nothing was sent yet).
   virtual bool sendHead(http::ResponseHead& r, const http::ExtraFields& extra) = 0;
-  // Decoded body bytes, referenced until onResponseWritten. At most one
-  // sendBody/flush/sendEnd at a time: while writing(), wait.
-  virtual void sendBody(const char* data, std::size_t len) = 0;
+  // Decoded body bytes. At most one sendBody/flush/sendEnd at a time. True
+  // while the write is queued: the bytes stay referenced and unchanged
+  // until Stream::onResponseWritten. False when it went out at once (or the
+  // downstream closed): the stream goes on by itself.
+  virtual bool sendBody(const char* data, std::size_t len) = 0;
   // Sends a held head now (an event stream's head before its first event).
-  virtual void flush() = 0;
+  virtual bool flush() = 0;
   // The body ends here, with `trailers` (null: none), after what was sent.
-  virtual void sendEnd(const http::HeaderList* trailers) = 0;
+  virtual bool sendEnd(http::HeaderList* trailers) = 0;
   // A write of the response is in flight: Stream::onResponseWritten follows.
   virtual bool writing() const = 0;
   // The stream cannot finish its response: the client must see it cut (an

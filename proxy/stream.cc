@@ -347,11 +347,19 @@ bool Stream::serveFromCache(std::string_view path) {
   ex_.first_byte_ns = uv_hrtime();
   if (body && !e->body.empty()) {
     ex_.bytes_out += e->body.size();
-    sending_ = true;
-    ds_.sendBody(e->body.data(), e->body.size());
+    if (ds_.sendBody(e->body.data(), e->body.size())) {
+      sending_ = true;
+      return true;
+    }
+    if (!done_) afterResponseWrite();
     return true;
   }
-  pumpResponse();
+  end_sent_ = true;
+  if (ds_.sendEnd(nullptr)) {
+    sending_ = true;
+    return true;
+  }
+  if (!done_) afterResponseWrite();
   return true;
 }
 
@@ -1113,12 +1121,17 @@ void Stream::onResponseBody(void* ctx, const char* data, std::size_t len) {
 }
 
 // Hands the downstream what is ready: compressed output, staged chunk
-// data, or body bytes straight from up_in_; then the end.
+// data, or body bytes straight from up_in_; then the end. A write the
+// downstream finishes at once goes on here; a queued one from
+// onResponseWritten.
 void Stream::pumpResponse() {
   if (sending_ || done_ || ex_.pin_hold || ds_.writing()) return;
   if (!ex_.response_head_sent && !ex_.upgrade_accepted) {
-    if (ex_.response_started) ds_.flush();  // a 1xx
-    if (ds_.writing()) sending_ = true;
+    // 1xx heads, if any.
+    if (ex_.response_started && ds_.flush()) {
+      sending_ = true;
+      updateReading();
+    }
     return;
   }
   const char* data = nullptr;
@@ -1141,32 +1154,20 @@ void Stream::pumpResponse() {
     len = ex_.resp_parsed - ex_.resp_body_sent;
     ex_.resp_body_sent = ex_.resp_parsed;
   }
+  bool queued;
   if (len) {
     ex_.bytes_out += len;
-    sending_ = true;
-    ds_.sendBody(data, len);
-    return;
+    queued = ds_.sendBody(data, len);
+  } else if (ex_.response_done && !end_sent_ && (!ex_.zip || ex_.zip->finished)) {
+    end_sent_ = true;
+    queued = ex_.upgrade_accepted ? ds_.flush() : ds_.sendEnd(resp_ && !ex_.cache_hit ? &resp_->trailers() : nullptr);
+  } else {
+    queued = ds_.flush();  // a head with no body bytes yet (an event stream's)
   }
-  if (ex_.response_done && !end_sent_) {
-    bool zip_done = !ex_.zip || (ex_.zip->finished && ex_.zip->out.empty());
-    if (zip_done) {
-      end_sent_ = true;
-      sending_ = true;
-      if (ex_.upgrade_accepted) {
-        ds_.flush();
-      } else {
-        ds_.sendEnd(resp_ && !ex_.cache_hit ? &resp_->trailers() : nullptr);
-      }
-      if (!ds_.writing()) {
-        sending_ = false;
-        afterResponseWrite();
-      }
-      return;
-    }
-  }
-  ds_.flush();  // a head with no body bytes yet (an event stream's)
-  if (ds_.writing()) {
+  if (done_) return;
+  if (queued) {
     sending_ = true;
+    updateReading();  // the backend waits while what it sent is written
     return;
   }
   afterResponseWrite();

@@ -54,6 +54,7 @@ namespace tether::proxy {
 class Worker;
 struct WriteReq;
 struct QueueTag;
+struct ResponseDecoder;
 
 class Stream final : public ListHook<QueueTag>, public PinWaiter, public DeadlineEntry, public UpstreamOwner {
  public:
@@ -170,7 +171,7 @@ class Stream final : public ListHook<QueueTag>, public PinWaiter, public Deadlin
   forward::Exchange ex_;
   UpstreamConn* upstream_ = nullptr;
   balancer::Backend* backend_ = nullptr;
-  http::H1Decoder* resp_ = nullptr;  // from the worker's pool while a response is read
+  ResponseDecoder* resp_ = nullptr;  // from the worker's pool while a response is read
   WriteReq* up_write_ = nullptr;     // queued write to the backend
   IoBuffer up_in_;                   // bytes from the backend
   IoBuffer body_;                    // a decoded chunked response body, staged for the downstream
