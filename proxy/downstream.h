@@ -65,6 +65,9 @@ class Downstream {
   virtual bool requestReplayable() const = 0;
   // A retry: takeRequestBody starts over from the first body byte.
   virtual void rewindRequestBody() = 0;
+  // Bytes already read (and counted) that belong to the requests after this
+  // one (pipelined): not this request's in the metrics.
+  virtual std::uint64_t bytesBeyondRequest() const = 0;
   // The client ended its side (EOF): a request can still be answered.
   virtual bool clientEof() const = 0;
   // The time (loop ms) of the client's last request byte, and whether a

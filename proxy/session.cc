@@ -696,6 +696,10 @@ bool Session::requestBodyReady() const {
   return ex.req_chunked ? (ex.up_body.data && ex.up_body.end > ex.up_body_sent) : ex.parsed > ex.body_sent;
 }
 
+std::uint64_t Session::bytesBeyondRequest() const {
+  return in_.data && in_.end > ex().parsed ? in_.end - ex().parsed : 0;
+}
+
 bool Session::requestSent() const { return ex().request_done && !requestBodyReady(); }
 bool Session::requestComplete() const { return ex().request_done; }
 bool Session::requestReplayable() const { return !ex().request_trimmed; }

@@ -104,6 +104,7 @@ class Session final : public ListHook<>,
   bool requestReplayable() const override;
   void rewindRequestBody() override;
   bool clientEof() const override { return client_eof_; }
+  std::uint64_t bytesBeyondRequest() const override;
   std::int64_t lastRequestByteMs() const override { return last_down_ms_; }
   forward::DownstreamResponse responseFraming(const http::ResponseHead& r, bool body_reencoded) override;
   bool sendHead(http::ResponseHead& r, const http::ExtraFields& extra) override;

@@ -1252,6 +1252,8 @@ void Stream::finishExchange() {
     ds_.upgraded(c, up_in_, ex_.resp_parsed);
     return;
   }
+  // Pipelined bytes already read belong to the requests that follow.
+  ex_.bytes_in -= std::min<std::uint64_t>(ex_.bytes_in, ds_.bytesBeyondRequest());
   metrics::BackendMetrics& bm = backend_ ? worker_.metrics().backend(backend_->id) : worker_.metrics().cache_answers;
   bm.request(metricMethod(ex_.method), ex_.status);
   if (ex_.upgrade) bm.websocketUpgrade(ex_.status);  // refused: counted with its status
