@@ -4,91 +4,28 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
-#include "balancer/affinity_key.h"
 #include "balancer/backend.h"
-#include "balancer/picker.h"
-#include "health/ejector.h"
-#include "proxy/forward/compression.h"
 #include "proxy/forward/header_policy.h"
-#include "proxy/forward/retry.h"
-#include "proxy/forwarded.h"
+#include "proxy/http/h1_encoder.h"
 #include "proxy/http/status.h"
-#include "proxy/log.h"
 #include "proxy/io/tls.h"
+#include "proxy/log.h"
+#include "proxy/stream.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
+#include "proxy/write_req.h"
 
 namespace tether::proxy {
 
-
 namespace {
-
-// Compressed output waiting to be written, beyond which the backend is read
-// no further (backpressure).
-constexpr std::size_t kMaxCompressedPending = 64 * 1024;
-
-using balancer::Backend;
-using forward::AffinityState;
-using forward::Exchange;
 
 using http::HeaderKind;
 using http::HeaderList;
 
 constexpr std::int64_t kLingerMs = 2'000;
-
-bool idempotent(std::uint8_t m) {
-  switch (m) {
-    case http::kMethodGet: case http::kMethodHead: case http::kMethodOptions: case http::kMethodPut:
-    case http::kMethodDelete: case http::kMethodTrace:
-      return true;
-    default:
-      return false;
-  }
-}
-
-metrics::Method metricMethod(std::uint8_t m) {
-  switch (m) {
-    case http::kMethodGet: return metrics::Method::kGet;
-    case http::kMethodHead: return metrics::Method::kHead;
-    case http::kMethodPost: return metrics::Method::kPost;
-    case http::kMethodPut: return metrics::Method::kPut;
-    case http::kMethodDelete: return metrics::Method::kDelete;
-    case http::kMethodPatch: return metrics::Method::kPatch;
-    case http::kMethodOptions: return metrics::Method::kOptions;
-    case http::kMethodConnect: return metrics::Method::kConnect;
-    case http::kMethodTrace: return metrics::Method::kTrace;
-    default: return metrics::Method::kOther;
-  }
-}
-
-// A buffer with room for `need` more bytes: a pool buffer when that is
-// enough, else one from the heap, the held bytes moved along. Only while no
-// write references the buffer.
-void reserve(BufferPool& pool, IoBuffer& b, std::uint32_t need) {
-  if (!b.data) {
-    if (need <= BufferPool::kSize) {
-      b.data = pool.get();
-      b.cap = BufferPool::kSize;
-    } else {
-      b.data = static_cast<char*>(std::malloc(need));
-      b.cap = need;
-    }
-    b.end = 0;
-    return;
-  }
-  if (b.end + need <= b.cap) return;
-  std::uint32_t cap = b.end + need;
-  char* big = static_cast<char*>(std::malloc(cap));
-  std::memcpy(big, b.data, b.end);
-  if (b.heap()) {
-    std::free(b.data);
-  } else {
-    pool.put(b.data);
-  }
-  b.data = big;
-  b.cap = cap;
-}
+constexpr std::int64_t kNoDeadline = std::numeric_limits<std::int64_t>::max();
 
 }  // namespace
 
@@ -97,51 +34,55 @@ void reserve(BufferPool& pool, IoBuffer& b, std::uint32_t need) {
 
 Session::Session(Worker& worker, const ListenerHandle& listener) : worker_(worker), listener_(listener) {
   client_ip_[0] = 0;
+  deadline_kind = kDeadlineSession;
+  peer_.ip = std::string_view(client_ip_, 0);
+  peer_.addr = client_addr_;
+  peer_.tls = listener.tls;
+  peer_.tls_version = "-";
 }
 
-// The decoders come from the worker's pool when a request's first bytes
-// arrive and go back when the connection is idle again (or a tunnel): an
-// idle keep-alive connection holds none.
-void Session::takeCodecs() {
-  if (codecs_) return;
-  codecs_ = worker_.takeCodecs();  // reset when given back
+// The decoder comes from the worker's pool when a request's first bytes
+// arrive and goes back when the connection is idle again (or a tunnel).
+void Session::takeDecoder() {
+  if (decoder_) return;
+  decoder_ = worker_.takeRequestDecoder();  // reset when given back
   const conf::Limits& lim = worker_.config().limits;
   http::H1Decoder::Limits req;
   req.max_head_bytes = lim.max_request_header_bytes;
   req.max_trailer_bytes = lim.max_request_header_bytes;
   req.max_body_bytes = lim.max_request_body_bytes;
-  http::H1Decoder::Limits resp;
-  resp.max_head_bytes = lim.max_response_header_bytes;
-  resp.max_trailer_bytes = lim.max_response_header_bytes;
-  codecs_->request.setLimits(req);
-  codecs_->request.setBodySink(onRequestBody, this);
-  codecs_->response.setLimits(resp);
-  codecs_->response.setBodySink(onResponseBody, this);
+  decoder_->setLimits(req);
+  decoder_->setBodySink(onRequestBody, this);
 }
 
-// One exchange per request, made afresh: the first byte of a request, or an
+// One stream per request, made afresh: the first byte of a request, or an
 // answer before any (a refusal). Downstream bytes already read belong to it.
-Exchange& Session::openExchange() {
-  if (!ex_) ex_ = worker_.makeExchange(in_.end);
-  return *ex_;
+Stream& Session::openStream() {
+  if (!stream_) {
+    stream_ = worker_.makeStream(*this, in_.end);
+    peer_.tls_version = transport().tlsVersion();
+  }
+  return *stream_;
+}
+
+forward::Exchange& Session::ex() { return stream_->ex(); }
+const forward::Exchange& Session::ex() const { return stream_->ex(); }
+
+http::RequestHead& Session::request() { return decoder_->request(); }
+
+std::string_view Session::protocolName() const {
+  return stream_ && stream_->ex().http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+}
+
+void Session::reap() {
+  if (retired_) worker_.destroyStream(std::exchange(retired_, nullptr));
 }
 
 Session::~Session() {
   worker_.cancelDeadline(this);  // (close() did; a no-op then)
-  if (codecs_) worker_.giveCodecs(codecs_);
-  endAffinity();
-  if (ex_) worker_.destroyExchange(ex_);
-}
-
-void Session::countActive(bool on) {
-  if (!ex_ || on == ex_->active_counted || !backend_) return;
-  ex_->active_counted = on;
-  if (on) {
-    backend_->active_requests.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    backend_->active_requests.fetch_sub(1, std::memory_order_relaxed);
-    if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
-  }
+  reap();
+  if (stream_) worker_.destroyStream(std::exchange(stream_, nullptr));
+  if (decoder_) worker_.giveRequestDecoder(decoder_);
 }
 
 void Session::start(uv_stream_t* server) {
@@ -151,8 +92,7 @@ void Session::start(uv_stream_t* server) {
   ++open_handles_;
   last_activity_ = worker_.now();
   timer_deadline_ = last_activity_;
-  req_started_ms_ = last_activity_;  // what an answer before any request (refusal, not TLS) logs from
-  req_started_ns_ = uv_hrtime();
+  req_started_ms_ = last_activity_;
   worker_.metrics().downstream_total.inc();
   worker_.metrics().downstream_active.inc();
   counted_active_ = true;
@@ -166,22 +106,22 @@ void Session::start(uv_stream_t* server) {
   if (uv_tcp_getpeername(&client_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     if (ss.ss_family == AF_INET) {
       auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-      client_family_ = 4;
+      peer_.family = 4;
       std::memcpy(client_addr_, &a->sin_addr, 4);
       inet_ntop(AF_INET, &a->sin_addr, client_ip_, sizeof client_ip_);
     } else if (ss.ss_family == AF_INET6) {
       auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-      client_family_ = 6;
+      peer_.family = 6;
       std::memcpy(client_addr_, &a->sin6_addr, 16);
       inet_ntop(AF_INET6, &a->sin6_addr, client_ip_, sizeof client_ip_);
     }
-    client_ip_len_ = static_cast<std::uint8_t>(std::strlen(client_ip_));
+    peer_.ip = std::string_view(client_ip_, std::strlen(client_ip_));
   }
   std::uint64_t limit = worker_.config().limits.max_connections;
   if (limit && worker_.runtime().downstream_connections.fetch_add(1) >= limit) {
     refused_ = true;
-    worker_.newRequestId(openExchange().request_id);
-    log::warn("connection refused", {{"reason", "max_connections"}, {"client", std::string_view(client_ip_, client_ip_len_)}});
+    worker_.newRequestId(openStream().ex().request_id);
+    log::warn("connection refused", {{"reason", "max_connections"}, {"client", peer_.ip}});
     if (listener_.tls) {
       close();  // no handshake to spend on a connection that is refused anyway
     } else {
@@ -193,7 +133,7 @@ void Session::start(uv_stream_t* server) {
     std::shared_ptr<const TlsContext> ctx = worker_.runtime().tls(listener_.index);
     SSL* ssl = ctx ? ctx->newSsl() : nullptr;
     if (!ssl) {
-      log::error("tls: cannot create a connection", {{"client", std::string_view(client_ip_, client_ip_len_)}});
+      log::error("tls: cannot create a connection", {{"client", peer_.ip}});
       close();
       return;
     }
@@ -208,22 +148,18 @@ void Session::close() {
   if (closing_) return;
   closing_ = true;
   state_ = State::kClosing;
-  if (down_write_) { down_write_->session = nullptr; down_write_ = nullptr; }
-  if (up_write_) { up_write_->session = nullptr; up_write_ = nullptr; }
-  if (ex_ && ex_->queued) {
-    ex_->queued = false;
-    worker_.dequeue(this);
-  }
+  if (down_write_) { down_write_->ctx = nullptr; down_write_ = nullptr; }
+  if (up_write_) { up_write_->ctx = nullptr; up_write_ = nullptr; }
+  if (stream_) stream_->abort();
   if (tunnel_counted_) finishTunnelMetrics();
-  countActive(false);
-  endAffinity();
-  if (ex_ && ex_->sse && backend_) worker_.metrics().backend(backend_->id).sse_active.dec();
-  releaseUpstream(false);
+  if (upstream_) {
+    upstream_->setOwner(nullptr);
+    std::exchange(upstream_, nullptr)->close();
+  }
   releaseBuffer(in_);
   releaseBuffer(up_in_);
-  // The exchange itself stays until the session is destroyed: callers up
-  // the stack may still read it.
-  if (ex_) ex_->releaseBuffers();
+  releaseBuffer(out_);
+  if (stream_) stream_->ex().releaseBuffers();
   if (counted_active_) {
     worker_.metrics().downstream_active.dec();
     if (!refused_) worker_.runtime().downstream_connections.fetch_sub(1);
@@ -258,8 +194,7 @@ void Session::goAway() {
       }
       break;
     case State::kHead:
-    case State::kUpstream:
-    case State::kExchange:
+    case State::kStream:
       close_after_ = true;
       break;
     case State::kTunnel:
@@ -270,7 +205,7 @@ void Session::goAway() {
   }
 }
 
-bool Session::tunnelTo(const Backend* b) const {
+bool Session::tunnelTo(const balancer::Backend* b) const {
   return state_ == State::kTunnel && (b == nullptr || backend_ == b);
 }
 
@@ -279,11 +214,10 @@ void Session::transition(State to) {
   State from = state_;
   bool ok = false;
   switch (to) {
-    case State::kIdle: ok = from == State::kIdle || from == State::kExchange || from == State::kHead; break;
+    case State::kIdle: ok = from == State::kIdle || from == State::kStream || from == State::kHead; break;
     case State::kHead: ok = from == State::kIdle; break;
-    case State::kUpstream: ok = from == State::kHead || from == State::kUpstream || from == State::kExchange; break;
-    case State::kExchange: ok = from == State::kUpstream || from == State::kHead; break;
-    case State::kTunnel: ok = from == State::kExchange; break;
+    case State::kStream: ok = from == State::kHead; break;
+    case State::kTunnel: ok = from == State::kStream; break;
     case State::kClosing: ok = true; break;
   }
   if (!ok) {
@@ -292,38 +226,22 @@ void Session::transition(State to) {
     return;
   }
   state_ = to;
-  if (to == State::kHead) {
-    req_started_ms_ = worker_.now();
-    req_started_ns_ = uv_hrtime();
-  }
+  if (to == State::kHead) req_started_ms_ = worker_.now();
   timer_deadline_ = worker_.now();
   armTimer();
 }
 
 // ---------------------------------------------------------------------------
-// Timers: one timer per session. Activity only stamps last_activity_; the timer
-// re-arms itself for the remainder when it fires early (cheaper than
-// restarting it on every read).
+// Deadlines: the session's own waits; a stream bounds its own.
 
 std::int64_t Session::deadline() const {
   const conf::Timeouts& t = worker_.config().timeouts;
-  const conf::Limits& lim = worker_.config().limits;
   switch (state_) {
     case State::kIdle:
       if (transport().handshaking()) return req_started_ms_ + t.request_header;  // from the accept
       return last_activity_ + (served_ ? t.downstream_idle : t.request_header);
     case State::kHead: return req_started_ms_ + t.request_header;
-    case State::kUpstream:
-      if (ex_->queued) return timer_deadline_ + lim.queue_timeout;
-      if (ex_->looking_up && ex_->aff) return timer_deadline_ + ex_->aff->plan->cfg.lookup_timeout;
-      return bodyDeadline(timer_deadline_ + t.connect);
-    case State::kExchange: {
-      std::int64_t d = ex_->request_sent && !ex_->response_started ? timer_deadline_ + t.upstream_first_byte
-                                                                  : last_activity_ + t.upstream_idle;
-      d = bodyDeadline(d);
-      if (ex_->pin_hold && ex_->aff) d = std::min(d, pinHoldDeadline());
-      return d;
-    }
+    case State::kStream: return kNoDeadline;
     case State::kTunnel:
       if (tunnel_->going_away) return timer_deadline_ + t.websocket_close;
       return last_activity_ + t.tunnel_idle;
@@ -332,36 +250,27 @@ std::int64_t Session::deadline() const {
   return last_activity_ + t.downstream_idle;
 }
 
-// timeouts.request_body: while the request body is incomplete, a gap
-// without a byte from the client is bounded too.
-std::int64_t Session::bodyDeadline(std::int64_t d) const {
-  std::int64_t limit = worker_.config().timeouts.request_body;
-  if (ex_->request_done || limit <= 0 || !ex_->head_done) return d;
-  return std::min(d, last_down_ms_ + limit);
-}
-
-std::int64_t Session::pinHoldDeadline() const { return ex_->aff->hold_since + ex_->aff->plan->cfg.lookup_timeout; }
-
-bool Session::bodyTimedOut() const {
-  std::int64_t limit = worker_.config().timeouts.request_body;
-  return !ex_->request_done && ex_->head_done && limit > 0 && worker_.now() >= last_down_ms_ + limit;
-}
-
-// The timer only ever moves earlier here; a timer that fires before the
-// current deadline re-arms itself (onDeadline). A request's transitions thus
-// cost no timer operation in the steady state.
+// The entry only ever moves earlier here; one that comes early re-arms
+// itself (onDeadline).
 void Session::armTimer() {
   if (closing_) return;
   std::int64_t d = deadline();
-  if (scheduled() && deadline_at <= d) return;  // it fires first and re-arms (onDeadline)
+  if (d == kNoDeadline) {
+    worker_.cancelDeadline(this);
+    return;
+  }
+  if (scheduled() && deadline_at <= d) return;
   worker_.scheduleDeadline(this, std::max(d, worker_.now()));
 }
 
 void Session::touch() { last_activity_ = worker_.now(); }
 
 void Session::onDeadline() {
+  reap();
   if (closing_) return;
-  if (worker_.now() < deadline()) {
+  std::int64_t d = deadline();
+  if (d == kNoDeadline) return;
+  if (worker_.now() < d) {
     armTimer();
     return;
   }
@@ -372,51 +281,18 @@ void Session::onTimeout() {
   switch (state_) {
     case State::kIdle:
       if (transport().handshaking()) {
-        log::debug("tls handshake timeout", {{"client", std::string_view(client_ip_, client_ip_len_)}});
+        log::debug("tls handshake timeout", {{"client", peer_.ip}});
         worker_.metrics().tls_handshakes_error.inc();
       }
       close();
       break;
     case State::kHead:
-      log::debug("request header timeout", {{"client", std::string_view(client_ip_, client_ip_len_)}});
+      log::debug("request header timeout", {{"client", peer_.ip}});
       worker_.metrics().request_timeouts_header.inc();
-      worker_.newRequestId(ex_->request_id);
+      worker_.newRequestId(ex().request_id);
       respondError(408, "tether: request header timeout\n");
       break;
-    case State::kUpstream:
-      if (ex_->queued) {
-        ex_->queued = false;
-        ex_->queued_for = nullptr;
-        worker_.dequeue(this);
-        respondError(503, "tether: no backend slot within queue_timeout\n");
-        break;
-      }
-      if (ex_->looking_up && ex_->aff) {
-        // The store is slow: go on with what we know locally, then hashing.
-        if (ex_->aff->ticket) worker_.pins().cancel(ex_->aff->ticket);
-        ex_->aff->ticket = nullptr;
-        worker_.metrics().affinityLookup(metrics::AffinityResult::kStoreError);
-        std::optional<std::string> local = worker_.pins().peek(ex_->aff->store_key);
-        onPinLookup(false, local ? *local : std::string());
-        break;
-      }
-      if (bodyTimedOut()) {
-        requestBodyTimeout();
-        break;
-      }
-      onUpstreamFailure(Fault::kConnect, UV_ETIMEDOUT);
-      break;
-    case State::kExchange:
-      if (ex_->pin_hold && ex_->aff && worker_.now() >= pinHoldDeadline()) {
-        if (ex_->aff->set_ticket) worker_.pins().cancel(std::exchange(ex_->aff->set_ticket, nullptr));
-        releasePinHold(metrics::PinConfirm::kTimeout);
-      } else if (bodyTimedOut()) {
-        requestBodyTimeout();
-      } else if (ex_->request_sent && !ex_->response_started) {
-        onUpstreamFailure(Fault::kFirstByteTimeout, UV_ETIMEDOUT);
-      } else {
-        onUpstreamFailure(Fault::kUpstreamTimeout, UV_ETIMEDOUT);
-      }
+    case State::kStream:
       break;
     case State::kTunnel:
       tunnel_->noteCloser(metrics::ClosedBy::kTether);
@@ -426,20 +302,6 @@ void Session::onTimeout() {
       close();
       break;
   }
-}
-
-// The client stopped sending its body: 408, and the backend connection,
-// which holds half a request, is closed.
-void Session::requestBodyTimeout() {
-  log::debug("request body timeout", {{"client", std::string_view(client_ip_, client_ip_len_)},
-                                      {"request_id", std::string_view(ex_->request_id, ::strnlen(ex_->request_id, 32))}});
-  worker_.metrics().request_timeouts_body.inc();
-  releaseUpstream(false);
-  if (ex_->response_head_sent) {
-    close();
-    return;
-  }
-  respondError(408, "tether: request body timeout\n");
 }
 
 // ---------------------------------------------------------------------------
@@ -468,6 +330,7 @@ void Session::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
 
 void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   Session* s = static_cast<Session*>(st->data);
+  s->reap();
   if (s->state_ == State::kClosing) {
     if (nread < 0) s->close();  // lingering close: the client is done
     return;
@@ -494,11 +357,9 @@ bool Session::wantDownstream() const {
   switch (state_) {
     case State::kIdle:
     case State::kHead:
-      return true;  // a full buffer is grown or refused in parseRequest
-    case State::kUpstream:
-      return in_room && !client_eof_;
-    case State::kExchange:
-      return in_room && !client_eof_ && !up_writing_;
+      return !resume_pending_;  // a full buffer is grown or refused in parseRequest
+    case State::kStream:
+      return in_room && !client_eof_ && !(stream_ && stream_->upstreamWriting());
     case State::kTunnel:
       if (tunnel_->going_away) return !tunnel_->client_half_closed;
       return !tunnel_->client_half_closed && !up_writing_ && in_room;
@@ -511,18 +372,6 @@ bool Session::wantDownstream() const {
 void Session::updateReading() {
   if (closing_) return;
   bool want_down = wantDownstream();
-  bool want_up = false;
-  bool up_room = !up_in_.data || up_in_.end < up_in_.cap;
-  switch (state_) {
-    case State::kExchange:
-      want_up = up_room && !down_writing_;
-      break;
-    case State::kTunnel:
-      want_up = tunnel_->going_away ? !tunnel_->backend_half_closed : !tunnel_->backend_half_closed && !down_writing_ && up_room;
-      break;
-    default:
-      break;
-  }
   if (tls_ && state_ != State::kClosing) {
     // What the record layer holds is read without waiting for the socket; a
     // full ciphertext buffer waits for that before the socket is read again.
@@ -538,37 +387,19 @@ void Session::updateReading() {
     }
     down_reading_ = want_down;
   }
-  if (upstream_ && !upstream_->closing()) {
+  if (state_ == State::kTunnel && upstream_ && !upstream_->closing()) {
+    bool up_room = !up_in_.data || up_in_.end < up_in_.cap;
+    bool want_up = tunnel_->going_away ? !tunnel_->backend_half_closed
+                                       : !tunnel_->backend_half_closed && !down_writing_ && up_room;
     upstream_->setReading(want_up);
-    up_reading_ = want_up;
-    // TLS records the connection decrypted no room for: handed over from
-    // the worker's deferred pass, not from inside this call.
     if (want_up && upstream_->buffered()) worker_.deferTlsResume(this);
-  } else {
-    up_reading_ = false;
   }
 }
+
+void Session::deferResume() { worker_.deferTlsResume(this); }
 
 // ---------------------------------------------------------------------------
 // Writes
-
-// Writes bufs to `to`: what the socket takes at once, and the rest in a write
-// from the worker's pool, queued into `slot` (onWritten completes it); bufs
-// are advanced past what went out. 0: all written; 1: a write is queued; < 0:
-// the libuv error (UV_EPIPE when the queued write could not start).
-int Session::sendOrQueue(uv_stream_t* to, WriteReq*& slot, bool upstream, uv_buf_t* bufs, unsigned n) {
-  unsigned i = 0;
-  if (int r = writeWhatFits(to, bufs, n, &i); r != 1) return r;
-  slot = worker_.takeWriteReq();
-  slot->session = this;
-  slot->upstream = upstream;
-  if (uv_write(&slot->req, to, bufs + i, n - i, onWritten) != 0) {
-    worker_.giveWriteReq(slot);
-    slot = nullptr;
-    return UV_EPIPE;
-  }
-  return 1;
-}
 
 bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
   int r = transport().write(bufs, n);
@@ -583,42 +414,17 @@ bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
   return true;
 }
 
-bool Session::writeUpstream(uv_buf_t* bufs, unsigned n) {
-  // To an https:// backend the plaintext goes through the connection's TLS.
-  int r = upstream_->tls() ? upstream_->write(bufs, n) : sendOrQueue(upstream_->stream(), up_write_, true, bufs, n);
-  if (r < 0) {
-    if (state_ == State::kTunnel) {
-      close();
-    } else {
-      onUpstreamFailure(Fault::kUpstreamReset, r);
-    }
-    return false;
-  }
-  if (r == 1) {
-    up_writing_ = true;
-    updateReading();
-  }
-  return true;
+void Session::onDownWritten(void* ctx, int status) {
+  Session* s = static_cast<Session*>(ctx);
+  s->reap();
+  s->down_write_ = nullptr;
+  s->transport().socketWritten(status);
 }
 
-void Session::onWritten(uv_write_t* req, int status) {
-  WriteReq* wr = reinterpret_cast<WriteReq*>(req);
-  Session* s = wr->session;
-  bool upstream = wr->upstream;
-  if (!s) {
-    // The session closed first; the request's memory belongs to the worker pool,
-    // which we reach through the loop's data.
-    static_cast<Worker*>(req->handle->loop->data)->giveWriteReq(wr);
-    return;
-  }
-  s->worker_.giveWriteReq(wr);
-  if (upstream) {
-    s->up_write_ = nullptr;
-    s->onUpstreamWritten(status);
-  } else {
-    s->down_write_ = nullptr;
-    s->transport().socketWritten(status);
-  }
+void Session::onUpWritten(void* ctx, int status) {
+  Session* s = static_cast<Session*>(ctx);
+  s->up_write_ = nullptr;
+  s->onUpstreamWritten(status);
 }
 
 void Session::onDownstreamWritten(int status) {
@@ -628,8 +434,17 @@ void Session::onDownstreamWritten(int status) {
     return;
   }
   switch (state_) {
-    case State::kExchange:
-      afterResponseWrite();
+    case State::kStream:
+    case State::kHead:
+      if (out_.data && out_sent_ == out_.end) {
+        out_sent_ = 0;
+        releaseBuffer(out_);
+      }
+      if (stream_) {
+        stream_->onResponseWritten();
+        if (closing_) return;
+      }
+      updateReading();
       break;
     case State::kTunnel:
       if (up_in_.data && tunnel_->up_in_sent == up_in_.end) {
@@ -645,27 +460,6 @@ void Session::onDownstreamWritten(int status) {
   }
 }
 
-void Session::onUpstreamWritten(int status) {
-  up_writing_ = false;
-  if (status != 0) {
-    if (state_ == State::kTunnel) {
-      close();
-    } else {
-      onUpstreamFailure(Fault::kUpstreamReset, status);
-    }
-    return;
-  }
-  if (state_ == State::kTunnel) {
-    if (in_.data && tunnel_->in_sent == in_.end) {
-      tunnel_->in_sent = 0;
-      releaseBuffer(in_);
-    }
-    pumpTunnel();
-    return;
-  }
-  afterRequestWrite();
-}
-
 // Writes a few bytes we made ourselves (close frames); copied if they cannot
 // go out at once.
 void Session::writeRaw(uv_stream_t* to, const char* data, std::size_t len) {
@@ -677,6 +471,7 @@ void Session::writeRaw(uv_stream_t* to, const char* data, std::size_t len) {
     writeCopied(to, data, len);
   }
 }
+
 // ---------------------------------------------------------------------------
 // Downstream: request heads and bodies
 
@@ -684,19 +479,21 @@ void Session::onDownstreamData() {
   last_down_ms_ = worker_.now();
   switch (state_) {
     case State::kIdle:
-      takeCodecs();
-      openExchange();
+      if (resume_pending_) return;  // the deferred pass starts it
+      takeDecoder();
+      openStream();
       transition(State::kHead);
       parseRequest();
       break;
     case State::kHead:
       parseRequest();
       break;
-    case State::kUpstream:
-    case State::kExchange:
-      if (!ex_->request_done) {
+    case State::kStream:
+      if (!ex().request_done) {
         parseRequest();
-        if (state_ == State::kExchange && !closing_) pumpRequest();
+        if (done()) return;
+        stream_->onRequestBody();
+        if (done()) return;
       }
       updateReading();
       break;
@@ -714,10 +511,9 @@ void Session::onDownstreamEof() {
     case State::kHead:
       close();
       break;
-    case State::kUpstream:
-    case State::kExchange:
+    case State::kStream:
       client_eof_ = true;
-      if (!ex_->request_done) {
+      if (!ex().request_done) {
         // The request can never complete: nothing to answer.
         close();
         return;
@@ -737,14 +533,14 @@ void Session::onDownstreamEof() {
 // A request the decoder refused: its status (400, 405, 413, 431, 505) and a
 // one-line reason, or a close once a response has started.
 void Session::requestParseError() {
-  const http::H1Decoder& d = codecs_->request;
+  const http::H1Decoder& d = *decoder_;
   int status = d.errorStatus() ? d.errorStatus() : 400;
-  log::debug("bad request", {{"client", std::string_view(client_ip_, client_ip_len_)},
+  log::debug("bad request", {{"client", peer_.ip},
                              {"status", status},
                              {"reason", d.errorReason()},
                              {"error", d.errorName()}});
-  if (state_ == State::kHead) worker_.newRequestId(ex_->request_id);
-  if (ex_->response_head_sent) {
+  if (state_ == State::kHead) worker_.newRequestId(ex().request_id);
+  if (ex().response_head_sent) {
     close();
     return;
   }
@@ -754,16 +550,17 @@ void Session::requestParseError() {
 }
 
 void Session::parseRequest() {
-  if (!codecs_) return close();  // a tunnel: no HTTP any more
+  if (!decoder_) return close();  // a tunnel: no HTTP any more
   if (state_ != State::kHead) return parseRequestBody();
-  http::H1Decoder& d = codecs_->request;
+  forward::Exchange& ex = this->ex();
+  http::H1Decoder& d = *decoder_;
   std::size_t used = 0;
-  http::H1Decoder::Event ev = d.execute(in_.data + ex_->parsed, in_.end - ex_->parsed, &used);
-  ex_->parsed += static_cast<std::uint32_t>(used);
+  http::H1Decoder::Event ev = d.execute(in_.data + ex.parsed, in_.end - ex.parsed, &used);
+  ex.parsed += static_cast<std::uint32_t>(used);
   if (ev == http::H1Decoder::Event::kError) return requestParseError();
   if (ev == http::H1Decoder::Event::kNeedMore) {
     // The head's bytes are in the head now: the buffer starts over.
-    in_.end = ex_->parsed = 0;
+    in_.end = ex.parsed = 0;
     return;
   }
   if (ev == http::H1Decoder::Event::kComplete) {
@@ -774,19 +571,19 @@ void Session::parseRequest() {
     return;
   }
   // kHead: the body, if any, starts here.
-  ex_->head_done = true;
-  ex_->head_end = ex_->body_sent = ex_->parsed;
+  ex.head_done = true;
+  ex.head_end = ex.body_sent = ex.parsed;
   const http::RequestHead& h = request();
-  ex_->method = h.method;
-  ex_->http_minor = h.version_minor;
-  ex_->keep_alive = h.keep_alive;
-  ex_->upgrade = h.upgrade;
-  ex_->head_request = h.method == http::kMethodHead;
-  ex_->req_chunked = h.framing == http::Framing::kChunked;
+  ex.method = h.method;
+  ex.http_minor = h.version_minor;
+  ex.keep_alive = h.keep_alive;
+  ex.upgrade = h.upgrade;
+  ex.head_request = h.method == http::kMethodHead;
+  ex.req_chunked = h.framing == http::Framing::kChunked;
   int status = 0;
   const char* why = nullptr;
   if (!applyRequestPolicy(&status, &why)) {
-    worker_.newRequestId(ex_->request_id);
+    worker_.newRequestId(ex.request_id);
     respondError(status, why);
     return;
   }
@@ -795,49 +592,52 @@ void Session::parseRequest() {
   // is forwarded.
   parseRequestBody();
   if (done()) return;
-  dispatch();
+  transition(State::kStream);
+  if (done()) return;
+  stream_->start();
 }
 
 // Body bytes: a Content-Length body is forwarded as it is read, [body_sent,
 // parsed) of in_; a chunked one is decoded and re-encoded into up_body
 // (extensions dropped, trailers filtered), as far as up_body has room.
 void Session::parseRequestBody() {
-  http::H1Decoder& d = codecs_->request;
-  for (int step = 0; !done() && !ex_->request_done && step < 64; ++step) {
-    std::uint32_t len = in_.end - ex_->parsed;
-    if (ex_->req_chunked) {
-      if (up_writing_) return;  // up_body is being written: wait for it
-      reserve(worker_.buffers(), ex_->up_body, 0);
-      std::uint32_t room = ex_->up_body.cap - ex_->up_body.end;
+  http::H1Decoder& d = *decoder_;
+  forward::Exchange& ex = this->ex();
+  for (int step = 0; !done() && !ex.request_done && step < 64; ++step) {
+    std::uint32_t len = in_.end - ex.parsed;
+    if (ex.req_chunked) {
+      if (stream_->upstreamWriting()) return;  // up_body is being written: wait for it
+      reserveBuffer(worker_.buffers(), ex.up_body, 0);
+      std::uint32_t room = ex.up_body.cap - ex.up_body.end;
       if (room < http::ChunkStager::kOverhead + 64) return;
       len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
-      ex_->req_stager.begin(ex_->up_body.end);
-      ex_->up_body.end = ex_->req_stager.dataStart();
+      ex.req_stager.begin(ex.up_body.end);
+      ex.up_body.end = ex.req_stager.dataStart();
     }
     std::size_t used = 0;
-    http::H1Decoder::Event ev = d.execute(in_.data + ex_->parsed, len, &used);
-    ex_->parsed += static_cast<std::uint32_t>(used);
-    if (ex_->req_chunked) {
-      ex_->up_body.end = ex_->req_stager.seal(ex_->up_body.data, ex_->up_body.end);
+    http::H1Decoder::Event ev = d.execute(in_.data + ex.parsed, len, &used);
+    ex.parsed += static_cast<std::uint32_t>(used);
+    if (ex.req_chunked) {
+      ex.up_body.end = ex.req_stager.seal(ex.up_body.data, ex.up_body.end);
       // Decoded: the chunked bytes read are not needed again.
-      if (ex_->parsed == in_.end) in_.end = ex_->parsed = ex_->body_sent = ex_->head_end = 0;
+      if (ex.parsed == in_.end) in_.end = ex.parsed = ex.body_sent = ex.head_end = 0;
     }
     if (ev == http::H1Decoder::Event::kError) return requestParseError();
     if (ev == http::H1Decoder::Event::kComplete) {
-      ex_->request_done = true;
+      ex.request_done = true;
       finishRequestBody();
       return;
     }
-    if (ev == http::H1Decoder::Event::kNeedMore && ex_->parsed == in_.end) return;
+    if (ev == http::H1Decoder::Event::kNeedMore && ex.parsed == in_.end) return;
   }
 }
 
 // The request's end: a chunked body gets its last chunk and its trailers.
 void Session::finishRequestBody() {
-  if (!ex_->req_chunked) return;
-  HeaderList& t = codecs_->request.trailers();
+  if (!ex().req_chunked) return;
+  HeaderList& t = decoder_->trailers();
   forward::filterTrailers(t);
-  if (!appendTrailers(ex_->up_body, t)) {
+  if (!appendTrailers(ex().up_body, t)) {
     respondError(431, "tether: request trailers too large\n");
   }
 }
@@ -846,7 +646,7 @@ void Session::finishRequestBody() {
 // references it). False when it cannot.
 bool Session::appendTrailers(IoBuffer& b, const HeaderList& trailers) {
   std::uint32_t need = static_cast<std::uint32_t>(http::lastChunkSize(trailers));
-  if (!b.data || b.end + need > b.cap) reserve(worker_.buffers(), b, need);
+  if (!b.data || b.end + need > b.cap) reserveBuffer(worker_.buffers(), b, need);
   if (!b.data) return false;
   b.end += static_cast<std::uint32_t>(http::writeLastChunk(trailers, b.data + b.end));
   return true;
@@ -854,10 +654,11 @@ bool Session::appendTrailers(IoBuffer& b, const HeaderList& trailers) {
 
 void Session::onRequestBody(void* ctx, const char* data, std::size_t len) {
   Session* s = static_cast<Session*>(ctx);
-  if (!s->ex_->req_chunked) return;  // forwarded from in_ as it is
+  forward::Exchange& ex = s->ex();
+  if (!ex.req_chunked) return;  // forwarded from in_ as it is
   // parseRequestBody passed no more than fits.
-  std::memcpy(s->ex_->up_body.data + s->ex_->up_body.end, data, len);
-  s->ex_->up_body.end += static_cast<std::uint32_t>(len);
+  std::memcpy(ex.up_body.data + ex.up_body.end, data, len);
+  ex.up_body.end += static_cast<std::uint32_t>(len);
 }
 
 // Header policy that refuses or drops, on the head as decoded.
@@ -870,941 +671,211 @@ bool Session::applyRequestPolicy(int* status, const char** why) {
   return true;
 }
 
-void Session::dispatch() {
-  const conf::Config& cfg = worker_.config();
-  std::string_view url = request().target;
-  if (log_path_.capacity() || cfg.access_log.enabled) {
-    log_path_.assign(url.substr(0, std::min<std::size_t>(url.size(), 512)));
+// ---------------------------------------------------------------------------
+// Downstream (downstream.h): the request body for the stream
+
+unsigned Session::takeRequestBody(uv_buf_t* bufs, unsigned max) {
+  if (max == 0 || !stream_) return 0;
+  forward::Exchange& ex = this->ex();
+  if (ex.req_chunked) {
+    if (!ex.up_body.data || ex.up_body.end <= ex.up_body_sent) return 0;
+    bufs[0] = uv_buf_init(ex.up_body.data + ex.up_body_sent, ex.up_body.end - ex.up_body_sent);
+    ex.up_body_sent = ex.up_body.end;
+    return 1;
   }
-  // The request id: the client's when it sent a usable one, else ours.
-  const HeaderList& h = request().headers;
-  long rid = h.find(HeaderKind::kXRequestId);
-  if (rid >= 0 && !h.value(static_cast<std::size_t>(rid)).empty() && h.value(static_cast<std::size_t>(rid)).size() <= sizeof ex_->request_id) {
-    std::string_view v = h.value(static_cast<std::size_t>(rid));
-    std::memset(ex_->request_id, 0, sizeof ex_->request_id);
-    std::memcpy(ex_->request_id, v.data(), v.size());
-    ex_->request_id_present = true;
-  } else {
-    worker_.newRequestId(ex_->request_id);
-    ex_->request_id_present = false;
-  }
-  std::string_view path = url.substr(0, url.find('?'));
-  if (serveFromCache(path)) return;
-  const std::shared_ptr<const forward::AffinityPlan>* plan = worker_.affinityFor(path);
-  if (plan && startAffinity(*plan)) return;  // the store answers later
-  if (closing_ || backend_) return;
-  bool by_client = cfg.balance == conf::Balance::kConsistentHash;
-  if (by_client) {
-    char text[46];
-    ex_->client_hash = balancer::hashKey(clientAddress(text));
-  }
-  proceed(worker_.pick(std::span<const std::uint32_t>(ex_->tried, ex_->tried_count), ex_->client_hash, by_client));
+  // For an upgrade request the decoder stopped at the end of the request:
+  // what follows belongs to the tunnel and waits for the 101.
+  if (ex.parsed <= ex.body_sent) return 0;
+  bufs[0] = uv_buf_init(in_.data + ex.body_sent, ex.parsed - ex.body_sent);
+  ex.body_sent = ex.parsed;
+  return 1;
 }
 
-// A request on a route with a cache: a fresh entry answers it here (304
-// when its validators match), without a backend; otherwise a GET's response
-// is stored as it is forwarded, if it turns out storable. The key's coding
-// is the one the request negotiates, so the answer stored under it is the
-// one such a client gets (compressed once, or identity when the response
-// was not compressible).
-bool Session::serveFromCache(std::string_view path) {
-  std::size_t route = 0;
-  const conf::Cache* cc = nullptr;
-  forward::CacheStore* store = worker_.cacheFor(path, &route, &cc);
-  if (!store) return false;
-  metrics::Metrics& m = worker_.metrics();
-  if (forward::requestBypass(request(), *cc) != forward::CacheBypass::kNone) {
-    m.cacheRequest(metrics::Metrics::CacheResult::kBypass);
-    return false;
-  }
-  const conf::Compression& comp = worker_.compressionFor(path);
-  forward::Coding coding = comp.enabled ? forward::requestCoding(request(), comp) : forward::Coding::kIdentity;
-  std::string key = forward::cacheKey(route, coding, request().target);
-  // A hit is answered inside the read that brought its request; one with
-  // pipelined requests behind it goes to a backend instead, so that the
-  // next request is never parsed from inside this one.
-  bool pipelined = in_.data && in_.end > ex_->parsed;
-  std::size_t before = store->bytes();
-  std::shared_ptr<const forward::CacheEntry> e = pipelined ? nullptr : store->lookup(key, worker_.now());
-  worker_.cacheResized(before, store->bytes());
-  if (!e) {
-    m.cacheRequest(metrics::Metrics::CacheResult::kMiss);
-    if (ex_->method == http::kMethodGet) {
-      ex_->cache_fill = std::make_unique<forward::CacheFill>();
-      ex_->cache_fill->store = store;
-      ex_->cache_fill->entry = std::make_shared<forward::CacheEntry>();
-      ex_->cache_fill->entry->key = std::move(key);
-    }
-    return false;
-  }
-  m.cacheRequest(metrics::Metrics::CacheResult::kHit);
-  bool not_modified = forward::notModified(request(), *e);
-  bool body = !not_modified && ex_->method != http::kMethodHead;
-  if (!ex_->keep_alive || worker_.stopping() || !ex_->request_done) close_after_ = true;
-  ex_->status = not_modified ? 304 : 200;
-  ex_->cache_hit = e;
-  transition(State::kUpstream);
-  transition(State::kExchange);
-  if (done()) return true;
-  std::string head = not_modified ? "HTTP/1.1 304 Not Modified\r\n" : "HTTP/1.1 200 OK\r\n";
-  head += e->fields;
-  head += "Age: " + std::to_string(forward::entryAge(*e, worker_.now())) + "\r\n";
-  if (!not_modified) head += "Content-Length: " + std::to_string(e->body.size()) + "\r\n";
-  if (close_after_) {
-    head += "Connection: close\r\n";
-  } else if (ex_->http_minor == 0) {
-    head += "Connection: keep-alive\r\n";
-  }
-  head += "X-Request-Id: ";
-  head.append(ex_->request_id, ::strnlen(ex_->request_id, 32));
-  head += "\r\n\r\n";
-  reserve(worker_.buffers(), ex_->down_head, static_cast<std::uint32_t>(head.size()));
-  std::memcpy(ex_->down_head.data, head.data(), head.size());
-  ex_->down_head.end = static_cast<std::uint32_t>(head.size());
-  ex_->response_head_sent = true;
-  ex_->response_done = true;
-  ex_->first_byte_ms = worker_.now();
-  ex_->first_byte_ns = uv_hrtime();
-  uv_buf_t bufs[2];
-  unsigned nb = 0;
-  bufs[nb++] = uv_buf_init(ex_->down_head.data, ex_->down_head.end);
-  ex_->down_head_sent = ex_->down_head.end;
-  if (body && !e->body.empty()) bufs[nb++] = uv_buf_init(const_cast<char*>(e->body.data()), static_cast<unsigned>(e->body.size()));
-  ex_->bytes_out += ex_->down_head.end + (body ? e->body.size() : 0);
-  if (!writeDownstream(bufs, nb)) return true;
-  if (!down_writing_) afterResponseWrite();
-  return true;
+bool Session::requestBodyReady() const {
+  const forward::Exchange& ex = this->ex();
+  return ex.req_chunked ? (ex.up_body.data && ex.up_body.end > ex.up_body_sent) : ex.parsed > ex.body_sent;
 }
 
-// The response head of a request whose answer is being stored: the fields
-// the client gets, but those of this connection and this request.
-void Session::cacheResponseHead(const http::ResponseHead& r, const http::ExtraFields& extra) {
-  forward::CacheEntry& e = *ex_->cache_fill->entry;
-  auto keep = [&e](std::string_view name, std::string_view value) {
-    if (http::iequals(name, "age") || http::iequals(name, "connection") || http::iequals(name, "x-request-id") ||
-        http::iequals(name, "content-length") || http::iequals(name, "transfer-encoding") ||
-        http::iequals(name, "keep-alive") || http::iequals(name, "set-cookie"))
-      return;
-    if (http::iequals(name, "etag")) e.etag.assign(value);
-    if (http::iequals(name, "last-modified")) e.last_modified.assign(value);
-    e.fields.append(name).append(": ").append(value).append("\r\n");
-  };
-  for (std::size_t i = 0; i < r.headers.size(); ++i)
-    if (!r.headers.dropped(i)) keep(r.headers.name(i), r.headers.value(i));
-  for (int i = 0; i < extra.count; ++i) keep(extra.items[i].name, extra.items[i].value);
+std::uint64_t Session::bytesBeyondRequest() const {
+  return in_.data && in_.end > ex().parsed ? in_.end - ex().parsed : 0;
 }
 
-// A whole response, forwarded: its entry goes into the store.
-void Session::storeCached() {
-  std::unique_ptr<forward::CacheFill> fill = std::move(ex_->cache_fill);
-  if (!fill->ok || ex_->status != 200 || ex_->abort_when_flushed) return;
-  std::int64_t now = worker_.now();
-  fill->entry->body.shrink_to_fit();  // the bound counts sizes: no spare capacity is held
-  fill->entry->fields.shrink_to_fit();
-  fill->entry->stored_ms = now - fill->age_s * 1000;
-  fill->entry->expires_ms = now + fill->lifetime_s * 1000;
-  std::size_t before = fill->store->bytes();
-  if (fill->store->insert(std::move(fill->entry))) worker_.metrics().cache_stored.inc();
-  worker_.cacheResized(before, fill->store->bytes());
+bool Session::requestSent() const { return ex().request_done && !requestBodyReady(); }
+bool Session::requestComplete() const { return ex().request_done; }
+bool Session::requestReplayable() const { return !ex().request_trimmed; }
+
+void Session::rewindRequestBody() {
+  forward::Exchange& ex = this->ex();
+  ex.body_sent = ex.head_end;
+  ex.up_body_sent = 0;
 }
 
-// The client's address after trusted_proxies (forwarded.h): what client_ip
-// keys and consistent_hash use. Reads the head's X-Forwarded-For only when
-// the peer is trusted.
-std::string_view Session::clientAddress(char (&out)[46]) const {
-  const std::vector<conf::Cidr>& trusted = worker_.config().trusted_proxies;
-  PeerAddress peer{std::string_view(client_ip_, client_ip_len_), client_addr_, client_family_};
-  if (!isTrusted(peer.bytes, peer.family, trusted)) return peer.text;
-  const HeaderList& h = codecs_->request.request().headers;
-  std::string_view xff[64];
-  std::size_t n = 0;
-  for (std::size_t i = 0; i < h.size() && n < std::size(xff); ++i) {
-    if (h.kind(i) == HeaderKind::kXForwardedFor) xff[n++] = h.value(i);
+// What went upstream is written: staged chunks start over, a full buffer
+// whose bytes all went starts over (the request can no longer be replayed),
+// and what is read beyond is parsed.
+void Session::requestBodyWritten() {
+  if (done()) return;
+  forward::Exchange& ex = this->ex();
+  if (ex.req_chunked && ex.up_body.data && ex.up_body_sent == ex.up_body.end) {
+    if (ex.up_body.end) ex.request_trimmed = true;
+    ex.up_body.end = ex.up_body_sent = 0;
+    if (ex.request_done) releaseBuffer(ex.up_body);
   }
-  return proxy::clientAddress(peer, std::span<const std::string_view>(xff, n), trusted, out);
-}
-
-void Session::proceed(Backend* b) {
-  const std::uint64_t cap = worker_.config().limits.max_connections_per_backend;
-  // Above the cap a request waits for a slot, up to queue_timeout: one whose
-  // backend is decided (a pin, a placement) for a slot on that backend, the
-  // others for any (every candidate was at its cap).
-  if (cap && (b ? b->load() >= cap : worker_.lastPickCapped())) {
-    if (worker_.enqueue(this)) {
-      ex_->queued = true;
-      ex_->queued_for = b;
-      if (state_ != State::kUpstream) transition(State::kUpstream);
-      timer_deadline_ = worker_.now();
-      armTimer();
-      return;
-    }
-    respondError(503, "tether: backends at capacity, queue full\n");
-    return;
+  if (!ex.req_chunked && !ex.request_done && ex.parsed == in_.end && ex.body_sent == ex.parsed && in_.end == in_.cap) {
+    ex.request_trimmed = true;
+    in_.end = ex.parsed = ex.body_sent = ex.head_end = ex.req_start = 0;
   }
-  if (!b) {
-    respondError(503, "tether: no backend available\n");
-    return;
-  }
-  backend_ = b;
-  countActive(true);
-  connectUpstream();
-}
-
-// Finds the request's affinity key and starts its pin lookup. Returns true
-// when the answer is still to come; otherwise the backend is chosen (or the
-// request answered) already, or no key applies (backend_ still null).
-bool Session::startAffinity(const std::shared_ptr<const forward::AffinityPlan>& plan) {
-  const HeaderList& h = request().headers;
-  std::vector<balancer::HeaderField>& fields = worker_.headerScratch();
-  fields.clear();
-  for (std::size_t i = 0; i < h.size(); ++i)
-    if (!h.dropped(i)) fields.push_back({h.name(i), h.value(i)});
-  std::string_view url = request().target;
-  std::size_t q = url.find('?');
-  balancer::RequestView view;
-  view.method = http::methodName(ex_->method);
-  view.path = url.substr(0, q);
-  view.query = q == std::string_view::npos ? std::string_view() : url.substr(q + 1);
-  view.headers = fields;
-  char client_text[46];
-  view.client_ip = clientAddress(client_text);
-
-  ex_->aff = forward::startAffinity(plan, view, listener_.tls);
-  if (!ex_->aff || ex_->aff->key.empty()) return false;  // none, or only a handshake to learn from
-  if (!ex_->aff->set_cookie.empty()) {
-    // A brand-new key: nothing to look up.
-    worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
-    Backend* b = worker_.placeByHash(ex_->aff->hash, std::span<const std::uint32_t>(ex_->tried, ex_->tried_count));
-    if (b) pinTo(b, false);
-    proceed(b);
-    return false;
-  }
-  ex_->looking_up = true;
-  transition(State::kUpstream);
-  PinTicket* t = worker_.pins().get(ex_->aff->store_key, this);
-  if (ex_->aff && ex_->looking_up) ex_->aff->ticket = t;
-  return true;
-}
-
-Backend* Session::slotCandidate() {
-  if (ex_->queued_for) {
-    const std::uint64_t cap = worker_.config().limits.max_connections_per_backend;
-    return ex_->queued_for->load() < cap ? ex_->queued_for : nullptr;
-  }
-  bool by_client = worker_.config().balance == conf::Balance::kConsistentHash;
-  return worker_.pick(std::span<const std::uint32_t>(ex_->tried, ex_->tried_count), ex_->client_hash, by_client);
-}
-
-void Session::onSlot(Backend* b) {
-  if (!ex_ || !ex_->queued || closing_) return;
-  ex_->queued = false;
-  ex_->queued_for = nullptr;
-  proceed(b);
-}
-
-void Session::onPinLookup(bool store_ok, const std::string& pinned_name) {
-  if (!ex_ || !ex_->looking_up || closing_ || !ex_->aff) return;
-  ex_->looking_up = false;
-  ex_->aff->ticket = nullptr;
-  const conf::Affinity& cfg = ex_->aff->plan->cfg;
-  std::int64_t wall = Worker::nowWallMs();
-  std::span<const std::uint32_t> tried(ex_->tried, ex_->tried_count);
-  Backend* pinned = pinned_name.empty() ? nullptr : worker_.runtime().backends.findByName(pinned_name);
-  if (pinned && pinned->available(wall)) {
-    // A pin holds while its backend is up and not draining.
-    if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kHit);
-    worker_.pins().refresh(ex_->aff->store_key, cfg.ttl);
-    ex_->aff->from_pin = true;
-    proceed(pinned);
-    return;
-  }
-  if (pinned) {
-    if (cfg.on_target_down == conf::OnTargetDown::kStrict) {
-      respondError(503, "tether: the pinned backend is unavailable\n");
-      return;
-    }
-    worker_.metrics().affinityLookup(metrics::AffinityResult::kRepin);
-    Backend* b = worker_.placeByHash(ex_->aff->hash, tried);
-    if (b) pinTo(b, true);
-    proceed(b);
-    return;
-  }
-  if (store_ok) worker_.metrics().affinityLookup(metrics::AffinityResult::kMiss);
-  Backend* b = worker_.placeByHash(ex_->aff->hash, tried);
-  if (b && !store_ok) {
-    // No answer from the store (slow or down): the store may hold a pin we
-    // could not read, made by another tether; place without replacing it.
-    worker_.pins().place(ex_->aff->store_key, b->name, cfg.ttl);
-  } else if (b) {
-    pinTo(b, false);
-  }
-  proceed(b);
-}
-
-void Session::pinTo(Backend* b, bool repin) {
-  if (!ex_->aff || ex_->aff->key.empty()) return;
-  if (!ex_->aff->set_cookie.empty()) {
-    confirmPin(ex_->aff->store_key, b->name);  // the response hands the new cookie out
-  } else {
-    worker_.pins().set(ex_->aff->store_key, b->name, ex_->aff->plan->cfg.ttl);
-  }
-  if (repin) log::info("affinity repin", {{"backend", b->name}, {"request_id", std::string_view(ex_->request_id, 32)}});
-}
-
-// The Engine.IO handshake's answer names the session id: pin it to the
-// backend that issued it, so that every later poll and the upgrade find it.
-void Session::sniffSid(std::string_view body) {
-  balancer::EngineIoSidSniffer& sn = *ex_->aff->sniffer;
-  if (ex_->status != 200) {
-    ex_->aff->sniffer.reset();
-    return;
-  }
-  sn.feed(body);
-  if (sn.state() == balancer::EngineIoSidSniffer::kNeedMore) return;
-  if (sn.state() == balancer::EngineIoSidSniffer::kFound && backend_) {
-    balancer::KeySpec spec{balancer::KeySpec::Source::kEngineIoSid, "", ""};
-    std::string key = balancer::makeKey(spec, sn.sid());
-    confirmPin(balancer::pinStoreKey(key), backend_->name);
-    log::debug("engine.io sid pinned", {{"backend", backend_->name}});
-  }
-  ex_->aff->sniffer.reset();
-}
-
-// A pin this response reveals (an Engine.IO sid, an inserted cookie): the
-// client may use it at once, through another tether that shares the store,
-// so the response is held (pumpResponse) until the store holds the pin, for
-// at most affinity.lookup_timeout. Nothing else waits for a store write.
-void Session::confirmPin(const std::string& store_key, const std::string& backend) {
-  if (ex_->aff->set_ticket) worker_.pins().cancel(std::exchange(ex_->aff->set_ticket, nullptr));  // a retry re-places
-  ex_->pin_hold = true;
-  ex_->pin_sync = true;
-  ex_->aff->hold_since = worker_.now();
-  PinTicket* t = worker_.pins().setConfirmed(store_key, backend, ex_->aff->plan->cfg.ttl, this);
-  ex_->pin_sync = false;
-  if (!t) return;  // answered already (onPinStored)
-  ex_->aff->set_ticket = t;
-  armTimer();
-}
-
-void Session::onPinStored(bool stored) {
-  if (!ex_ || !ex_->pin_hold || closing_ || !ex_->aff) return;
-  ex_->aff->set_ticket = nullptr;
-  releasePinHold(stored ? metrics::PinConfirm::kStored : metrics::PinConfirm::kUnavailable);
-}
-
-void Session::releasePinHold(metrics::PinConfirm why) {
-  ex_->pin_hold = false;
-  worker_.metrics().pinConfirm(why);
-  if (why == metrics::PinConfirm::kUnavailable) {
-    // The outage itself is logged once by the store.
-    log::debug("affinity pin not stored: the store is down", {{"request_id", std::string_view(ex_->request_id, 32)}});
-  } else if (why == metrics::PinConfirm::kTimeout) {
-    // At most a line a second per worker: a silent store would otherwise
-    // log every handshake.
-    thread_local std::int64_t last_ms = -1'000'000;
-    thread_local std::uint64_t unlogged = 0;
-    if (worker_.now() - last_ms >= 1000) {
-      log::warn("affinity pin not acknowledged within lookup_timeout",
-                {{"request_id", std::string_view(ex_->request_id, 32)}, {"also_since_last_line", unlogged}});
-      last_ms = worker_.now();
-      unlogged = 0;
-    } else {
-      ++unlogged;
-    }
-  }
-  if (ex_->pin_sync) return;  // inside confirmPin: nothing was held yet
-  armTimer();
-  if (state_ == State::kExchange) pumpResponse();
-}
-
-void Session::endAffinity() {
-  if (!ex_ || !ex_->aff) return;
-  if (ex_->aff->ticket) worker_.pins().cancel(ex_->aff->ticket);
-  if (ex_->aff->set_ticket) worker_.pins().cancel(ex_->aff->set_ticket);
-  ex_->aff.reset();
-  ex_->looking_up = false;
-}
-
-void Session::connectUpstream() {
-  UpstreamConn* c = worker_.upstreams().takeIdle(*backend_);
-  if (c) {
-    ex_->upstream_reused = true;
-    ex_->connect_us = 0;
-    upstream_ = c;
-    c->setOwner(this);
-    if (state_ == State::kHead) {
-      transition(State::kExchange);
-    } else {
-      transition(State::kUpstream);
-      transition(State::kExchange);
-    }
-    onUpstreamReady();
-    return;
-  }
-  c = worker_.upstreams().create(*backend_);
-  ex_->upstream_reused = false;
-  ex_->connect_us = -1;
-  ex_->connect_started_ns = uv_hrtime();
-  upstream_ = c;
-  transition(State::kUpstream);
-  int rc = c->connect(this);
-  if (rc != 0) {
-    onUpstreamFailure(Fault::kConnect, rc);
-    return;
-  }
-  updateReading();  // while connecting, the client is read only as far as in_ has room
-}
-
-void Session::onUpstreamConnected(int status) {
-  if (closing_) return;
-  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
-  if (status != 0) {
-    onUpstreamFailure(Fault::kConnect, status);
-    return;
-  }
-  bm.upstream_connect.observeMs(worker_.now() - timer_deadline_);
-  ex_->connect_us = static_cast<std::int64_t>((uv_hrtime() - ex_->connect_started_ns) / 1000);
-  bm.upstream_active.inc();
-  upstream_->markConnected();
-  uv_tcp_nodelay(upstream_->tcp(), 1);
-  transition(State::kExchange);
-  onUpstreamReady();
-}
-
-void Session::onUpstreamReady() {
-  up_reading_ = false;
-  ex_->head_written = false;
-  ex_->body_sent = ex_->head_end;
-  ex_->up_body_sent = 0;
-  buildUpstreamHead();
-  http::H1Decoder& d = codecs_->response;
-  d.reset();
-  d.expectResponseTo(ex_->method, ex_->upgrade);
-  pumpRequest();
-  updateReading();
-}
-
-// The request head as the backend sees it (forward/header_policy.h), for
-// this attempt's backend: a retry to another one gets its own.
-void Session::buildUpstreamHead() {
-  const conf::Config& cfg = worker_.config();
-  http::RequestHead& r = request();
-  forward::UpstreamRequest in;
-  in.client_ip = std::string_view(client_ip_, client_ip_len_);
-  in.trusted_peer = isTrusted(client_addr_, client_family_, cfg.trusted_proxies);
-  in.tls = listener_.tls;
-  in.request_id = std::string_view(ex_->request_id, 32);
-  in.request_id_from_client = ex_->request_id_present;
-  in.backend_host = backend_ ? std::string_view(backend_->host_header) : std::string_view();
-  http::ExtraFields& extra = worker_.extraFields();
-  forward::upstreamRequestFields(r, in, extra, worker_.fieldScratch());
-  std::uint32_t need = static_cast<std::uint32_t>(http::requestHeadSize(r, extra));
-  releaseBuffer(ex_->up_head);
-  reserve(worker_.buffers(), ex_->up_head, need);
-  ex_->up_head.end = static_cast<std::uint32_t>(http::writeRequestHead(r, extra, ex_->up_head.data));
-}
-
-void Session::pumpRequest() {
-  if (up_writing_ || closing_ || !upstream_) return;
-  uv_buf_t bufs[2];
-  unsigned n = 0;
-  if (!ex_->head_written) {
-    bufs[n++] = uv_buf_init(ex_->up_head.data, ex_->up_head.end);
-    ex_->head_written = true;
-  }
-  if (ex_->req_chunked) {
-    if (ex_->up_body.data && ex_->up_body.end > ex_->up_body_sent) {
-      bufs[n++] = uv_buf_init(ex_->up_body.data + ex_->up_body_sent, ex_->up_body.end - ex_->up_body_sent);
-      ex_->up_body_sent = ex_->up_body.end;
-    }
-  } else if (ex_->parsed > ex_->body_sent) {
-    // For an upgrade request the decoder stopped at the end of the request:
-    // what follows belongs to the tunnel and waits for the 101.
-    bufs[n++] = uv_buf_init(in_.data + ex_->body_sent, ex_->parsed - ex_->body_sent);
-    ex_->body_sent = ex_->parsed;
-  }
-  if (n == 0) {
-    afterRequestWrite();
-    return;
-  }
-  if (!writeUpstream(bufs, n)) return;
-  if (!up_writing_) afterRequestWrite();
-}
-
-void Session::afterRequestWrite() {
-  if (closing_ || state_ != State::kExchange) return;
-  if (ex_->req_chunked && ex_->up_body.data && ex_->up_body_sent == ex_->up_body.end) {
-    // Written: the staged chunks start over. The request can no longer be
-    // replayed.
-    if (ex_->up_body.end) ex_->request_trimmed = true;
-    ex_->up_body.end = ex_->up_body_sent = 0;
-    if (ex_->request_done) releaseBuffer(ex_->up_body);
-  }
-  bool body_out = ex_->req_chunked ? (!ex_->up_body.data || ex_->up_body_sent == ex_->up_body.end) : ex_->body_sent == ex_->parsed;
-  if (ex_->request_done && body_out) {
-    if (!ex_->request_sent) {
-      ex_->request_sent = true;
-      timer_deadline_ = worker_.now();
-      armTimer();
-    }
-  } else if (!ex_->req_chunked && ex_->parsed == in_.end && ex_->body_sent == ex_->parsed && in_.end == in_.cap) {
-    // Every byte read so far went upstream and the buffer is full: start it
-    // over. The request can no longer be replayed.
-    ex_->request_trimmed = true;
-    in_.end = ex_->parsed = ex_->body_sent = ex_->head_end = ex_->req_start = 0;
-  }
-  if (!ex_->request_done && ex_->parsed < in_.end) {
-    parseRequest();
-    if (done()) return;
-    bool more = ex_->req_chunked ? (ex_->up_body.data && ex_->up_body.end > ex_->up_body_sent) : ex_->parsed > ex_->body_sent;
-    if (more) {
-      pumpRequest();
-      return;
-    }
-  }
-  updateReading();
+  if (!ex.request_done && ex.parsed < in_.end) parseRequest();
+  if (!done()) updateReading();
 }
 
 // ---------------------------------------------------------------------------
-// Upstream: responses
+// Downstream (downstream.h): the response, framed for HTTP/1
 
-void Session::onUpstreamAlloc(uv_buf_t* buf) {
-  ensureBuffer(up_in_);
-  *buf = uv_buf_init(up_in_.data + up_in_.end, up_in_.cap - up_in_.end);
-}
-
-void Session::onUpstreamRead(ssize_t nread, const uv_buf_t* buf) {
-  if (closing_) return;
-  if (nread > 0) {
-    up_in_.end += static_cast<std::uint32_t>(nread);
-    touch();
-    if (state_ == State::kTunnel) {
-      pumpTunnel();
-      return;
-    }
-    ex_->up_read_filled = buf && static_cast<std::size_t>(nread) == buf->len;
-    if (!ex_->response_started) {
-      ex_->response_started = true;
-      ex_->first_byte_ms = worker_.now();
-      ex_->first_byte_ns = uv_hrtime();
-      releaseBuffer(ex_->up_head);
-      armTimer();
-    }
-    parseResponse();
-    return;
-  }
-  if (nread == 0) {
-    if (up_in_.end == 0) releaseBuffer(up_in_);
-    // The socket is drained after a read that filled its buffer: the backend
-    // paused, so what the encoder holds goes out now.
-    if (state_ == State::kExchange && ex_ && ex_->up_read_filled) {
-      ex_->up_read_filled = false;
-      if (encoderFlushable()) {
-        if (!compressFlush(false)) return;
-        pumpResponse();
-      }
-    }
-    return;
-  }
-  if (state_ == State::kTunnel) {
-    if (nread == UV_EOF) {
-      tunnelEof(false);
-    } else {
-      tunnel_->noteCloser(metrics::ClosedBy::kBackend);
-      close();
-    }
-    return;
-  }
-  if (!ex_->response_started) {
-    onUpstreamFailure(Fault::kUpstreamReset, static_cast<int>(nread));
-    return;
-  }
-  // The backend is gone mid-response. A close-delimited body ends here;
-  // anything else is truncated and the client must see a closed connection.
-  if (nread == UV_EOF && !ex_->response_done && codecs_ && ex_->response_head_sent &&
-      codecs_->response.finish() == http::H1Decoder::Event::kComplete) {
-    ex_->resp_keep_alive = false;
-    close_after_ = true;
-    releaseUpstream(false);
-    responseComplete();
-    if (closing_) return;
-    pumpResponse();
-    return;
-  }
-  if (!ex_->response_done) {
-    log::warn("upstream closed mid-response", {{"backend", backend_->name}, {"request_id", std::string_view(ex_->request_id, 32)}});
-    worker_.backendFailure(*backend_);
-    releaseUpstream(false);
-    ex_->abort_when_flushed = true;
-    if (!down_writing_) close();
-  } else {
-    releaseUpstream(false);
-  }
-}
-
-void Session::parseResponse() {
-  if (!codecs_) return close();  // a tunnel: no HTTP any more
-  http::H1Decoder& d = codecs_->response;
-  // After a head, one more step even over zero bytes: that is how a response
-  // without body (204, 304, Content-Length: 0) completes.
-  bool again = false;
-  while (!done() && !ex_->response_done && (ex_->resp_parsed < up_in_.end || again)) {
-    again = false;
-    std::uint32_t len = up_in_.end - ex_->resp_parsed;
-    bool compressing = ex_->zip != nullptr;
-    // Not while its output is referenced by a write, nor beyond a bound while
-    // it cannot be written (a pin hold): the read buffer fills and reading stops.
-    if (compressing && (ex_->zip->writing || ex_->zip->out.size() >= kMaxCompressedPending)) break;
-    bool staging = ex_->response_head_sent && (ex_->dechunk || ex_->rechunk) && !compressing;
-    if (staging) {
-      // Decoded bytes are staged in down_head; never parse more than fits,
-      // and never while it is being written.
-      if (down_writing_) break;
-      reserve(worker_.buffers(), ex_->down_head, 0);
-      std::uint32_t room = ex_->down_head.cap - ex_->down_head.end;
-      if (room < http::ChunkStager::kOverhead + 64) break;  // flush first
-      len = std::min<std::uint32_t>(len, room - http::ChunkStager::kOverhead);
-      if (ex_->rechunk) {
-        ex_->resp_stager.begin(ex_->down_head.end);
-        ex_->down_head.end = ex_->resp_stager.dataStart();
-      }
-    }
-    std::size_t used = 0;
-    http::H1Decoder::Event ev = d.execute(up_in_.data + ex_->resp_parsed, len, &used);
-    ex_->resp_parsed += static_cast<std::uint32_t>(used);
-    if (staging) {
-      if (ex_->rechunk) ex_->down_head.end = ex_->resp_stager.seal(ex_->down_head.data, ex_->down_head.end);
-      ex_->resp_body_sent = ex_->resp_parsed;  // staged: nothing is forwarded from up_in_
-    } else if (compressing) {
-      ex_->resp_body_sent = ex_->resp_parsed;  // taken by the encoder
-    }
-    switch (ev) {
-      case http::H1Decoder::Event::kNeedMore:
-        break;
-      case http::H1Decoder::Event::kHead:
-        buildDownstreamHead();
-        if (done()) return;
-        ex_->resp_body_sent = ex_->resp_parsed;
-        again = true;
-        continue;
-      case http::H1Decoder::Event::kComplete:
-        responseComplete();
-        if (done()) return;
-        continue;
-      case http::H1Decoder::Event::kError: {
-        log::warn("bad response", {{"backend", backend_->name},
-                                   {"reason", d.errorReason()},
-                                   {"error", d.errorName()}});
-        worker_.backendFailure(*backend_);
-        releaseUpstream(false);
-        if (!ex_->response_head_sent) {
-          respondError(502, "tether: bad response from backend\n");
-        } else {
-          ex_->abort_when_flushed = true;
-          if (!down_writing_) close();
-        }
-        return;
-      }
-    }
-    if (ev == http::H1Decoder::Event::kNeedMore && ex_->resp_parsed == up_in_.end) break;
-  }
-  if (!ex_->response_done && !done() && up_in_.data && ex_->resp_parsed == up_in_.end &&
-      (!ex_->response_head_sent ||
-       ((ex_->dechunk || ex_->rechunk || ex_->zip) && ex_->resp_body_sent == ex_->resp_parsed))) {
-    // Everything read is in a head, staged or compressed: the buffer starts over.
-    up_in_.end = ex_->resp_parsed = ex_->resp_body_sent = 0;
-  }
-  // All that was read is taken and the read was short (the backend has no
-  // more for now): what the encoder holds goes out now, so a slowly produced
-  // response is not held back. After a read that filled the buffer, the next
-  // read (or libuv's empty one when the socket is drained) decides.
-  if (!ex_->up_read_filled && encoderFlushable() && !compressFlush(false)) return;
-  pumpResponse();
-}
-
-// The response ended at its framing: a re-encoded body gets its last chunk
-// and trailers; bytes beyond the framing mean the connection is not reused.
-void Session::responseComplete() {
-  http::H1Decoder& d = codecs_->response;
-  ex_->response_done = true;
-  if (d.response().status == 101) {
-    ex_->upgrade_accepted = true;  // the decoder accepts a 101 only when asked
-    return;
-  }
-  if (ex_->resp_parsed < up_in_.end) ex_->resp_extra = true;
-  if (ex_->zip) {
-    if (!compressFlush(true)) return;
-    if (ex_->zip->chunked && ex_->zip->encoder) {  // (no encoder: a HEAD answer, no body)
-      HeaderList& t = d.trailers();
-      forward::filterTrailers(t);
-      ex_->zip->tail.resize(http::lastChunkSize(t));
-      ex_->zip->tail.resize(http::writeLastChunk(t, ex_->zip->tail.data()));
-    }
-    return;
-  }
-  if (ex_->rechunk) {
-    HeaderList& t = d.trailers();
-    forward::filterTrailers(t);
-    if (!appendTrailers(ex_->down_head, t)) close();
-  }
-}
-
-// The response head as the client sees it (forward/header_policy.h), and
-// the body framing as the client can read it: as received, re-encoded as
-// chunks, or de-chunked for an HTTP/1.0 client.
-void Session::buildDownstreamHead() {
-  http::ResponseHead& r = codecs_->response.response();
-  int status = r.status;
-  bool informational = r.informational();
-  if (informational && ex_->http_minor == 0) return;  // no 1xx to an HTTP/1.0 client (RFC 9110 §15.2)
-  if (!informational) {
-    ex_->status = static_cast<std::uint16_t>(status);
-    ex_->resp_keep_alive = r.keep_alive;
-    switch (r.framing) {
-      case http::Framing::kClose: close_after_ = true; break;
-      case http::Framing::kChunked:
-        if (ex_->http_minor == 0) {
-          ex_->dechunk = true;
-          close_after_ = true;
-        } else {
-          ex_->rechunk = true;
-        }
-        break;
-      default: break;
-    }
-    if (!ex_->keep_alive || worker_.stopping()) close_after_ = true;
-  }
-  if (ex_->cache_fill && !informational) {
-    ex_->cache_fill->lifetime_s = forward::storableLifetime(r, &ex_->cache_fill->age_s);
-    if (ex_->cache_fill->lifetime_s < 0) ex_->cache_fill.reset();
-  }
-  bool add_chunked = false;  // a compressed body of another framing goes out chunked
-  if (!informational && r.status != 101) startCompression(r, &add_chunked);
+forward::DownstreamResponse Session::responseFraming(const http::ResponseHead& r, bool reencoded) {
+  const forward::Exchange& ex = this->ex();
   forward::DownstreamResponse out;
-  out.http10_client = ex_->http_minor == 0;
-  out.dechunk = ex_->dechunk || (ex_->zip && !ex_->zip->chunked);  // no Transfer-Encoding to HTTP/1.0
+  bool http10 = ex.http_minor == 0;
+  out.http10_client = http10;
+  chunked_out_ = add_te_ = false;
+  if (r.status == 101) return out;
+  bool body = !ex.head_request && r.framing != http::Framing::kNone;
+  if (!body) {
+    // A compressed HEAD answer's head says what a GET would get.
+    add_te_ = reencoded && ex.head_request && !http10 && r.framing != http::Framing::kChunked;
+  } else if (r.framing == http::Framing::kLength && !reencoded) {
+  } else if (r.framing == http::Framing::kClose && !reencoded) {
+    close_after_ = true;
+  } else if (http10) {
+    close_after_ = true;  // the body ends with the connection
+  } else {
+    chunked_out_ = true;
+    add_te_ = r.framing != http::Framing::kChunked;
+  }
+  if (!ex.keep_alive || worker_.stopping()) close_after_ = true;
   out.close = close_after_;
-  if (ex_->aff) out.set_cookie = ex_->aff->set_cookie;
-  out.request_id = std::string_view(ex_->request_id, ex_->request_id_present ? ::strnlen(ex_->request_id, 32) : 32);
-  http::ExtraFields& extra = worker_.extraFields();
-  if (forward::downstreamResponseFields(r, out, extra)) ex_->sse = true;
-  if (ex_->zip || ex_->compress_vary) {
-    forward::compressFields(r, ex_->zip ? ex_->zip->coding : forward::Coding::kIdentity, extra,
-                            worker_.fieldScratch());
-    if (add_chunked) extra.add("Transfer-Encoding", "chunked");
-    ex_->compress_vary = false;
-  }
-  std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, extra));
-  if (down_writing_ && ex_->down_head.data && ex_->down_head.end + need > ex_->down_head.cap) {
-    // The previous head is still being written from this buffer.
-    releaseUpstream(false);
-    respondError(502, "tether: response heads too large\n");
-    return;
-  }
-  reserve(worker_.buffers(), ex_->down_head, need);
-  ex_->down_head.end += static_cast<std::uint32_t>(http::writeResponseHead(r, extra, ex_->down_head.data + ex_->down_head.end));
-  if (ex_->cache_fill && !informational) cacheResponseHead(r, extra);
-  if (!informational) {
-    ex_->response_head_sent = true;
-    if (ex_->sse) worker_.metrics().backend(backend_->id).sse_active.inc();
-  }
+  out.dechunk = !chunked_out_ && !add_te_ && r.framing == http::Framing::kChunked;
+  return out;
 }
 
-// Whether this response's body is compressed (forward/compression.h): the
-// route's settings, the response's eligibility, the request's coding. An
-// eligible response always says it varies by Accept-Encoding.
-void Session::startCompression(http::ResponseHead& r, bool* add_chunked) {
-  std::string_view url = request().target;
-  const conf::Compression& c = worker_.compressionFor(url.substr(0, url.find('?')));
-  if (!c.enabled || !forward::responseEligible(r, c)) return;
-  ex_->compress_vary = true;
-  forward::Coding coding = forward::requestCoding(request(), c);
-  if (coding == forward::Coding::kIdentity) return;
-  if (ex_->method == http::kMethodHead || r.framing == http::Framing::kNone) {
-    // A HEAD answer's head says what a GET would get; there is no body.
-    ex_->zip = std::make_unique<forward::CompressedBody>();
-    ex_->zip->coding = coding;
-    ex_->zip->finished = true;
-    ex_->zip->chunked = ex_->http_minor != 0;
-    *add_chunked = ex_->zip->chunked && r.framing != http::Framing::kChunked;
-    return;
+bool Session::sendHead(http::ResponseHead& r, const http::ExtraFields& extra) {
+  const http::ExtraFields* fields = &extra;
+  http::ExtraFields with_te;
+  if (add_te_ && !r.informational()) {
+    with_te = extra;
+    with_te.add("Transfer-Encoding", "chunked");
+    fields = &with_te;
   }
-  auto encoder = forward::makeEncoder(
-      coding, c.level(coding), r.framing == http::Framing::kLength ? r.content_length : 0);
-  if (!encoder) {
-    log::warn("compression unavailable", {{"algorithm", std::string(forward::codingToken(coding))}});
-    return;  // sent as it is: Vary was still true
-  }
-  ex_->zip = std::make_unique<forward::CompressedBody>();
-  ex_->zip->encoder = std::move(encoder);
-  ex_->zip->coding = coding;
-  ex_->zip->chunked = ex_->http_minor != 0;
-  ex_->dechunk = ex_->rechunk = false;  // the encoder's output is framed instead
-  if (!ex_->zip->chunked) close_after_ = true;  // HTTP/1.0: the body ends with the connection
-  *add_chunked = ex_->zip->chunked && r.framing != http::Framing::kChunked;
-  worker_.metrics().compressed_responses[static_cast<int>(coding) - 1].inc();
+  std::uint32_t need = static_cast<std::uint32_t>(http::responseHeadSize(r, *fields));
+  if (down_writing_ && out_.data && out_.end + need > out_.cap) return false;  // out_ is being written
+  reserveBuffer(worker_.buffers(), out_, need);
+  out_.end += static_cast<std::uint32_t>(http::writeResponseHead(r, *fields, out_.data + out_.end));
+  ex().bytes_out += need;
+  return true;
 }
 
-// A compressed body whose encoder may be flushed now: not finished, its
-// output not referenced by a write, the session still answering.
-bool Session::encoderFlushable() const {
-  return ex_->zip && !ex_->zip->writing && !ex_->zip->finished && !done();
+// The held head bytes, as the first buffer of a write.
+unsigned Session::pendingHead(uv_buf_t* bufs) {
+  if (!out_.data || out_.end <= out_sent_) return 0;
+  bufs[0] = uv_buf_init(out_.data + out_sent_, out_.end - out_sent_);
+  out_sent_ = out_.end;
+  return 1;
 }
 
-// Flushes (or, at the end of the body, finishes) the encoder into zip->out.
-// False when the encoder failed: the connection is closed, so the client
-// never takes a truncated body for a whole one.
-bool Session::compressFlush(bool finish) {
-  forward::CompressedBody* z = ex_->zip.get();
-  if (z->finished || (!finish && z->in_bytes == 0)) return true;
-  bool ok = finish ? z->encoder->finish(&z->out) : z->encoder->flush(&z->out);
-  if (finish) z->finished = true;
-  worker_.metrics().compression_in[static_cast<int>(z->coding) - 1].inc(z->in_bytes);
-  z->in_bytes = 0;
-  if (ok && !ex_->abort_when_flushed) return true;
-  log::warn("compression failed", {{"backend", backend_->name}});
-  releaseUpstream(false);
-  close();
+// Ends a write: true while it is queued (onResponseWritten follows), false
+// when the socket took it all at once (or the connection closed).
+bool Session::writeResponse(uv_buf_t* bufs, unsigned n) {
+  if (n == 0) return false;
+  if (!writeDownstream(bufs, n)) return false;
+  if (down_writing_) return true;
+  if (out_.data && out_sent_ == out_.end) {
+    out_sent_ = 0;
+    releaseBuffer(out_);
+  }
   return false;
 }
 
-void Session::onResponseBody(void* ctx, const char* data, std::size_t len) {
-  Session* s = static_cast<Session*>(ctx);
-  if (s->ex_->aff && s->ex_->aff->sniffer) s->sniffSid(std::string_view(data, len));
-  if (forward::CompressedBody* z = s->ex_->zip.get()) {
-    z->in_bytes += len;
-    if (!z->encoder->write(std::string_view(data, len), &z->out)) s->ex_->abort_when_flushed = true;
-    return;
-  }
-  if (forward::CacheFill* f = s->ex_->cache_fill.get()) f->append(std::string_view(data, len), f->store->maxObject());
-  if (!s->ex_->dechunk && !s->ex_->rechunk) return;  // forwarded from up_in_ as it is
-  // parseResponse passed no more than fits.
-  std::memcpy(s->ex_->down_head.data + s->ex_->down_head.end, data, len);
-  s->ex_->down_head.end += static_cast<std::uint32_t>(len);
-}
-
-void Session::pumpResponse() {
-  if (down_writing_ || closing_ || ex_->pin_hold) return;
+bool Session::sendBody(const char* data, std::size_t len) {
   uv_buf_t bufs[4];
-  unsigned n = 0;
-  std::size_t bytes = 0;
-  if (ex_->down_head.data && ex_->down_head.end > ex_->down_head_sent) {
-    bufs[n++] = uv_buf_init(ex_->down_head.data + ex_->down_head_sent, ex_->down_head.end - ex_->down_head_sent);
-    bytes += ex_->down_head.end - ex_->down_head_sent;
-    ex_->down_head_sent = ex_->down_head.end;
+  unsigned n = pendingHead(bufs);
+  if (chunked_out_) {
+    std::size_t k = http::writeChunkHeader(len, chunk_line_);
+    bufs[n++] = uv_buf_init(chunk_line_, static_cast<unsigned>(k));
+    ex().bytes_out += k + 2;
   }
-  if (forward::CompressedBody* z = ex_->zip.get(); z && !z->writing && (!z->out.empty() || !z->tail.empty())) {
-    std::size_t zipped = z->out.size() + z->tail.size();
-    if (!z->out.empty()) {
-      if (forward::CacheFill* f = ex_->cache_fill.get()) f->append(z->out, f->store->maxObject());
-      if (z->chunked) {
-        int k = std::snprintf(z->size_line, sizeof z->size_line, "%zx\r\n", z->out.size());
-        bufs[n++] = uv_buf_init(z->size_line, static_cast<unsigned>(k));
-        z->out.append("\r\n");
-      }
-      bufs[n++] = uv_buf_init(z->out.data(), static_cast<unsigned>(z->out.size()));
-    }
-    if (!z->tail.empty()) bufs[n++] = uv_buf_init(z->tail.data(), static_cast<unsigned>(z->tail.size()));
-    z->writing = true;
-    int c = static_cast<int>(z->coding) - 1;
-    worker_.metrics().compression_out[c].inc(zipped);
-    bytes += zipped;
-  }
-  if (!ex_->dechunk && !ex_->rechunk && !ex_->zip && ex_->response_head_sent && !ex_->upgrade_accepted &&
-      ex_->resp_parsed > ex_->resp_body_sent) {
-    bufs[n++] = uv_buf_init(up_in_.data + ex_->resp_body_sent, ex_->resp_parsed - ex_->resp_body_sent);
-    bytes += ex_->resp_parsed - ex_->resp_body_sent;
-    ex_->resp_body_sent = ex_->resp_parsed;
-  }
-  if (n) {
-    ex_->bytes_out += bytes;
-    if (!writeDownstream(bufs, n)) return;
-    if (down_writing_) return;
-  }
-  afterResponseWrite();
+  bufs[n++] = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  if (chunked_out_) bufs[n++] = uv_buf_init(const_cast<char*>("\r\n"), 2);
+  return writeResponse(bufs, n);
 }
 
-void Session::afterResponseWrite() {
-  if (closing_) return;
-  if (ex_->abort_when_flushed) {
+bool Session::flush() {
+  uv_buf_t b;
+  return writeResponse(&b, pendingHead(&b));
+}
+
+bool Session::sendEnd(HeaderList* trailers) {
+  if (chunked_out_) {
+    HeaderList none;
+    HeaderList& t = trailers ? *trailers : none;
+    forward::filterTrailers(t);
+    std::uint32_t before = out_.end;
+    if (!appendTrailers(out_, t)) {
+      close();
+      return false;
+    }
+    ex().bytes_out += out_.end - before;
+  }
+  return flush();
+}
+
+std::size_t Session::localReply(int status, const char* reason) {
+  if (closing_) return 0;
+  if (down_writing_) {
     close();
-    return;
+    return 0;
   }
-  if (ex_->down_head.data && ex_->down_head_sent == ex_->down_head.end) {
-    ex_->down_head_sent = 0;
-    releaseBuffer(ex_->down_head);
-  }
-  if (forward::CompressedBody* z = ex_->zip.get(); z && z->writing) {
-    z->writing = false;
-    z->out.clear();
-    z->tail.clear();
-    if (z->out.capacity() > 64 * 1024) std::string().swap(z->out);
-  }
-  if (up_in_.data && ex_->resp_body_sent == ex_->resp_parsed && ex_->resp_parsed == up_in_.end && !ex_->upgrade_accepted) {
-    ex_->resp_body_sent = ex_->resp_parsed = 0;
-    releaseBuffer(up_in_);
-  }
-  if (ex_->response_done) {
-    if (ex_->upgrade_accepted) {
-      enterTunnel();
-    } else {
-      finishExchange();
-    }
-    return;
-  }
-  if (up_in_.data && ex_->resp_parsed < up_in_.end) {
-    parseResponse();
-    return;
-  }
-  if (up_in_.data && up_in_.end == up_in_.cap && ex_->resp_body_sent == up_in_.end) {
-    ex_->resp_body_sent = ex_->resp_parsed = 0;
-    up_in_.end = 0;
-  }
-  // Bytes the encoder took while its output was being written, with nothing
-  // more pending from the backend: flushed now, since no read may come soon.
-  if (!ex_->up_read_filled && encoderFlushable() && ex_->zip->in_bytes > 0) {
-    if (!compressFlush(false)) return;
-    pumpResponse();
-    if (closing_) return;
-  }
-  updateReading();
+  releaseBuffer(out_);
+  out_sent_ = 0;
+  ensureBuffer(out_);
+  std::size_t body_len = std::strlen(reason);
+  std::string_view phrase = http::reasonPhrase(status);
+  const char* more = status == 503 ? "Retry-After: 1\r\n"
+                     : status == 405 ? "Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n"
+                                     : "";
+  const char* rid = stream_ ? stream_->ex().request_id : "";
+  int n = std::snprintf(out_.data, out_.cap,
+                        "HTTP/1.1 %d %.*s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\nX-Request-Id: %.*s\r\n%s\r\n%s",
+                        status, static_cast<int>(phrase.size()), phrase.data(), body_len,
+                        static_cast<int>(::strnlen(rid, 32)), rid, more, reason);
+  out_.end = static_cast<std::uint32_t>(n);
+  uv_buf_t b = uv_buf_init(out_.data, out_.end);
+  out_sent_ = out_.end;
+  if (!writeDownstream(&b, 1)) return static_cast<std::size_t>(n);
+  closeGracefully();
+  return static_cast<std::size_t>(n);
 }
 
-void Session::finishExchange() {
-  const conf::Config& cfg = worker_.config();
-  std::int64_t now = worker_.now();
-  // Pipelined bytes already read belong to the requests that follow.
-  if (in_.data && in_.end > ex_->parsed) ex_->bytes_in -= std::min<std::uint64_t>(ex_->bytes_in, in_.end - ex_->parsed);
-  // An answer from the cache counts under backend="cache" and concerns no backend.
-  metrics::BackendMetrics& bm = backend_ ? worker_.metrics().backend(backend_->id) : worker_.metrics().cache_answers;
-  bm.request(metricMethod(ex_->method), ex_->status);
-  if (ex_->upgrade && !ex_->upgrade_accepted) bm.websocketUpgrade(ex_->status);  // refused: counted with its status
-  bm.request_duration.observeMs(now - req_started_ms_);
-  if (ex_->first_byte_ms >= 0) bm.first_byte.observeMs(ex_->first_byte_ms - req_started_ms_);
-  bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(ex_->bytes_in);
-  bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(ex_->bytes_out);
-  if (ex_->sse) bm.sse_active.dec();
-  ex_->sse = false;
-  if (!backend_) {
-    // answered from the cache
-  } else if (health::countsAsPassiveFailure(cfg.passive, ex_->status)) {
-    worker_.backendFailure(*backend_);
-  } else {
-    worker_.backendSuccess(*backend_);
-  }
-  if (ex_->cache_fill) storeCached();
-  if (cfg.access_log.enabled) logAccess();
-  countActive(false);
+// A refusal of the session's own (a bad request, a slow head, too many
+// connections, plain text on a TLS port): through the request's stream, so
+// it is counted and logged like the stream's own answers.
+void Session::respondError(int status, const char* reason) {
+  if (closing_) return;
+  openStream().answerLocally(status, reason);
+  if (!closing_ && state_ != State::kClosing) closeGracefully();
+}
+
+// The stream is done: keep-alive goes on with the next request, from the
+// worker's deferred pass when bytes of it are read already (never inside
+// the finished stream's calls).
+void Session::finished(bool) {
   served_ = true;
-  // A connection is reused only when the response ended exactly at its
-  // framing (no stray byte a later request would read as its answer), and
-  // never after an upgrade request, whatever the answer.
-  bool reusable = ex_->resp_keep_alive && ex_->request_sent && !ex_->resp_extra && !ex_->upgrade &&
-                  (!up_in_.data || ex_->resp_parsed == up_in_.end);
-  releaseUpstream(reusable);
+  retired_ = std::exchange(stream_, nullptr);
   // A response that ended before its request did (an early 401, 413 or
   // redirect): the rest of the request body is never read as a request.
-  if (close_after_ || !ex_->keep_alive || client_eof_ || worker_.stopping() || !ex_->request_done) {
+  const forward::Exchange& ex = retired_->ex();
+  if (close_after_ || !ex.keep_alive || client_eof_ || worker_.stopping() || !ex.request_done) {
+    worker_.deferTlsResume(this);
     closeGracefully();
     return;
   }
@@ -1812,10 +883,11 @@ void Session::finishExchange() {
 }
 
 void Session::startNextRequest() {
+  const forward::Exchange& ex = retired_->ex();
   // Keep the unparsed rest of the buffer (pipelined requests) at its start.
   if (in_.data) {
-    std::uint32_t rest = in_.end - ex_->parsed;
-    if (rest && ex_->parsed) std::memmove(in_.data, in_.data + ex_->parsed, rest);
+    std::uint32_t rest = in_.end - ex.parsed;
+    if (rest && ex.parsed) std::memmove(in_.data, in_.data + ex.parsed, rest);
     in_.end = rest;
     if (in_.heap() && rest <= BufferPool::kSize) {
       char* small = worker_.buffers().get();
@@ -1826,166 +898,27 @@ void Session::startNextRequest() {
     }
     if (rest == 0) releaseBuffer(in_);
   }
-  backend_ = nullptr;
-  endAffinity();
-  // Whatever the backend sent beyond the response is dropped with the
-  // connection it came on: it is never read as the next answer.
-  releaseBuffer(up_in_);
-  // The request is over; pipelined bytes already read belong to the next
-  // one, whose exchange its first byte makes.
-  worker_.destroyExchange(std::exchange(ex_, nullptr));
+  releaseBuffer(out_);
+  out_sent_ = 0;
+  chunked_out_ = add_te_ = false;
   if (in_.end == 0) {
-    worker_.giveCodecs(std::exchange(codecs_, nullptr));  // idle: no decoder held
+    worker_.giveRequestDecoder(std::exchange(decoder_, nullptr));  // idle: no decoder held
   } else {
-    codecs_->request.nextMessage();
+    decoder_->nextMessage();
+    resume_pending_ = true;
   }
   touch();
   transition(State::kIdle);
-  if (in_.end > 0) {
-    onDownstreamData();
-  } else {
-    updateReading();
-  }
-}
-
-void Session::releaseUpstream(bool reusable) {
-  if (!upstream_) return;
-  UpstreamConn* c = upstream_;
-  upstream_ = nullptr;
-  up_reading_ = false;
-  if (up_write_) {
-    up_write_->session = nullptr;
-    up_write_ = nullptr;
-    up_writing_ = false;
-    reusable = false;
-  }
-  if (up_writing_) {  // TLS: the connection's own write is in flight
-    up_writing_ = false;
-    reusable = false;
-  }
-  c->setOwner(nullptr);
-  if (reusable && !worker_.stopping()) {
-    worker_.upstreams().release(c);
-  } else {
-    c->close();
-  }
-}
-
-// One place maps a failure to a status, and decides whether to try again.
-void Session::onUpstreamFailure(Fault fault, int uv_status) {
-  if (closing_) return;
-  Backend* b = backend_;
-  bool reused = upstream_ && upstream_->reused();
-  metrics::BackendMetrics& bm = worker_.metrics().backend(b->id);
-  if (fault == Fault::kConnect) bm.upstream_connect_errors.inc();
-  releaseUpstream(false);
-  log::debug("upstream failure", {{"backend", b->name}, {"error", uv_strerror(uv_status)},
-                                  {"reused", reused ? "yes" : "no"}});
-  forward::Attempt a;
-  a.fault = fault;
-  a.response_started = ex_->response_started;
-  a.request_trimmed = ex_->request_trimmed;
-  a.client_eof = client_eof_;
-  a.request_done = ex_->request_done;
-  a.reused_connection = reused;
-  a.idempotent = idempotent(ex_->method);
-  a.strict_pin = ex_->aff && ex_->aff->from_pin && ex_->aff->plan->cfg.on_target_down == conf::OnTargetDown::kStrict;
-  a.attempts = ex_->attempts;
-  a.max_attempts = worker_.config().retries.attempts;
-  forward::Retry retry = forward::decideRetry(a);
-  if (retry == forward::Retry::kSameBackend) {
-    // A pooled connection the backend had closed: not the backend's failure.
-    ex_->retrying = true;
-    ex_->head_written = false;
-    ex_->request_sent = false;
-    connectUpstream();
-    return;
-  }
-  worker_.backendFailure(*b);
-  if (retry == forward::Retry::kRefusePinned) {
-    respondError(503, "tether: the pinned backend is unavailable\n");  // the pin stays
-    return;
-  }
-  if (retry == forward::Retry::kOtherBackend) {
-    ++ex_->attempts;
-    bm.retries.inc();
-    if (ex_->tried_count < 4) ex_->tried[ex_->tried_count++] = b->id;
-    countActive(false);
-    backend_ = nullptr;
-    ex_->retrying = true;
-    ex_->head_written = false;
-    ex_->request_sent = false;
-    std::span<const std::uint32_t> tried(ex_->tried, ex_->tried_count);
-    bool by_client = worker_.config().balance == conf::Balance::kConsistentHash;
-    Backend* next = ex_->aff && !ex_->aff->key.empty() ? worker_.placeByHash(ex_->aff->hash, tried)
-                                               : worker_.pick(tried, ex_->client_hash, by_client);
-    if (next) {
-      if (ex_->aff && !ex_->aff->key.empty()) {
-        worker_.metrics().affinityLookup(metrics::AffinityResult::kRepin);
-        pinTo(next, true);
-      }
-      backend_ = next;
-      countActive(true);
-      connectUpstream();
-      return;
-    }
-    backend_ = b;
-  }
-  if (ex_->response_head_sent) {
-    close();
-  } else if (forward::failureStatus(fault) == 504) {
-    respondError(504, "tether: backend timed out\n");
-  } else {
-    respondError(502, "tether: backend unavailable\n");
-  }
-}
-
-void Session::respondError(int status, const char* reason) {
-  if (closing_) return;
-  openExchange();  // an answer before any request has one too
-  releaseUpstream(false);
-  if (ex_->response_head_sent || down_writing_) {
-    close();
-    return;
-  }
-  ex_->status = static_cast<std::uint16_t>(status);
-  releaseBuffer(ex_->down_head);
-  ex_->down_head_sent = 0;
-  ex_->dechunk = ex_->rechunk = false;
-  ex_->zip.reset();
-  ensureBuffer(ex_->down_head);
-  std::size_t body_len = std::strlen(reason);
-  std::string_view phrase = http::reasonPhrase(status);
-  const char* more = status == 503 ? "Retry-After: 1\r\n"
-                     : status == 405 ? "Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n"
-                                     : "";
-  int n = std::snprintf(ex_->down_head.data, ex_->down_head.cap,
-                        "HTTP/1.1 %d %.*s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %zu\r\nConnection: close\r\nX-Request-Id: %.*s\r\n%s\r\n%s",
-                        status, static_cast<int>(phrase.size()), phrase.data(), body_len,
-                        static_cast<int>(::strnlen(ex_->request_id, 32)), ex_->request_id, more, reason);
-  ex_->down_head.end = static_cast<std::uint32_t>(n);
-  ex_->bytes_out += ex_->down_head.end;
-  if (backend_) worker_.metrics().backend(backend_->id).request(metricMethod(ex_->method), status);
-  countActive(false);
-  if (worker_.config().access_log.enabled && status != 408) {
-    if (log_path_.empty() && codecs_ && ex_->head_done) log_path_.assign(request().target.substr(0, 512));
-    logAccess();
-  }
-  backend_ = nullptr;
-  ex_->head_done = false;
-  uv_buf_t b = uv_buf_init(ex_->down_head.data, ex_->down_head.end);
-  ex_->down_head_sent = ex_->down_head.end;
-  if (!writeDownstream(&b, 1)) return;
-  closeGracefully();
+  worker_.deferTlsResume(this);  // the finished stream is destroyed there, and a pipelined request starts
+  updateReading();
 }
 
 // Lingering close: shut our side down after the last byte, then drain what the
 // client still sends for a moment, so that its unread bytes do not turn our
 // last response into a reset.
 void Session::closeGracefully() {
-  if (closing_) return;
-  releaseUpstream(false);
+  if (closing_ || state_ == State::kClosing) return;
+  if (stream_) stream_->abort();
   state_ = State::kClosing;
   timer_deadline_ = worker_.now();
   armTimer();
@@ -2010,55 +943,89 @@ void Session::onShutdown(uv_shutdown_t* req, int status) {
   if (--s->open_handles_ == 0) s->worker_.sessionClosed(s);
 }
 
-void Session::logAccess() {
-  // Durations in microseconds from the monotonic clock (uv_hrtime); the loop's
-  // millisecond clock is too coarse for a request served in 200 us.
-  std::uint64_t now_ns = uv_hrtime();
-  auto sinceStart = [this](std::uint64_t ns) { return static_cast<std::int64_t>((ns - req_started_ns_) / 1000); };
-  const std::string_view none("-");
-  const char* protocol = ex_->method == Exchange::kNoMethod ? "-" : ex_->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
-  worker_.accessLog().add({{"request_id", std::string_view(ex_->request_id, ::strnlen(ex_->request_id, 32))},
-                           {"client", std::string_view(client_ip_, client_ip_len_)},
-                           {"method", ex_->method == Exchange::kNoMethod ? none : http::methodName(ex_->method)},
-                           {"path", log_path_.empty() ? none : std::string_view(log_path_)},
-                           {"protocol", protocol},
-                           {"tls", transport().tlsVersion()},
-                           {"status", static_cast<int>(ex_->status)},
-                           {"backend", backend_ ? std::string_view(backend_->name) : ex_->cache_hit ? std::string_view("cache") : none},
-                           {"bytes_in", ex_->bytes_in},
-                           {"bytes_out", ex_->bytes_out},
-                           AccessField::seconds("duration", sinceStart(now_ns)),
-                           AccessField::seconds("ttfb", ex_->first_byte_ns ? sinceStart(ex_->first_byte_ns) : -1),
-                           AccessField::seconds("upstream_connect", ex_->connect_us),
-                           {"upstream_reused", ex_->upstream_reused}});
+// ---------------------------------------------------------------------------
+// The tunnel's upstream connection
+
+void Session::upgraded(UpstreamConn* c, IoBuffer& up_in, std::uint32_t up_off) {
+  const forward::Exchange& ex = stream_->ex();
+  backend_ = stream_->backend();
+  upstream_ = c;
+  c->setOwner(this);
+  up_in_ = up_in;
+  up_in = IoBuffer{};
+  tunnel_ = std::make_unique<forward::Tunnel>(worker_.now());
+  tunnel_counted_ = true;
+  // Bytes the client sent behind its upgrade request, and the backend behind
+  // its 101, are the tunnel's first bytes. The request is over: a tunnel
+  // holds no stream and no decoder.
+  tunnel_->in_sent = ex.parsed;
+  tunnel_->up_in_sent = up_off;
+  retired_ = std::exchange(stream_, nullptr);
+  worker_.deferTlsResume(this);
+  worker_.giveRequestDecoder(std::exchange(decoder_, nullptr));
+  releaseBuffer(out_);
+  out_sent_ = 0;
+  transition(State::kTunnel);
+  pumpTunnel();
+}
+
+void Session::onUpstreamConnected(int) {}
+
+void Session::onUpstreamAlloc(uv_buf_t* buf) {
+  ensureBuffer(up_in_);
+  *buf = uv_buf_init(up_in_.data + up_in_.end, up_in_.cap - up_in_.end);
+}
+
+void Session::onUpstreamRead(ssize_t nread, const uv_buf_t*) {
+  if (closing_ || state_ != State::kTunnel) return;
+  if (nread > 0) {
+    up_in_.end += static_cast<std::uint32_t>(nread);
+    touch();
+    pumpTunnel();
+    return;
+  }
+  if (nread == 0) {
+    if (up_in_.end == 0) releaseBuffer(up_in_);
+    return;
+  }
+  if (nread == UV_EOF) {
+    tunnelEof(false);
+  } else {
+    tunnel_->noteCloser(metrics::ClosedBy::kBackend);
+    close();
+  }
+}
+
+void Session::onUpstreamWritten(int status) {
+  up_writing_ = false;
+  if (closing_) return;
+  if (status != 0) {
+    close();
+    return;
+  }
+  if (in_.data && tunnel_->in_sent == in_.end) {
+    tunnel_->in_sent = 0;
+    releaseBuffer(in_);
+  }
+  pumpTunnel();
+}
+
+bool Session::writeTunnelUpstream(uv_buf_t* bufs, unsigned n) {
+  int r = upstream_->tls() ? upstream_->write(bufs, n)
+                           : worker_.send(upstream_->stream(), up_write_, onUpWritten, this, bufs, n);
+  if (r < 0) {
+    close();
+    return false;
+  }
+  if (r == 1) {
+    up_writing_ = true;
+    updateReading();
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------
 // Tunnel
-
-void Session::enterTunnel() {
-  tunnel_ = std::make_unique<forward::Tunnel>(worker_.now());
-  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
-  bm.websocketUpgrade(101);
-  bm.websocket_active.inc();
-  backend_->active_tunnels.fetch_add(1, std::memory_order_relaxed);  // before the request's slot frees
-  tunnel_counted_ = true;
-  countActive(false);
-  if (worker_.config().access_log.enabled) logAccess();
-  endAffinity();
-  // Bytes the client sent behind its upgrade request, and the backend behind
-  // its 101, are the tunnel's first bytes. The request is over: a tunnel
-  // holds no exchange.
-  tunnel_->in_sent = ex_->parsed;
-  tunnel_->up_in_sent = ex_->resp_parsed;
-  worker_.destroyExchange(std::exchange(ex_, nullptr));
-  std::string().swap(log_path_);
-  worker_.giveCodecs(codecs_);  // a tunnel parses no HTTP
-  codecs_ = nullptr;
-  state_ = State::kExchange;
-  transition(State::kTunnel);
-  pumpTunnel();
-}
 
 void Session::pumpTunnel() {
   if (closing_) return;
@@ -2092,7 +1059,7 @@ void Session::pumpTunnel() {
     bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
     uv_buf_t b = uv_buf_init(in_.data + tunnel_->in_sent, len);
     tunnel_->in_sent = in_.end;
-    if (!writeUpstream(&b, 1)) return;
+    if (!writeTunnelUpstream(&b, 1)) return;
     if (!up_writing_) {
       tunnel_->in_sent = 0;
       releaseBuffer(in_);
@@ -2222,14 +1189,14 @@ void Session::onTransport(Transport::Result r) {
     // does, rather than with a bare reset.
     worker_.metrics().tls_handshakes_error.inc();
     tls_.reset();
-    worker_.newRequestId(openExchange().request_id);
+    worker_.newRequestId(openStream().ex().request_id);
     respondError(400, "tether: this port speaks TLS (https://), not plain HTTP\n");
     return;
   }
   if (r.fault == Transport::Fault::kHandshake) {
     worker_.metrics().tls_handshakes_error.inc();
     log::debug("tls: handshake failed",
-               {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", transport().error()}});
+               {{"client", peer_.ip}, {"error", transport().error()}});
     closeGracefully();
     return;
   }
@@ -2254,17 +1221,17 @@ bool Session::plainRoom(char** data, std::size_t* len) {
 
 void Session::plainAdded(std::size_t n) {
   in_.end += static_cast<std::uint32_t>(n);
-  if (ex_) ex_->bytes_in += static_cast<std::uint64_t>(n);  // else openExchange counts them
+  if (stream_) stream_->ex().bytes_in += static_cast<std::uint64_t>(n);  // else openStream counts them
 }
 
 int Session::socketWrite(uv_buf_t* bufs, unsigned n) {
-  return sendOrQueue(reinterpret_cast<uv_stream_t*>(&client_), down_write_, false, bufs, n);
+  return worker_.send(reinterpret_cast<uv_stream_t*>(&client_), down_write_, onDownWritten, this, bufs, n);
 }
 
 void Session::plainWritten(int status) { onDownstreamWritten(status); }
 
 void Session::transportFailed(const char* what, const std::string& why) {
-  log::debug(what, {{"client", std::string_view(client_ip_, client_ip_len_)}, {"error", why}});
+  log::debug(what, {{"client", peer_.ip}, {"error", why}});
   if (state_ == State::kTunnel) tunnel_->noteCloser(metrics::ClosedBy::kClient);
   close();
 }
@@ -2274,8 +1241,20 @@ void Session::transportFailed(const char* what, const std::string& why) {
 int Session::shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb) { return transport().shutdown(req, cb); }
 
 void Session::onTlsResume() {
+  reap();
   if (closing_ || state_ == State::kClosing) return;
-  if (upstream_ && up_reading_ && upstream_->buffered()) {
+  if (resume_pending_) {
+    // A pipelined request read with the previous one starts now.
+    resume_pending_ = false;
+    if (in_.end > 0) {
+      onDownstreamData();
+      if (closing_ || state_ == State::kClosing) return;
+    }
+  }
+  if (stream_) {
+    stream_->resumeUpstream();
+    if (closing_ || state_ == State::kClosing) return;
+  } else if (upstream_ && upstream_->buffered()) {
     upstream_->resume();
     if (closing_ || state_ == State::kClosing) return;
   }

@@ -19,7 +19,7 @@ UpstreamConn::~UpstreamConn() = default;
 
 // The connect request lives only while connecting: a pooled or tunnelled
 // connection does not carry it.
-int UpstreamConn::connect(Session* owner) {
+int UpstreamConn::connect(UpstreamOwner* owner) {
   owner_ = owner;
   auto* req = new uv_connect_t;
   req->data = this;
@@ -65,7 +65,7 @@ void UpstreamConn::startTls() {
 void UpstreamConn::handshakeFailed(const std::string& why) {
   std::string reason = ssl_ ? tlsClientFailure(ssl_, why) : why;
   log::warn("upstream TLS handshake failed", {{"backend", backend_.name}, {"url", backend_.url}, {"error", reason}});
-  Session* owner = owner_;
+  UpstreamOwner* owner = owner_;
   close();
   if (owner) owner->onUpstreamConnected(UV_EPROTO);
 }

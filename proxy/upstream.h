@@ -1,7 +1,7 @@
 // Upstream connections and the per-loop pool of idle ones.
 //
-// An UpstreamConn is one TCP connection to one backend. While a session uses
-// it, its events go to that session (owner); while idle it sits in the pool,
+// An UpstreamConn is one TCP connection to one backend. While a stream uses
+// it, its events go to that stream (owner); while idle it sits in the pool,
 // keeps reading (a read of EOF or of any byte means the backend closed or
 // misbehaved: the connection is dropped at once, before a request can be
 // sent on it) and holds no buffer. Loop-affine: one pool per worker.
@@ -36,8 +36,24 @@
 
 namespace tether::proxy {
 
-class Session;
 class UpstreamPool;
+
+// Who a connection in use reports to: the stream proxying a request over it,
+// or the connection it became a tunnel of.
+class UpstreamOwner {
+ public:
+  // The connect (and TLS handshake) is done: status 0, or a libuv error.
+  virtual void onUpstreamConnected(int status) = 0;
+  // Room for bytes from the backend (plaintext).
+  virtual void onUpstreamAlloc(uv_buf_t* buf) = 0;
+  // As libuv's read callback: bytes into the room given, 0, EOF or an error.
+  virtual void onUpstreamRead(ssize_t nread, const uv_buf_t* buf) = 0;
+  // A write the connection queued (TLS: write()) is done.
+  virtual void onUpstreamWritten(int status) = 0;
+
+ protected:
+  ~UpstreamOwner() = default;
+};
 
 class UpstreamConn final : public ListHook<>, private TransportOwner {
  public:
@@ -53,14 +69,14 @@ class UpstreamConn final : public ListHook<>, private TransportOwner {
   // Starts a non-blocking connect; the owner's onUpstreamConnected(status)
   // fires later (never synchronously). Returns a uv error when the connect
   // could not even start.
-  int connect(Session* owner);
-  void setOwner(Session* s) { owner_ = s; }
+  int connect(UpstreamOwner* owner);
+  void setOwner(UpstreamOwner* s) { owner_ = s; }
   // Reads stay on across owners and idle time (no epoll_ctl per request):
   // bytes go to the owner, or, while idle, mean the connection is unusable.
   // Only backpressure turns them off.
   void setReading(bool on);
   void markConnected() { connected_ = true; }
-  Session* owner() const { return owner_; }
+  UpstreamOwner* owner() const { return owner_; }
   void close();
 
   // TLS only (tls()). Plaintext to the backend: 0 written, 1 queued (the
@@ -103,7 +119,7 @@ class UpstreamConn final : public ListHook<>, private TransportOwner {
   uv_tcp_t tcp_;
   UpstreamPool& pool_;
   balancer::Backend& backend_;
-  Session* owner_ = nullptr;
+  UpstreamOwner* owner_ = nullptr;
   std::int64_t idle_since_ = 0;
   bool reused_ = false;
   bool closing_ = false;

@@ -408,12 +408,20 @@ void Worker::onTlsIdle(uv_idle_t* h) {
   if (w->tls_resume_.empty()) uv_idle_stop(h);
 }
 
-void Worker::scheduleDeadline(Session* s, std::int64_t at) {
+void Worker::scheduleDeadline(DeadlineEntry* s, std::int64_t at) {
   deadlines_.schedule(s, at);
   if (deadline_timer_at_ < 0 || at < deadline_timer_at_) armDeadlineTimer();
 }
 
-void Worker::cancelDeadline(Session* s) { deadlines_.cancel(s); }
+void Worker::cancelDeadline(DeadlineEntry* s) {
+  if (!s->scheduled() && !due_.empty()) {
+    // Popped for this pass but not run yet: a stream may be destroyed by
+    // another entry's callback.
+    for (DeadlineEntry*& e : due_)
+      if (e == s) e = nullptr;
+  }
+  deadlines_.cancel(s);
+}
 
 // The timer is armed for the earliest deadline, or not at all; a cancelled
 // earliest one leaves it armed, and it fires early to re-arm (cheaper than
@@ -437,10 +445,19 @@ void Worker::onDeadlines(uv_timer_t* t) {
   w->deadline_timer_at_ = -1;
   std::int64_t now = w->now();
   w->due_.clear();
-  while (DeadlineEntry* e = w->deadlines_.popDue(now)) w->due_.push_back(static_cast<Session*>(e));
+  while (DeadlineEntry* e = w->deadlines_.popDue(now)) w->due_.push_back(e);
   // A session closed by another's deadline is still memory until its close
   // callback, which cannot run inside this one; onDeadline() checks closing.
-  for (Session* s : w->due_) s->onDeadline();
+  // A stream destroyed meanwhile was nulled by cancelDeadline.
+  for (std::size_t i = 0; i < w->due_.size(); ++i) {
+    DeadlineEntry* e = w->due_[i];
+    if (!e) continue;
+    if (e->deadline_kind == kDeadlineStream) {
+      static_cast<Stream*>(e)->onDeadline();
+    } else {
+      static_cast<Session*>(e)->onDeadline();
+    }
+  }
   w->due_.clear();
   if (w->deadline_timer_at_ < 0) w->armDeadlineTimer();
 }
@@ -449,8 +466,9 @@ void Worker::onSweep(uv_timer_t* t) {
   Worker* w = static_cast<Worker*>(t->data);
   w->upstreams_.sweep(w->now(), w->config_->timeouts.upstream_keepalive);
   w->buffers_.tick();
-  w->codecs_.tick();
-  w->exchanges_.tick();
+  w->streams_.tick();
+  w->request_decoders_.tick();
+  w->response_decoders_.tick();
   w->writes_.tick();
 }
 
@@ -467,13 +485,13 @@ void Worker::onConnection(uv_stream_t* server, int status) {
   s->start(server);
 }
 
-bool Worker::enqueue(Session* s) {
+bool Worker::enqueue(Stream* s) {
   if (queue_.size() >= config_->limits.max_queue) return false;
   queue_.pushBack(s);
   return true;
 }
 
-void Worker::dequeue(Session* s) { queue_.remove(s); }
+void Worker::dequeue(Stream* s) { queue_.remove(s); }
 
 void Worker::slotFreed() {
   if (queue_.empty() || serving_queue_) return;
@@ -481,7 +499,7 @@ void Worker::slotFreed() {
   // In arrival order, each waiting session takes a slot it can use: a pinned
   // or placed request only on its own backend, keeping its key, client hash
   // and tried list; one taken again goes to the back.
-  queue_.forEach([this](Session* s) {
+  queue_.forEach([this](Stream* s) {
     if (balancer::Backend* b = s->slotCandidate()) {
       queue_.remove(s);
       s->onSlot(b);
@@ -509,17 +527,55 @@ void Worker::sessionClosed(Session* s) {
 WriteReq* Worker::takeWriteReq() { return writes_.take(); }
 
 void Worker::giveWriteReq(WriteReq* r) {
-  r->session = nullptr;
+  r->ctx = nullptr;
   writes_.give(r);
 }
 
-HttpCodecs* Worker::takeCodecs() { return codecs_.take(); }
+namespace {
 
-void Worker::giveCodecs(HttpCodecs* c) {
-  c->request.reset();
-  c->response.trimStorage();  // reset by the next exchange before it reads a response
-  codecs_.give(c);
+void onPooledWrite(uv_write_t* req, int status) {
+  WriteReq* wr = reinterpret_cast<WriteReq*>(req);
+  void (*done)(void*, int) = wr->done;
+  void* ctx = wr->ctx;
+  // The pool is the loop's worker's, reached through the loop's data.
+  static_cast<Worker*>(req->handle->loop->data)->giveWriteReq(wr);
+  if (ctx) done(ctx, status);
 }
+
+}  // namespace
+
+int Worker::send(uv_stream_t* to, WriteReq*& slot, void (*done)(void*, int), void* ctx, uv_buf_t* bufs,
+                 unsigned n) {
+  unsigned i = 0;
+  if (int r = writeWhatFits(to, bufs, n, &i); r != 1) return r;
+  slot = takeWriteReq();
+  slot->done = done;
+  slot->ctx = ctx;
+  if (uv_write(&slot->req, to, bufs + i, n - i, onPooledWrite) != 0) {
+    giveWriteReq(slot);
+    slot = nullptr;
+    return UV_EPIPE;
+  }
+  return 1;
+}
+
+RequestDecoder* Worker::takeRequestDecoder() { return request_decoders_.take(); }
+
+void Worker::giveRequestDecoder(RequestDecoder* d) {
+  d->reset();
+  request_decoders_.give(d);
+}
+
+ResponseDecoder* Worker::takeResponseDecoder() { return response_decoders_.take(); }
+
+void Worker::giveResponseDecoder(ResponseDecoder* d) {
+  d->trimStorage();  // reset by the next stream before it reads a response
+  response_decoders_.give(d);
+}
+
+Stream* Worker::makeStream(Downstream& ds, std::uint64_t bytes_read) { return streams_.make(*this, ds, bytes_read); }
+
+void Worker::destroyStream(Stream* s) { streams_.destroy(s); }
 
 balancer::Backend* Worker::pick(std::span<const std::uint32_t> tried, std::uint64_t key_hash, bool has_key) {
   std::int64_t now_ms = nowWallMs();

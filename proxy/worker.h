@@ -33,15 +33,29 @@
 #include "proxy/runtime.h"
 #include "proxy/upgrade.h"
 #include "proxy/upstream.h"
+#include "proxy/downstream.h"
+#include "proxy/http/h1_decoder.h"
+#include "proxy/stream.h"
+#include "proxy/write_req.h"
 
 namespace tether::proxy {
 
 class Session;
+class Stream;
 class Worker;
 struct WriteReq;
-struct HttpCodecs;
 struct QueueTag;
 struct TlsTag;
+
+// Pooled HTTP/1 decoders (Worker::takeRequestDecoder, takeResponseDecoder).
+struct RequestDecoder : http::H1Decoder {
+  RequestDecoder() : http::H1Decoder(http::H1Decoder::Type::kRequest, {}) {}
+  RequestDecoder* next_free = nullptr;
+};
+struct ResponseDecoder : http::H1Decoder {
+  ResponseDecoder() : http::H1Decoder(http::H1Decoder::Type::kResponse, {}) {}
+  ResponseDecoder* next_free = nullptr;
+};
 
 struct ListenerHandle {
   uv_tcp_t tcp;
@@ -119,12 +133,24 @@ class Worker {
 
   WriteReq* takeWriteReq();
   void giveWriteReq(WriteReq* r);
-  HttpCodecs* takeCodecs();
-  void giveCodecs(HttpCodecs* c);
+  // Writes bufs to `to`: what the socket takes at once, the rest in a write
+  // from the pool queued into `slot`; done(ctx, status) when it completes
+  // (the owner clears slot->ctx if it goes first). bufs are advanced past
+  // what went out. 0: all written; 1: queued; < 0: the libuv error.
+  int send(uv_stream_t* to, WriteReq*& slot, void (*done)(void*, int), void* ctx, uv_buf_t* bufs, unsigned n);
+  // The HTTP/1 decoders, lent by the pool while a request is read (a
+  // session's) or a response is (a stream's); an idle connection holds none.
+  RequestDecoder* takeRequestDecoder();
+  void giveRequestDecoder(RequestDecoder* d);
+  ResponseDecoder* takeResponseDecoder();
+  void giveResponseDecoder(ResponseDecoder* d);
+  // Scratch for a head built locally (an answer from the cache); used within
+  // one call, never held.
+  http::ResponseHead& scratchResponse() { return scratch_response_; }
   // A request's exchange, made afresh in memory the worker keeps (no malloc
   // in the steady state); `bytes_read` downstream bytes are already its own.
-  forward::Exchange* makeExchange(std::uint64_t bytes_read) { return exchanges_.make(buffers_, bytes_read); }
-  void destroyExchange(forward::Exchange* e) { exchanges_.destroy(e); }
+  Stream* makeStream(Downstream& ds, std::uint64_t bytes_read);
+  void destroyStream(Stream* s);
   // Scratch for the fields a session's header policy adds to a head, and
   // for one field value it builds; used within one call, never held.
   http::ExtraFields& extraFields() { return extra_fields_; }
@@ -168,8 +194,8 @@ class Worker {
 
   // Sessions waiting for a backend under limits.max_connections_per_backend,
   // served first in, first out as slots free up.
-  bool enqueue(Session* s);  // false when the queue is full
-  void dequeue(Session* s);
+  bool enqueue(Stream* s);  // false when the queue is full
+  void dequeue(Stream* s);
   void slotFreed();
   // Did the last pick() find backends that were refused only for their cap?
   bool lastPickCapped() const { return last_pick_capped_; }
@@ -184,8 +210,8 @@ class Worker {
   // milliseconds) or moved there; the session's onDeadline() runs once it is
   // due, from the worker's timer, never inside this call. Cancelled when the
   // session closes.
-  void scheduleDeadline(Session* s, std::int64_t at);
-  void cancelDeadline(Session* s);
+  void scheduleDeadline(DeadlineEntry* e, std::int64_t at);
+  void cancelDeadline(DeadlineEntry* e);
 
   // TLS sessions whose record layer holds bytes to read once the current
   // callback has returned (Session::onTlsResume, from an idle handle; a
@@ -222,7 +248,7 @@ class Worker {
   uv_timer_t deadline_timer_;  // armed for the earliest of deadlines_
   std::int64_t deadline_timer_at_ = -1;  // when it fires; -1 = not armed
   DeadlineHeap deadlines_;               // the sessions' deadlines
-  std::vector<Session*> due_;            // scratch: the sessions whose deadline came
+  std::vector<DeadlineEntry*> due_;      // scratch: the entries whose deadline came (a cancelled one is nulled)
   uv_idle_t tls_idle_;       // runs while tls_resume_ is not empty
   std::size_t goaway_left_ = 0;
   std::size_t goaway_batch_ = 1;
@@ -232,7 +258,7 @@ class Worker {
   IntrusiveList<Session> sessions_;
   std::size_t sessions_peak_ = 0;  // most sessions since memory was last given back
   static constexpr std::size_t kTrimAfterClosed = 1024;
-  IntrusiveList<Session, QueueTag> queue_;
+  IntrusiveList<Stream, QueueTag> queue_;
   IntrusiveList<Session, TlsTag> tls_resume_;
   bool last_pick_capped_ = false;
   bool serving_queue_ = false;
@@ -247,8 +273,10 @@ class Worker {
   forward::AffinityPlans plans_;
   std::unique_ptr<PinStore> pins_;
   // Lent to sessions; a burst leaves at most the bound behind.
-  FreeList<HttpCodecs, 256> codecs_;
-  ObjectPool<forward::Exchange, 256> exchanges_;
+  FreeList<RequestDecoder, 256> request_decoders_;
+  FreeList<ResponseDecoder, 256> response_decoders_;
+  ObjectPool<Stream, 256> streams_;
+  http::ResponseHead scratch_response_;
   http::ExtraFields extra_fields_;
   std::string field_scratch_;
   FreeList<WriteReq, 1024> writes_;

@@ -154,6 +154,8 @@ struct Exchange {
   std::uint32_t down_head_sent = 0;
 
   // For the access log and the metrics.
+  std::int64_t started_ms = 0;     // the request's first byte (loop ms)
+  std::uint64_t started_ns = 0;    // the same, from uv_hrtime()
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
   std::int64_t first_byte_ms = -1;

@@ -144,4 +144,32 @@ struct IoBuffer {
   }
 };
 
+// Makes room in `b` for `need` more bytes: a pool buffer when that is
+// enough, else one from the heap, the held bytes moved along. Only while no
+// write references the buffer.
+inline void reserveBuffer(BufferPool& pool, IoBuffer& b, std::uint32_t need) {
+  if (!b.data) {
+    if (need <= BufferPool::kSize) {
+      b.data = pool.get();
+      b.cap = BufferPool::kSize;
+    } else {
+      b.data = static_cast<char*>(std::malloc(need));
+      b.cap = need;
+    }
+    b.end = 0;
+    return;
+  }
+  if (b.end + need <= b.cap) return;
+  std::uint32_t cap = b.end + need;
+  char* big = static_cast<char*>(std::malloc(cap));
+  std::memcpy(big, b.data, b.end);
+  if (b.heap()) {
+    std::free(b.data);
+  } else {
+    pool.put(b.data);
+  }
+  b.data = big;
+  b.cap = cap;
+}
+
 }  // namespace tether::proxy

@@ -19,10 +19,13 @@
 
 namespace tether::proxy {
 
+inline constexpr std::uint8_t kDeadlineSession = 0, kDeadlineStream = 1;
+
 struct DeadlineEntry {
   static constexpr std::uint32_t kNotScheduled = 0xffffffffu;
   std::int64_t deadline_at = 0;  // loop milliseconds, while scheduled
   std::uint32_t heap_index = kNotScheduled;
+  std::uint8_t deadline_kind = 0;  // who owns the entry (kDeadlineSession, kDeadlineStream): the worker dispatches on it
   bool scheduled() const { return heap_index != kNotScheduled; }
 };
 
