@@ -113,6 +113,9 @@ class Downstream {
   // stream is done. Called last; the downstream may destroy the stream once
   // the call chain that led here has returned (never inside this call).
   virtual void finished(bool answered) = 0;
+  // The stream is done and none of its calls is on the stack: the
+  // downstream destroys it now if it was finished or upgraded.
+  virtual void reap(Stream* s) = 0;
   // A 101 is written and its upstream connection handed over (with the
   // bytes read past the 101, [up_off, up_in.end) of `up_in`): the
   // downstream becomes a tunnel. The stream is done, as after finished().

@@ -75,12 +75,16 @@ std::string_view Session::protocolName() const {
 }
 
 void Session::reap() {
-  if (retired_) worker_.destroyStream(std::exchange(retired_, nullptr));
+  if (retired_ && retired_->depth() == 0) worker_.destroyStream(std::exchange(retired_, nullptr));
+}
+
+void Session::reap(Stream* s) {
+  if (retired_ == s) reap();
 }
 
 Session::~Session() {
   worker_.cancelDeadline(this);  // (close() did; a no-op then)
-  reap();
+  if (retired_) worker_.destroyStream(std::exchange(retired_, nullptr));
   if (stream_) worker_.destroyStream(std::exchange(stream_, nullptr));
   if (decoder_) worker_.giveRequestDecoder(decoder_);
 }
@@ -875,7 +879,6 @@ void Session::finished(bool) {
   // redirect): the rest of the request body is never read as a request.
   const forward::Exchange& ex = retired_->ex();
   if (close_after_ || !ex.keep_alive || client_eof_ || worker_.stopping() || !ex.request_done) {
-    worker_.deferTlsResume(this);
     closeGracefully();
     return;
   }
@@ -909,7 +912,9 @@ void Session::startNextRequest() {
   }
   touch();
   transition(State::kIdle);
-  worker_.deferTlsResume(this);  // the finished stream is destroyed there, and a pipelined request starts
+  // A pipelined request starts from the deferred pass, never inside the
+  // finished stream's calls.
+  if (resume_pending_) worker_.deferTlsResume(this);
   updateReading();
 }
 
@@ -961,7 +966,6 @@ void Session::upgraded(UpstreamConn* c, IoBuffer& up_in, std::uint32_t up_off) {
   tunnel_->in_sent = ex.parsed;
   tunnel_->up_in_sent = up_off;
   retired_ = std::exchange(stream_, nullptr);
-  worker_.deferTlsResume(this);
   worker_.giveRequestDecoder(std::exchange(decoder_, nullptr));
   releaseBuffer(out_);
   out_sent_ = 0;

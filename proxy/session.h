@@ -117,6 +117,7 @@ class Session final : public ListHook<>,
   void updateReading() override;
   void deferResume() override;
   void finished(bool answered) override;
+  void reap(Stream* s) override;
   void upgraded(UpstreamConn* upstream, IoBuffer& up_in, std::uint32_t up_off) override;
 
   // UpstreamOwner: the tunnel's upstream connection.

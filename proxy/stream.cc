@@ -158,6 +158,7 @@ void Stream::waitFrom(std::int64_t now) {
 }
 
 void Stream::onDeadline() {
+  Entry entry(this);
   if (done_) return;
   if (worker_.now() < deadline()) {
     armTimer();
@@ -221,6 +222,7 @@ void Stream::requestBodyTimeout() {
 // Routing
 
 void Stream::start() {
+  Entry entry(this);
   const conf::Config& cfg = worker_.config();
   started_ = true;
   // The request id: the client's when it sent a usable one, else ours.
@@ -467,6 +469,7 @@ Backend* Stream::slotCandidate() {
 }
 
 void Stream::onSlot(Backend* b) {
+  Entry entry(this);
   if (!ex_.queued || done_) return;
   ex_.queued = false;
   ex_.queued_for = nullptr;
@@ -474,6 +477,7 @@ void Stream::onSlot(Backend* b) {
 }
 
 void Stream::onPinLookup(bool store_ok, const std::string& pinned_name) {
+  Entry entry(this);
   if (!ex_.looking_up || done_ || !ex_.aff) return;
   ex_.looking_up = false;
   ex_.aff->ticket = nullptr;
@@ -558,6 +562,7 @@ void Stream::confirmPin(const std::string& store_key, const std::string& backend
 }
 
 void Stream::onPinStored(bool stored) {
+  Entry entry(this);
   if (!ex_.pin_hold || done_ || !ex_.aff) return;
   ex_.aff->set_ticket = nullptr;
   releasePinHold(stored ? metrics::PinConfirm::kStored : metrics::PinConfirm::kUnavailable);
@@ -626,6 +631,7 @@ void Stream::connectUpstream() {
 }
 
 void Stream::onUpstreamConnected(int status) {
+  Entry entry(this);
   if (done_) return;
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   if (status != 0) {
@@ -714,6 +720,7 @@ void Stream::afterRequestWrite() {
 }
 
 void Stream::onRequestBody() {
+  Entry entry(this);
   if (done_) return;
   if (state_ == State::kExchange) pumpRequest();
   if (done_) return;
@@ -742,6 +749,7 @@ bool Stream::writeUpstream(uv_buf_t* bufs, unsigned n) {
 }
 
 void Stream::onUpstreamWritten(int status) {
+  Entry entry(this);
   up_writing_ = false;
   if (done_) return;
   if (status != 0) {
@@ -765,6 +773,7 @@ void Stream::updateReading() {
 }
 
 void Stream::resumeUpstream() {
+  Entry entry(this);
   if (done_ || !upstream_ || !up_reading_ || !upstream_->buffered()) return;
   upstream_->resume();
 }
@@ -874,6 +883,7 @@ void Stream::onUpstreamAlloc(uv_buf_t* buf) {
 }
 
 void Stream::onUpstreamRead(ssize_t nread, const uv_buf_t* buf) {
+  Entry entry(this);
   if (done_) return;
   if (nread > 0) {
     up_in_.end += static_cast<std::uint32_t>(nread);
@@ -1174,6 +1184,7 @@ void Stream::pumpResponse() {
 }
 
 void Stream::onResponseWritten() {
+  Entry entry(this);
   sending_ = false;
   if (done_) return;
   afterResponseWrite();
@@ -1296,6 +1307,7 @@ void Stream::cut() {
 }
 
 void Stream::answerLocally(int status, const char* reason) {
+  Entry entry(this);
   if (done_) return;
   releaseUpstream(false);
   if (ex_.response_head_sent) {

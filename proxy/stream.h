@@ -114,9 +114,24 @@ class Stream final : public ListHook<QueueTag>, public PinWaiter, public Deadlin
 
   // The access log's line for this request.
   void logAccess();
+  // Calls of this stream's on the stack (Entry): it is destroyed only at 0.
+  std::uint8_t depth() const { return depth_; }
 
  private:
   using Fault = forward::Fault;
+  // Every entry point holds one while it runs; the last to leave a done
+  // stream hands it back to its downstream (Downstream::reap), after which
+  // nothing of it is touched.
+  struct Entry {
+    explicit Entry(Stream* s) : s_(s) { ++s->depth_; }
+    ~Entry() {
+      Stream* s = s_;
+      if (--s->depth_ == 0 && s->done_) s->ds_.reap(s);
+    }
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
+    Stream* s_;
+  };
   enum class State : std::uint8_t { kRouting, kExchange };
 
   static void onWriteDone(void* ctx, int status);
@@ -178,6 +193,7 @@ class Stream final : public ListHook<QueueTag>, public PinWaiter, public Deadlin
   std::int64_t wait_started_ = 0;    // start of the current wait (lookup, queue, connect, first byte)
   std::int64_t last_up_ms_ = 0;      // the backend's last byte
   State state_ = State::kRouting;
+  std::uint8_t depth_ = 0;
   bool started_ = false;
   bool done_ = false;
   bool up_writing_ = false;
