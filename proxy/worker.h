@@ -192,7 +192,7 @@ class Worker {
   void backendFailure(balancer::Backend& b);
   void backendSuccess(balancer::Backend& b);
 
-  // Sessions waiting for a backend under limits.max_connections_per_backend,
+  // Streams waiting for a backend under limits.max_connections_per_backend,
   // served first in, first out as slots free up.
   bool enqueue(Stream* s);  // false when the queue is full
   void dequeue(Stream* s);
@@ -206,16 +206,18 @@ class Worker {
   // Scratch space for reads we discard (idle pooled connections, lingering close).
   char* discardBuffer() { return discard_; }
 
-  // A session's one deadline (Session::armTimer): scheduled at `at` (loop
-  // milliseconds) or moved there; the session's onDeadline() runs once it is
-  // due, from the worker's timer, never inside this call. Cancelled when the
-  // session closes.
+  // A session's or a stream's one deadline (their armTimer): scheduled at
+  // `at` (loop milliseconds) or moved there; its onDeadline() runs once it is
+  // due, from the worker's timer, never inside this call (the entry's
+  // deadline_kind says whose it is). Cancelled when its owner closes or is
+  // destroyed, also while the worker's timer pass has it due.
   void scheduleDeadline(DeadlineEntry* e, std::int64_t at);
   void cancelDeadline(DeadlineEntry* e);
 
-  // TLS sessions whose record layer holds bytes to read once the current
-  // callback has returned (Session::onTlsResume, from an idle handle; a
-  // closed session leaves the list in sessionClosed).
+  // Sessions with work for once the current callback has returned
+  // (Session::onTlsResume, from an idle handle): TLS records held by a record
+  // layer, a pipelined request to start. A closed session leaves the list in
+  // sessionClosed.
   void deferTlsResume(Session* s);
 
  private:

@@ -5,27 +5,22 @@
 // when it ends, never reset: the next request on the connection gets a new
 // one.
 //
-// Owner: the downstream connection (proxy/session.h). It holds at most one
-// exchange, made from its worker's pool (Worker::makeExchange) when a
-// request's first byte arrives, or when the connection answers before any
-// (a refusal, a plain-text request on a TLS port). It is destroyed (Worker::
-// destroyExchange) when the answer is written and the connection waits for
-// the next request, when a 101 turns the connection into a tunnel, or with
-// the connection itself, after the close callback of its last handle; a
-// closed connection keeps its exchange until then, so state read after a
-// call that may have closed it is still valid memory (check closing first).
-// An idle keep-alive connection or a tunnel holds none.
+// Owner: the request's stream (proxy/stream.h), which holds it by value:
+// made with the stream when a request's first byte arrives (or when the
+// connection answers before any: a refusal, a plain-text request on a TLS
+// port) and destroyed with it. The HTTP/1 downstream (proxy/session.h) that
+// decodes the request keeps its request-side offsets and its re-encoded
+// chunked body here too.
 //
 // What it owns: its buffers (the request head as sent upstream, a re-encoded
-// request body, the response head(s) and a re-encoded response body), given
-// back to the pool on destruction or earlier by releaseBuffers(), and its
-// AffinityState. The connection cancels the store tickets the affinity state
-// names before it destroys the exchange (the store calls back the
-// connection, a PinWaiter, not the exchange).
+// request body), given back to the pool on destruction or earlier by
+// releaseBuffers(), and its AffinityState. The stream cancels the store
+// tickets the affinity state names before it lets it go (the store calls
+// back the stream, a PinWaiter, not the exchange).
 //
-// Offsets named "into in_" and "into up_in_" index the connection's read
-// buffers (the downstream bytes and the upstream bytes); they are meaningful
-// only to the connection that made the exchange. Loop-affine, like its owner.
+// Offsets named "into in_" and "into up_in_" index the downstream's read
+// buffer and the stream's upstream buffer; they are meaningful only to
+// those two. Loop-affine, like its owner.
 #pragma once
 
 #include <cstdint>
@@ -81,7 +76,6 @@ struct Exchange {
   void releaseBuffers() {
     up_head.release(pool_);
     up_body.release(pool_);
-    down_head.release(pool_);
   }
 
   // The request. Offsets into in_: [req_start, head_end) head, [body_sent,
@@ -129,8 +123,7 @@ struct Exchange {
   bool response_head_sent = false;  // final response head queued to the client
   bool response_done = false;
   bool resp_keep_alive = false;
-  bool dechunk = false;     // HTTP/1.0 client, chunked response: send the body plain
-  bool rechunk = false;     // chunked response to an HTTP/1.1 client: re-encoded
+  bool dechunk = false;     // a chunked response: decoded and staged, framed again by the downstream
   bool resp_extra = false;  // the backend sent bytes beyond the response's framing
   bool upgrade_accepted = false;
   bool abort_when_flushed = false;
@@ -149,9 +142,6 @@ struct Exchange {
   // until its bytes are written), or the response being stored.
   std::shared_ptr<const CacheEntry> cache_hit;
   std::unique_ptr<CacheFill> cache_fill;
-  http::ChunkStager resp_stager;
-  proxy::IoBuffer down_head;  // response head(s) for the client, then a re-encoded chunked body
-  std::uint32_t down_head_sent = 0;
 
   // For the access log and the metrics.
   std::int64_t started_ms = 0;     // the request's first byte (loop ms)

@@ -25,8 +25,8 @@ TEST(Exchange, GivesItsBuffersBackWhenReleasedAndWhenDestroyed) {
     Exchange e(pool, 0);
     e.up_head.data = pool.get();
     e.up_head.cap = proxy::BufferPool::kSize;
-    e.down_head.data = pool.get();
-    e.down_head.cap = proxy::BufferPool::kSize;
+    e.up_body.data = pool.get();
+    e.up_body.cap = proxy::BufferPool::kSize;
     EXPECT_EQ(pool.inUse(), 2u);
     e.releaseBuffers();
     EXPECT_EQ(pool.inUse(), 0u);
