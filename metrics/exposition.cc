@@ -108,6 +108,37 @@ std::string Metrics::scrape() const {
     out.push_back(std::move(f));
   }
   {
+    auto f = family("tether_http2_connections_active", "Client connections speaking HTTP/2, currently open.",
+                    MetricType::Gauge);
+    addGauge(f, {}, static_cast<double>(http2_connections_active.value()));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_http2_connections_total", "Client connections that spoke HTTP/2.", MetricType::Counter);
+    addCounter(f, {}, http2_connections_total.value());
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_http2_goaways_total",
+                    "GOAWAY frames sent to HTTP/2 clients, by reason (graceful: drain or the stream cap; "
+                    "rapid_reset and glitches: ENHANCE_YOUR_CALM; protocol: a connection error; flood: "
+                    "frames beyond the caps).",
+                    MetricType::Counter);
+    static constexpr const char* kReasons[] = {"graceful", "rapid_reset", "glitches", "protocol", "flood"};
+    for (int i = 0; i < 5; ++i) addCounter(f, {{"reason", kReasons[i]}}, http2_goaway_[i].value());
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = family("tether_http2_stream_errors_total",
+                    "HTTP/2 streams that ended in an error, by reason (refused: no concurrency slot; "
+                    "protocol: a malformed request; headers_too_large: answered 431; client_reset: reset "
+                    "by the client before its response ended).",
+                    MetricType::Counter);
+    static constexpr const char* kReasons[] = {"refused", "protocol", "headers_too_large", "client_reset"};
+    for (int i = 0; i < 4; ++i) addCounter(f, {{"reason", kReasons[i]}}, http2_stream_errors_[i].value());
+    out.push_back(std::move(f));
+  }
+  {
     auto f =
         family("tether_http_requests_total",
                "HTTP requests answered, by backend, method and status code.", MetricType::Counter);

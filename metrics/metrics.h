@@ -181,6 +181,12 @@ enum class StoreOp : std::uint8_t { kGet, kSet, kRefresh };
 // affinity.lookup_timeout (released anyway).
 enum class PinConfirm : std::uint8_t { kStored, kUnavailable, kTimeout };
 
+// HTTP/2 connections to clients: why a GOAWAY was sent
+// (tether_http2_goaways_total{reason}), and streams that ended in an error
+// (tether_http2_stream_errors_total{reason}).
+enum class Http2Reason : std::uint8_t { kGraceful, kRapidReset, kGlitches, kProtocol, kFlood };
+enum class Http2StreamError : std::uint8_t { kRefused, kProtocol, kHeadersTooLarge, kClientReset };
+
 class Metrics {
  public:
   static constexpr std::size_t kMaxBackends = 4096;
@@ -206,6 +212,11 @@ class Metrics {
 
   Gauge downstream_active;
   Counter downstream_total;
+  // Client connections speaking HTTP/2 (also counted above).
+  Gauge http2_connections_active;
+  Counter http2_connections_total;
+  Counter& http2Goaway(Http2Reason r) { return http2_goaway_[static_cast<int>(r)]; }
+  Counter& http2StreamError(Http2StreamError r) { return http2_stream_errors_[static_cast<int>(r)]; }
   void affinityLookup(AffinityResult r) { affinity_[static_cast<int>(r)].inc(); }
   Gauge affinity_store_up;
   void pinConfirm(PinConfirm r) { pin_confirm_[static_cast<int>(r)].inc(); }
@@ -268,6 +279,8 @@ class Metrics {
   Counter affinity_[4];
   Counter pin_confirm_[3];
   Counter cache_requests_[3];
+  Counter http2_goaway_[5];
+  Counter http2_stream_errors_[4];
   std::unique_ptr<Histogram> store_seconds_[3];
 };
 

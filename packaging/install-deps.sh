@@ -13,7 +13,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libsystemd-dev libgtest-dev libgmock-dev libzstd-dev libbrotli-dev zlib1g-dev libnghttp2-dev \
   curl python3 python3-websockets python3-socketio python3-aiohttp uvicorn \
   python3-requests python3-redis redis-server redis-sentinel prometheus nodejs node-ws \
-  haproxy nginx-light h2o caddy wrk procps psmisc valgrind logrotate zstd brotli gzip
+  python3-h2 nghttp2-client haproxy nginx-light h2o caddy wrk procps psmisc valgrind logrotate zstd brotli gzip
 # The node Socket.IO peers of the end-to-end tests (socket.io, socket.io-client),
 # from the npm registry, pinned by tests/e2e/apps/node/package-lock.json.
 command -v npm >/dev/null 2>&1 || $SUDO apt-get install -y -q --no-install-recommends npm

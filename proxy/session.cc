@@ -26,6 +26,11 @@ using http::HeaderList;
 
 constexpr std::int64_t kLingerMs = 2'000;
 constexpr std::int64_t kNoDeadline = std::numeric_limits<std::int64_t>::max();
+// HTTP/2 drain: the final GOAWAY follows the first after about a round trip
+// (RFC 9113 §6.8), so that streams the client opened meanwhile are served.
+constexpr std::int64_t kGoAwayStepMs = 1'000;
+constexpr char kH2Preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+constexpr std::size_t kH2PrefaceLen = sizeof kH2Preface - 1;
 
 }  // namespace
 
@@ -84,6 +89,7 @@ void Session::reap(Stream* s) {
 
 Session::~Session() {
   worker_.cancelDeadline(this);  // (close() did; a no-op then)
+  h2_.reset();
   if (retired_) worker_.destroyStream(std::exchange(retired_, nullptr));
   if (stream_) worker_.destroyStream(std::exchange(stream_, nullptr));
   if (decoder_) worker_.giveRequestDecoder(decoder_);
@@ -155,6 +161,7 @@ void Session::close() {
   if (down_write_) { down_write_->ctx = nullptr; down_write_ = nullptr; }
   if (up_write_) { up_write_->ctx = nullptr; up_write_ = nullptr; }
   if (stream_) stream_->abort();
+  if (h2_) h2_->abortAll();
   if (tunnel_counted_) finishTunnelMetrics();
   if (upstream_) {
     upstream_->setOwner(nullptr);
@@ -204,6 +211,12 @@ void Session::goAway() {
     case State::kTunnel:
       sendGoingAway();
       break;
+    case State::kH2:
+      if (goaway_notice_ms_ >= 0) break;
+      goaway_notice_ms_ = worker_.now();
+      h2_->shutdownNotice();
+      armTimer();
+      break;
     case State::kClosing:
       break;
   }
@@ -222,6 +235,7 @@ void Session::transition(State to) {
     case State::kHead: ok = from == State::kIdle; break;
     case State::kStream: ok = from == State::kHead; break;
     case State::kTunnel: ok = from == State::kStream; break;
+    case State::kH2: ok = from == State::kIdle; break;
     case State::kClosing: ok = true; break;
   }
   if (!ok) {
@@ -249,6 +263,16 @@ std::int64_t Session::deadline() const {
     case State::kTunnel:
       if (tunnel_->going_away) return timer_deadline_ + t.websocket_close;
       return last_activity_ + t.tunnel_idle;
+    case State::kH2: {
+      // The final GOAWAY of a drain; no stream for downstream_idle; a
+      // stream's response held by a client that does not read (its window
+      // stays shut) for downstream_idle.
+      std::int64_t d = kNoDeadline;
+      if (goaway_notice_ms_ >= 0 && !goaway_final_) d = goaway_notice_ms_ + kGoAwayStepMs;
+      if (h2_->active() == 0) d = std::min(d, last_activity_ + t.downstream_idle);
+      if (std::int64_t b = h2_->blockedSince(); b >= 0) d = std::min(d, b + t.downstream_idle);
+      return d;
+    }
     case State::kClosing: return timer_deadline_ + kLingerMs;
   }
   return last_activity_ + t.downstream_idle;
@@ -271,6 +295,7 @@ void Session::touch() { last_activity_ = worker_.now(); }
 
 void Session::onDeadline() {
   reap();
+  if (h2_) h2_->bury();
   if (closing_) return;
   std::int64_t d = deadline();
   if (d == kNoDeadline) return;
@@ -302,6 +327,26 @@ void Session::onTimeout() {
       tunnel_->noteCloser(metrics::ClosedBy::kTether);
       close();
       break;
+    case State::kH2: {
+      const conf::Timeouts& t = worker_.config().timeouts;
+      std::int64_t now = worker_.now();
+      if (goaway_notice_ms_ >= 0 && !goaway_final_ && now >= goaway_notice_ms_ + kGoAwayStepMs) {
+        goaway_final_ = true;
+        h2_->finalGoAway();
+        if (closing_ || state_ == State::kClosing) return;
+      }
+      bool idle_over = h2_->active() == 0 && now >= last_activity_ + t.downstream_idle;
+      std::int64_t b = h2_->blockedSince();
+      bool stalled = b >= 0 && now >= b + t.downstream_idle;
+      if (!idle_over && !stalled) {
+        armTimer();
+        return;
+      }
+      log::debug("http2: idle connection closed", {{"client", peer_.ip}});
+      h2_->abortAll();
+      closeGracefully();
+      break;
+    }
     case State::kClosing:
       close();
       break;
@@ -335,6 +380,7 @@ void Session::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
 void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
   Session* s = static_cast<Session*>(st->data);
   s->reap();
+  if (s->h2_) s->h2_->bury();
   if (s->state_ == State::kClosing) {
     if (nread < 0) s->close();  // lingering close: the client is done
     return;
@@ -367,6 +413,8 @@ bool Session::wantDownstream() const {
     case State::kTunnel:
       if (tunnel_->going_away) return !tunnel_->client_half_closed;
       return !tunnel_->client_half_closed && !up_writing_ && in_room;
+    case State::kH2:
+      return !h2_->codec().outputOverBound();
     case State::kClosing:
       return true;
   }
@@ -421,6 +469,7 @@ bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
 void Session::onDownWritten(void* ctx, int status) {
   Session* s = static_cast<Session*>(ctx);
   s->reap();
+  if (s->h2_) s->h2_->bury();
   s->down_write_ = nullptr;
   s->transport().socketWritten(status);
 }
@@ -457,6 +506,11 @@ void Session::onDownstreamWritten(int status) {
       }
       pumpTunnel();
       break;
+    case State::kH2:
+      h2_->written();
+      if (closing_ || state_ == State::kClosing) return;
+      updateReading();
+      break;
     case State::kClosing:
       break;
     default:
@@ -484,6 +538,15 @@ void Session::onDownstreamData() {
   switch (state_) {
     case State::kIdle:
       if (resume_pending_) return;  // the deferred pass starts it
+      if (!served_ && !tls_ && worker_.config().listeners[listener_.index].h2c) {
+        std::size_t n = std::min<std::size_t>(in_.end, kH2PrefaceLen);
+        if (std::memcmp(in_.data, kH2Preface, n) == 0) {
+          if (n < kH2PrefaceLen) return;  // maybe the preface: wait for the rest
+          startH2();
+          if (!closing_) feedH2();
+          return;
+        }
+      }
       takeDecoder();
       openStream();
       transition(State::kHead);
@@ -503,6 +566,9 @@ void Session::onDownstreamData() {
       break;
     case State::kTunnel:
       pumpTunnel();
+      break;
+    case State::kH2:
+      feedH2();
       break;
     case State::kClosing:
       break;
@@ -527,6 +593,9 @@ void Session::onDownstreamEof() {
       break;
     case State::kTunnel:
       tunnelEof(true);
+      break;
+    case State::kH2:
+      close();  // streams in flight are cancelled: nobody reads their answers
       break;
     case State::kClosing:
       close();
@@ -1183,6 +1252,52 @@ void Session::finishTunnelMetrics() {
 }
 
 // ---------------------------------------------------------------------------
+// HTTP/2
+
+void Session::startH2() {
+  peer_.tls_version = transport().tlsVersion();
+  H2Connection::Link& link = *this;
+  h2_ = std::make_unique<H2Connection>(worker_, link, peer_);
+  transition(State::kH2);
+  updateReading();
+}
+
+// Every plaintext byte read goes to the codec, which keeps what it needs.
+void Session::feedH2() {
+  if (!in_.data || in_.end == 0) return;
+  std::uint32_t n = in_.end;
+  in_.end = 0;
+  bool ok = h2_->feed(in_.data, n);
+  if (closing_ || state_ == State::kClosing) return;
+  releaseBuffer(in_);
+  if (!ok) {
+    // A connection error: its GOAWAY goes out, then the connection closes
+    // (h2Done); nothing more is read as HTTP/2.
+    h2_->abortAll();
+    h2_->pump();
+    if (closing_ || state_ == State::kClosing) return;
+  }
+  updateReading();
+}
+
+int Session::h2Write(const char* data, std::size_t len) {
+  if (closing_ || state_ == State::kClosing) return -1;
+  uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  if (!writeDownstream(&b, 1)) return -1;
+  touch();
+  return down_writing_ ? 1 : 0;
+}
+
+void Session::h2Done() {
+  if (closing_ || state_ == State::kClosing) return;
+  closeGracefully();
+}
+
+void Session::h2Defer() { worker_.deferTlsResume(this); }
+
+void Session::h2Rearm() { armTimer(); }
+
+// ---------------------------------------------------------------------------
 // The transport
 
 // What a read brought, in plaintext (in_), or the transport's own news.
@@ -1204,7 +1319,11 @@ void Session::onTransport(Transport::Result r) {
     closeGracefully();
     return;
   }
-  if (r.handshook) worker_.metrics().tls_handshakes_ok.inc();
+  if (r.handshook) {
+    worker_.metrics().tls_handshakes_ok.inc();
+    if (state_ == State::kIdle && !h2_ && transport().alpn() == "h2") startH2();
+    if (closing_) return;
+  }
   if (in_.data && in_.end == 0) releaseBuffer(in_);
   if (r.data) onDownstreamData();
   if (closing_) return;
@@ -1247,6 +1366,13 @@ int Session::shutdownClient(uv_shutdown_t* req, uv_shutdown_cb cb) { return tran
 void Session::onTlsResume() {
   reap();
   if (closing_ || state_ == State::kClosing) return;
+  if (h2_) {
+    h2_->bury();
+    h2_->resume();
+    if (closing_ || state_ == State::kClosing) return;
+    if (tls_ && wantDownstream()) onTransport(transport().resume());
+    return;
+  }
   if (resume_pending_) {
     // A pipelined request read with the previous one starts now.
     resume_pending_ = false;

@@ -14,8 +14,13 @@
 // stream hands over.
 //
 //   kIdle ──bytes──▶ kHead ──head──▶ kStream ─┬─ finished ─▶ kIdle
-//                                             ├─ upgraded ─▶ kTunnel ─▶ kClosing
-//                                             └──────────────────────▶ kClosing
+//     │                                       ├─ upgraded ─▶ kTunnel ─▶ kClosing
+//     │                                       └──────────────────────▶ kClosing
+//     └── ALPN h2, or the HTTP/2 preface ──▶ kH2 ──────────────────▶ kClosing
+//
+// In kH2 the session keeps the transport, the deadline and the close, and
+// its H2Connection (h2_connection.h) the streams: one Stream per HTTP/2
+// request stream, each with its own Downstream.
 //
 // Memory: an idle session (keep-alive or tunnel) holds no buffer, no decoder
 // and no stream; a finished stream is destroyed from the worker's deferred
@@ -36,6 +41,7 @@
 #include "metrics/metrics.h"
 #include "proxy/downstream.h"
 #include "proxy/forward/exchange.h"
+#include "proxy/h2_connection.h"
 #include "proxy/forward/tunnel.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/io/buffer_pool.h"
@@ -62,6 +68,7 @@ class Session final : public ListHook<>,
                       public DeadlineEntry,
                       public Downstream,
                       public UpstreamOwner,
+                      private H2Connection::Link,
                       private TransportOwner {
  public:
   Session(Worker& worker, const ListenerHandle& listener);
@@ -89,7 +96,7 @@ class Session final : public ListHook<>,
   // to destroy, a pipelined request to start.
   void onTlsResume();
 
-  enum class State : std::uint8_t { kIdle, kHead, kStream, kTunnel, kClosing };
+  enum class State : std::uint8_t { kIdle, kHead, kStream, kTunnel, kH2, kClosing };
   State state() const { return state_; }
 
   // Downstream (downstream.h).
@@ -171,6 +178,16 @@ class Session final : public ListHook<>,
   unsigned pendingHead(uv_buf_t* bufs);
   bool writeResponse(uv_buf_t* bufs, unsigned n);
 
+  // HTTP/2 (h2_connection.h): from the first byte (ALPN h2, or the preface
+  // on a cleartext listener) to the close.
+  bool h2Preface();
+  void startH2();
+  void feedH2();
+  int h2Write(const char* data, std::size_t len) override;
+  void h2Done() override;
+  void h2Defer() override;
+  void h2Rearm() override;
+
   // Tunnel.
   void pumpTunnel();
   void tunnelEof(bool from_client);
@@ -210,6 +227,8 @@ class Session final : public ListHook<>,
   TcpTransport tcp_{*this};
   std::unique_ptr<TlsTransport> tls_;  // on a TLS listener, until it turns out not to speak TLS
   std::unique_ptr<forward::Tunnel> tunnel_;  // after a 101
+  std::unique_ptr<H2Connection> h2_;         // an HTTP/2 connection's streams
+  std::int64_t goaway_notice_ms_ = -1;       // HTTP/2: the first GOAWAY of a drain went out then
   Peer peer_;
 
   State state_ = State::kIdle;
@@ -227,6 +246,7 @@ class Session final : public ListHook<>,
   bool chunked_out_ = false;      // the response body goes out chunked
   bool add_te_ = false;           // ... and its head says so (the backend's did not)
   bool resume_pending_ = false;   // a pipelined request waits for the deferred pass
+  bool goaway_final_ = false;     // HTTP/2: the drain's final GOAWAY is sent
   std::int64_t last_down_ms_ = 0;  // last downstream byte: timeouts.request_body
   std::int64_t req_started_ms_ = 0;
   std::int64_t last_activity_ = 0;

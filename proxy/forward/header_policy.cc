@@ -36,9 +36,11 @@ void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, http
   http::ConnectionTokens connection;
   std::string_view xfp, xfh, upgrade_value;
   bool xff = false;
+  bool te = false;
   for (std::size_t i = 0; i < h.size(); ++i) {
     HeaderKind k = h.kind(i);
     switch (k) {
+      case HeaderKind::kTransferEncoding: te = true; break;
       case HeaderKind::kConnection: connection.add(h.value(i)); break;
       case HeaderKind::kUpgrade: upgrade_value = h.value(i); break;
       case HeaderKind::kXRequestId:
@@ -100,6 +102,8 @@ void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, http
       extra.add("Content-Length", canonical);
     }
   }
+  // A body of unknown length (HTTP/2 without content-length) goes chunked.
+  if (r.framing == http::Framing::kChunked && !te) extra.add("Transfer-Encoding", "chunked");
   if (r.upgrade && !upgrade_value.empty()) {
     extra.add("Connection", "upgrade");
     extra.add("Upgrade", upgrade_value);

@@ -41,7 +41,8 @@ struct UpstreamRequest {
 // own kept and appended to only from a trusted peer); X-Request-Id kept or
 // added; Host from an absolute-form target's authority, or the backend's
 // for an HTTP/1.0 request without one; Connection: upgrade and Upgrade kept
-// for an upgrade. `scratch` holds built values until `extra` is written.
+// for an upgrade; Transfer-Encoding: chunked for a body of unknown length
+// that came without one (HTTP/2). `scratch` holds built values until `extra` is written.
 void upstreamRequestFields(http::RequestHead& r, const UpstreamRequest& in, http::ExtraFields& extra,
                            std::string& scratch);
 

@@ -521,7 +521,7 @@ H2ServerCodec::Error H2ServerCodec::feed(const char* data, std::size_t len) {
   }
   // A connection error nghttp2 answers itself shows when its GOAWAY is
   // staged (onFrameSend): stage now, so that feed() returns it.
-  output();
+  if (!in_flight_) output();
   if (error_ == Error::kNone && streams_seen_ >= settings_.max_streams_per_connection && !final_goaway_) {
     ++counters_.goaway_graceful;
     going_away_ = final_goaway_ = true;
@@ -532,6 +532,7 @@ H2ServerCodec::Error H2ServerCodec::feed(const char* data, std::size_t len) {
 }
 
 std::string_view H2ServerCodec::output() {
+  if (in_flight_) return std::string_view(out_).substr(out_off_);
   if (out_off_ == out_.size()) {
     out_.clear();
     out_off_ = 0;
@@ -550,6 +551,7 @@ std::string_view H2ServerCodec::output() {
 }
 
 void H2ServerCodec::wrote(std::size_t n) {
+  in_flight_ = false;
   out_off_ = std::min(out_.size(), out_off_ + n);
   if (out_off_ == out_.size()) {
     out_.clear();
@@ -572,7 +574,8 @@ void H2ServerCodec::noteWritable() {
     if (find(ids[i])) cb_.onStreamWritable(ids[i]);
 }
 
-bool H2ServerCodec::submitResponse(std::int32_t stream, const ResponseHead& head, bool end_stream) {
+bool H2ServerCodec::submitResponse(std::int32_t stream, const ResponseHead& head, bool end_stream,
+                                   const ExtraFields* extra) {
   Stream* s = find(stream);
   if (!s || s->closed || s->local || s->final_head || s->reset_by_us || error_ != Error::kNone) return false;
   std::uint16_t status = head.status;
@@ -587,6 +590,12 @@ bool H2ServerCodec::submitResponse(std::int32_t stream, const ResponseHead& head
   nv.reserve(head.headers.size() + 1, head.headers.bytes() + 16);
   nv.add(":status", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
   nv.addFields(head.headers, false);
+  if (extra) {
+    for (int i = 0; i < extra->count; ++i) {
+      const ExtraFields::Field& f = extra->items[i];
+      if (!hopByHop(classifyHeader(f.name))) nv.add(f.name, f.value);
+    }
+  }
   auto& v = nv.build();
   if (status < 200) {
     return nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream, nullptr, v.data(), v.size(), nullptr) >= 0;

@@ -28,7 +28,8 @@
 //    onStreamWritable. Nothing is held whole.
 //
 // Bounds, and what happens at them:
-//  - output: output() stages at most output_bound bytes (plus one frame);
+//  - output: output() stages (outputInFlight() holds it while a write
+//    references the staged bytes); it stages at most output_bound bytes (plus one frame);
 //    outputOverBound() is true while the staged bytes reach the bound: the
 //    connection stops reading until wrote() brings them down. nghttp2's own
 //    queue of PING and SETTINGS acknowledgements is capped (max_outbound_ack,
@@ -155,6 +156,11 @@ class H2ServerCodec {
   // valid until the next call on the codec.
   std::string_view output();
   void wrote(std::size_t n);
+  // The view output() gave is being written (a socket write was queued):
+  // nothing more is staged, so the view stays valid, until wrote(). A
+  // connection error nghttp2 answers itself then shows on the output()
+  // after wrote() (check error()).
+  void outputInFlight() { in_flight_ = true; }
   bool outputOverBound() const { return out_.size() - out_off_ >= settings_.output_bound; }
 
   // A response head for `stream`: a 1xx (then another head follows) or the
@@ -162,7 +168,8 @@ class H2ServerCodec {
   // 204 or 304, ends the stream whatever end_stream says, and later body
   // bytes are dropped. Hop-by-hop fields are not sent. false if the stream
   // is gone (reset) or the head is refused (a second final head).
-  bool submitResponse(std::int32_t stream, const ResponseHead& head, bool end_stream);
+  bool submitResponse(std::int32_t stream, const ResponseHead& head, bool end_stream,
+                      const ExtraFields* extra = nullptr);
   // How many body bytes sendBody() takes now.
   std::size_t writable(std::int32_t stream) const;
   // Queues up to writable() bytes; returns how many it took. end: the body
@@ -216,6 +223,7 @@ class H2ServerCodec {
   bool going_away_ = false;
   bool final_goaway_ = false;
   bool in_feed_ = false;
+  bool in_flight_ = false;
   bool goaway_received_ = false;
   std::int32_t last_stream_ = 0;  // the stream that reached max_streams_per_connection
 };

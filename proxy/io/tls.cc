@@ -71,13 +71,16 @@ std::vector<std::string> certificateNames(X509* cert) {
   return names;
 }
 
-// ALPN: tether speaks HTTP/1.1 only; a client that offers nothing else gets
-// no protocol selected rather than a failed handshake.
+// ALPN: the listener's protocols (tls.alpn), in its order of preference;
+// a client that offers none of them gets no protocol selected rather than a
+// failed handshake (and speaks HTTP/1.1).
 int onAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned inlen,
-           void*) {
-  static const unsigned char kHttp11[] = "\x08http/1.1";
+           void* arg) {
+  const std::string& ours = *static_cast<const std::string*>(arg);
   unsigned char* selected = nullptr;
-  if (SSL_select_next_proto(&selected, outlen, kHttp11, sizeof kHttp11 - 1, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+  if (!ours.empty() &&
+      SSL_select_next_proto(&selected, outlen, reinterpret_cast<const unsigned char*>(ours.data()),
+                            static_cast<unsigned>(ours.size()), in, inlen) == OPENSSL_NPN_NEGOTIATED) {
     *out = selected;
     return SSL_TLSEXT_ERR_OK;
   }
@@ -108,6 +111,11 @@ bool tlsNameMatches(std::string_view pattern, std::string_view host) {
 std::shared_ptr<const TlsContext> TlsContext::load(const conf::Listener& listener, const std::string& path,
                                                    std::vector<std::string>* errors) {
   std::shared_ptr<TlsContext> t(new TlsContext);
+  for (const std::string& name : listener.alpn) {
+    if (name.empty() || name.size() > 255) continue;  // the loader refuses those
+    t->alpn_wire_.push_back(static_cast<char>(name.size()));
+    t->alpn_wire_ += name;
+  }
   for (std::size_t i = 0; i < listener.certificates.size(); ++i) {
     const conf::TlsCertificate& c = listener.certificates[i];
     std::string at = path + ".certificates[" + std::to_string(i) + "]";
@@ -160,7 +168,7 @@ std::shared_ptr<const TlsContext> TlsContext::load(const conf::Listener& listene
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     static const unsigned char kSessionContext[] = "tether";
     SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
-    SSL_CTX_set_alpn_select_cb(ctx, onAlpn, nullptr);
+    SSL_CTX_set_alpn_select_cb(ctx, onAlpn, &t->alpn_wire_);
   }
   ERR_clear_error();
   if (!errors->empty()) return nullptr;
@@ -284,6 +292,13 @@ void TlsStream::received(std::size_t n) {
 }
 
 const char* TlsStream::version() const { return handshake_done_ ? SSL_get_version(ssl_) : "-"; }
+
+std::string_view TlsStream::alpn() const {
+  const unsigned char* p = nullptr;
+  unsigned len = 0;
+  if (handshake_done_) SSL_get0_alpn_selected(ssl_, &p, &len);
+  return p ? std::string_view(reinterpret_cast<const char*>(p), len) : std::string_view();
+}
 
 long TlsStream::handshake() {
   ERR_clear_error();

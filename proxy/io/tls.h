@@ -53,6 +53,7 @@ class TlsContext {
   static int onServerName(SSL* ssl, int* alert, void* arg);
 
   std::vector<Cert> certs_;
+  std::string alpn_wire_;  // tls.alpn in ALPN's wire form (length-prefixed names)
 };
 
 // The certificates of every listener of `config`, by listener index (nullptr
@@ -85,6 +86,8 @@ class TlsStream {
   bool handshaking() const { return !handshake_done_; }
   // The negotiated protocol ("TLSv1.3", "TLSv1.2"), or "-" before the handshake is done.
   const char* version() const;
+  // The protocol ALPN selected ("h2", "http/1.1"), empty when none.
+  std::string_view alpn() const;
   // Advances the handshake: 1 done, kWantMore, or kError.
   long handshake();
 

@@ -94,6 +94,8 @@ class Transport {
   virtual bool handshaking() const { return false; }
   // "TLSv1.3", "TLSv1.2", or "-" (plain, or before the handshake).
   virtual const char* tlsVersion() const { return "-"; }
+  // The protocol TLS ALPN selected; empty without TLS or without a choice.
+  virtual std::string_view alpn() const { return {}; }
   // Why the last TLS step failed (OpenSSL's reason), for the log.
   virtual std::string error() const { return {}; }
 
@@ -131,6 +133,7 @@ class TlsTransport final : public Transport {
   void cancel() override;
   bool handshaking() const override { return tls_.handshaking(); }
   const char* tlsVersion() const override { return tls_.version(); }
+  std::string_view alpn() const override { return tls_.alpn(); }
   std::string error() const override { return tls_.error(); }
 
  private:

@@ -1,0 +1,495 @@
+#include "proxy/h2_connection.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include "proxy/forward/header_policy.h"
+#include "proxy/h2_settings.h"
+#include "proxy/http/h1_encoder.h"
+#include "proxy/http/status.h"
+#include "proxy/log.h"
+#include "proxy/stream.h"
+#include "proxy/upstream.h"
+#include "proxy/worker.h"
+
+namespace tether::proxy {
+
+namespace {
+
+constexpr std::uint32_t kInternalError = 2;  // RST_STREAM INTERNAL_ERROR (RFC 9113 §7)
+constexpr std::uint32_t kNoError = 0;
+
+http::H2ServerCodec::Settings connectionSettings(const conf::Config& c) {
+  http::H2ServerCodec::Settings s = h2Settings(c);
+  s.enable_connect_protocol = false;  // RFC 8441 WebSockets are not bridged: never advertised
+  return s;
+}
+
+}  // namespace
+
+// One request stream of the connection, as its Stream sees its downstream.
+// The request body waits here, framed for HTTP/1.1 as the upstream head says
+// (as it is for a length, chunked otherwise), until the backend takes it;
+// the response goes to the codec as the client's window allows.
+class H2Connection::H2Stream final : public Downstream {
+ public:
+  H2Stream(H2Connection& c, std::int32_t id) : c_(c), id_(id), last_byte_ms_(c.worker_.now()) {}
+
+  std::int32_t id() const { return id_; }
+  Stream* stream = nullptr;
+  http::RequestHead head;
+  bool resume_pending = false;
+
+  void body(const char* data, std::size_t len) {
+    if (body_.capacity() == 0) body_.reserve(c_.worker_.config().http2.initial_window);
+    if (taken_ && body_.size() + len > body_.capacity()) {
+      // More than the window the codec enforces: never while a write
+      // references the bytes (they would move).
+      c_.codec_.resetStream(id_, kInternalError);
+      if (stream) stream->abort();
+      return;
+    }
+    body_.append(data, len);
+    last_byte_ms_ = c_.worker_.now();
+  }
+  void end(const http::HeaderList* trailers) {
+    ended_ = true;
+    last_byte_ms_ = c_.worker_.now();
+    if (head.framing != http::Framing::kChunked) return;
+    if (trailers && !trailers->empty()) {
+      http::HeaderList t = *trailers;
+      forward::filterTrailers(t);
+      for (std::size_t i = 0; i < t.size(); ++i) {
+        if (t.dropped(i)) continue;
+        trailers_.append(t.name(i));
+        trailers_.append(": ");
+        trailers_.append(t.value(i));
+        trailers_.append("\r\n");
+      }
+    }
+  }
+  // The client's window opened: the rest of a body write goes on.
+  void writable() {
+    if (!pending_len_) return;
+    std::size_t took = c_.codec_.sendBody(id_, pending_, pending_len_, false);
+    pending_ += took;
+    pending_len_ -= took;
+    if (took) progress();
+    c_.pump();
+    if (pending_len_ == 0) {
+      blocked_since_ = -1;
+      if (stream) stream->onResponseWritten();
+    }
+  }
+  std::int64_t blockedSince() const { return pending_len_ ? blocked_since_ : -1; }
+
+  // Downstream.
+  http::RequestHead& request() override { return head; }
+  const Peer& peer() const override { return c_.peer_; }
+  std::string_view protocolName() const override { return "HTTP/2"; }
+
+  unsigned takeRequestBody(uv_buf_t* bufs, unsigned max) override {
+    if (max == 0 || taken_) return 0;
+    bool chunked = head.framing == http::Framing::kChunked;
+    if (!body_.empty()) {
+      if (!chunked) {
+        bufs[0] = uv_buf_init(body_.data(), static_cast<unsigned>(body_.size()));
+        taken_ = body_.size();
+        return 1;
+      }
+      if (max < 2) return 0;
+      // The previous chunk's CRLF goes before this one's size line.
+      char* o = line_;
+      if (chunk_open_) *o++ = '\r', *o++ = '\n';
+      o += http::writeChunkHeader(body_.size(), o);
+      bufs[0] = uv_buf_init(line_, static_cast<unsigned>(o - line_));
+      bufs[1] = uv_buf_init(body_.data(), static_cast<unsigned>(body_.size()));
+      taken_ = body_.size();
+      line_taken_ = true;
+      chunk_open_ = true;
+      return 2;
+    }
+    if (chunked && ended_ && !end_taken_) {
+      last_.clear();
+      if (chunk_open_) last_ += "\r\n";
+      last_ += "0\r\n";
+      last_ += trailers_;
+      last_ += "\r\n";
+      bufs[0] = uv_buf_init(last_.data(), static_cast<unsigned>(last_.size()));
+      end_taken_ = true;
+      return 1;
+    }
+    return 0;
+  }
+  void requestBodyWritten() override {
+    if (!taken_) return;
+    c_.codec_.consumed(id_, taken_);
+    body_.erase(0, taken_);
+    taken_ = 0;
+    line_taken_ = false;
+    released_ = true;
+  }
+  bool requestBodyReady() const override {
+    if (taken_) return false;
+    return !body_.empty() || (head.framing == http::Framing::kChunked && ended_ && !end_taken_);
+  }
+  bool requestSent() const override { return ended_ && !taken_ && !requestBodyReady(); }
+  bool requestComplete() const override { return ended_; }
+  bool requestReplayable() const override { return !released_; }
+  void rewindRequestBody() override {
+    if (released_) return;
+    taken_ = 0;
+    line_taken_ = false;
+    end_taken_ = false;
+    chunk_open_ = false;
+  }
+  std::uint64_t bytesBeyondRequest() const override { return 0; }
+  bool clientEof() const override { return false; }
+  std::int64_t lastRequestByteMs() const override { return last_byte_ms_; }
+
+  forward::DownstreamResponse responseFraming(const http::ResponseHead& r, bool) override {
+    forward::DownstreamResponse out;
+    out.dechunk = r.framing == http::Framing::kChunked;  // HTTP/2 frames the body itself
+    return out;
+  }
+  bool sendHead(http::ResponseHead& r, const http::ExtraFields& extra) override {
+    if (r.status == 101) return false;  // no upgrade is asked for over HTTP/2
+    if (!r.informational()) head_sent_ = true;
+    bool ok = c_.codec_.submitResponse(id_, r, false, &extra);
+    if (ok && stream) stream->ex().bytes_out += http::responseHeadSize(r, extra);
+    return ok || reset_;
+  }
+  bool sendBody(const char* data, std::size_t len) override {
+    if (reset_) return false;
+    std::size_t took = c_.codec_.sendBody(id_, data, len, false);
+    if (stream) stream->ex().bytes_out += len;
+    progress();
+    if (took < len) {
+      pending_ = data + took;
+      pending_len_ = len - took;
+      blocked_since_ = c_.worker_.now();
+      c_.pump();
+      c_.link_.h2Rearm();
+      return true;
+    }
+    c_.pump();
+    return false;
+  }
+  bool flush() override {
+    c_.pump();
+    return false;
+  }
+  bool sendEnd(http::HeaderList* trailers) override {
+    if (reset_) return false;
+    bool sent = false;
+    if (trailers) {
+      forward::filterTrailers(*trailers);
+      bool any = false;
+      for (std::size_t i = 0; i < trailers->size() && !any; ++i) any = !trailers->dropped(i);
+      if (any) sent = c_.codec_.submitTrailers(id_, *trailers);
+    }
+    if (!sent) c_.codec_.sendBody(id_, nullptr, 0, true);
+    c_.pump();
+    return false;
+  }
+  bool writing() const override { return pending_len_ > 0; }
+  void abort() override {
+    if (reset_) return;
+    reset_ = true;
+    pending_len_ = 0;
+    c_.codec_.resetStream(id_, kInternalError);
+    c_.pump();
+  }
+  std::size_t localReply(int status, const char* reason) override {
+    if (reset_) return 0;
+    std::size_t body_len = std::strlen(reason);
+    http::ResponseHead r;
+    r.status = static_cast<std::uint16_t>(status);
+    http::ExtraFields extra;
+    char length[24];
+    auto lr = std::to_chars(length, length + sizeof length, body_len);
+    extra.add("content-type", "text/plain; charset=utf-8");
+    extra.add("content-length", std::string_view(length, static_cast<std::size_t>(lr.ptr - length)));
+    const char* rid = stream ? stream->ex().request_id : "";
+    extra.add("x-request-id", std::string_view(rid, ::strnlen(rid, 32)));
+    if (status == 503) extra.add("retry-after", "1");
+    if (status == 405) extra.add("allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE");
+    if (!c_.codec_.submitResponse(id_, r, false, &extra)) return 0;
+    head_sent_ = true;
+    if (c_.codec_.sendBody(id_, reason, body_len, true) < body_len) {
+      c_.codec_.resetStream(id_, kInternalError);  // a client window too small for a line
+    } else if (!ended_) {
+      // Answered before the request ended: the rest of its body is not
+      // wanted (RFC 9113 §8.1).
+      c_.codec_.resetStream(id_, kNoError);
+    }
+    c_.pump();
+    return body_len + extra.bytes() + 16;
+  }
+  void updateReading() override {}
+  void deferResume() override {
+    resume_pending = true;
+    c_.link_.h2Defer();
+  }
+  void finished(bool) override {}
+  void reap(Stream* s) override { c_.reap(*this, s); }
+  void upgraded(UpstreamConn* upstream, IoBuffer& up_in, std::uint32_t) override {
+    // Never: a 101 is refused by the stream's decoder when no upgrade was
+    // asked for. Let go of what was handed over.
+    up_in.release(c_.worker_.buffers());
+    upstream->setOwner(nullptr);
+    upstream->close();
+    abort();
+  }
+
+ private:
+  void progress() { blocked_since_ = c_.worker_.now(); }
+
+  H2Connection& c_;
+  std::int32_t id_;
+  std::string body_;      // request body bytes the backend has not taken
+  std::size_t taken_ = 0;  // [0, taken_) of body_ is being written upstream
+  std::string trailers_;  // the request's trailer lines, for the last chunk
+  std::string last_;      // the last chunk, as taken
+  char line_[32];
+  const char* pending_ = nullptr;  // the rest of a response body write
+  std::size_t pending_len_ = 0;
+  std::int64_t blocked_since_ = -1;
+  std::int64_t last_byte_ms_;
+  bool ended_ = false;
+  bool end_taken_ = false;
+  bool chunk_open_ = false;
+  bool line_taken_ = false;
+  bool released_ = false;
+  bool reset_ = false;
+  bool head_sent_ = false;
+};
+
+H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)
+    : worker_(worker), link_(link), peer_(peer), codec_(*this, connectionSettings(worker.config())) {
+  worker_.metrics().http2_connections_active.inc();
+  worker_.metrics().http2_connections_total.inc();
+}
+
+H2Connection::~H2Connection() {
+  abortAll();
+  for (auto& [id, hs] : streams_) {
+    if (hs->stream) worker_.destroyStream(std::exchange(hs->stream, nullptr));
+  }
+  exportCounters();
+  worker_.metrics().http2_connections_active.dec();
+}
+
+H2Connection::H2Stream* H2Connection::find(std::int32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+template <typename F>
+void H2Connection::inCodec(F&& f) {
+  bool outer = !in_codec_;
+  in_codec_ = true;
+  f();
+  if (!outer) return;
+  in_codec_ = false;
+  if (std::exchange(pump_due_, false)) pump();
+}
+
+void H2Connection::pump() {
+  if (in_codec_) {
+    pump_due_ = true;
+    return;
+  }
+  for (int round = 0; !writing_ && round < 64; ++round) {
+    std::string_view out = codec_.output();
+    if (out.empty()) break;
+    int r = link_.h2Write(out.data(), out.size());
+    if (r < 0) return;  // the session is closing
+    if (r == 1) {
+      codec_.outputInFlight();
+      in_flight_ = out.size();
+      writing_ = true;
+      return;
+    }
+    inCodec([&] { codec_.wrote(out.size()); });
+  }
+  if (!writing_ && codec_.wantsClose()) {
+    abortAll();
+    link_.h2Done();
+  }
+}
+
+void H2Connection::written() {
+  writing_ = false;
+  inCodec([&] { codec_.wrote(std::exchange(in_flight_, 0)); });
+  exportCounters();
+  pump();
+}
+
+bool H2Connection::feed(const char* data, std::size_t len) {
+  http::H2ServerCodec::Error e = http::H2ServerCodec::Error::kNone;
+  inCodec([&] { e = codec_.feed(data, len); });
+  if (e != http::H2ServerCodec::Error::kNone) {
+    log::debug("http2: connection error", {{"client", peer_.ip}, {"error", static_cast<int>(e)}});
+  }
+  exportCounters();
+  pump();
+  return e == http::H2ServerCodec::Error::kNone;
+}
+
+void H2Connection::bury() { dead_.clear(); }
+
+void H2Connection::resume() {
+  std::vector<Stream*> due;
+  for (auto& [id, hs] : streams_) {
+    if (hs->resume_pending && hs->stream) {
+      hs->resume_pending = false;
+      due.push_back(hs->stream);
+    }
+  }
+  // A resumed stream may end (and be reaped): each is looked up again.
+  for (Stream* s : due) {
+    for (auto& [id, hs] : streams_) {
+      if (hs->stream == s) {
+        s->resumeUpstream();
+        break;
+      }
+    }
+  }
+}
+
+void H2Connection::abortAll() {
+  for (auto& [id, hs] : streams_) {
+    if (hs->stream && !hs->stream->done()) hs->stream->abort();
+  }
+}
+
+void H2Connection::shutdownNotice() {
+  if (codec_.goingAway()) return;
+  codec_.shutdownNotice();
+  exportCounters();
+  pump();
+}
+
+void H2Connection::finalGoAway() {
+  codec_.goAway();
+  exportCounters();
+  pump();
+}
+
+std::int64_t H2Connection::blockedSince() const {
+  std::int64_t since = -1;
+  for (const auto& [id, hs] : streams_) {
+    std::int64_t b = hs->blockedSince();
+    if (b >= 0 && (since < 0 || b < since)) since = b;
+  }
+  return since;
+}
+
+void H2Connection::exportCounters() {
+  const http::H2ServerCodec::Counters& c = codec_.counters();
+  metrics::Metrics& m = worker_.metrics();
+  auto up = [](metrics::Counter& to, std::uint64_t now, std::uint64_t& was) {
+    if (now > was) to.inc(now - was);
+    was = now;
+  };
+  using R = metrics::Http2Reason;
+  up(m.http2Goaway(R::kGraceful), c.goaway_graceful, exported_.goaway_graceful);
+  up(m.http2Goaway(R::kRapidReset), c.goaway_rapid_reset, exported_.goaway_rapid_reset);
+  up(m.http2Goaway(R::kGlitches), c.goaway_glitches, exported_.goaway_glitches);
+  up(m.http2Goaway(R::kProtocol), c.goaway_protocol, exported_.goaway_protocol);
+  up(m.http2Goaway(R::kFlood), c.goaway_flood, exported_.goaway_flood);
+  up(m.http2StreamError(metrics::Http2StreamError::kRefused), c.streams_refused, exported_.streams_refused);
+  up(m.http2StreamError(metrics::Http2StreamError::kProtocol), c.stream_protocol_errors,
+     exported_.stream_protocol_errors);
+  up(m.http2StreamError(metrics::Http2StreamError::kHeadersTooLarge), c.headers_too_large,
+     exported_.headers_too_large);
+  up(m.http2StreamError(metrics::Http2StreamError::kClientReset), c.premature_resets, exported_.premature_resets);
+}
+
+// ---------------------------------------------------------------------------
+// The codec's events
+
+void H2Connection::onRequestHead(std::int32_t id, http::RequestHead& head, bool end_stream) {
+  auto owned = std::make_unique<H2Stream>(*this, id);
+  H2Stream& hs = *owned;
+  streams_.emplace(id, std::move(owned));
+  hs.head = std::move(head);
+  if (end_stream) hs.end(nullptr);
+  Stream* s = worker_.makeStream(hs, hs.head.headers.bytes() + hs.head.target.size() + 16);
+  hs.stream = s;
+  forward::Exchange& ex = s->ex();
+  ex.method = hs.head.method;
+  ex.http_minor = 1;
+  ex.keep_alive = true;
+  ex.upgrade = false;
+  ex.head_request = hs.head.method == http::kMethodHead;
+  ex.head_done = true;
+  ex.request_done = end_stream;
+  link_.h2Rearm();
+  if (hs.head.upgrade) {
+    s->answerLocally(501, "tether: WebSockets over HTTP/2 are not served; use HTTP/1.1\n");
+    return;
+  }
+  if (!forward::applyUnderscorePolicy(hs.head.headers, worker_.config().limits.headers_with_underscores)) {
+    s->answerLocally(400, "tether: header field name with an underscore\n");
+    return;
+  }
+  s->start();
+}
+
+void H2Connection::onRequestBody(std::int32_t id, const char* data, std::size_t len) {
+  H2Stream* hs = find(id);
+  if (!hs || !hs->stream || hs->stream->done()) {
+    codec_.consumed(id, len);  // nobody takes it: the windows stay open
+    return;
+  }
+  hs->stream->ex().bytes_in += len;
+  hs->body(data, len);
+  if (hs->stream) hs->stream->onRequestBody();
+}
+
+void H2Connection::onRequestEnd(std::int32_t id, const http::HeaderList* trailers) {
+  H2Stream* hs = find(id);
+  if (!hs || !hs->stream || hs->stream->done()) return;
+  hs->end(trailers);
+  hs->stream->ex().request_done = true;
+  hs->stream->onRequestBody();
+}
+
+void H2Connection::onStreamReset(std::int32_t id, std::uint32_t) {
+  H2Stream* hs = find(id);
+  if (!hs) {
+    codec_.released(id);
+    return;
+  }
+  Stream* s = hs->stream;
+  if (!s) return;
+  // The upstream request is cancelled: its connection closes (never reused
+  // with a half-sent request or an unread answer).
+  if (!s->done()) s->abort();
+  if (s->depth() == 0) reap(*hs, s);
+}
+
+void H2Connection::onStreamWritable(std::int32_t id) {
+  if (H2Stream* hs = find(id)) hs->writable();
+}
+
+void H2Connection::reap(H2Stream& hs, Stream* s) {
+  if (!s || hs.stream != s || !s->done() || s->depth() != 0) return;
+  worker_.destroyStream(s);
+  hs.stream = nullptr;
+  std::int32_t id = hs.id();
+  auto it = streams_.find(id);
+  if (it != streams_.end()) {
+    dead_.push_back(std::move(it->second));
+    streams_.erase(it);
+  }
+  codec_.released(id);
+  exportCounters();
+  pump();
+  link_.h2Rearm();
+}
+
+}  // namespace tether::proxy
