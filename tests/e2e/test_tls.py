@@ -374,7 +374,7 @@ class Https(TlsTestCase):
         r = curl_https(t.proxy_port, "/echo", "-D", "-")
         self.assertEqual(r.returncode, 0, r.stderr)
         head, _, body = r.stdout.partition(b"\r\n\r\n")
-        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:200])
+        self.assertTrue(head.startswith(b"HTTP/2 200"), head[:200])  # curl prefers h2
         self.assertEqual(hget(echo_headers(body), "X-Forwarded-Proto"), ["https"])
         # Counter-check: without the test CA, curl refuses the certificate (exit 60).
         r = curl("--resolve", "a.test:%d:127.0.0.1" % t.proxy_port,
@@ -567,22 +567,33 @@ class Sni(TlsTestCase):
 
 
 class Alpn(TlsTestCase):
-    def test_http_1_1_is_selected_and_works(self):
+    def test_h2_is_preferred_and_http_1_1_still_works(self):
         up = self.start_http_upstream(name="a")
         t = self.start_tls([up])
-        for offer, want in ((["h2", "http/1.1"], "http/1.1"), (["http/1.1"], "http/1.1"),
-                            (None, None)):
+        for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1", "h2"], "h2"),
+                            (["http/1.1"], "http/1.1"), (None, None)):
             c = self.tls_client(t.proxy_port, ctx=client_ctx(alpn=offer))
             self.assertEqual(c.sock.selected_alpn_protocol(), want, offer)
+            if want == "h2":
+                continue  # test_http2.py speaks it
             r = self.get_over(c)
             self.assertEqual((r.version, r.status, r.body), ("HTTP/1.1", 200, b"a"), offer)
             r = self.get_over(c, "/echo")
             self.assertEqual(json.loads(r.body)["method"], "GET", offer)
 
-    def test_curl_http2_falls_back_to_http_1_1(self):
+    def test_curl_http2_gets_h2_unless_the_listener_offers_only_http_1_1(self):
         up = self.start_http_upstream(name="a")
         t = self.start_tls([up])
         r = curl_https(t.proxy_port, "/id", "--http2", "-w", "\n%{http_code} %{http_version}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        body, _, tail = r.stdout.rpartition(b"\n")
+        self.assertEqual((body, tail), (b"a", b"200 2"))
+        listener = self.tls_listener()
+        listener["tls"]["alpn"] = ["http/1.1"]
+        t2 = self.start_tether(backends=[up.url], listen=[],
+                               config={"listeners": [listener], "health": dict(FAST_HEALTH)})
+        wait_ready(t2)
+        r = curl_https(t2.proxy_port, "/id", "--http2", "-w", "\n%{http_code} %{http_version}")
         self.assertEqual(r.returncode, 0, r.stderr)
         body, _, tail = r.stdout.rpartition(b"\n")
         self.assertEqual((body, tail), (b"a", b"200 1.1"))

@@ -108,6 +108,10 @@ const std::map<std::string, std::string> kContract = {
     {"tether_backend_weight", "gauge"},
     {"tether_upgrades_total", "counter"},
     {"tether_upstream_tls_handshakes_total", "counter"},
+    {"tether_http2_connections_active", "gauge"},
+    {"tether_http2_connections_total", "counter"},
+    {"tether_http2_goaways_total", "counter"},
+    {"tether_http2_stream_errors_total", "counter"},
 };
 
 constexpr const char* kB = "10.0.0.11:8080";

@@ -232,22 +232,32 @@ TEST_F(TlsTest, SniChoosesTheCertificateAndTheFirstIsTheDefault) {
   }
 }
 
-TEST_F(TlsTest, AlpnSelectsHttp11OrNothing) {
+// The listener's tls.alpn, in its order: h2 first by default; a client
+// that offers none of them gets no protocol (and speaks HTTP/1.1).
+TEST_F(TlsTest, AlpnSelectsTheListenersFirstProtocolTheClientOffers) {
+  static const unsigned char kBoth[] = "\x08http/1.1\x02h2";
+  static const unsigned char kH11[] = "\x08http/1.1";
+  static const unsigned char kOther[] = "\x06spdy/3";
+  auto selected = [&](const TlsContext& ctx, const unsigned char* offer, unsigned len) {
+    Pair p(client_ctx_, ctx, pool_, "a.test");
+    SSL_set_alpn_protos(p.client, offer, len);
+    EXPECT_TRUE(p.handshake());
+    const unsigned char* proto = nullptr;
+    unsigned n = 0;
+    SSL_get0_alpn_selected(p.client, &proto, &n);
+    return proto ? std::string(reinterpret_cast<const char*>(proto), n) : std::string();
+  };
   auto ctx = load({a_});
-  static const unsigned char kBoth[] = "\x02h2\x08http/1.1";
-  static const unsigned char kH2[] = "\x02h2";
-  Pair both(client_ctx_, *ctx, pool_, "a.test");
-  SSL_set_alpn_protos(both.client, kBoth, sizeof kBoth - 1);
-  ASSERT_TRUE(both.handshake());
-  const unsigned char* proto = nullptr;
-  unsigned len = 0;
-  SSL_get0_alpn_selected(both.client, &proto, &len);
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(proto), len), "http/1.1");
-  Pair h2(client_ctx_, *ctx, pool_, "a.test");
-  SSL_set_alpn_protos(h2.client, kH2, sizeof kH2 - 1);
-  ASSERT_TRUE(h2.handshake());
-  SSL_get0_alpn_selected(h2.client, &proto, &len);
-  EXPECT_EQ(len, 0u);
+  EXPECT_EQ(selected(*ctx, kBoth, sizeof kBoth - 1), "h2");
+  EXPECT_EQ(selected(*ctx, kH11, sizeof kH11 - 1), "http/1.1");
+  EXPECT_EQ(selected(*ctx, kOther, sizeof kOther - 1), "");
+
+  conf::Listener l = listener({a_});
+  l.alpn = {"http/1.1"};
+  std::vector<std::string> errors;
+  auto h11 = TlsContext::load(l, "listeners[0].tls", &errors);
+  ASSERT_TRUE(errors.empty()) << errors[0];
+  EXPECT_EQ(selected(*h11, kBoth, sizeof kBoth - 1), "http/1.1");
 }
 
 // A client that speaks only TLS 1.2 with `ciphers` (OpenSSL names).
