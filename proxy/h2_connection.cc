@@ -72,7 +72,7 @@ class H2Connection::H2Stream final : public Downstream {
   // The client's window opened: the rest of a body write goes on.
   void writable() {
     if (!pending_len_) return;
-    std::size_t took = c_.codec_.sendBody(id_, pending_, pending_len_, false);
+    std::size_t took = give(pending_, pending_len_);
     pending_ += took;
     pending_len_ -= took;
     if (took) progress();
@@ -129,6 +129,7 @@ class H2Connection::H2Stream final : public Downstream {
     taken_ = 0;
     line_taken_ = false;
     released_ = true;
+    c_.pump();  // the WINDOW_UPDATE
   }
   bool requestBodyReady() const override {
     if (taken_) return false;
@@ -148,21 +149,30 @@ class H2Connection::H2Stream final : public Downstream {
   bool clientEof() const override { return false; }
   std::int64_t lastRequestByteMs() const override { return last_byte_ms_; }
 
-  forward::DownstreamResponse responseFraming(const http::ResponseHead& r, bool) override {
+  forward::DownstreamResponse responseFraming(const http::ResponseHead& r, bool reencoded) override {
+    // A body whose length is known ends with its last DATA frame, and one
+    // known to be empty with the head: no empty DATA frame just to end it.
+    bool length = !reencoded && r.framing == http::Framing::kLength;
+    resp_left_ = length ? r.content_length : kUnknown;
+    no_body_ = !reencoded && (r.framing == http::Framing::kNone || (length && r.content_length == 0));
     forward::DownstreamResponse out;
     out.dechunk = r.framing == http::Framing::kChunked;  // HTTP/2 frames the body itself
     return out;
   }
   bool sendHead(http::ResponseHead& r, const http::ExtraFields& extra) override {
     if (r.status == 101) return false;  // no upgrade is asked for over HTTP/2
-    if (!r.informational()) head_sent_ = true;
-    bool ok = c_.codec_.submitResponse(id_, r, false, &extra);
+    bool end = false;
+    if (!r.informational()) {
+      head_sent_ = true;
+      end = body_ended_ = no_body_;
+    }
+    bool ok = c_.codec_.submitResponse(id_, r, end, &extra);
     if (ok && stream) stream->ex().bytes_out += http::responseHeadSize(r, extra);
     return ok || reset_;
   }
   bool sendBody(const char* data, std::size_t len) override {
-    if (reset_) return false;
-    std::size_t took = c_.codec_.sendBody(id_, data, len, false);
+    if (reset_ || body_ended_) return false;
+    std::size_t took = give(data, len);
     if (stream) stream->ex().bytes_out += len;
     progress();
     if (took < len) {
@@ -182,6 +192,11 @@ class H2Connection::H2Stream final : public Downstream {
   }
   bool sendEnd(http::HeaderList* trailers) override {
     if (reset_) return false;
+    if (body_ended_) {
+      c_.pump();
+      return false;
+    }
+    body_ended_ = true;
     bool sent = false;
     if (trailers) {
       forward::filterTrailers(*trailers);
@@ -244,7 +259,17 @@ class H2Connection::H2Stream final : public Downstream {
   }
 
  private:
+  static constexpr std::uint64_t kUnknown = ~std::uint64_t{0};
+
   void progress() { blocked_since_ = c_.worker_.now(); }
+  // Body bytes to the codec, the last ones of a known length with END_STREAM.
+  std::size_t give(const char* data, std::size_t len) {
+    bool end = resp_left_ != kUnknown && len >= resp_left_;
+    std::size_t took = c_.codec_.sendBody(id_, data, len, end);
+    if (resp_left_ != kUnknown) resp_left_ -= std::min<std::uint64_t>(resp_left_, took);
+    if (end && took == len) body_ended_ = true;
+    return took;
+  }
 
   H2Connection& c_;
   std::int32_t id_;
@@ -257,6 +282,7 @@ class H2Connection::H2Stream final : public Downstream {
   std::size_t pending_len_ = 0;
   std::int64_t blocked_since_ = -1;
   std::int64_t last_byte_ms_;
+  std::uint64_t resp_left_ = kUnknown;  // response body bytes still due, when known
   bool ended_ = false;
   bool end_taken_ = false;
   bool chunk_open_ = false;
@@ -264,6 +290,8 @@ class H2Connection::H2Stream final : public Downstream {
   bool released_ = false;
   bool reset_ = false;
   bool head_sent_ = false;
+  bool no_body_ = false;     // the final head ends the stream
+  bool body_ended_ = false;  // END_STREAM is given to the codec
 };
 
 H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)

@@ -342,6 +342,16 @@ void Session::onTimeout() {
         armTimer();
         return;
       }
+      if (idle_over && !stalled && !goaway_final_) {
+        // Idle: a GOAWAY first, so that the client knows no stream was lost;
+        // the connection closes once it is written (h2Done).
+        goaway_final_ = true;
+        h2_->finalGoAway();
+        if (closing_ || state_ == State::kClosing) return;
+        touch();
+        armTimer();
+        return;
+      }
       log::debug("http2: idle connection closed", {{"client", peer_.ip}});
       h2_->abortAll();
       closeGracefully();

@@ -1,0 +1,423 @@
+"""HTTP/2 to clients, end to end: prior knowledge on a cleartext listener (and
+listeners[].h2c: false), ALPN h2 on a TLS listener, curl --http2 and
+--http2-prior-knowledge, nghttp and h2load, requests proxied as HTTP/1.1 with
+the same header policy (Host from :authority, X-Forwarded-*, a chunked body
+for an upload without content-length), bodies both ways with flow control
+(a 256 MiB upload and a 64 MiB download in bounded memory), event streams
+frame by frame, HEAD, 204 and 304, response trailers, RST_STREAM cancelling
+the upstream request, a backend dying mid-response resetting its stream only,
+HTTP/1-only request headers refused as a stream error, the two-step GOAWAY on
+SIGTERM with streams in flight answered, the idle close, the access log and
+the tether_http2_* metrics. WebSockets over HTTP/1.1 keep working beside an
+h2 listener. Attacks on the HTTP/2 layer are in test_http2_attacks.py.
+
+Run: cd tests/e2e && TETHER_BIN=... python3 -m unittest -v test_http2
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import unittest
+from signal import SIGTERM
+
+from h2util import HAVE_H2, H2Client
+from harness import E2ETestCase, in_ci, require_program, sanitized, wait_until
+from rawupstream import RawUpstream, Reply
+from test_http_core import FAST_HEALTH, RssSampler, curl, echo_headers, hget, wait_ready
+
+import test_tls
+
+MiB = 1 << 20
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def setUpModule():
+    test_tls.setUpModule()  # the test CA and certificates, for the TLS cases
+
+
+def tearDownModule():
+    test_tls.tearDownModule()
+
+
+def require_h2():
+    if not HAVE_H2:
+        msg = "python3-h2 is not installed"
+        if in_ci():
+            raise AssertionError(msg + " (CI=true: run packaging/install-deps.sh)")
+        raise unittest.SkipTest(msg)
+
+
+class H2TestCase(E2ETestCase):
+    def setUp(self):
+        require_h2()
+
+    def start(self, upstreams, config=None, listen=("127.0.0.1:0",), ready=True, **kw):
+        cfg = {"health": dict(FAST_HEALTH), "access_log": {"flush": "50ms"}}
+        cfg.update(config or {})
+        t = self.start_tether(backends=[u.url for u in upstreams], config=cfg, listen=list(listen),
+                              **kw)
+        if ready:
+            wait_ready(t)
+        return t
+
+    def client(self, port, **kw):
+        c = H2Client(port, **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def get(self, t, path, headers=(), **kw):
+        c = self.client(t.proxy_port, **kw)
+        sid = c.request("GET", path, headers=headers)
+        return c.response(sid)
+
+
+class PriorKnowledge(H2TestCase):
+    def test_get_is_proxied_as_http_1_1_with_the_header_policy(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start(up and [up])
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/echo?q=1", headers=[("x-a", "1"), ("cookie", "a=1"), ("cookie", "b=2"),
+                                                     ("x-forwarded-for", "6.6.6.6")])
+        r = c.response(sid)
+        self.assertEqual(r.status, 200, bytes(r.body))
+        e = json.loads(bytes(r.body))
+        hs = echo_headers(bytes(r.body))
+        self.assertEqual((e["method"], e["path"], e["query"]), ("GET", "/echo", "q=1"))
+        self.assertEqual(hget(hs, "Host"), ["127.0.0.1:%d" % t.proxy_port])
+        self.assertEqual(hget(hs, "X-A"), ["1"])
+        self.assertEqual(hget(hs, "Cookie"), ["a=1; b=2"])  # crumbs joined (RFC 9113 §8.2.3)
+        self.assertEqual(hget(hs, "X-Forwarded-For"), ["127.0.0.1"])  # not trusted: replaced
+        self.assertEqual(hget(hs, "X-Forwarded-Proto"), ["http"])
+        self.assertEqual(len(hget(hs, "X-Request-Id")), 1)
+        self.assertEqual(r.header("x-upstream-name"), ["a"])
+        self.assertEqual(r.header("x-request-id"), hget(hs, "X-Request-Id"))
+        # Several streams at once on the connection, answered each on its own.
+        sids = [c.request("GET", "/id") for _ in range(20)]
+        for s in sids:
+            r = c.response(s)
+            self.assertEqual((r.status, bytes(r.body)), (200, b"a"))
+        line = wait_until(lambda: [x for x in t.access_logs() if x["path"].startswith("/echo")], 5,
+                          msg="access line %r" % t.access_logs()[:2])[0]
+        self.assertEqual((line["protocol"], line["status"], line["method"]), ("HTTP/2", 200, "GET"))
+        self.assertEqual(t.metric("tether_http2_connections_total"), 1)
+        self.assertEqual(t.metric("tether_http2_connections_active"), 1)
+        self.assertEqual(t.metric("tether_http_requests_total", code="200", method="GET") >= 21, True)
+        c.close()
+        wait_until(lambda: t.metric("tether_http2_connections_active") == 0, 5,
+                   msg="the connection is no longer counted")
+
+    def test_curl_and_nghttp_prior_knowledge(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        r = curl("--http2-prior-knowledge", "-w", "\n%{http_code} %{http_version}",
+                 "http://127.0.0.1:%d/id" % t.proxy_port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, b"a\n200 2")
+        # POST with a Content-Length, and a chunked upload (no length) from stdin.
+        body = os.urandom(300_000)
+        r = curl("--http2-prior-knowledge", "--data-binary", "@-", "http://127.0.0.1:%d/echo" % t.proxy_port,
+                 input=body)
+        e = json.loads(r.stdout)
+        self.assertEqual((e["method"], e["body_length"], e["body_sha256"]),
+                         ("POST", len(body), hashlib.sha256(body).hexdigest()))
+        self.assertEqual(hget(echo_headers(r.stdout), "Content-Length"), [str(len(body))])
+        r = curl("--http2-prior-knowledge", "-T", "-", "-X", "POST", "http://127.0.0.1:%d/echo" % t.proxy_port,
+                 input=body)
+        e = json.loads(r.stdout)
+        self.assertEqual((e["body_length"], e["body_sha256"]), (len(body), hashlib.sha256(body).hexdigest()))
+        self.assertEqual(hget(echo_headers(r.stdout), "Transfer-Encoding"), ["chunked"])
+        nghttp = require_program("nghttp")
+        p = subprocess.run([nghttp, "-n", "-s", "http://127.0.0.1:%d/id" % t.proxy_port,
+                            "http://127.0.0.1:%d/echo" % t.proxy_port],
+                           capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"responseEnd", p.stdout)
+
+    def test_h2load_streams_are_all_answered(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        h2load = require_program("h2load")
+        p = subprocess.run([h2load, "-n", "2000", "-c", "4", "-m", "10", "-T", "30",
+                            "http://127.0.0.1:%d/id" % t.proxy_port], capture_output=True, timeout=120)
+        out = p.stdout.decode()
+        self.assertEqual(p.returncode, 0, out + p.stderr.decode())
+        self.assertIn("2000 succeeded, 0 failed, 0 errored, 0 timeout", out)
+        self.assertIn("status codes: 2000 2xx", out)
+
+    def test_h2c_false_speaks_only_http_1_1(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up], listen=[], config={"listeners": [{"address": "127.0.0.1:0", "h2c": False}]})
+        s = socket.create_connection(("127.0.0.1", t.proxy_port), timeout=5)
+        self.addCleanup(s.close)
+        s.sendall(PREFACE)
+        data = s.recv(4096)
+        self.assertTrue(data.startswith(b"HTTP/1.1 4") or data.startswith(b"HTTP/1.1 505"), data)
+        r = curl("-w", "%{http_code} %{http_version}", "-o", "/dev/null", "http://127.0.0.1:%d/id" % t.proxy_port)
+        self.assertEqual(r.stdout, b"200 1.1")
+        self.assertEqual(t.metric("tether_http2_connections_total"), 0)
+
+    def test_a_preface_in_pieces_and_http_1_1_beside_it(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        # The preface byte by byte is still HTTP/2; a request starting with P is HTTP/1.1.
+        s = socket.create_connection(("127.0.0.1", t.proxy_port), timeout=5)
+        self.addCleanup(s.close)
+        for b in PREFACE:
+            s.sendall(bytes([b]))
+        s.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # SETTINGS
+        data = s.recv(4096)
+        self.assertEqual(data[3], 4, data)  # the server's SETTINGS frame first
+        c = http.client.HTTPConnection("127.0.0.1", t.proxy_port, timeout=5)
+        self.addCleanup(c.close)
+        c.request("PUT", "/echo", body=b"P" * 10)
+        r = c.getresponse()
+        self.assertEqual((r.status, json.loads(r.read())["method"]), (200, "PUT"))
+
+
+class Bodies(H2TestCase):
+    def test_a_256_mib_upload_streams_in_bounded_memory(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        total = 256 * MiB
+        chunk = os.urandom(MiB)
+        digest = hashlib.sha256()
+        sampler = RssSampler(t.proc.pid)
+        sid = c.request("POST", "/echo", headers=[("content-length", str(total))], end=False)
+        for _ in range(total // MiB):
+            c.send_data(sid, chunk, end=False)
+            digest.update(chunk)
+        c.send_data(sid, b"", end=True)
+        r = c.response(sid, timeout=120)
+        peak = sampler.stop()
+        e = json.loads(bytes(r.body))
+        self.assertEqual((r.status, e["body_length"], e["body_sha256"]), (200, total, digest.hexdigest()))
+        if not sanitized():
+            self.assertLess(peak, 64 * 1024, "RSS peaked at %d KiB for a 256 MiB upload" % peak)
+
+    def test_a_64_mib_download_follows_the_clients_window(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        sampler = RssSampler(t.proc.pid)
+        sid = c.request("GET", "/big?bytes=%d" % (64 * MiB))
+        r = c.response(sid, timeout=120)
+        peak = sampler.stop()
+        self.assertEqual((r.status, len(r.body)), (200, 64 * MiB))
+        self.assertEqual(r.header("content-length"), [str(64 * MiB)])
+        if not sanitized():
+            self.assertLess(peak, 64 * 1024, "RSS peaked at %d KiB for a 64 MiB download" % peak)
+        # Chunked from the backend: the same bytes, framed by HTTP/2 alone.
+        sid = c.request("GET", "/big?bytes=%d&chunked=1" % (3 * MiB))
+        r = c.response(sid, timeout=60)
+        self.assertEqual((r.status, len(r.body), r.header("transfer-encoding")), (200, 3 * MiB, []))
+
+    def test_event_stream_frames_arrive_as_they_are_produced(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/chunked?n=4&delay_ms=300&size=16")
+        r = c.response(sid, timeout=20)
+        self.assertEqual((r.status, len(r.body)), (200, 64))
+        # Each chunk is its own DATA frame, about 300 ms apart: nothing is held back.
+        sized = [(at, n) for at, n in r.data_times if n]
+        self.assertGreaterEqual(len(sized), 4, r.data_times)
+        self.assertGreater(sized[-1][0] - sized[0][0], 0.6, r.data_times)
+
+    def test_head_204_304_and_status_codes(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        sid = c.request("HEAD", "/big?bytes=1000")
+        r = c.response(sid)
+        self.assertEqual((r.status, bytes(r.body), r.header("content-length")), (200, b"", ["1000"]))
+        for code in (204, 304, 404, 500):
+            sid = c.request("GET", "/status/%d" % code)
+            r = c.response(sid)
+            self.assertEqual(r.status, code)
+            if code in (204, 304):
+                self.assertEqual(bytes(r.body), b"")
+
+    def test_response_trailers_reach_the_client(self):
+        def handler(req, conn):
+            return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nContent-Length: 9\r\n\r\n")
+        up = RawUpstream(handler)
+        self.addCleanup(up.stop)
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/t", headers=[("te", "trailers")])
+        r = c.response(sid)
+        self.assertEqual((r.status, bytes(r.body)), (200, b"hello"))
+        self.assertEqual(r.trailers, [("x-checksum", "abc")])  # a framing field is never a trailer
+
+
+class Cancel(H2TestCase):
+    def test_rst_stream_closes_the_upstream_request(self):
+        requests = []
+        lock = threading.Condition()
+
+        def handler(req, conn):
+            if req.target == b"/slow":
+                with lock:
+                    requests.append(conn)
+                    lock.notify_all()
+                return None  # never answered
+            return None if False else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        up = RawUpstream(handler)
+        self.addCleanup(up.stop)
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/slow")
+        with lock:
+            self.assertTrue(lock.wait_for(lambda: requests, 5), "the request reached the backend")
+        conn = requests[0]
+        c.reset(sid)
+        # The upstream connection closes: never reused with an unanswered request.
+        up.wait(lambda: conn.closed, 5)
+        self.assertTrue(conn.closed)
+        # The connection goes on: the next stream is answered.
+        sid = c.request("GET", "/fast")
+        r = c.response(sid)
+        self.assertEqual((r.status, bytes(r.body)), (200, b"ok"))
+        wait_until(lambda: t.metric("tether_http2_stream_errors_total", reason="client_reset") == 1, 5,
+                   msg="the reset is counted")
+
+    def test_a_backend_that_dies_mid_response_resets_that_stream_only(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        slow = c.request("GET", "/chunked?n=3&delay_ms=400&size=8")
+        dead = c.request("GET", "/close-mid")
+        r = c.response(dead)
+        self.assertEqual(r.reset, 2, "INTERNAL_ERROR")
+        r = c.response(slow, timeout=10)
+        self.assertEqual((r.status, len(r.body), r.reset), (200, 24, None))
+        self.assertIsNone(c.goaway)
+
+    def test_http_1_only_headers_are_a_stream_error(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        for name, value in (("connection", "keep-alive"), ("transfer-encoding", "chunked"),
+                            ("upgrade", "websocket"), ("keep-alive", "5"), ("te", "gzip")):
+            sid = c.request("GET", "/id", headers=[(name, value)])
+            r = c.response(sid)
+            self.assertEqual((r.status, r.reset), (None, 1), name)  # PROTOCOL_ERROR
+        sid = c.request("GET", "/id", headers=[("te", "trailers")])
+        self.assertEqual(c.response(sid).status, 200)
+        self.assertIsNone(c.goaway)
+
+
+class Tls(H2TestCase):
+    def setUp(self):
+        super().setUp()
+        self.certs = test_tls.CERTS
+
+    def tls_start(self, upstreams, alpn=None):
+        cert, key = self.certs.pair("a")
+        listener = {"address": "127.0.0.1:0", "tls": {"certificates": [{"cert": cert, "key": key}]}}
+        if alpn:
+            listener["tls"]["alpn"] = alpn
+        return self.start(upstreams, listen=[], config={"listeners": [listener]})
+
+    def ctx(self, alpn):
+        ctx = ssl.create_default_context(cafile=self.certs.ca)
+        ctx.set_alpn_protocols(alpn)
+        return ctx
+
+    def test_alpn_h2_with_the_python_client_and_curl(self):
+        up = self.start_http_upstream(name="a")
+        t = self.tls_start([up])
+        c = self.client(t.proxy_port, tls_ctx=self.ctx(["h2", "http/1.1"]), sni="a.test")
+        self.assertEqual(c.alpn, "h2")
+        sid = c.request("POST", "/echo", body=b"x" * 100_000)
+        r = c.response(sid)
+        e = json.loads(bytes(r.body))
+        self.assertEqual((r.status, e["body_length"]), (200, 100_000))
+        self.assertEqual(hget(echo_headers(bytes(r.body)), "X-Forwarded-Proto"), ["https"])
+        line = wait_until(lambda: [x for x in t.access_logs() if x["path"].startswith("/echo")], 5,
+                          msg="access line")[0]
+        self.assertEqual(line["protocol"], "HTTP/2")
+        self.assertNotEqual(line["tls"], "-")
+        r = curl("--cacert", self.certs.ca, "--resolve", "a.test:%d:127.0.0.1" % t.proxy_port, "--http2",
+                 "-w", "\n%{http_version}", "https://a.test:%d/id" % t.proxy_port)
+        self.assertEqual(r.stdout, b"a\n2", r.stderr)
+
+    def test_websocket_over_http_1_1_beside_h2(self):
+        from test_tls import TlsClient, client_ctx
+        from wsutil import OP_TEXT, accept_for, frame, new_key, recv_frame, upgrade_head
+        ws = self.start_ws_echo()
+        t = self.tls_start([ws])
+        # A browser opens its WebSocket on a connection of its own, offering
+        # http/1.1 only (or both, when the server does not do RFC 8441).
+        for offer in (["http/1.1"], None):
+            c = TlsClient(t.proxy_port, ctx=client_ctx(alpn=offer))
+            self.addCleanup(c.close)
+            self.assertEqual(c.sock.selected_alpn_protocol(), offer and "http/1.1")
+            key = new_key()
+            c.send(upgrade_head("a.test:%d" % t.proxy_port, "/", key))
+            head = c.recv_until(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+            self.assertIn(("Sec-WebSocket-Accept: " + accept_for(key)).encode(), head)
+            c.send(frame(OP_TEXT, b"hi"))
+            f = recv_frame(c, 5)
+            self.assertEqual((f.opcode, f.payload), (OP_TEXT, b"hi"))
+        # And the h2 client on the same listener is told nothing of RFC 8441.
+        h = self.client(t.proxy_port, tls_ctx=self.ctx(["h2"]), sni="a.test")
+        sid = h.request("GET", "/")
+        h.response(sid)
+        self.assertNotIn(8, h.remote_settings)  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+
+
+class Drain(H2TestCase):
+    def test_sigterm_sends_two_goaways_and_answers_streams_in_flight(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up], config={"timeouts": {"shutdown_grace": "10s"}})
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/sleep/1500")
+        wait_until(lambda: t.metric("tether_http2_connections_active") == 1, 5)
+        time.sleep(0.2)  # the request is at the backend
+        t.signal(SIGTERM)
+        self.assertTrue(c.until(lambda: c.goaway is not None, 5), "a GOAWAY")
+        self.assertEqual(c.goaways[0], (0, 2**31 - 1))  # the notice: NO_ERROR, every stream
+        r = c.response(sid, timeout=10)
+        self.assertEqual((r.status, r.reset), (200, None))
+        self.assertTrue(c.wait_closed(10), "closed once the stream is answered")
+        self.assertEqual(c.goaways[-1][0], 0)
+        self.assertEqual(c.goaways[-1][1], sid)  # the final one names the last stream processed
+        self.assertEqual(t.wait_exit(10), 0)
+
+    def test_an_idle_connection_gets_a_goaway_then_closes(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up], config={"timeouts": {"downstream_idle": "1s"}})
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/id")
+        self.assertEqual(c.response(sid).status, 200)
+        t0 = time.monotonic()
+        self.assertTrue(c.wait_closed(10), "the idle connection is closed")
+        self.assertGreater(time.monotonic() - t0, 0.5)
+        self.assertEqual(c.goaway, (0, sid))
+
+    def test_a_client_that_never_reads_is_closed_after_downstream_idle(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up], config={"timeouts": {"downstream_idle": "1s"}})
+        # A window of 0: the response can never be sent.
+        c = self.client(t.proxy_port, settings={4: 0})
+        sid = c.request("GET", "/big?bytes=%d" % (8 * MiB))
+        self.assertTrue(c.wait_closed(10), "the stalled connection is closed")
+        self.assertIsNone(c.responses[sid].reset if c.responses[sid].ended else None)
+        wait_until(lambda: t.metric("tether_http2_connections_active") == 0, 5)
+        # Its upstream request is let go too.
+        wait_until(lambda: (t.metric("tether_upstream_connections", state="active") or 0) == 0, 5,
+                   msg="no upstream connection in use")
+
+
+if __name__ == "__main__":
+    unittest.main()
