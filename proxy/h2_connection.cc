@@ -4,7 +4,10 @@
 #include <charconv>
 #include <cstring>
 
+#include "balancer/backend.h"
 #include "proxy/forward/header_policy.h"
+#include "proxy/forward/tunnel.h"
+#include "proxy/forward/websocket_frame.h"
 #include "proxy/h2_settings.h"
 #include "proxy/http/h1_encoder.h"
 #include "proxy/http/status.h"
@@ -12,6 +15,7 @@
 #include "proxy/stream.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
+#include "proxy/write_req.h"
 
 namespace tether::proxy {
 
@@ -20,10 +24,25 @@ namespace {
 constexpr std::uint32_t kInternalError = 2;  // RST_STREAM INTERNAL_ERROR (RFC 9113 §7)
 constexpr std::uint32_t kNoError = 0;
 
-http::H2ServerCodec::Settings connectionSettings(const conf::Config& c) {
-  http::H2ServerCodec::Settings s = h2Settings(c);
-  s.enable_connect_protocol = false;  // RFC 8441 WebSockets are not bridged: never advertised
-  return s;
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// A Sec-WebSocket-Key for the upstream upgrade (RFC 6455 §4.1: 16 random
+// bytes, base64): an HTTP/2 client sends none (RFC 8441 §5).
+std::string webSocketKey(std::uint64_t a, std::uint64_t b) {
+  unsigned char raw[18] = {};
+  std::memcpy(raw, &a, 8);
+  std::memcpy(raw + 8, &b, 8);
+  std::string out;
+  for (int i = 0; i < 18; i += 3) {
+    unsigned v = (raw[i] << 16) | (raw[i + 1] << 8) | raw[i + 2];
+    out += kBase64[(v >> 18) & 63];
+    out += kBase64[(v >> 12) & 63];
+    out += kBase64[(v >> 6) & 63];
+    out += kBase64[v & 63];
+  }
+  out.resize(22);
+  out += "==";
+  return out;
 }
 
 }  // namespace
@@ -32,9 +51,13 @@ http::H2ServerCodec::Settings connectionSettings(const conf::Config& c) {
 // The request body waits here, framed for HTTP/1.1 as the upstream head says
 // (as it is for a length, chunked otherwise), until the backend takes it;
 // the response goes to the codec as the client's window allows.
-class H2Connection::H2Stream final : public Downstream {
+class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
  public:
   H2Stream(H2Connection& c, std::int32_t id) : c_(c), id_(id), last_byte_ms_(c.worker_.now()) {}
+  ~H2Stream() {
+    up_in_.release(c_.worker_.buffers());
+    if (up_write_) up_write_->ctx = nullptr;
+  }
 
   std::int32_t id() const { return id_; }
   Stream* stream = nullptr;
@@ -43,7 +66,7 @@ class H2Connection::H2Stream final : public Downstream {
 
   void body(const char* data, std::size_t len) {
     if (body_.capacity() == 0) body_.reserve(c_.worker_.config().http2.initial_window);
-    if (taken_ && body_.size() + len > body_.capacity()) {
+    if ((taken_ || up_taken_) && body_.size() + len > body_.capacity()) {
       // More than the window the codec enforces: never while a write
       // references the bytes (they would move).
       c_.codec_.resetStream(id_, kInternalError);
@@ -52,9 +75,16 @@ class H2Connection::H2Stream final : public Downstream {
     }
     body_.append(data, len);
     last_byte_ms_ = c_.worker_.now();
+    if (tunnel_) pumpTunnel();
   }
   void end(const http::HeaderList* trailers) {
     ended_ = true;
+    if (tunnel_) {
+      tunnel_->client_half_closed = true;
+      tunnel_->noteCloser(metrics::ClosedBy::kClient);
+      pumpTunnel();
+      return;
+    }
     last_byte_ms_ = c_.worker_.now();
     if (head.framing != http::Framing::kChunked) return;
     if (trailers && !trailers->empty()) {
@@ -71,6 +101,10 @@ class H2Connection::H2Stream final : public Downstream {
   }
   // The client's window opened: the rest of a body write goes on.
   void writable() {
+    if (tunnel_) {
+      pumpTunnel();
+      return;
+    }
     if (!pending_len_) return;
     std::size_t took = give(pending_, pending_len_);
     pending_ += took;
@@ -90,7 +124,7 @@ class H2Connection::H2Stream final : public Downstream {
   std::string_view protocolName() const override { return "HTTP/2"; }
 
   unsigned takeRequestBody(uv_buf_t* bufs, unsigned max) override {
-    if (max == 0 || taken_) return 0;
+    if (max == 0 || taken_ || upgrade) return 0;  // an upgrade's DATA is the tunnel's
     bool chunked = head.framing == http::Framing::kChunked;
     if (!body_.empty()) {
       if (!chunked) {
@@ -132,11 +166,11 @@ class H2Connection::H2Stream final : public Downstream {
     c_.pump();  // the WINDOW_UPDATE
   }
   bool requestBodyReady() const override {
-    if (taken_) return false;
+    if (taken_ || upgrade) return false;
     return !body_.empty() || (head.framing == http::Framing::kChunked && ended_ && !end_taken_);
   }
-  bool requestSent() const override { return ended_ && !taken_ && !requestBodyReady(); }
-  bool requestComplete() const override { return ended_; }
+  bool requestSent() const override { return upgrade || (ended_ && !taken_ && !requestBodyReady()); }
+  bool requestComplete() const override { return upgrade || ended_; }
   bool requestReplayable() const override { return !released_; }
   void rewindRequestBody() override {
     if (released_) return;
@@ -152,15 +186,24 @@ class H2Connection::H2Stream final : public Downstream {
   forward::DownstreamResponse responseFraming(const http::ResponseHead& r, bool reencoded) override {
     // A body whose length is known ends with its last DATA frame, and one
     // known to be empty with the head: no empty DATA frame just to end it.
-    bool length = !reencoded && r.framing == http::Framing::kLength;
+    bool length = !reencoded && r.framing == http::Framing::kLength && r.status != 101;
     resp_left_ = length ? r.content_length : kUnknown;
-    no_body_ = !reencoded && (r.framing == http::Framing::kNone || (length && r.content_length == 0));
+    no_body_ = r.status != 101 && !reencoded &&
+               (r.framing == http::Framing::kNone || (length && r.content_length == 0));
     forward::DownstreamResponse out;
     out.dechunk = r.framing == http::Framing::kChunked;  // HTTP/2 frames the body itself
     return out;
   }
   bool sendHead(http::ResponseHead& r, const http::ExtraFields& extra) override {
-    if (r.status == 101) return false;  // no upgrade is asked for over HTTP/2
+    if (r.status == 101) {
+      if (!upgrade) return false;
+      // RFC 8441 §5: the codec answers 200; the handshake's own fields are
+      // the upstream connection's business.
+      for (std::size_t i = 0; i < r.headers.size(); ++i) {
+        std::string_view n = r.headers.name(i);
+        if (http::iequals(n, "sec-websocket-accept")) r.headers.drop(i);
+      }
+    }
     bool end = false;
     if (!r.informational()) {
       head_sent_ = true;
@@ -249,17 +292,209 @@ class H2Connection::H2Stream final : public Downstream {
   }
   void finished(bool) override {}
   void reap(Stream* s) override { c_.reap(*this, s); }
-  void upgraded(UpstreamConn* upstream, IoBuffer& up_in, std::uint32_t) override {
-    // Never: a 101 is refused by the stream's decoder when no upgrade was
-    // asked for. Let go of what was handed over.
-    up_in.release(c_.worker_.buffers());
-    upstream->setOwner(nullptr);
-    upstream->close();
-    abort();
+  void upgraded(UpstreamConn* upstream, IoBuffer& up_in, std::uint32_t up_off) override {
+    // RFC 8441: the stream is a tunnel between the client's DATA frames and
+    // the upstream connection, frame-aware as an HTTP/1.1 one (tunnel.h).
+    backend_ = stream ? stream->backend() : nullptr;
+    up_ = upstream;
+    up_->setOwner(this);
+    up_in_ = up_in;
+    up_in = IoBuffer{};
+    up_sent_ = up_off;
+    tunnel_ = std::make_unique<forward::Tunnel>(c_.worker_.now());
+    if (ended_) tunnel_->client_half_closed = true;  // END_STREAM came with the request
+    pumpTunnel();
+  }
+
+  // --- RFC 8441 tunnel ------------------------------------------------------
+  bool tunneling() const { return tunnel_ != nullptr; }
+  bool tunnelTo(const balancer::Backend* b) const { return tunnel_ && !tunnel_->going_away && (!b || b == backend_); }
+
+  // The client reset the stream, or the connection is closing.
+  void endTunnel(metrics::ClosedBy by) {
+    if (!tunnel_ || tunnel_done_) return;
+    tunnel_->noteCloser(by);
+    finishTunnel(false);
+  }
+
+  // Drain: close frames 1001 both ways, between frames, then the tunnel
+  // ends when both have answered (or with the connection).
+  void goAway() {
+    if (!tunnel_ || tunnel_->going_away || tunnel_done_) return;
+    tunnel_->going_away = true;
+    if (!tunnel_->from_backend.frameBoundary() || pending_backend() > 0) {
+      finishTunnel(true);  // a frame cut in half is worse than a reset
+      return;
+    }
+    char frame[forward::kMaxCloseFrameBytes];
+    std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
+    c_.codec_.sendBody(id_, frame, n, false);
+    if (up_ && tunnel_->from_client.frameBoundary() && !up_writing_) {
+      std::uint32_t key = static_cast<std::uint32_t>(c_.worker_.now() * 2654435761u) ^ 0x5a5a1001u;
+      n = forward::buildCloseFrame(1001, "", true, key, frame);
+      up_->writeOwn(frame, n);
+    }
+    tunnel_->noteCloser(metrics::ClosedBy::kTether, 1001);
+    c_.pump();
+  }
+
+  void onUpstreamConnected(int) override {}
+  void onUpstreamAlloc(uv_buf_t* buf) override {
+    if (!up_in_.data) {
+      up_in_.data = c_.worker_.buffers().get();
+      up_in_.cap = BufferPool::kSize;
+      up_in_.end = 0;
+      up_sent_ = 0;
+    }
+    *buf = uv_buf_init(up_in_.data + up_in_.end, up_in_.cap - up_in_.end);
+  }
+  void onUpstreamRead(ssize_t nread, const uv_buf_t*) override {
+    if (!tunnel_ || tunnel_done_) return;
+    if (nread > 0) {
+      up_in_.end += static_cast<std::uint32_t>(nread);
+      pumpTunnel();
+    } else if (nread == UV_EOF) {
+      tunnel_->backend_half_closed = true;
+      tunnel_->noteCloser(metrics::ClosedBy::kBackend);
+      pumpTunnel();
+    } else if (nread < 0) {
+      tunnel_->noteCloser(metrics::ClosedBy::kBackend);
+      finishTunnel(true);
+    }
+  }
+  void onUpstreamWritten(int status) override {
+    up_writing_ = false;
+    if (!tunnel_ || tunnel_done_) return;
+    if (status != 0) {
+      tunnel_->noteCloser(metrics::ClosedBy::kBackend);
+      finishTunnel(true);
+      return;
+    }
+    c_.codec_.consumed(id_, up_taken_);
+    body_.erase(0, up_taken_);
+    up_taken_ = 0;
+    pumpTunnel();
+    c_.pump();  // the WINDOW_UPDATE
   }
 
  private:
   static constexpr std::uint64_t kUnknown = ~std::uint64_t{0};
+
+  std::uint32_t pending_backend() const { return up_in_.data ? up_in_.end - up_sent_ : 0; }
+
+  static void onTunnelWritten(void* ctx, int status) {
+    auto* self = static_cast<H2Stream*>(ctx);
+    self->up_write_ = nullptr;
+    self->onUpstreamWritten(status);
+  }
+
+  // Moves what each side has to the other, as far as the backend's socket
+  // and the client's window take it; ends the tunnel once both sides have.
+  void pumpTunnel() {
+    if (!tunnel_ || tunnel_done_) return;
+    metrics::BackendMetrics* bm = backend_ ? &c_.worker_.metrics().backend(backend_->id) : nullptr;
+    // Client -> backend: the DATA bytes, then END_STREAM as a half-close.
+    if (up_ && !up_writing_ && !body_.empty()) {
+      std::size_t len = body_.size();
+      tunnel_->from_client.feed(body_.data(), len);
+      if (bm) bm->bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
+      uv_buf_t b = uv_buf_init(body_.data(), static_cast<unsigned>(len));
+      up_taken_ = len;
+      int r = up_->tls() ? up_->write(&b, 1) : c_.worker_.send(up_->stream(), up_write_, onTunnelWritten, this, &b, 1);
+      if (r < 0) {
+        tunnel_->noteCloser(metrics::ClosedBy::kBackend);
+        finishTunnel(true);
+        return;
+      }
+      if (r == 1) {
+        up_writing_ = true;
+      } else {
+        c_.codec_.consumed(id_, up_taken_);
+        body_.clear();
+        up_taken_ = 0;
+      }
+    }
+    // Backend -> client: as the client's window allows; the backend is not
+    // read while the codec cannot take more.
+    if (std::uint32_t len = pending_backend(); len > 0) {
+      const char* p = up_in_.data + up_sent_;
+      std::size_t took = c_.codec_.sendBody(id_, p, len, false);
+      if (took) {
+        tunnel_->from_backend.feed(p, took);
+        if (bm) bm->bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(took);
+      }
+      up_sent_ += static_cast<std::uint32_t>(took);
+      if (up_sent_ == up_in_.end) up_in_.release(c_.worker_.buffers());
+    }
+    if (bm) {
+      std::uint32_t m = tunnel_->from_client.messages();
+      if (m != tunnel_->counted[0]) {
+        bm->websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - tunnel_->counted[0]);
+        tunnel_->counted[0] = m;
+      }
+      m = tunnel_->from_backend.messages();
+      if (m != tunnel_->counted[1]) {
+        bm->websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - tunnel_->counted[1]);
+        tunnel_->counted[1] = m;
+      }
+    }
+    if (tunnel_->from_client.closeSeen()) {
+      tunnel_->noteCloser(metrics::ClosedBy::kClient, tunnel_->from_client.closeCode());
+    } else if (tunnel_->from_backend.closeSeen()) {
+      tunnel_->noteCloser(metrics::ClosedBy::kBackend, tunnel_->from_backend.closeCode());
+    }
+    if (up_ && !up_->closing()) up_->setReading(pending_backend() == 0 && !tunnel_->backend_half_closed);
+    // Either side's end (EOF, END_STREAM) passed on once its bytes are.
+    bool backend_drained = tunnel_->backend_half_closed && pending_backend() == 0;
+    bool client_drained = tunnel_->client_half_closed && body_.empty() && !up_writing_;
+    if (backend_drained && !end_sent_) {
+      end_sent_ = true;
+      c_.codec_.sendBody(id_, nullptr, 0, true);
+    }
+    if (client_drained && up_ && !shut_) {
+      shut_ = true;
+      auto* req = new uv_shutdown_t;
+      if (up_->shutdown(req, [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
+    }
+    bool answered = tunnel_->going_away && tunnel_->from_client.closeSeen() &&
+                    (tunnel_->from_backend.closeSeen() || tunnel_->backend_half_closed);
+    if ((backend_drained && client_drained) || answered) {
+      finishTunnel(false);
+      return;
+    }
+    c_.pump();
+  }
+
+  // The tunnel is over: counted, its upstream connection closed, the stream
+  // ended (reset when `cut`) and its slot released.
+  void finishTunnel(bool cut) {
+    if (tunnel_done_) return;
+    tunnel_done_ = true;
+    if (backend_) {
+      metrics::BackendMetrics& bm = c_.worker_.metrics().backend(backend_->id);
+      bm.websocket_active.dec();
+      backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
+      if (c_.worker_.config().limits.max_connections_per_backend) c_.worker_.slotFreed();
+      bm.websocket_duration.observeMs(c_.worker_.now() - tunnel_->started_ms);
+      bm.websocketClose(tunnel_->close_code, tunnel_->close_by);
+    }
+    if (up_write_) {
+      up_write_->ctx = nullptr;
+      up_write_ = nullptr;
+    }
+    if (up_) {
+      up_->setOwner(nullptr);
+      std::exchange(up_, nullptr)->close();
+    }
+    up_in_.release(c_.worker_.buffers());
+    if (cut) {
+      c_.codec_.resetStream(id_, kInternalError);
+    } else if (!end_sent_) {
+      end_sent_ = true;
+      c_.codec_.sendBody(id_, nullptr, 0, true);
+    }
+    c_.tunnelOver(*this);
+  }
 
   void progress() { blocked_since_ = c_.worker_.now(); }
   // Body bytes to the codec, the last ones of a known length with END_STREAM.
@@ -292,10 +527,27 @@ class H2Connection::H2Stream final : public Downstream {
   bool head_sent_ = false;
   bool no_body_ = false;     // the final head ends the stream
   bool body_ended_ = false;  // END_STREAM is given to the codec
+
+ public:
+  bool upgrade = false;  // an RFC 8441 extended CONNECT, sent upstream as an HTTP/1.1 upgrade
+
+ private:
+  // RFC 8441 tunnel, after the upstream's 101.
+  std::unique_ptr<forward::Tunnel> tunnel_;
+  UpstreamConn* up_ = nullptr;
+  balancer::Backend* backend_ = nullptr;
+  IoBuffer up_in_;               // bytes from the backend; [up_sent_, end) not yet given to the codec
+  std::uint32_t up_sent_ = 0;
+  std::size_t up_taken_ = 0;     // [0, up_taken_) of body_ is being written to the backend
+  WriteReq* up_write_ = nullptr;
+  bool up_writing_ = false;
+  bool end_sent_ = false;
+  bool shut_ = false;
+  bool tunnel_done_ = false;
 };
 
 H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)
-    : worker_(worker), link_(link), peer_(peer), codec_(*this, connectionSettings(worker.config())) {
+    : worker_(worker), link_(link), peer_(peer), codec_(*this, h2Settings(worker.config())) {
   worker_.metrics().http2_connections_active.inc();
   worker_.metrics().http2_connections_total.inc();
 }
@@ -388,13 +640,17 @@ void H2Connection::resume() {
 }
 
 void H2Connection::abortAll() {
+  std::vector<H2Stream*> tunnels;
   for (auto& [id, hs] : streams_) {
     if (hs->stream && !hs->stream->done()) hs->stream->abort();
+    if (!hs->stream && hs->tunneling()) tunnels.push_back(hs.get());
   }
+  for (H2Stream* hs : tunnels) hs->endTunnel(metrics::ClosedBy::kClient);
 }
 
 void H2Connection::shutdownNotice() {
   if (codec_.goingAway()) return;
+  drainTunnels(nullptr);
   codec_.shutdownNotice();
   exportCounters();
   pump();
@@ -457,8 +713,22 @@ void H2Connection::onRequestHead(std::int32_t id, http::RequestHead& head, bool 
   ex.request_done = end_stream;
   link_.h2Rearm();
   if (hs.head.upgrade) {
-    s->answerLocally(501, "tether: WebSockets over HTTP/2 are not served; use HTTP/1.1\n");
-    return;
+    // RFC 8441 (advertised only with http2.websockets): the extended CONNECT
+    // becomes an HTTP/1.1 upgrade to the backend, GET with Upgrade and a key
+    // of our own; its 101 is answered 200 and the stream becomes a tunnel.
+    if (!http::iequals(hs.head.protocol, "websocket")) {
+      s->answerLocally(501, "tether: only the websocket protocol is served over extended CONNECT\n");
+      return;
+    }
+    hs.upgrade = true;
+    hs.head.method = http::kMethodGet;
+    hs.head.framing = http::Framing::kNone;
+    hs.head.headers.add("upgrade", "websocket");
+    hs.head.headers.add("sec-websocket-key", webSocketKey(uv_hrtime() ^ reinterpret_cast<std::uintptr_t>(&hs),
+                                                          worker_.now() * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(id)));
+    ex.method = http::kMethodGet;
+    ex.upgrade = true;
+    ex.request_done = true;
   }
   if (!forward::applyUnderscorePolicy(hs.head.headers, worker_.config().limits.headers_with_underscores)) {
     s->answerLocally(400, "tether: header field name with an underscore\n");
@@ -469,6 +739,14 @@ void H2Connection::onRequestHead(std::int32_t id, http::RequestHead& head, bool 
 
 void H2Connection::onRequestBody(std::int32_t id, const char* data, std::size_t len) {
   H2Stream* hs = find(id);
+  if (hs && hs->tunneling()) {
+    hs->body(data, len);
+    return;
+  }
+  if (hs && hs->upgrade && hs->stream && !hs->stream->done()) {
+    hs->body(data, len);  // sent once the tunnel is up
+    return;
+  }
   if (!hs || !hs->stream || hs->stream->done()) {
     codec_.consumed(id, len);  // nobody takes it: the windows stay open
     return;
@@ -480,6 +758,10 @@ void H2Connection::onRequestBody(std::int32_t id, const char* data, std::size_t 
 
 void H2Connection::onRequestEnd(std::int32_t id, const http::HeaderList* trailers) {
   H2Stream* hs = find(id);
+  if (hs && (hs->tunneling() || hs->upgrade)) {
+    hs->end(trailers);
+    return;
+  }
   if (!hs || !hs->stream || hs->stream->done()) return;
   hs->end(trailers);
   hs->stream->ex().request_done = true;
@@ -493,7 +775,10 @@ void H2Connection::onStreamReset(std::int32_t id, std::uint32_t) {
     return;
   }
   Stream* s = hs->stream;
-  if (!s) return;
+  if (!s) {
+    hs->endTunnel(metrics::ClosedBy::kClient);
+    return;
+  }
   // The upstream request is cancelled: its connection closes (never reused
   // with a half-sent request or an unread answer).
   if (!s->done()) s->abort();
@@ -508,6 +793,23 @@ void H2Connection::reap(H2Stream& hs, Stream* s) {
   if (!s || hs.stream != s || !s->done() || s->depth() != 0) return;
   worker_.destroyStream(s);
   hs.stream = nullptr;
+  if (hs.tunneling()) return;  // the stream lives on as a tunnel (tunnelOver)
+  release(hs);
+}
+
+void H2Connection::tunnelOver(H2Stream& hs) {
+  if (!hs.stream) release(hs);
+}
+
+void H2Connection::drainTunnels(const balancer::Backend* b) {
+  std::vector<std::int32_t> ids;
+  for (auto& [id, hs] : streams_)
+    if (hs->tunnelTo(b)) ids.push_back(id);
+  for (std::int32_t id : ids)
+    if (H2Stream* hs = find(id)) hs->goAway();
+}
+
+void H2Connection::release(H2Stream& hs) {
   std::int32_t id = hs.id();
   auto it = streams_.find(id);
   if (it != streams_.end()) {

@@ -32,6 +32,10 @@
 #include "proxy/downstream.h"
 #include "proxy/http/h2_server.h"
 
+namespace tether::balancer {
+struct Backend;
+}
+
 namespace tether::proxy {
 
 class Worker;
@@ -83,6 +87,8 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   // Drain (SIGTERM, reload): the two-step GOAWAY; streams in flight finish.
   void shutdownNotice();
   void finalGoAway();
+  // RFC 8441 tunnels to `b` (any backend: nullptr) get close frames 1001.
+  void drainTunnels(const balancer::Backend* b);
   // Streams with a Stream still at work.
   std::size_t active() const { return streams_.size(); }
   // A stream waits for the client's window (a slow or stalled reader):
@@ -106,6 +112,8 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   template <typename F>
   void inCodec(F&& f);
   void reap(H2Stream& hs, Stream* s);
+  void tunnelOver(H2Stream& hs);
+  void release(H2Stream& hs);
 
   Worker& worker_;
   Link& link_;

@@ -82,6 +82,10 @@ class Session final : public ListHook<>,
   void goAway();
   // A backend went away: tunnels to it get close frames 1001.
   bool tunnelTo(const balancer::Backend* b) const;
+  // HTTP/2: its RFC 8441 tunnels to `b` (nullptr: any) get close frames 1001.
+  void drainH2Tunnels(const balancer::Backend* b) {
+    if (h2_ && state_ == State::kH2) h2_->drainTunnels(b);
+  }
   // A going-away close waiting for its turn in a spread window.
   void markGoAway() {
     if (tunnel_) tunnel_->goaway_marked = true;

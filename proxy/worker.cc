@@ -341,6 +341,7 @@ void Worker::drainTunnels(std::int64_t backend_id) {
   std::int64_t spread = config_->timeouts.websocket_close_spread;
   std::size_t marked = 0;
   sessions_.forEach([&](Session* s) {
+    s->drainH2Tunnels(b);
     if (!s->tunnelTo(b)) return;
     if (spread <= 0) {
       s->goAway();

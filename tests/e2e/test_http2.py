@@ -376,6 +376,105 @@ class Tls(H2TestCase):
         self.assertNotIn(8, h.remote_settings)  # SETTINGS_ENABLE_CONNECT_PROTOCOL
 
 
+class WebSocketsOverH2(H2TestCase):
+    """RFC 8441 extended CONNECT, with http2.websockets: true."""
+
+    def ws_stream(self, c, path="/", extra=()):
+        sid = c.request("CONNECT", path, headers=[(":protocol", "websocket"),
+                                                  ("sec-websocket-version", "13")] + list(extra),
+                        end=False)
+        r = c.responses[sid]
+        self.assertTrue(c.until(lambda: r.status is not None or r.reset is not None, 10), "an answer")
+        return sid, r
+
+    def recv_ws(self, c, r, have, timeout=5):
+        """The next WebSocket frame in r.body after `have` bytes: (opcode, payload, used)."""
+        from wsutil import _parse
+        deadline = time.monotonic() + timeout
+        while True:
+            f, used = _parse(bytes(r.body[have:]))
+            if f is not None:
+                return f, have + used
+            if time.monotonic() > deadline or c.closed:
+                raise AssertionError("no WebSocket frame (%d bytes, reset %r)" % (len(r.body) - have, r.reset))
+            now = len(r.body)
+            c.until(lambda: len(r.body) > now or r.ended or r.reset is not None, 0.5)
+
+    def test_off_by_default_not_advertised_and_refused(self):
+        ws = self.start_ws_echo()
+        t = self.start([ws])
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/id")
+        c.response(sid)
+        self.assertNotIn(8, c.remote_settings)  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+        sid, r = self.ws_stream(c)
+        self.assertTrue(r.reset is not None or (r.status or 0) >= 400, (r.status, r.reset))
+
+    def test_echo_through_an_http_1_1_upgrade_to_the_backend(self):
+        from wsutil import OP_BINARY, OP_CLOSE, OP_TEXT, frame
+        ws = self.start_ws_echo()
+        t = self.start([ws], config={"http2": {"websockets": True}})
+        c = self.client(t.proxy_port)
+        self.assertTrue(c.until(lambda: c.remote_settings.get(8) == 1, 5), c.remote_settings)
+        sid, r = self.ws_stream(c, "/headers")
+        self.assertEqual((r.status, r.reset), (200, None))
+        self.assertEqual(r.header("sec-websocket-accept"), [])
+        f, used = self.recv_ws(c, r, 0)
+        seen = {n.lower(): v for n, v in json.loads(f.payload)}
+        self.assertEqual(seen.get("upgrade", "").lower(), "websocket")
+        self.assertEqual(len(seen.get("sec-websocket-key", "")), 24)
+        # Messages both ways, a big one across many DATA frames and windows.
+        for op, payload in ((OP_TEXT, b"hello"), (OP_BINARY, os.urandom(300_000))):
+            c.send_data(sid, frame(op, payload, mask=True), end=False)
+            f, used = self.recv_ws(c, r, used, timeout=20)
+            self.assertEqual((f.opcode, f.payload == payload), (op, True))
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 1, 5)
+        # A close from the client: echoed by the backend, the stream ends.
+        c.send_data(sid, frame(OP_CLOSE, b"\x03\xe8", mask=True), end=False)
+        f, used = self.recv_ws(c, r, used)
+        self.assertEqual(f.opcode, OP_CLOSE)
+        c.send_data(sid, b"", end=True)
+        self.assertTrue(c.until(lambda: r.ended or r.reset is not None, 10), "the stream ends")
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 0, 5)
+        self.assertEqual(t.metric("tether_websocket_closes_total", code="1000", by="client"), 1)
+        # The connection is still good for requests.
+        sid = c.request("GET", "/id")
+        self.assertEqual(c.response(sid).status, 200)
+
+    def test_sigterm_sends_1001_on_the_tunnel_streams(self):
+        from wsutil import OP_CLOSE, OP_TEXT, close_payload, frame
+        ws = self.start_ws_echo()
+        t = self.start([ws], config={"http2": {"websockets": True}, "timeouts": {"shutdown_grace": "5s"}})
+        c = self.client(t.proxy_port)
+        sid, r = self.ws_stream(c)
+        self.assertEqual(r.status, 200)
+        c.send_data(sid, frame(OP_TEXT, b"x", mask=True), end=False)
+        f, used = self.recv_ws(c, r, 0)
+        t.signal(SIGTERM)
+        f, used = self.recv_ws(c, r, used)
+        self.assertEqual(f.opcode, OP_CLOSE)
+        self.assertEqual(f.payload[:2], b"\x03\xe9")  # 1001 Going Away
+        c.send_data(sid, frame(OP_CLOSE, close_payload(1001) if callable(close_payload) else b"\x03\xe9",
+                               mask=True), end=False)
+        self.assertTrue(c.until(lambda: r.ended or r.reset is not None, 10), "the stream ends")
+        self.assertEqual(t.wait_exit(10), 0)
+
+    def test_client_reset_closes_the_upstream_websocket(self):
+        from wsutil import OP_TEXT, frame
+        ws = self.start_ws_echo()
+        t = self.start([ws], config={"http2": {"websockets": True}})
+        c = self.client(t.proxy_port)
+        sid, r = self.ws_stream(c)
+        self.assertEqual(r.status, 200)
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 1, 5)
+        c.reset(sid)
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 0, 5,
+                   msg="the tunnel is over")
+        self.assertEqual(t.metric("tether_upstream_connections", state="active"), 0)
+        sid = c.request("GET", "/id")
+        self.assertEqual(c.response(sid).status, 200)
+
+
 class Drain(H2TestCase):
     def test_sigterm_sends_two_goaways_and_answers_streams_in_flight(self):
         up = self.start_http_upstream(name="a")
