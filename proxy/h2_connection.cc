@@ -22,7 +22,6 @@ namespace tether::proxy {
 namespace {
 
 constexpr std::uint32_t kInternalError = 2;  // RST_STREAM INTERNAL_ERROR (RFC 9113 §7)
-constexpr std::uint32_t kNoError = 0;
 
 constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -278,9 +277,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     if (c_.codec_.sendBody(id_, reason, body_len, true) < body_len) {
       c_.codec_.resetStream(id_, kInternalError);  // a client window too small for a line
     } else if (!ended_) {
-      // Answered before the request ended: the rest of its body is not
-      // wanted (RFC 9113 §8.1).
-      c_.codec_.resetStream(id_, kNoError);
+      c_.codec_.stopRequestBody(id_);  // the rest of the body is not wanted
     }
     c_.pump();
     return body_len + extra.bytes() + 16;
@@ -290,7 +287,11 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     resume_pending = true;
     c_.link_.h2Defer();
   }
-  void finished(bool) override {}
+  // An answer that ended before its request did (an early 401 or 413 from
+  // the backend): the rest of the body is not wanted.
+  void finished(bool) override {
+    if (!ended_ && !upgrade) c_.codec_.stopRequestBody(id_);
+  }
   void reap(Stream* s) override { c_.reap(*this, s); }
   void upgraded(UpstreamConn* upstream, IoBuffer& up_in, std::uint32_t up_off) override {
     // RFC 8441: the stream is a tunnel between the client's DATA frames and
@@ -530,6 +531,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
 
  public:
   bool upgrade = false;  // an RFC 8441 extended CONNECT, sent upstream as an HTTP/1.1 upgrade
+  std::uint64_t received = 0;  // request body bytes received
 
  private:
   // RFC 8441 tunnel, after the upstream's 101.
@@ -752,6 +754,14 @@ void H2Connection::onRequestBody(std::int32_t id, const char* data, std::size_t 
     return;
   }
   hs->stream->ex().bytes_in += len;
+  std::uint64_t limit = worker_.config().limits.max_request_body_bytes;
+  if (limit && (hs->received += len) > limit) {
+    // A body without content-length past limits.max_request_body_bytes:
+    // 413 as over HTTP/1.1 (a content-length above is refused by the codec).
+    codec_.consumed(id, len);
+    hs->stream->answerLocally(413, "tether: request body too large\n");
+    return;
+  }
   hs->body(data, len);
   if (hs->stream) hs->stream->onRequestBody();
 }

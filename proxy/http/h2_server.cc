@@ -662,6 +662,17 @@ bool H2ServerCodec::submitTrailers(std::int32_t stream, const HeaderList& traile
   return true;
 }
 
+void H2ServerCodec::stopRequestBody(std::int32_t stream) {
+  Stream* s = find(stream);
+  if (!s || s->closed || s->request_ended || s->reset_by_us) return;
+  if (!s->response_ended) {
+    s->stop_body = true;  // onFrameSend, with the END_STREAM
+    return;
+  }
+  s->reset_by_us = true;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream, NGHTTP2_NO_ERROR);
+}
+
 void H2ServerCodec::resetStream(std::int32_t stream, std::uint32_t code) {
   Stream* s = find(stream);
   if (!s || s->closed || s->reset_by_us) return;

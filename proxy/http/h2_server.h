@@ -177,6 +177,11 @@ class H2ServerCodec {
   std::size_t sendBody(std::int32_t stream, const char* data, std::size_t len, bool end);
   // The response ends with these trailers (after the queued body).
   bool submitTrailers(std::int32_t stream, const HeaderList& trailers);
+  // The response ends before the request did (an early answer, a local
+  // one): once its END_STREAM is out, RST_STREAM(NO_ERROR) stops the rest of
+  // the request body (RFC 9113 §8.1; a reset queued earlier would go out
+  // before the answer).
+  void stopRequestBody(std::int32_t stream);
   // Resets one stream (a backend that died mid-response: INTERNAL_ERROR = 2).
   void resetStream(std::int32_t stream, std::uint32_t code = 2);
   // The backend took `n` request body bytes of `stream`: the windows reopen.

@@ -122,7 +122,10 @@ class H2Client:
         view = memoryview(data)
         deadline = time.monotonic() + 60
         while view:
-            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            try:
+                room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            except h2.exceptions.StreamClosedError:
+                return
             if room <= 0:
                 if time.monotonic() > deadline:
                     raise AssertionError("no window opened for stream %d" % sid)
@@ -131,11 +134,17 @@ class H2Client:
                     return
                 continue
             n = min(room, len(view))
-            self.conn.send_data(sid, bytes(view[:n]))
+            try:
+                self.conn.send_data(sid, bytes(view[:n]))
+            except h2.exceptions.StreamClosedError:
+                return  # the server answered (and reset) the stream meanwhile
             view = view[n:]
             self.flush()
         if end:
-            self.conn.end_stream(sid)
+            try:
+                self.conn.end_stream(sid)
+            except h2.exceptions.StreamClosedError:
+                return
             self.flush()
 
     def reset(self, sid, code=8):

@@ -218,6 +218,21 @@ class Bodies(H2TestCase):
         r = c.response(sid, timeout=60)
         self.assertEqual((r.status, len(r.body), r.header("transfer-encoding")), (200, 3 * MiB, []))
 
+    def test_a_body_over_the_limit_is_413_with_or_without_content_length(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start([up], config={"limits": {"max_request_body_bytes": "100KiB"}})
+        c = self.client(t.proxy_port)
+        sid = c.request("POST", "/echo", headers=[("content-length", str(200 * 1024))], end=False)
+        r = c.response(sid)
+        self.assertEqual(r.status, 413)
+        sid = c.request("POST", "/echo", end=False)
+        c.send_data(sid, b"x" * (150 * 1024), end=True)
+        r = c.response(sid)
+        self.assertEqual(r.status, 413)
+        sid = c.request("POST", "/echo", body=b"y" * (50 * 1024))
+        r = c.response(sid)
+        self.assertEqual((r.status, json.loads(bytes(r.body))["body_length"]), (200, 50 * 1024))
+
     def test_event_stream_frames_arrive_as_they_are_produced(self):
         up = self.start_http_upstream(name="a")
         t = self.start([up])
