@@ -64,12 +64,16 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool resume_pending = false;
 
   void body(const char* data, std::size_t len) {
-    if (body_.capacity() == 0) body_.reserve(c_.worker_.config().http2.initial_window);
+    if (body_.capacity() == 0) body_.reserve(c_.initial_window_);
     if ((taken_ || up_taken_) && body_.size() + len > body_.capacity()) {
-      // More than the window the codec enforces: never while a write
-      // references the bytes (they would move).
-      c_.codec_.resetStream(id_, kInternalError);
-      if (stream) stream->abort();
+      // More than the window the codec enforces (never, by flow control):
+      // the bytes a write references must not move.
+      if (tunnel_) {
+        finishTunnel(true);
+      } else {
+        c_.codec_.resetStream(id_, kInternalError);
+        c_.cancel(*this);
+      }
       return;
     }
     body_.append(data, len);
@@ -214,8 +218,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   }
   bool sendBody(const char* data, std::size_t len) override {
     if (reset_ || body_ended_) return false;
-    std::size_t took = give(data, len);
-    if (stream) stream->ex().bytes_out += len;
+    std::size_t took = give(data, len);  // (counted in bytes_out by the stream)
     progress();
     if (took < len) {
       pending_ = data + took;
@@ -549,7 +552,11 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
 };
 
 H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)
-    : worker_(worker), link_(link), peer_(peer), codec_(*this, h2Settings(worker.config())) {
+    : worker_(worker),
+      link_(link),
+      peer_(peer),
+      initial_window_(h2Settings(worker.config()).initial_window),
+      codec_(*this, h2Settings(worker.config())) {
   worker_.metrics().http2_connections_active.inc();
   worker_.metrics().http2_connections_total.inc();
 }
@@ -784,15 +791,20 @@ void H2Connection::onStreamReset(std::int32_t id, std::uint32_t) {
     codec_.released(id);
     return;
   }
-  Stream* s = hs->stream;
-  if (!s) {
+  if (!hs->stream) {
     hs->endTunnel(metrics::ClosedBy::kClient);
     return;
   }
-  // The upstream request is cancelled: its connection closes (never reused
-  // with a half-sent request or an unread answer).
+  cancel(*hs);
+}
+
+// The upstream request is cancelled: its connection closes (never reused
+// with a half-sent request or an unread answer).
+void H2Connection::cancel(H2Stream& hs) {
+  Stream* s = hs.stream;
+  if (!s) return;
   if (!s->done()) s->abort();
-  if (s->depth() == 0) reap(*hs, s);
+  if (s->depth() == 0) reap(hs, s);
 }
 
 void H2Connection::onStreamWritable(std::int32_t id) {

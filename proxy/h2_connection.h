@@ -113,11 +113,13 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   void inCodec(F&& f);
   void reap(H2Stream& hs, Stream* s);
   void tunnelOver(H2Stream& hs);
+  void cancel(H2Stream& hs);
   void release(H2Stream& hs);
 
   Worker& worker_;
   Link& link_;
   const Peer& peer_;
+  std::uint32_t initial_window_;  // the codec's: what one stream's unconsumed body can reach
   http::H2ServerCodec codec_;
   std::unordered_map<std::int32_t, std::unique_ptr<H2Stream>> streams_;
   std::vector<std::unique_ptr<H2Stream>> dead_;
