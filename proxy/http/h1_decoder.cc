@@ -12,9 +12,17 @@ static_assert(kMethodDelete == HTTP_DELETE && kMethodGet == HTTP_GET && kMethodH
               kMethodOptions == HTTP_OPTIONS && kMethodTrace == HTTP_TRACE && kMethodPatch == HTTP_PATCH);
 
 std::string_view methodName(std::uint8_t method) {
-  const char* n = llhttp_method_name(static_cast<llhttp_method>(method));
-  if (!n || std::strcmp(n, "<unknown>") == 0) return "-";
-  return n;
+  // One table, built once from llhttp's map: no strlen per head, and "-"
+  // for a code llhttp has no name for.
+  static const std::array<std::string_view, 256> kNames = [] {
+    std::array<std::string_view, 256> a;
+    a.fill("-");
+#define TETHER_METHOD(num, id, text) a[num] = #text;
+    HTTP_METHOD_MAP(TETHER_METHOD)
+#undef TETHER_METHOD
+    return a;
+  }();
+  return kNames[method];
 }
 
 int methodCode(std::string_view name) {
