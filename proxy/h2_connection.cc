@@ -64,7 +64,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool resume_pending = false;
 
   void body(const char* data, std::size_t len) {
-    if (body_.capacity() == 0) body_.reserve(c_.initial_window_);
+    if (body_.capacity() < c_.initial_window_) body_.reserve(c_.initial_window_);  // never moves after
     if ((taken_ || up_taken_) && body_.size() + len > body_.capacity()) {
       // More than the window the codec enforces (never, by flow control):
       // the bytes a write references must not move.

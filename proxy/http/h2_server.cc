@@ -131,8 +131,8 @@ struct H2Callbacks {
     ++c.streams_seen_;
     if (c.final_goaway_ || c.streams_seen_ > c.settings_.max_streams_per_connection ||
         c.streams_.size() >= c.settings_.max_concurrent_streams) {
-      // Not in streams_: its fields, body and close are ignored.
-      ++c.counters_.streams_refused;
+      // Not in streams_: its fields, body and close are ignored (counted
+      // as refused when the RST_STREAM goes out: onFrameSend).
       nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
       return c.glitch() ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -233,9 +233,16 @@ struct H2Callbacks {
   // without a callback are counted here.
   static int onBeginFrame(nghttp2_session* session, const nghttp2_frame_hd* hd, void* ud) {
     H2ServerCodec& c = codec(ud);
+    // A WINDOW_UPDATE or RST_STREAM for a stream that is over: nghttp2
+    // keeps closed streams a while (the priority tree), so "found" is not
+    // "open".
+    auto over = [&] {
+      nghttp2_stream* st = nghttp2_session_find_stream(session, hd->stream_id);
+      return !st || nghttp2_stream_get_state(st) == NGHTTP2_STREAM_STATE_CLOSED;
+    };
     bool odd = hd->type == NGHTTP2_PRIORITY ||
-               (hd->type == NGHTTP2_WINDOW_UPDATE && hd->stream_id &&
-                !nghttp2_session_find_stream(session, hd->stream_id));
+               ((hd->type == NGHTTP2_WINDOW_UPDATE || hd->type == NGHTTP2_RST_STREAM) && hd->stream_id &&
+                hd->stream_id <= nghttp2_session_get_last_proc_stream_id(session) && over());
     if (odd && !c.glitch()) return NGHTTP2_ERR_CALLBACK_FAILURE;
     return 0;
   }
@@ -269,8 +276,9 @@ struct H2Callbacks {
         c.error_ == H2ServerCodec::Error::kNone) {
       c.fail(H2ServerCodec::Error::kProtocol, NGHTTP2_NO_ERROR);  // nghttp2 answered a connection error itself
     }
-    if (frame->hd.type == NGHTTP2_RST_STREAM && frame->rst_stream.error_code != NGHTTP2_NO_ERROR &&
-        frame->rst_stream.error_code != NGHTTP2_REFUSED_STREAM) {
+    if (frame->hd.type == NGHTTP2_RST_STREAM && frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM) {
+      ++c.counters_.streams_refused;  // ours (no slot) or nghttp2's (before the SETTINGS ACK)
+    } else if (frame->hd.type == NGHTTP2_RST_STREAM && frame->rst_stream.error_code != NGHTTP2_NO_ERROR) {
       // A stream tether reset for a fault of the client's (MadeYouReset).
       H2ServerCodec::Stream* s = c.find(frame->hd.stream_id);
       if (!s || !s->reset_by_us) {

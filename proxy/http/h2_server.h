@@ -41,15 +41,21 @@
 //  - streams: at most max_concurrent_streams at once, a slot held from HEADERS
 //    until released(stream) (not merely until the stream closes: a client that
 //    resets streams cannot start new upstream work faster than the old work is
-//    released); above, REFUSED_STREAM. After max_streams_per_connection
-//    streams, a graceful GOAWAY.
+//    released); above, REFUSED_STREAM (counted as refused, as are the
+//    streams nghttp2 refuses before the client acknowledged the SETTINGS). A
+//    client that exceeds the acknowledged limit with streams still open
+//    breaks what it agreed to: nghttp2 1.52 ends the connection (GOAWAY
+//    PROTOCOL_ERROR), where RFC 9113 §5.1.2 asks for a stream error; no
+//    option changes that. After max_streams_per_connection streams, a
+//    graceful GOAWAY.
 //  - Rapid Reset (CVE-2023-44487): a stream the client resets before its
 //    response ended is a "premature reset". Past rapid_reset_min_streams
 //    streams, when premature resets are at least half of all streams, or
 //    beyond max_premature_resets in all, GOAWAY ENHANCE_YOUR_CALM.
 //  - glitches (MadeYouReset, CVE-2025-8671, and floods): each frame that is
 //    invalid, makes tether reset a stream, or carries nothing (empty DATA
-//    without END_STREAM, a WINDOW_UPDATE or PRIORITY for a closed stream, a
+//    without END_STREAM, a WINDOW_UPDATE or RST_STREAM for a closed stream,
+//    any PRIORITY, a
 //    PING, a SETTINGS beyond the first) counts one; a stream that completes
 //    gives one back. Above glitch_budget, GOAWAY ENHANCE_YOUR_CALM.
 //
