@@ -1008,12 +1008,17 @@ void Session::closeGracefully() {
   armTimer();
   auto* req = new uv_shutdown_t;
   req->data = this;
+  // The shutdown request keeps the session alive, counted before the call:
+  // a TLS shutdown whose close_notify cannot be written fails the transport
+  // and completes the request (onShutdown) before it returns.
+  ++open_handles_;
   if (shutdownClient(req, onShutdown) != 0) {
+    --open_handles_;
     delete req;
     close();
     return;
   }
-  ++open_handles_;  // the shutdown request keeps the session alive
+  if (closing_) return;
   if (!down_reading_) {
     uv_read_start(reinterpret_cast<uv_stream_t*>(&client_), onAlloc, onRead);
     down_reading_ = true;

@@ -959,6 +959,39 @@ class SecureWebSocket(TlsTestCase):
 # What is not TLS
 
 
+class ClientsThatVanish(TlsTestCase):
+    """Clients that reset their connection around the last response: the close_notify
+    tether writes then fails, which once freed the session inside its own call (a
+    remote crash of any HTTPS listener, found by h2load --h1 ending its run)."""
+
+    def test_resets_around_the_last_response_leave_tether_serving(self):
+        up = self.start_http_upstream(name="a")
+        t = self.start_tls([up])
+        ctx = client_ctx()
+        linger = struct.pack("ii", 1, 0)  # close() sends RST
+        deadline = time.monotonic() + 60
+        for i in range(120):
+            if time.monotonic() > deadline:
+                break
+            raw = socket.create_connection(("127.0.0.1", t.proxy_port), timeout=5)
+            s = ctx.wrap_socket(raw, server_hostname="a.test")
+            close = i % 2 == 0
+            s.sendall(b"GET /id HTTP/1.1\r\nHost: a.test\r\n%s\r\n"
+                      % (b"Connection: close\r\n" if close else b""))
+            if i % 3:
+                try:
+                    s.recv(64)  # the response started: the reset lands around its end
+                except OSError:
+                    pass
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.close()
+            if not t.running:
+                break
+        self.assertTrue(t.running, "tether died:\n" + t.tail(40))
+        r = curl_https(t.proxy_port, "/id")
+        self.assertEqual((r.returncode, r.stdout), (0, b"a"), r.stderr)
+
+
 class NotTls(TlsTestCase):
     def setUp(self):
         self.up = self.scripted_upstream(with_health(lambda req: (200, {}, b"ok")))
