@@ -175,8 +175,19 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool requestSent() const override { return upgrade || (ended_ && !taken_ && !requestBodyReady()); }
   bool requestComplete() const override { return upgrade || ended_; }
   bool requestReplayable() const override { return !released_; }
+  // Called as the stream writes the upstream head for an attempt: a body
+  // without content-length that has fully arrived by then (a client's
+  // first flight, the common case) goes with a Content-Length, as nginx
+  // sends it; some applications do not read chunked request bodies.
   void rewindRequestBody() override {
     if (released_) return;
+    if (ended_ && head.framing == http::Framing::kChunked && trailers_.empty() && !upgrade) {
+      head.framing = http::Framing::kLength;
+      head.content_length = body_.size();
+      char digits[24];
+      auto r = std::to_chars(digits, digits + sizeof digits, body_.size());
+      head.headers.add("content-length", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
+    }
     taken_ = 0;
     line_taken_ = false;
     end_taken_ = false;

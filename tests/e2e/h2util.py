@@ -112,7 +112,10 @@ class H2Client:
         hs += list(headers)
         self.responses[sid] = Response(sid)
         self.conn.send_headers(sid, hs, end_stream=end and body is None)
-        if body is not None:
+        if body is not None and len(body) <= 16384 and end:
+            # A small body goes in the same write as its HEADERS, as browsers send it.
+            self.conn.send_data(sid, bytes(body), end_stream=True)
+        elif body is not None:
             self.send_data(sid, body, end=end)
         self.flush()
         return sid

@@ -112,6 +112,19 @@ class PriorKnowledge(H2TestCase):
         wait_until(lambda: t.metric("tether_http2_connections_active") == 0, 5,
                    msg="the connection is no longer counted")
 
+    def test_a_small_body_without_content_length_goes_with_one(self):
+        # HEADERS and DATA(END_STREAM) in one flight: the body has arrived before the
+        # upstream head is written (a fresh tether connects first), so the backend gets
+        # a Content-Length rather than a chunked body.
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        sid = c.request("POST", "/echo", body=b"0123456789")
+        r = c.response(sid)
+        hs = echo_headers(bytes(r.body))
+        self.assertEqual((hget(hs, "Content-Length"), hget(hs, "Transfer-Encoding")), (["10"], []))
+        self.assertEqual(json.loads(bytes(r.body))["body_length"], 10)
+
     def test_curl_and_nghttp_prior_knowledge(self):
         up = self.start_http_upstream(name="a")
         t = self.start([up])
@@ -271,6 +284,72 @@ class Bodies(H2TestCase):
         r = c.response(sid)
         self.assertEqual((r.status, bytes(r.body)), (200, b"hello"))
         self.assertEqual(r.trailers, [("x-checksum", "abc")])  # a framing field is never a trailer
+
+
+class Applications(H2TestCase):
+    def test_informational_heads_reach_the_client(self):
+        def handler(req, conn):
+            return (b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        up = RawUpstream(handler)
+        self.addCleanup(up.stop)
+        t = self.start([up])
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/hints")
+        r = c.response(sid)
+        self.assertEqual((r.informational, r.status, bytes(r.body)), ([103], 200, b"ok"))
+
+    def test_uvicorn_event_stream_through_http2(self):
+        app = self.start_sse_app()
+        t = self.start([app])
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", "/sse?n=5&interval_ms=200")
+        r = c.response(sid, timeout=20)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("content-type")[0].split(";")[0], "text/event-stream")
+        frames = [f for f in bytes(r.body).split(b"\n\n") if f]
+        self.assertEqual(len(frames), 6)  # 5 events and [DONE]
+        self.assertEqual(frames[-1], b"data: [DONE]")
+        # Each event left the backend ~200 ms apart and arrived as it was sent.
+        sized = [at for at, n in r.data_times if n]
+        self.assertGreater(sized[-1] - sized[0], 0.6, r.data_times)
+        wait_until(lambda: t.metric("tether_sse_streams_active") == 0, 5)
+
+    def test_socketio_polling_keeps_its_instance_over_http2(self):
+        from affinity_util import SIO_PATH, eio_packets, eio_path, hello_name, tether_config
+        apps = [self.start_socketio_app(name="s%d" % i) for i in range(2)]
+        cfg = tether_config()
+        cfg["access_log"] = {"flush": "50ms"}
+        t = self.start(apps, config=cfg)
+        wait_until(lambda: t.metric("tether_backend_up") == 2, 10, msg="both instances up")
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", eio_path())
+        r = c.response(sid)
+        self.assertEqual(r.status, 200, bytes(r.body))
+        eio = json.loads(bytes(r.body)[1:].split(b"\x1e")[0])["sid"]
+        served_by = []
+        # The Socket.IO connect, then polls: every one on the instance that holds the sid.
+        # (with content-length, as browsers send it: python-engineio does not read a
+        # chunked body, which is what a body without one becomes if it has not fully
+        # arrived when tether writes the upstream head)
+        s = c.request("POST", eio_path(eio), headers=[("content-type", "text/plain;charset=UTF-8"),
+                                                      ("content-length", "2")], body=b"40")
+        self.assertEqual(c.response(s).status, 200)
+        for _ in range(6):
+            s = c.request("GET", eio_path(eio))
+            r = c.response(s, timeout=30)
+            self.assertEqual(r.status, 200, bytes(r.body))
+            name = hello_name(eio_packets(bytes(r.body)))
+            if name:
+                served_by.append(name)
+            served_by.append(r.header("x-upstream-name") and r.header("x-upstream-name")[0])
+            if any(p.startswith("42") for p in eio_packets(bytes(r.body))):
+                break
+        names = {n for n in served_by if n}
+        self.assertLessEqual(len(names), 1, served_by)
+        lines = [x for x in t.access_logs() if x["path"].startswith(SIO_PATH)]
+        self.assertTrue(lines and all(x["protocol"] == "HTTP/2" for x in lines), lines[:3])
+        self.assertEqual(len({x["backend"] for x in lines}), 1, [x["backend"] for x in lines])
 
 
 class Cancel(H2TestCase):
