@@ -113,7 +113,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     pending_ += took;
     pending_len_ -= took;
     if (took) progress();
-    c_.pump();
+    c_.flushSoon();
     if (pending_len_ == 0) {
       blocked_since_ = -1;
       if (stream) stream->onResponseWritten();
@@ -166,7 +166,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     taken_ = 0;
     line_taken_ = false;
     released_ = true;
-    c_.pump();  // the WINDOW_UPDATE
+    c_.flushSoon();  // the WINDOW_UPDATE
   }
   bool requestBodyReady() const override {
     if (taken_ || upgrade) return false;
@@ -235,21 +235,21 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       pending_ = data + took;
       pending_len_ = len - took;
       blocked_since_ = c_.worker_.now();
-      c_.pump();
+      c_.flushSoon();
       c_.link_.h2Rearm();
       return true;
     }
-    c_.pump();
+    c_.flushSoon();
     return false;
   }
   bool flush() override {
-    c_.pump();
+    c_.flushSoon();
     return false;
   }
   bool sendEnd(http::HeaderList* trailers) override {
     if (reset_) return false;
     if (body_ended_) {
-      c_.pump();
+      c_.flushSoon();
       return false;
     }
     body_ended_ = true;
@@ -261,7 +261,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       if (any) sent = c_.codec_.submitTrailers(id_, *trailers);
     }
     if (!sent) c_.codec_.sendBody(id_, nullptr, 0, true);
-    c_.pump();
+    c_.flushSoon();
     return false;
   }
   bool writing() const override { return pending_len_ > 0; }
@@ -270,7 +270,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     reset_ = true;
     pending_len_ = 0;
     c_.codec_.resetStream(id_, kInternalError);
-    c_.pump();
+    c_.flushSoon();
   }
   std::size_t localReply(int status, const char* reason) override {
     if (reset_) return 0;
@@ -293,12 +293,13 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     } else if (!ended_) {
       c_.codec_.stopRequestBody(id_);  // the rest of the body is not wanted
     }
-    c_.pump();
+    c_.flushSoon();
     return body_len + extra.bytes() + 16;
   }
   void updateReading() override {}
   void deferResume() override {
     resume_pending = true;
+    c_.resume_due_ = true;
     c_.link_.h2Defer();
   }
   // An answer that ended before its request did (an early 401 or 413 from
@@ -350,7 +351,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       up_->writeOwn(frame, n);
     }
     tunnel_->noteCloser(metrics::ClosedBy::kTether, 1001);
-    c_.pump();
+    c_.flushSoon();
   }
 
   void onUpstreamConnected(int) override {}
@@ -389,7 +390,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     body_.erase(0, up_taken_);
     up_taken_ = 0;
     pumpTunnel();
-    c_.pump();  // the WINDOW_UPDATE
+    c_.flushSoon();  // the WINDOW_UPDATE
   }
 
  private:
@@ -477,7 +478,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       finishTunnel(false);
       return;
     }
-    c_.pump();
+    c_.flushSoon();
   }
 
   // The tunnel is over: counted, its upstream connection closed, the stream
@@ -640,7 +641,21 @@ bool H2Connection::feed(const char* data, std::size_t len) {
 
 void H2Connection::bury() { dead_.clear(); }
 
+// Stream-side output (responses, WINDOW_UPDATEs) is written from the
+// deferred pass: what every stream produced in one turn of the loop goes out
+// in one write (one TLS record run, one system call) instead of one each.
+void H2Connection::flushSoon() {
+  if (flush_due_) return;
+  flush_due_ = true;
+  link_.h2Defer();
+}
+
 void H2Connection::resume() {
+  if (std::exchange(resume_due_, false)) resumeStreams();
+  if (std::exchange(flush_due_, false)) pump();
+}
+
+void H2Connection::resumeStreams() {
   std::vector<Stream*> due;
   for (auto& [id, hs] : streams_) {
     if (hs->resume_pending && hs->stream) {
@@ -851,7 +866,7 @@ void H2Connection::release(H2Stream& hs) {
   }
   codec_.released(id);
   exportCounters();
-  pump();
+  flushSoon();
   link_.h2Rearm();
 }
 

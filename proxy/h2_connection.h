@@ -76,6 +76,9 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   void pump();
   // A write h2Write queued is done.
   void written();
+  // pump() from the deferred pass (resume()): stream-side output of one
+  // turn of the loop goes out together.
+  void flushSoon();
   // Frees the streams reaped since the last call: only from a top-level
   // callback of the session, with none of ours on the stack.
   void bury();
@@ -108,6 +111,7 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   void onStreamWritable(std::int32_t id) override;
 
   H2Stream* find(std::int32_t id);
+  void resumeStreams();
   // Runs one codec call that may call back (feed, wrote): pumps after it.
   template <typename F>
   void inCodec(F&& f);
@@ -128,6 +132,8 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   bool writing_ = false;
   bool in_codec_ = false;
   bool pump_due_ = false;
+  bool flush_due_ = false;   // resume() pumps
+  bool resume_due_ = false;  // resume() resumes streams (TLS records held upstream)
 };
 
 }  // namespace tether::proxy
