@@ -54,6 +54,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
  public:
   H2Stream(H2Connection& c, std::int32_t id) : c_(c), id_(id), last_byte_ms_(c.worker_.now()) {}
   ~H2Stream() {
+    setPending(0);
     up_in_.release(c_.worker_.buffers());
     if (up_write_) up_write_->ctx = nullptr;
   }
@@ -111,7 +112,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     if (!pending_len_) return;
     std::size_t took = give(pending_, pending_len_);
     pending_ += took;
-    pending_len_ -= took;
+    setPending(pending_len_ - took);
     if (took) progress();
     c_.flushSoon();
     if (pending_len_ == 0) {
@@ -233,7 +234,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     progress();
     if (took < len) {
       pending_ = data + took;
-      pending_len_ = len - took;
+      setPending(len - took);
       blocked_since_ = c_.worker_.now();
       c_.flushSoon();
       c_.link_.h2Rearm();
@@ -268,7 +269,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   void abort() override {
     if (reset_) return;
     reset_ = true;
-    pending_len_ = 0;
+    setPending(0);
     c_.codec_.resetStream(id_, kInternalError);
     c_.flushSoon();
   }
@@ -513,6 +514,12 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   }
 
   void progress() { blocked_since_ = c_.worker_.now(); }
+  // The rest of a response body write the client's window has not taken;
+  // the connection counts the streams with one (blockedSince()).
+  void setPending(std::size_t len) {
+    if ((pending_len_ > 0) != (len > 0)) c_.blocked_ += len > 0 ? 1 : -1;
+    pending_len_ = len;
+  }
   // Body bytes to the codec, the last ones of a known length with END_STREAM.
   std::size_t give(const char* data, std::size_t len) {
     bool end = resp_left_ != kUnknown && len >= resp_left_;
@@ -698,6 +705,7 @@ void H2Connection::finalGoAway() {
 }
 
 std::int64_t H2Connection::blockedSince() const {
+  if (blocked_ == 0) return -1;
   std::int64_t since = -1;
   for (const auto& [id, hs] : streams_) {
     std::int64_t b = hs->blockedSince();

@@ -125,6 +125,7 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   const Peer& peer_;
   std::uint32_t initial_window_;  // the codec's: what one stream's unconsumed body can reach
   http::H2ServerCodec codec_;
+  int blocked_ = 0;  // streams whose response waits for the client's window (outlives them)
   std::unordered_map<std::int32_t, std::unique_ptr<H2Stream>> streams_;
   std::vector<std::unique_ptr<H2Stream>> dead_;
   http::H2ServerCodec::Counters exported_;

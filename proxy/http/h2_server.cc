@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -81,11 +82,13 @@ class NvList {
   void add(std::string_view name, std::string_view value) {
     Off o;
     o.name = arena_.size();
-    for (char c : name) arena_.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
     o.name_len = name.size();
-    o.value = arena_.size();
-    arena_.append(value);
+    o.value = o.name + name.size();
     o.value_len = value.size();
+    arena_.resize(o.value + value.size());
+    char* p = arena_.data() + o.name;
+    for (char c : name) *p++ = c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+    std::memcpy(p, value.data(), value.size());
     offs_.push_back(o);
   }
   void addFields(const HeaderList& h, bool trailers) {
