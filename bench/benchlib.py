@@ -150,6 +150,15 @@ class Tls:
             with self.client_context().wrap_socket(raw, server_hostname=HOST) as s:
                 return s.version(), s.cipher()[0]
 
+    def alpn(self, port, offer=("h2", "http/1.1")):
+        """The ALPN protocol the proxy on port selects when a client offers offer (None: no
+        ALPN answer)."""
+        ctx = self.client_context()
+        ctx.set_alpn_protocols(list(offer))
+        with socket.create_connection((HOST, port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=HOST) as s:
+                return s.selected_alpn_protocol()
+
 
 def make_cert(wd):
     """Generates the bench's certificate under wd/tls (openssl req, bounded) -> Tls."""
@@ -375,7 +384,7 @@ H2O_JSON_LOG = ("'{\"time\":\"%{%Y-%m-%dT%H:%M:%S}t\",\"client\":\"%h\",\"method
 # ---- the proxies -------------------------------------------------------------------------
 
 def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=False,
-                     prod=None):
+                     prod=None, h2=False):
     """nginx as its documentation recommends for reverse proxying with upstream keep-alive
     (and, for WebSocket, the Upgrade/Connection map): the inside of http { }. With tls, the
     listener terminates TLS as "Configuring HTTPS servers" recommends: listen ... ssl,
@@ -384,7 +393,10 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=F
     response goes to the client as it arrives). prod (a Prod): its backends with `hash
     $cookie_token consistent` (the upstream module's consistent hashing on a request
     variable) and a `log_format ... escape=json` written with `access_log ... buffer=64k
-    flush=1s`, as the log module documents."""
+    flush=1s`, as the log module documents. h2 (with tls): HTTP/2 to clients as
+    ngx_http_v2_module documents for 1.22, `listen ... ssl http2` (ALPN h2, then http/1.1);
+    its other settings at their defaults (keepalive_requests and keepalive_timeout, set
+    in nginx_conf, also bound its HTTP/2 connections since 1.19.7)."""
     servers = "    server %s:%d;" % (HOST, upstream_port)
     log_conf, ssl_conf = "", ""  # ssl_conf: the server block's own lines
     if prod is not None:
@@ -406,7 +418,7 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=F
       proxy_buffering off;"""
     ssl_listen = ""
     if tls is not None:
-        ssl_listen = " ssl"
+        ssl_listen = " ssl http2" if h2 else " ssl"
         ssl_conf += """
     ssl_certificate %s;
     ssl_certificate_key %s;
@@ -432,7 +444,8 @@ def nginx_proxy_http(port, upstream_port, websocket=False, tls=None, streaming=F
          "ws_headers": ws_headers, "ssl_listen": ssl_listen, "ssl_conf": ssl_conf}
 
 
-def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False, prod=None):
+def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False, prod=None,
+                 h2=False):
     """HAProxy 2.6 as its documentation recommends: mode http, keep-alive both sides
     (option http-keep-alive is the default), http-reuse safe, one thread, no logging.
     With tls, the frontend terminates TLS: bind ... ssl crt PEM (certificate and key in
@@ -444,7 +457,8 @@ def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False, pr
     prod (a Prod): its backends, checked, with `balance hash req.cook(token)` and
     `hash-type consistent`, and a JSON `log-format` (HAPROXY_JSON_LOG) to stdout (`log stdout
     format raw`, the documented set-up for containers), which start_haproxy writes to
-    the profile's file."""
+    the profile's file. h2 (with tls): `alpn h2,http/1.1` on the bind line, as the 2.6
+    configuration manual documents for HTTP/2 over TLS (the H2 mux, its defaults)."""
     bind_ssl, fe_ssl, log_global, log_fe = "", "", "\n  # no \"log\" line: no access log", ""
     if prod is not None:
         log_global = "\n  log stdout format raw local0"
@@ -455,6 +469,8 @@ def haproxy_conf(port, upstream_port, tls=None, backend=None, no_delay=False, pr
             "  server s%d %s check inter 5s" % (i + 1, b) for i, b in enumerate(prod.backends))
     if tls is not None:
         bind_ssl = " ssl crt %s ssl-min-ver TLSv1.2" % tls.pem
+        if h2:
+            bind_ssl += " alpn h2,http/1.1"
         fe_ssl = """
   http-request set-header X-Forwarded-Proto https if { ssl_fc }"""
     return """
@@ -530,22 +546,23 @@ class Proxy:
 
 
 def start_nginx_proxy(wd, upstream_port, websocket=False, tls=None, streaming=False,
-                      prod=None):
+                      prod=None, h2=False):
     p, port = start_nginx(wd, "nginx-proxy", "nginx", "nginx as proxy",
                           lambda port: nginx_proxy_http(port, upstream_port, websocket, tls,
-                                                        streaming, prod),
+                                                        streaming, prod, h2),
                           tls=tls)
     return Proxy("nginx", p, port)
 
 
-def start_haproxy(wd, upstream_port, tls=None, no_delay=False, name="haproxy", prod=None):
+def start_haproxy(wd, upstream_port, tls=None, no_delay=False, name="haproxy", prod=None,
+                  h2=False):
     """HAProxy in the foreground; with prod, its stdout (the access log) is the profile's
-    log file."""
+    log file. h2: see haproxy_conf."""
     conf = os.path.join(wd, name + ".cfg")
 
     def launch(port):
         with open(conf, "w") as f:
-            f.write(haproxy_conf(port, upstream_port, tls, no_delay=no_delay, prod=prod))
+            f.write(haproxy_conf(port, upstream_port, tls, no_delay=no_delay, prod=prod, h2=h2))
         out = open(prod.log_path(name), "a") if prod is not None else None
         return spawn(["haproxy", "-f", conf, "-db"], name, stdout=out,
                      stderr=open(os.path.join(wd, name + ".log"), "w")), "/health"
@@ -663,11 +680,47 @@ CADDYFILE_PROD = CADDYFILE.replace("""  reverse_proxy %(host)s:%(up)d {
   }""")
 
 
+# HTTP/2 over TLS (bench/h2.sh): h2o's listener with `ssl:` (certificate-file, key-file), as
+# its base directives document; h2 is what it selects by ALPN. http2-idle-timeout 75 (its
+# default is 10 s) so that idle connections live as long as at the other proxies (75 s).
+H2O_TLS_CONF = H2O_CONF.replace("""  port: %(port)d
+""", """  port: %(port)d
+  ssl:
+    certificate-file: %(cert)s
+    key-file: %(key)s
+    minimum-version: TLSv1.2
+http2-idle-timeout: 75
+""")
+
+# HTTP/2 over TLS (bench/h2.sh): an https:// site with `tls <cert> <key>` (the tls directive's
+# own certificate files; no automatic HTTPS, no redirects); HTTP/2 is Caddy's default over
+# TLS. `servers { protocols h1 h2 }` leaves out its HTTP/3 (UDP) listener, which no client
+# here uses. reverse_proxy with its defaults (upstream keep-alive on).
+CADDYFILE_TLS = """{
+  admin off
+  auto_https off
+  log {
+    level ERROR
+  }
+  servers {
+    protocols h1 h2
+  }
+}
+https://%(host)s:%(port)d {
+  tls %(cert)s %(key)s {
+    protocols tls1.2 tls1.3
+  }
+  reverse_proxy %(host)s:%(up)d
+}
+"""
+
+
 def start_configured(wd, name, conf_name, conf_text, argv, upstream_port, env=None,
-                     extra=None):
+                     extra=None, tls=None):
     """A proxy configured by one file: wd/name/conf_name holds conf_text % {"d", "host",
     "port", "up": upstream_port} (and extra) for the port tried; argv (the file's path appended) starts it in the
-    foreground, its stderr in wd/name/name.log. Returns a Proxy."""
+    foreground, its stderr in wd/name/name.log. With tls, conf_text also gets "cert" and
+    "key" and the readiness check is over HTTPS. Returns a Proxy."""
     d = os.path.join(wd, name)
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, conf_name)
@@ -675,10 +728,13 @@ def start_configured(wd, name, conf_name, conf_text, argv, upstream_port, env=No
 
     def launch(port):
         with open(conf, "w") as f:
-            f.write(conf_text % dict(extra or {}, d=d, host=HOST, port=port, up=upstream_port))
+            keys = dict(extra or {}, d=d, host=HOST, port=port, up=upstream_port)
+            if tls is not None:
+                keys.update(cert=tls.cert, key=tls.key)
+            f.write(conf_text % keys)
         return spawn(argv + [conf], name, stderr=open(log_path, "w"),
                      env=dict(env or {}, HOME=d, XDG_DATA_HOME=d, XDG_CONFIG_HOME=d)), "/health"
-    p, port = start_on_free_port("%s; see %s" % (name, log_path), launch)
+    p, port = start_on_free_port("%s; see %s" % (name, log_path), launch, tls=tls)
     return Proxy(name, p, port)
 
 
@@ -688,18 +744,22 @@ def prod_extra(prod, name):
             "backends": " ".join(prod.backends)}
 
 
-def start_h2o(wd, upstream_port, prod=None):
-    return start_configured(wd, "h2o", "h2o.conf", H2O_PROD_CONF if prod else H2O_CONF,
+def start_h2o(wd, upstream_port, prod=None, tls=None):
+    """tls: HTTPS (and so HTTP/2) on its listener, H2O_TLS_CONF (not with prod)."""
+    conf = H2O_TLS_CONF if tls is not None else H2O_PROD_CONF if prod else H2O_CONF
+    return start_configured(wd, "h2o", "h2o.conf", conf,
                             ["h2o", "-c"], upstream_port,
-                            extra=prod_extra(prod, "h2o") if prod else None)
+                            extra=prod_extra(prod, "h2o") if prod else None, tls=tls)
 
 
-def start_caddy(wd, upstream_port, prod=None):
-    """Caddy with GOMAXPROCS=1: one thread running Go code, as the others' one worker."""
-    return start_configured(wd, "caddy", "Caddyfile", CADDYFILE_PROD if prod else CADDYFILE,
+def start_caddy(wd, upstream_port, prod=None, tls=None):
+    """Caddy with GOMAXPROCS=1: one thread running Go code, as the others' one worker.
+    tls: HTTPS (and so HTTP/2) on its listener, CADDYFILE_TLS (not with prod)."""
+    conf = CADDYFILE_TLS if tls is not None else CADDYFILE_PROD if prod else CADDYFILE
+    return start_configured(wd, "caddy", "Caddyfile", conf,
                             ["caddy", "run", "--adapter", "caddyfile", "--config"],
                             upstream_port, env={"GOMAXPROCS": "1"},
-                            extra=prod_extra(prod, "caddy") if prod else None)
+                            extra=prod_extra(prod, "caddy") if prod else None, tls=tls)
 
 
 # Peers beyond HAProxy and nginx, started only when installed (the Debian packages).
@@ -708,7 +768,7 @@ PEERS = ("haproxy", "nginx") + tuple(OPTIONAL_PEERS)
 
 
 def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
-                  streaming=False, prod=None):
+                  streaming=False, prod=None, h2=False, tether_extra=""):
     """The proxies named in wanted ("tether", "haproxy", "nginx"; "h2o" and "caddy" plain
     only, when installed), in that order, in front of upstream_port. tether is skipped,
     with a line in notes, when it does not run; so are h2o and Caddy when absent.
@@ -716,12 +776,18 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
     streaming (event streams): nginx `proxy_buffering off`, HAProxy `option
     http-no-delay`; "haproxy-default" is HAProxy without it. prod (a Prod): each in
     front of its backends with affinity and a JSON access log (bench/http.sh --profile
-    prod)."""
+    prod). h2 (with tls; bench/h2.sh): every proxy offers HTTP/2 by ALPN on its TLS
+    listener (nginx `listen ... ssl http2`, HAProxy `alpn h2,http/1.1`, tether by default),
+    and h2o and Caddy are started too, over TLS (H2O_TLS_CONF, CADDYFILE_TLS).
+    tether_extra: more top-level YAML keys for tether (and tether-base)."""
+    if h2 and tls is None:
+        raise ValueError("h2 needs tls")
     proxies = []
     if "tether" in wanted:
         ok, info = tether_available()
         if ok:
-            proxies.append(start_tether(wd, upstream_port, tls, prod=prod))
+            proxies.append(start_tether(wd, upstream_port, tls, prod=prod,
+                                        extra_conf=tether_extra))
             notes.append("tether: %s" % info)
         else:
             notes.append("tether skipped: %s" % info)
@@ -729,24 +795,29 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
         ok, info = tether_available(TETHER_BASE_BIN)
         if ok:
             proxies.append(start_tether(wd, upstream_port, tls, TETHER_BASE_BIN, "tether-base",
-                                        prod=prod))
+                                        extra_conf=tether_extra, prod=prod))
             notes.append("tether-base (%s): %s" % (TETHER_BASE_BIN, info))
         else:
             notes.append("tether-base skipped: %s" % info)
     if "haproxy" in wanted:
-        proxies.append(start_haproxy(wd, upstream_port, tls, no_delay=streaming, prod=prod))
+        proxies.append(start_haproxy(wd, upstream_port, tls, no_delay=streaming, prod=prod,
+                                     h2=h2))
     if "haproxy-default" in wanted:
         proxies.append(start_haproxy(wd, upstream_port, tls, name="haproxy-default"))
     if "nginx" in wanted:
-        proxies.append(start_nginx_proxy(wd, upstream_port, websocket, tls, streaming, prod))
+        proxies.append(start_nginx_proxy(wd, upstream_port, websocket, tls, streaming, prod,
+                                         h2))
     for name, start in OPTIONAL_PEERS.items():
         if name not in wanted:
             continue
-        if tls is not None or shutil.which(name) is None:
+        if (tls is not None and not h2) or shutil.which(name) is None:
             notes.append("%s skipped: %s" % (name, "plain HTTP only here" if tls else
                                              "not installed (apt-get install %s)" % name))
             continue
-        proxies.append(start(wd, upstream_port, prod))
+        if h2:
+            proxies.append(start(wd, upstream_port, prod, tls=tls))
+        else:
+            proxies.append(start(wd, upstream_port, prod))
     return proxies
 
 
@@ -821,7 +892,8 @@ def versions():
     return {"haproxy": first_line(["haproxy", "-v"]), "nginx": first_line(["nginx", "-v"]),
             "wrk": first_line(["wrk", "--version"]), "node": first_line(["node", "--version"]),
             "openssl": first_line(["openssl", "version"]),
-            "h2o": first_line(["h2o", "--version"]), "caddy": first_line(["caddy", "version"])}
+            "h2o": first_line(["h2o", "--version"]), "caddy": first_line(["caddy", "version"]),
+            "h2load": first_line(["h2load", "--version"])}
 
 
 def report(kind, lines):
