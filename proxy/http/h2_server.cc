@@ -372,6 +372,9 @@ H2ServerCodec::H2ServerCodec(Callbacks& callbacks, const Settings& settings) : c
   nghttp2_option_set_no_auto_window_update(opt, 1);
   nghttp2_option_set_max_outbound_ack(opt, 1000);
   nghttp2_option_set_max_continuations(opt, 8);
+  // No closed streams kept for RFC 7540 priorities (deprecated by RFC 9113):
+  // less bookkeeping per stream.
+  nghttp2_option_set_no_closed_streams(opt, 1);
   int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
   nghttp2_session_callbacks_del(cbs);
   nghttp2_option_del(opt);
