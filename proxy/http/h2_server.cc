@@ -75,6 +75,10 @@ bool hopByHop(HeaderKind k) {
 // pointing into it (nghttp2 copies them on submit).
 class NvList {
  public:
+  void clear() {
+    arena_.clear();
+    offs_.clear();
+  }
   void reserve(std::size_t fields, std::size_t bytes) {
     arena_.reserve(bytes);
     offs_.reserve(fields);
@@ -120,6 +124,15 @@ class NvList {
   std::vector<Off> offs_;
   std::vector<nghttp2_nv> nv_;
 };
+
+// One list per worker thread, reused for every head it submits (a codec
+// lives on one loop; nghttp2 copies the pairs on submit): no allocation
+// per response once it has grown.
+NvList& scratchNv() {
+  thread_local NvList nv;
+  nv.clear();
+  return nv;
+}
 
 }  // namespace
 
@@ -338,7 +351,7 @@ struct H2Callbacks {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       if (s->has_trailers) {
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        NvList nv;
+        NvList& nv = scratchNv();
         for (const auto& [name, value] : s->response_trailers) nv.add(name, value);
         auto& v = nv.build();
         nghttp2_submit_trailer(c.session_, s->id, v.data(), v.size());
@@ -402,12 +415,21 @@ H2ServerCodec::~H2ServerCodec() {
   if (session_) nghttp2_session_del(session_);
 }
 
+// Calls come in runs for one stream (a response's head, body and end): the
+// last one found is kept, and forgotten when its stream goes.
 H2ServerCodec::Stream* H2ServerCodec::find(std::int32_t id) const {
+  if (id == last_id_ && last_) return last_;
   auto it = streams_.find(id);
-  return it == streams_.end() ? nullptr : it->second.get();
+  if (it == streams_.end()) return nullptr;
+  last_id_ = id;
+  last_ = it->second.get();
+  return last_;
 }
 
-void H2ServerCodec::drop(std::int32_t id) { streams_.erase(id); }
+void H2ServerCodec::drop(std::int32_t id) {
+  if (id == last_id_) last_ = nullptr;
+  streams_.erase(id);
+}
 
 bool H2ServerCodec::glitch() {
   ++counters_.glitches;
@@ -448,7 +470,7 @@ void H2ServerCodec::answerLocally(Stream& s, std::uint16_t status) {
   s.local = true;
   char digits[4];
   auto r = std::to_chars(digits, digits + sizeof digits, status);
-  NvList nv;
+  NvList& nv = scratchNv();
   nv.add(":status", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
   nv.add("content-length", "0");
   auto& v = nv.build();
@@ -600,7 +622,7 @@ bool H2ServerCodec::submitResponse(std::int32_t stream, const ResponseHead& head
   if (status < 100 || status > 999) return false;
   char digits[4];
   auto r = std::to_chars(digits, digits + sizeof digits, status);
-  NvList nv;
+  NvList& nv = scratchNv();
   nv.reserve(head.headers.size() + 1, head.headers.bytes() + 16);
   nv.add(":status", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
   nv.addFields(head.headers, false);

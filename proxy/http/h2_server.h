@@ -224,6 +224,8 @@ class H2ServerCodec {
   Settings settings_;
   nghttp2_session* session_ = nullptr;
   std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
+  mutable std::int32_t last_id_ = 0;  // find()'s last answer
+  mutable Stream* last_ = nullptr;
   std::string out_;
   std::size_t out_off_ = 0;
   Counters counters_;
