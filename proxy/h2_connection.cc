@@ -319,12 +319,22 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     up_in = IoBuffer{};
     up_sent_ = up_off;
     tunnel_ = std::make_unique<forward::Tunnel>(c_.worker_.now());
+    tunnel_last_ = c_.worker_.now();
+    ++c_.tunnels_;
+    c_.link_.h2Rearm();  // timeouts.tunnel_idle
     if (ended_) tunnel_->client_half_closed = true;  // END_STREAM came with the request
     pumpTunnel();
   }
 
   // --- RFC 8441 tunnel ------------------------------------------------------
   bool tunneling() const { return tunnel_ != nullptr; }
+  // timeouts.tunnel_idle, as for an HTTP/1.1 tunnel: no byte either way.
+  std::int64_t idleSince() const { return tunnel_ && !tunnel_done_ ? tunnel_last_ : -1; }
+  void idleOut() {
+    if (!tunnel_ || tunnel_done_) return;
+    tunnel_->noteCloser(metrics::ClosedBy::kTether);
+    finishTunnel(true);
+  }
   bool tunnelTo(const balancer::Backend* b) const { return tunnel_ && !tunnel_->going_away && (!b || b == backend_); }
 
   // The client reset the stream, or the connection is closing.
@@ -414,6 +424,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     if (up_ && !up_writing_ && !body_.empty()) {
       std::size_t len = body_.size();
       tunnel_->from_client.feed(body_.data(), len);
+      tunnel_last_ = c_.worker_.now();
       if (bm) bm->bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
       uv_buf_t b = uv_buf_init(body_.data(), static_cast<unsigned>(len));
       up_taken_ = len;
@@ -437,6 +448,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       const char* p = up_in_.data + up_sent_;
       std::size_t took = c_.codec_.sendBody(id_, p, len, false);
       if (took) {
+        tunnel_last_ = c_.worker_.now();
         tunnel_->from_backend.feed(p, took);
         if (bm) bm->bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(took);
       }
@@ -487,6 +499,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   void finishTunnel(bool cut) {
     if (tunnel_done_) return;
     tunnel_done_ = true;
+    --c_.tunnels_;
     if (backend_) {
       metrics::BackendMetrics& bm = c_.worker_.metrics().backend(backend_->id);
       bm.websocket_active.dec();
@@ -568,6 +581,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool end_sent_ = false;
   bool shut_ = false;
   bool tunnel_done_ = false;
+  std::int64_t tunnel_last_ = 0;  // the tunnel's last byte, either way
 };
 
 H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)
@@ -855,6 +869,28 @@ void H2Connection::reap(H2Stream& hs, Stream* s) {
 
 void H2Connection::tunnelOver(H2Stream& hs) {
   if (!hs.stream) release(hs);
+}
+
+std::int64_t H2Connection::tunnelIdleSince() const {
+  if (tunnels_ == 0) return -1;
+  std::int64_t since = -1;
+  for (const auto& [id, hs] : streams_) {
+    std::int64_t t = hs->idleSince();
+    if (t >= 0 && (since < 0 || t < since)) since = t;
+  }
+  return since;
+}
+
+void H2Connection::expireTunnels(std::int64_t before) {
+  if (tunnels_ == 0) return;
+  std::vector<std::int32_t> ids;
+  for (const auto& [id, hs] : streams_) {
+    std::int64_t t = hs->idleSince();
+    if (t >= 0 && t <= before) ids.push_back(id);
+  }
+  for (std::int32_t id : ids)
+    if (H2Stream* hs = find(id)) hs->idleOut();
+  flushSoon();
 }
 
 void H2Connection::drainTunnels(const balancer::Backend* b) {

@@ -92,6 +92,10 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   void finalGoAway();
   // RFC 8441 tunnels to `b` (any backend: nullptr) get close frames 1001.
   void drainTunnels(const balancer::Backend* b);
+  // The oldest last byte of an RFC 8441 tunnel (timeouts.tunnel_idle), or
+  // -1 without one; those idle since `before` or earlier end (reset).
+  std::int64_t tunnelIdleSince() const;
+  void expireTunnels(std::int64_t before);
   // Streams with a Stream still at work.
   std::size_t active() const { return streams_.size(); }
   // A stream waits for the client's window (a slow or stalled reader):
@@ -126,6 +130,7 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   std::uint32_t initial_window_;  // the codec's: what one stream's unconsumed body can reach
   http::H2ServerCodec codec_;
   int blocked_ = 0;  // streams whose response waits for the client's window (outlives them)
+  int tunnels_ = 0;  // RFC 8441 tunnels open
   std::unordered_map<std::int32_t, std::unique_ptr<H2Stream>> streams_;
   std::vector<std::unique_ptr<H2Stream>> dead_;
   http::H2ServerCodec::Counters exported_;

@@ -271,6 +271,7 @@ std::int64_t Session::deadline() const {
       if (goaway_notice_ms_ >= 0 && !goaway_final_) d = goaway_notice_ms_ + kGoAwayStepMs;
       if (h2_->active() == 0) d = std::min(d, last_activity_ + t.downstream_idle);
       if (std::int64_t b = h2_->blockedSince(); b >= 0) d = std::min(d, b + t.downstream_idle);
+      if (std::int64_t w = h2_->tunnelIdleSince(); w >= 0) d = std::min(d, w + t.tunnel_idle);
       return d;
     }
     case State::kClosing: return timer_deadline_ + kLingerMs;
@@ -335,6 +336,8 @@ void Session::onTimeout() {
         h2_->finalGoAway();
         if (closing_ || state_ == State::kClosing) return;
       }
+      h2_->expireTunnels(now - t.tunnel_idle);
+      if (closing_ || state_ == State::kClosing) return;
       bool idle_over = h2_->active() == 0 && now >= last_activity_ + t.downstream_idle;
       std::int64_t b = h2_->blockedSince();
       bool stalled = b >= 0 && now >= b + t.downstream_idle;

@@ -553,6 +553,25 @@ class WebSocketsOverH2(H2TestCase):
         self.assertTrue(c.until(lambda: r.ended or r.reset is not None, 10), "the stream ends")
         self.assertEqual(t.wait_exit(10), 0)
 
+    def test_an_idle_tunnel_ends_after_tunnel_idle(self):
+        from wsutil import OP_TEXT, frame
+        ws = self.start_ws_echo()
+        t = self.start([ws], config={"http2": {"websockets": True},
+                                     "timeouts": {"tunnel_idle": "1s", "downstream_idle": "30s"}})
+        c = self.client(t.proxy_port)
+        sid, r = self.ws_stream(c)
+        self.assertEqual(r.status, 200)
+        c.send_data(sid, frame(OP_TEXT, b"x", mask=True), end=False)
+        f, used = self.recv_ws(c, r, 0)
+        t0 = time.monotonic()
+        self.assertTrue(c.until(lambda: r.reset is not None, 10), "the idle tunnel is reset")
+        self.assertGreater(time.monotonic() - t0, 0.7)
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 0, 5)
+        self.assertEqual(t.metric("tether_websocket_closes_total", by="tether"), 1)
+        # The connection itself stays: a request on it is answered.
+        sid = c.request("GET", "/id")
+        self.assertEqual(c.response(sid).status, 200)
+
     def test_client_reset_closes_the_upstream_websocket(self):
         from wsutil import OP_TEXT, frame
         ws = self.start_ws_echo()
