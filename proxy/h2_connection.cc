@@ -500,14 +500,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     if (tunnel_done_) return;
     tunnel_done_ = true;
     --c_.tunnels_;
-    if (backend_) {
-      metrics::BackendMetrics& bm = c_.worker_.metrics().backend(backend_->id);
-      bm.websocket_active.dec();
-      backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
-      if (c_.worker_.config().limits.max_connections_per_backend) c_.worker_.slotFreed();
-      bm.websocket_duration.observeMs(c_.worker_.now() - tunnel_->started_ms);
-      bm.websocketClose(tunnel_->close_code, tunnel_->close_by);
-    }
+    if (backend_) c_.worker_.tunnelEnded(*backend_, *tunnel_);
     if (up_write_) {
       up_write_->ctx = nullptr;
       up_write_ = nullptr;

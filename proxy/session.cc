@@ -1260,12 +1260,7 @@ void Session::sendGoingAway() {
 }
 
 void Session::finishTunnelMetrics() {
-  metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
-  bm.websocket_active.dec();
-  backend_->active_tunnels.fetch_sub(1, std::memory_order_relaxed);
-  if (worker_.config().limits.max_connections_per_backend) worker_.slotFreed();
-  bm.websocket_duration.observeMs(worker_.now() - tunnel_->started_ms);
-  bm.websocketClose(tunnel_->close_code, tunnel_->close_by);
+  worker_.tunnelEnded(*backend_, *tunnel_);
   tunnel_counted_ = false;
 }
 

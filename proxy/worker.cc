@@ -13,6 +13,7 @@
 #include <random>
 
 #include "health/ejector.h"
+#include "proxy/forward/tunnel.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/session.h"
@@ -493,6 +494,15 @@ bool Worker::enqueue(Stream* s) {
 }
 
 void Worker::dequeue(Stream* s) { queue_.remove(s); }
+
+void Worker::tunnelEnded(balancer::Backend& b, const forward::Tunnel& t) {
+  metrics::BackendMetrics& bm = metrics().backend(b.id);
+  bm.websocket_active.dec();
+  b.active_tunnels.fetch_sub(1, std::memory_order_relaxed);
+  if (config().limits.max_connections_per_backend) slotFreed();
+  bm.websocket_duration.observeMs(now() - t.started_ms);
+  bm.websocketClose(t.close_code, t.close_by);
+}
 
 void Worker::slotFreed() {
   if (queue_.empty() || serving_queue_) return;

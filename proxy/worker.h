@@ -38,6 +38,10 @@
 #include "proxy/stream.h"
 #include "proxy/write_req.h"
 
+namespace tether::forward {
+struct Tunnel;
+}
+
 namespace tether::proxy {
 
 class Session;
@@ -197,6 +201,9 @@ class Worker {
   bool enqueue(Stream* s);  // false when the queue is full
   void dequeue(Stream* s);
   void slotFreed();
+  // A tunnel to `b` (after a 101, over HTTP/1.1 or HTTP/2) is over: its
+  // gauges, its slot, its duration and how it closed.
+  void tunnelEnded(balancer::Backend& b, const forward::Tunnel& t);
   // Did the last pick() find backends that were refused only for their cap?
   bool lastPickCapped() const { return last_pick_capped_; }
 
