@@ -551,7 +551,7 @@ void Session::onDownstreamData() {
   switch (state_) {
     case State::kIdle:
       if (resume_pending_) return;  // the deferred pass starts it
-      if (!served_ && !tls_ && worker_.config().listeners[listener_.index].h2c) {
+      if (!served_ && !tls_ && listener_.h2c) {
         std::size_t n = std::min<std::size_t>(in_.end, kH2PrefaceLen);
         if (std::memcmp(in_.data, kH2Preface, n) == 0) {
           if (n < kH2PrefaceLen) return;  // maybe the preface: wait for the rest

@@ -191,6 +191,7 @@ std::string Worker::bind(const conf::Config& config, std::vector<std::string>* b
       l->worker = this;
       l->index = i;
       l->tls = config.listeners[i].tls;
+      l->h2c = config.listeners[i].h2c;
       uv_tcp_init(&loop_, &l->tcp);
       l->tcp.data = l.get();
       int rc = uv_tcp_open(&l->tcp, fds[k]);

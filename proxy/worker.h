@@ -66,6 +66,7 @@ struct ListenerHandle {
   Worker* worker = nullptr;
   std::size_t index = 0;  // into config().listeners
   bool tls = false;
+  bool h2c = true;  // cleartext: the HTTP/2 preface speaks HTTP/2 (listeners[].h2c)
 };
 
 class Worker {
