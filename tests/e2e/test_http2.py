@@ -553,6 +553,47 @@ class WebSocketsOverH2(H2TestCase):
         self.assertTrue(c.until(lambda: r.ended or r.reset is not None, 10), "the stream ends")
         self.assertEqual(t.wait_exit(10), 0)
 
+    def test_socketio_upgrades_over_http2_to_the_instance_of_its_sid(self):
+        # What Chrome does with http2.websockets on: the Engine.IO handshake and the
+        # namespace connect by polling, then the WebSocket upgrade as an extended
+        # CONNECT on the same HTTP/2 connection, routed by the sid to its instance.
+        from affinity_util import eio_packets, eio_path, hello_name, tether_config
+        from wsutil import OP_TEXT, frame
+        apps = [self.start_socketio_app(name="s%d" % i) for i in range(2)]
+        cfg = tether_config()
+        cfg["http2"] = {"websockets": True}
+        t = self.start(apps, config=cfg)
+        wait_until(lambda: t.metric("tether_backend_up") == 2, 10, msg="both instances up")
+        c = self.client(t.proxy_port)
+        sid = c.request("GET", eio_path())
+        eio = json.loads(bytes(c.response(sid).body)[1:].split(b"\x1e")[0])["sid"]
+        s = c.request("POST", eio_path(eio), headers=[("content-type", "text/plain;charset=UTF-8"),
+                                                      ("content-length", "2")], body=b"40")
+        self.assertEqual(c.response(s).status, 200)
+        hello = None
+        for _ in range(5):
+            s = c.request("GET", eio_path(eio))
+            hello = hello_name(eio_packets(bytes(c.response(s, timeout=30).body)))
+            if hello:
+                break
+        self.assertIsNotNone(hello, "the app's hello event")
+        ws, r = self.ws_stream(c, eio_path(eio, "websocket"))
+        self.assertEqual((r.status, r.reset), (200, None))
+        c.send_data(ws, frame(OP_TEXT, b"2probe", mask=True), end=False)
+        f, used = self.recv_ws(c, r, 0)
+        self.assertEqual(f.payload, b"3probe")
+        c.send_data(ws, frame(OP_TEXT, b"5", mask=True), end=False)
+        c.send_data(ws, frame(OP_TEXT, b'421["whoami"]', mask=True), end=False)
+        who = None
+        for _ in range(10):
+            f, used = self.recv_ws(c, r, used)
+            if f.payload.startswith(b"431"):
+                who = json.loads(f.payload[3:])[0]
+                break
+        self.assertIsNotNone(who, "an answer on the upgraded stream")
+        self.assertEqual(who["name"], hello)  # the instance that holds the sid
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 1, 5)
+
     def test_an_idle_tunnel_ends_after_tunnel_idle(self):
         from wsutil import OP_TEXT, frame
         ws = self.start_ws_echo()
