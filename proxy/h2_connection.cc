@@ -65,7 +65,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool resume_pending = false;
 
   void body(const char* data, std::size_t len) {
-    if (body_.capacity() < c_.initial_window_) body_.reserve(c_.initial_window_);  // never moves after
+    if (body_.capacity() < c_.codec_.settings().initial_window) body_.reserve(c_.codec_.settings().initial_window);  // never moves after
     if ((taken_ || up_taken_) && body_.size() + len > body_.capacity()) {
       // More than the window the codec enforces (never, by flow control):
       // the bytes a write references must not move.
@@ -90,18 +90,9 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       return;
     }
     last_byte_ms_ = c_.worker_.now();
-    if (head.framing != http::Framing::kChunked) return;
-    if (trailers && !trailers->empty()) {
-      http::HeaderList t = *trailers;
-      forward::filterTrailers(t);
-      for (std::size_t i = 0; i < t.size(); ++i) {
-        if (t.dropped(i)) continue;
-        trailers_.append(t.name(i));
-        trailers_.append(": ");
-        trailers_.append(t.value(i));
-        trailers_.append("\r\n");
-      }
-    }
+    if (head.framing != http::Framing::kChunked || !trailers) return;
+    trailers_ = *trailers;
+    forward::filterTrailers(trailers_);
   }
   // The client's window opened: the rest of a body write goes on.
   void writable() {
@@ -144,16 +135,14 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       bufs[0] = uv_buf_init(line_, static_cast<unsigned>(o - line_));
       bufs[1] = uv_buf_init(body_.data(), static_cast<unsigned>(body_.size()));
       taken_ = body_.size();
-      line_taken_ = true;
       chunk_open_ = true;
       return 2;
     }
     if (chunked && ended_ && !end_taken_) {
-      last_.clear();
-      if (chunk_open_) last_ += "\r\n";
-      last_ += "0\r\n";
-      last_ += trailers_;
-      last_ += "\r\n";
+      std::size_t crlf = chunk_open_ ? 2 : 0;
+      last_.resize(crlf + http::lastChunkSize(trailers_));
+      std::memcpy(last_.data(), "\r\n", crlf);
+      last_.resize(crlf + http::writeLastChunk(trailers_, last_.data() + crlf));
       bufs[0] = uv_buf_init(last_.data(), static_cast<unsigned>(last_.size()));
       end_taken_ = true;
       return 1;
@@ -165,7 +154,6 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     c_.codec_.consumed(id_, taken_);
     body_.erase(0, taken_);
     taken_ = 0;
-    line_taken_ = false;
     released_ = true;
     c_.flushSoon();  // the WINDOW_UPDATE
   }
@@ -182,7 +170,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   // sends it; some applications do not read chunked request bodies.
   void rewindRequestBody() override {
     if (released_) return;
-    if (ended_ && head.framing == http::Framing::kChunked && trailers_.empty() && !upgrade) {
+    if (ended_ && head.framing == http::Framing::kChunked && trailers_.lineBytes() == 0 && !upgrade) {
       head.framing = http::Framing::kLength;
       head.content_length = body_.size();
       char digits[24];
@@ -190,7 +178,6 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       head.headers.add("content-length", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
     }
     taken_ = 0;
-    line_taken_ = false;
     end_taken_ = false;
     chunk_open_ = false;
   }
@@ -539,7 +526,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   std::int32_t id_;
   std::string body_;      // request body bytes the backend has not taken
   std::size_t taken_ = 0;  // [0, taken_) of body_ is being written upstream
-  std::string trailers_;  // the request's trailer lines, for the last chunk
+  http::HeaderList trailers_;  // the request's trailers (filtered), for the last chunk
   std::string last_;      // the last chunk, as taken
   char line_[32];
   const char* pending_ = nullptr;  // the rest of a response body write
@@ -550,7 +537,6 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool ended_ = false;
   bool end_taken_ = false;
   bool chunk_open_ = false;
-  bool line_taken_ = false;
   bool released_ = false;
   bool reset_ = false;
   bool head_sent_ = false;
@@ -581,7 +567,6 @@ H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)
     : worker_(worker),
       link_(link),
       peer_(peer),
-      initial_window_(h2Settings(worker.config()).initial_window),
       codec_(*this, h2Settings(worker.config())) {
   worker_.metrics().http2_connections_active.inc();
   worker_.metrics().http2_connections_total.inc();
@@ -670,22 +655,16 @@ void H2Connection::resume() {
 }
 
 void H2Connection::resumeStreams() {
-  std::vector<Stream*> due;
+  std::vector<std::int32_t> due;
   for (auto& [id, hs] : streams_) {
     if (hs->resume_pending && hs->stream) {
       hs->resume_pending = false;
-      due.push_back(hs->stream);
+      due.push_back(id);
     }
   }
   // A resumed stream may end (and be reaped): each is looked up again.
-  for (Stream* s : due) {
-    for (auto& [id, hs] : streams_) {
-      if (hs->stream == s) {
-        s->resumeUpstream();
-        break;
-      }
-    }
-  }
+  for (std::int32_t id : due)
+    if (H2Stream* hs = find(id); hs && hs->stream) hs->stream->resumeUpstream();
 }
 
 void H2Connection::abortAll() {
@@ -755,12 +734,7 @@ void H2Connection::onRequestHead(std::int32_t id, http::RequestHead& head, bool 
   hs.stream = s;
   forward::Exchange& ex = s->ex();
   ex.method = hs.head.method;
-  ex.http_minor = 1;
-  ex.keep_alive = true;
-  ex.upgrade = false;
-  ex.head_request = hs.head.method == http::kMethodHead;
   ex.head_done = true;
-  ex.request_done = end_stream;
   link_.h2Rearm();
   if (hs.head.upgrade) {
     // RFC 8441 (advertised only with http2.websockets): the extended CONNECT
@@ -778,7 +752,6 @@ void H2Connection::onRequestHead(std::int32_t id, http::RequestHead& head, bool 
                                                           worker_.now() * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(id)));
     ex.method = http::kMethodGet;
     ex.upgrade = true;
-    ex.request_done = true;
   }
   if (!forward::applyUnderscorePolicy(hs.head.headers, worker_.config().limits.headers_with_underscores)) {
     s->answerLocally(400, "tether: header field name with an underscore\n");
@@ -822,7 +795,6 @@ void H2Connection::onRequestEnd(std::int32_t id, const http::HeaderList* trailer
   }
   if (!hs || !hs->stream || hs->stream->done()) return;
   hs->end(trailers);
-  hs->stream->ex().request_done = true;
   hs->stream->onRequestBody();
 }
 

@@ -127,7 +127,6 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   Worker& worker_;
   Link& link_;
   const Peer& peer_;
-  std::uint32_t initial_window_;  // the codec's: what one stream's unconsumed body can reach
   http::H2ServerCodec codec_;
   int blocked_ = 0;  // streams whose response waits for the client's window (outlives them)
   int tunnels_ = 0;  // RFC 8441 tunnels open

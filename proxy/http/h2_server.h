@@ -203,6 +203,7 @@ class H2ServerCodec {
   std::size_t streamCount() const { return streams_.size(); }
 
   const Counters& counters() const { return counters_; }
+  const Settings& settings() const { return settings_; }
   Error error() const { return error_; }
 
  private:

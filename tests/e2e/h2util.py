@@ -42,6 +42,18 @@ if HAVE_H2:
             return [], [ev]
 
 
+def require_h2(available=None):
+    """Skips the test without python3-h2 (`available`: the caller's own import
+    check, default this module's); fails instead under CI=true."""
+    import unittest
+    from harness import in_ci
+    if not (HAVE_H2 if available is None else available):
+        msg = "python3-h2 is not installed"
+        if in_ci():
+            raise AssertionError(msg + " (CI=true: run packaging/install-deps.sh)")
+        raise unittest.SkipTest(msg)
+
+
 class Response:
     def __init__(self, sid):
         self.sid = sid

@@ -31,7 +31,8 @@ import threading
 import time
 import unittest
 
-from harness import E2ETestCase, http_get, in_ci, sanitized, wait_until
+import h2util
+from harness import E2ETestCase, http_get, sanitized, wait_until
 from test_http_core import FAST_HEALTH, RssSampler, rss_kib, wait_ready
 
 try:
@@ -66,11 +67,7 @@ UPSTREAM_CONNS = "tether_upstream_connections"
 
 
 def require_h2():
-    if not HAVE_H2:
-        msg = "python3-h2 is not installed"
-        if in_ci():
-            raise AssertionError(msg + " (CI=true: run packaging/install-deps.sh)")
-        raise unittest.SkipTest(msg)
+    h2util.require_h2(HAVE_H2)  # with python3-hpack, which this file uses itself
 
 
 # ---------------------------------------------------------------------------------------

@@ -158,8 +158,10 @@ def setUpModule():
 
 
 def tearDownModule():
+    global CERTS
     if CERTS is not None:
         CERTS.cleanup()
+        CERTS = None  # a module that imports this one may run after: it makes its own
 
 
 # ---------------------------------------------------------------------------------------
