@@ -65,6 +65,7 @@ struct Callbacks {
 
   static int onMessageBegin(llhttp_t* p) {
     H1Decoder& s = d(p);
+    p->settings = const_cast<llhttp_settings_t*>(headSettings());
     s.state_ = H1Decoder::State::kHead;
     if (s.type_ == H1Decoder::Type::kRequest) {
       s.request_.clear();
@@ -122,37 +123,22 @@ struct Callbacks {
     return 0;
   }
 
-  static HeaderList& fields(H1Decoder& s) {
-    if (s.in_trailers_) return s.trailers_;
-    return s.type_ == H1Decoder::Type::kRequest ? s.request_.headers : s.response_.headers;
-  }
-
   static int badField(H1Decoder& s, const char* reason) {
     return fail(s, s.type_ == H1Decoder::Type::kRequest ? 400 : 502, reason);
   }
 
-  // Head fields are mirrored (h1_decoder.h: the head's bytes copied once per
-  // read, fields as offsets); trailer fields are copied piece by piece.
-  static std::uint32_t arenaOffset(H1Decoder& s, const char* at) {
-    return static_cast<std::uint32_t>(s.offsetOf(at) - s.message_start_);
-  }
-
-  // A field's name ends at its first value piece; the field ends when the
-  // next one begins or the section does (no per-field completion callback:
-  // two fewer calls a field).
-  static int endField(H1Decoder& s) {
-    if (!s.field_open_) return 0;
-    HeaderList& f = fields(s);
-    s.field_open_ = false;
-    if (f.lastNameLength() == 0) return badField(s, "empty field name");
-    if (s.in_trailers_) {
-      if (!s.name_done_) f.endName();
-      f.endValue();
-    }
-    s.in_name_ = s.name_done_ = false;
+  // A head's fields are mirrored (h1_decoder.h: the head's bytes copied once
+  // per read) and found in the copy when the head is complete: all a head
+  // needs of llhttp's field pieces is how far they reach. llhttp hands over
+  // a value piece for every field, an empty one included, so the value
+  // pieces alone say it; names are not reported at all (headSettings).
+  static int onHeadValue(llhttp_t* p, const char* at, std::size_t len) {
+    d(p).last_end_ = at + len;
     return 0;
   }
 
+  // Trailer fields are copied piece by piece (trailerSettings, from the
+  // last chunk on).
   static int onHeaderField(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
     s.cb_at_ = at;
@@ -160,57 +146,52 @@ struct Callbacks {
     // empty value has no value piece) begins the next field.
     if (s.in_name_ && s.offsetOf(at) != s.name_end_) s.in_name_ = false;
     if (!s.in_name_) {
-      if (endField(s)) return -1;
-      HeaderList& f = fields(s);
-      if (s.in_trailers_) {
-        f.beginField();
-      } else {
-        f.beginMirrored(arenaOffset(s, at));
-      }
+      if (endTrailer(s)) return -1;
+      s.trailers_.beginField();
       s.in_name_ = s.field_open_ = true;
     }
-    HeaderList& f = fields(s);
     s.name_end_ = s.offsetOf(at + len);
-    if (s.in_trailers_) {
-      f.appendName(std::string_view(at, len));
-      return 0;
-    }
-    f.extendName(len);
-    s.last_end_ = at + len;
+    s.trailers_.appendName(std::string_view(at, len));
     return 0;
   }
 
   static int onHeaderValue(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
     s.cb_at_ = at;
-    // RFC 9112 §5.2: obs-fold is refused, including a fold after an empty
-    // first line ("Transfer-Encoding:\r\n chunked"), which a piece cannot
-    // show by itself: what precedes it does.
     if (len == 0) return 0;  // llhttp reports an empty value where it found it
+    // RFC 9112 §5.2: obs-fold is refused, including a fold after an empty
+    // first line, which a piece cannot show by itself: what precedes it does.
     if (s.foldAt(at)) return badField(s, "obsolete line folding");
-    HeaderList& f = fields(s);
+    HeaderList& f = s.trailers_;
     if (s.in_name_) {
       if (f.lastNameLength() == 0) return badField(s, "empty field name");
       s.in_name_ = false;
-      if (s.in_trailers_) f.endName();
+      f.endName();
       s.name_done_ = true;
     }
-    if (s.in_trailers_) {
-      f.appendValue(std::string_view(at, len));
-      return 0;
-    }
-    if (f.valueLength() == 0) f.valueAt(arenaOffset(s, at));
-    f.extendValue(len);
-    s.last_end_ = at + len;
+    f.appendValue(std::string_view(at, len));
+    return 0;
+  }
+
+  // A trailer field ends when the next one begins or the section does (no
+  // per-field completion callback: two fewer calls a field).
+  static int endTrailer(H1Decoder& s) {
+    if (!s.field_open_) return 0;
+    HeaderList& f = s.trailers_;
+    s.field_open_ = false;
+    if (f.lastNameLength() == 0) return badField(s, "empty field name");
+    if (!s.name_done_) f.endName();
+    f.endValue();
+    s.in_name_ = s.name_done_ = false;
     return 0;
   }
 
   static int onHeadersComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
-    if (endField(s)) return -1;
-    // Every name and value byte into the copy before the head is judged.
+    // Every name and value byte into the copy, then the fields found in it,
+    // before the head is judged.
     s.mirrorTo(s.last_end_);
-    fields(s).classifyMirrored();
+    if (const char* why = s.heads().scanMirrored()) return badField(s, why);
     return s.onHeadersComplete();
   }
 
@@ -219,6 +200,7 @@ struct Callbacks {
     if (p->content_length == 0) {
       s.last_chunk_ = true;
       s.in_trailers_ = true;
+      p->settings = trailerSettings();  // llhttp reads it at each callback
     }
     s.parser_->pause = Pause::kChunkHeader;
     return HPE_PAUSED;
@@ -244,7 +226,7 @@ struct Callbacks {
 
   static int onMessageComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
-    if (endField(s)) return -1;
+    if (endTrailer(s)) return -1;
     s.parser_->pause = Pause::kMessage;
     // An upgrade (the request asking, or the 101 answering it): llhttp stops
     // with HPE_PAUSED_UPGRADE; what follows is not HTTP. Decided by the head:
@@ -254,31 +236,38 @@ struct Callbacks {
     return HPE_PAUSED;
   }
 
-  static const llhttp_settings_t& settings() {
-    static const llhttp_settings_t st = [] {
-      llhttp_settings_t x;
-      llhttp_settings_init(&x);
-      x.on_message_begin = onMessageBegin;
-      x.on_method = onMethod;
-      x.on_url = onUrl;
-      x.on_status = onStatus;
-      x.on_version = onVersion;
-      x.on_header_field = onHeaderField;
-      x.on_header_value = onHeaderValue;
-      x.on_headers_complete = onHeadersComplete;
-      x.on_chunk_header = onChunkHeader;
-      x.on_chunk_extension_name = onChunkExtensionName;
-      x.on_body = onBody;
-      x.on_message_complete = onMessageComplete;
-      return x;
-    }();
-    return st;
+  static llhttp_settings_t settings(bool trailers) {
+    llhttp_settings_t x;
+    llhttp_settings_init(&x);
+    x.on_message_begin = onMessageBegin;
+    x.on_method = onMethod;
+    x.on_url = onUrl;
+    x.on_status = onStatus;
+    x.on_version = onVersion;
+    x.on_header_field = trailers ? onHeaderField : nullptr;
+    x.on_header_value = trailers ? onHeaderValue : onHeadValue;
+    x.on_headers_complete = onHeadersComplete;
+    x.on_chunk_header = onChunkHeader;
+    x.on_chunk_extension_name = onChunkExtensionName;
+    x.on_body = onBody;
+    x.on_message_complete = onMessageComplete;
+    return x;
+  }
+  // Two tables: a head's fields are found in its copy, a trailer's are
+  // taken piece by piece (onMessageBegin and onChunkHeader switch).
+  static const llhttp_settings_t* headSettings() {
+    static const llhttp_settings_t st = settings(false);
+    return &st;
+  }
+  static llhttp_settings_t* trailerSettings() {
+    static llhttp_settings_t st = settings(true);
+    return &st;
   }
 };
 
 H1Decoder::H1Decoder(Type type, const Limits& limits)
     : type_(type), limits_(limits), parser_(std::make_unique<Parser>()) {
-  llhttp_init(&parser_->p, type == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &Callbacks::settings());
+  llhttp_init(&parser_->p, type == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, Callbacks::headSettings());
   parser_->p.data = this;
 }
 
@@ -329,7 +318,7 @@ void H1Decoder::trimStorage(std::size_t keep) {
 }
 
 void H1Decoder::reset(std::size_t keep) {
-  llhttp_init(&parser_->p, type_ == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &Callbacks::settings());
+  llhttp_init(&parser_->p, type_ == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, Callbacks::headSettings());
   parser_->p.data = this;
   parser_->pause = Pause::kNone;
   parser_->upgraded = false;

@@ -17,9 +17,17 @@ bool hasUnderscore(std::string_view n) {
     w ^= kPattern;
     if ((w - kOnes) & ~w & kHighs) return true;
   }
-  for (; i < n.size(); ++i)
-    if (n[i] == '_') return true;
-  return false;
+  if (i == n.size()) return false;
+  if (n.size() < 8) {
+    for (; i < n.size(); ++i)
+      if (n[i] == '_') return true;
+    return false;
+  }
+  // The last 1 to 7 bytes: the name's last word, which overlaps the one before.
+  std::uint64_t w;
+  std::memcpy(&w, n.data() + n.size() - 8, 8);
+  w ^= kPattern;
+  return ((w - kOnes) & ~w & kHighs) != 0;
 }
 
 }  // namespace
@@ -28,40 +36,72 @@ void HeaderList::endName() {
   Field& f = fields_.back();
   std::string_view n(arena_.data() + f.off, f.name_len);
   f.kind = classifyHeader(n);
-  f.underscore = n.find('_') != std::string_view::npos;
+  f.underscore = f.kind == HeaderKind::kOther && hasUnderscore(n);
   arena_.append(": ", 2);
   f.value_off = static_cast<std::uint32_t>(arena_.size());
 }
 
-void HeaderList::classifyMirrored() {
+const char* HeaderList::scanMirrored() {
   const char* base = arena_.data();
-  for (Field& f : fields_) {
-    if (f.line_len) continue;  // added by pieces
-    std::string_view n(base + f.off, f.name_len);
-    f.kind = classifyHeader(n);
-    f.underscore = hasUnderscore(n);
+  const std::size_t end = arena_.size();
+  // The start line, after the CR and LF bytes that may precede a message.
+  std::size_t i = 0;
+  while (i < end && (base[i] == '\r' || base[i] == '\n')) ++i;
+  const void* nl = i < end ? std::memchr(base + i, '\n', end - i) : nullptr;
+  if (!nl) return nullptr;  // no field line in the copy: a head without fields
+  i = static_cast<std::size_t>(static_cast<const char*>(nl) - base) + 1;
+  while (i < end) {
+    const char c = base[i];
+    if (c == '\r' || c == '\n') break;  // the blank line that ends the head
+    // RFC 9112 §5.2: obs-fold is refused, a fold after an empty first line
+    // ("Transfer-Encoding:\r\n chunked") too.
+    if (c == ' ' || c == '\t') return "obsolete line folding";
+    if (c == ':') return "empty field name";
+    nl = std::memchr(base + i, '\n', end - i);
+    const std::size_t line_end = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - base) + 1 : end;
+    // The line's content: without its CRLF, or, for a last line the copy
+    // cuts, without the CR a value never holds.
+    std::size_t content_end = nl ? line_end - 1 : end;
+    if (content_end > i && base[content_end - 1] == '\r') --content_end;
+    const void* colon = std::memchr(base + i, ':', content_end - i);
+    const std::size_t name_end = colon ? static_cast<std::size_t>(static_cast<const char*>(colon) - base) : content_end;
+    std::size_t v = colon ? name_end + 1 : name_end;
+    while (v < content_end && (base[v] == ' ' || base[v] == '\t')) ++v;
+    std::size_t v_end = content_end;
     // Trailing blanks are not part of the value (RFC 9112 §5).
-    while (f.value_len && (base[f.value_off + f.value_len - 1] == ' ' || base[f.value_off + f.value_len - 1] == '\t')) {
-      --f.value_len;
-    }
+    while (v_end > v && (base[v_end - 1] == ' ' || base[v_end - 1] == '\t')) --v_end;
+    Field f;
+    f.off = static_cast<std::uint32_t>(i);
+    f.name_len = static_cast<std::uint16_t>(name_end - i);
+    // An empty value has its offset at the colon: an empty view in the line.
+    f.value_off = static_cast<std::uint32_t>(v_end > v ? v : name_end);
+    f.value_len = static_cast<std::uint32_t>(v_end - v);
+    std::string_view n(base + i, f.name_len);
+    f.kind = classifyHeader(n);
+    f.underscore = f.kind == HeaderKind::kOther && hasUnderscore(n);  // no name tether knows has one
+    if (nl) closeLine(f, static_cast<std::uint32_t>(line_end));
+    last_open_ = !nl;
+    fields_.push_back(f);
+    i = line_end;
   }
+  return nullptr;
+}
+
+// A line kept as it arrived, when it is whole: name ':' OWS value OWS CRLF;
+// else (a bare LF ends it) written again from name and value (writeLines).
+void HeaderList::closeLine(Field& f, std::uint32_t next) {
+  const char* base = arena_.data();
+  f.line_len = next > f.off ? next - f.off : 0;
+  bool whole = f.line_len >= f.name_len + 3u && next <= arena_.size() && base[next - 2] == '\r' &&
+               base[next - 1] == '\n' && base[f.off + f.name_len] == ':';
+  if (!whole) f.line_len = 0;
+  live_bytes_ += whole ? f.line_len : f.name_len + f.value_len + 4u;
 }
 
 void HeaderList::sealMirror(std::uint32_t end) {
-  const char* base = arena_.data();
-  for (std::size_t i = 0; i < fields_.size(); ++i) {
-    Field& f = fields_[i];
-    if (f.line_len) continue;  // added by pieces
-    std::uint32_t next = i + 1 < fields_.size() ? fields_[i + 1].off : end;
-    // The line as it arrived: name ':' OWS value OWS CRLF. A field with an
-    // empty value has its value offset at the colon; point it past the line.
-    if (f.value_len == 0) f.value_off = f.off + f.name_len;
-    f.line_len = next > f.off ? next - f.off : 0;
-    bool whole = f.line_len >= f.name_len + 3u && next <= arena_.size() && base[next - 2] == '\r' &&
-                 base[next - 1] == '\n' && base[f.off + f.name_len] == ':';
-    if (!whole) f.line_len = 0;  // written again from name and value (writeLines)
-    live_bytes_ += whole ? f.line_len : f.name_len + f.value_len + 4u;
-  }
+  if (!last_open_) return;
+  last_open_ = false;
+  closeLine(fields_.back(), end);
 }
 
 std::size_t HeaderList::writeLines(char* out) const {

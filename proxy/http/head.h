@@ -94,23 +94,18 @@ class HeaderList {
     live_bytes_ += f.line_len;
   }
 
-  // Mirrored: the codec appends the head's bytes with mirror() and marks
-  // fields by offsets into them; sealMirror() classifies every field and
-  // closes their lines once all their bytes are in (end: where the last
-  // field's line ends, before the blank line).
+  // Mirrored: the codec appends the head's bytes with mirror() as they are
+  // consumed; scanMirrored() then finds every field in that copy in one pass
+  // (names classified, '_' noted, lines closed), and sealMirror() closes the
+  // last field's line once its line break is in too (end: where that line
+  // ends, before the blank line).
   void mirror(const char* p, std::size_t n) { arena_.append(p, n); }
   void mirrorFill(std::size_t n, char c) { arena_.append(n, c); }
-  void beginMirrored(std::uint32_t name_off) {
-    Field f;
-    f.off = f.value_off = name_off;
-    fields_.push_back(f);
-  }
-  void extendName(std::size_t n) { fields_.back().name_len = static_cast<std::uint16_t>(fields_.back().name_len + n); }
-  void valueAt(std::uint32_t off) { fields_.back().value_off = off; }
-  void extendValue(std::size_t n) { fields_.back().value_len += static_cast<std::uint32_t>(n); }
-  std::uint32_t valueLength() const { return fields_.back().value_len; }
-  // Names classified and '_' noted, for mirrored fields whose bytes are in.
-  void classifyMirrored();
+  // The copy holds a head that llhttp (strict mode) accepted up to its last
+  // field's value: a start line, then lines of a token name, ':', OWS, a
+  // value, OWS, CRLF; the copy may stop inside the last of them. Returns why
+  // tether refuses the head (an empty name, obs-fold), or nullptr.
+  const char* scanMirrored();
   void sealMirror(std::uint32_t end);
 
   // The first field of `k` not dropped; -1 if none.
@@ -124,18 +119,23 @@ class HeaderList {
     arena_.clear();
     fields_.clear();
     live_bytes_ = 0;
+    last_open_ = false;
   }
   // Gives the storage back (a pooled codec after a burst of large heads).
   void shrink() {
     std::string().swap(arena_);
     std::vector<Field>().swap(fields_);
     live_bytes_ = 0;
+    last_open_ = false;
   }
 
  private:
+  void closeLine(Field& f, std::uint32_t next);
+
   std::string arena_;
   std::vector<Field> fields_;
   std::size_t live_bytes_ = 0;
+  bool last_open_ = false;  // the last mirrored field's line break is not in the copy yet
 };
 
 // Fields policy adds to a head for one write, as views into storage that

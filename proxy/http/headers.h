@@ -124,6 +124,8 @@ struct ConnectionTokens {
   void add(std::string_view value) {
     std::size_t i = 0;
     if (count == 16 && !value.empty()) overflow = true;
+    // The usual whole value, at once.
+    if ((value.size() == 10 && detail::is<"keep-alive">(value)) || (value.size() == 5 && detail::is<"close">(value))) return;
     while (i <= value.size() && count < 16) {
       std::size_t j = value.find(',', i);
       if (j == std::string_view::npos) j = value.size();

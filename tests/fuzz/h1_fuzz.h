@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include <llhttp.h>
+
 #include "proxy/http/h1_decoder.h"
 #include "proxy/http/h1_encoder.h"
 #include "tests/fuzz/fuzz_check.h"
@@ -141,6 +143,70 @@ inline std::string headText(const ResponseHead& r) {
          fieldsText(r.headers) + "\n";
 }
 
+// A head's fields as llhttp hands them over piece by piece (strict mode, as
+// tether builds it), from the head's bytes in one piece: the reference the
+// decoder's own reading of its copy of the head (HeaderList::scanMirrored)
+// must agree with. A second value piece for one field is an obs-fold.
+struct ReferenceHead {
+  std::vector<std::pair<std::string, std::string>> fields;
+  bool complete = false;    // llhttp reached the end of the head
+  bool fold = false;        // a value continued on another line
+  bool empty_name = false;  // a field whose name is empty
+  bool valued = false;      // the last field has had its value piece
+};
+
+inline ReferenceHead referenceHead(H1Decoder::Type type, std::string_view head) {
+  llhttp_settings_t st;
+  llhttp_settings_init(&st);
+  st.on_header_field = [](llhttp_t* p, const char* at, std::size_t n) {
+    auto& r = *static_cast<ReferenceHead*>(p->data);
+    r.fields.emplace_back(std::string(at, n), std::string());
+    r.empty_name |= n == 0;
+    r.valued = false;
+    return 0;
+  };
+  st.on_header_value = [](llhttp_t* p, const char* at, std::size_t n) {
+    auto& r = *static_cast<ReferenceHead*>(p->data);
+    if (r.valued || r.fields.empty()) {
+      r.fold = true;
+    } else {
+      r.fields.back().second.assign(at, n);
+    }
+    r.valued = true;
+    return 0;
+  };
+  st.on_headers_complete = [](llhttp_t* p) {
+    static_cast<ReferenceHead*>(p->data)->complete = true;
+    return static_cast<int>(HPE_PAUSED);
+  };
+  ReferenceHead r;
+  llhttp_t p;
+  llhttp_init(&p, type == H1Decoder::Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &st);
+  p.data = &r;
+  llhttp_execute(&p, head.data(), head.size());
+  for (auto& [name, value] : r.fields)
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
+  return r;
+}
+
+// The decoder accepted a head whose bytes are `raw`: it read exactly the
+// fields llhttp reports, and none that tether refuses.
+inline void checkAgainstReference(H1Decoder::Type type, std::string_view raw, const HeaderList& h) {
+  ReferenceHead ref = referenceHead(type, raw);
+  FUZZ_CHECK(ref.complete);
+  FUZZ_CHECK(!ref.fold && !ref.empty_name);
+  bool same = ref.fields.size() == h.size();
+  for (std::size_t i = 0; same && i < h.size(); ++i)
+    same = ref.fields[i].first == h.name(i) && ref.fields[i].second == h.value(i);
+  if (!same) {
+    std::string want;
+    for (const auto& [n, v] : ref.fields) want += "[" + n + "=" + v + "]";
+    std::fprintf(stderr, "fields read as %s, llhttp reports %s\n", printable(fieldsText(h)).c_str(),
+                 printable(want).c_str());
+    __builtin_trap();
+  }
+}
+
 // One complete message as decoded: what the round trip writes again.
 struct Message {
   RequestHead request;
@@ -211,6 +277,7 @@ inline Run decode(H1Decoder::Type type, std::string_view in, const Options& opt,
           std::uint64_t first = message_start;
           while (first < in.size() && (in[first] == '\r' || in[first] == '\n')) ++first;
           FUZZ_CHECK(offset - first <= opt.limits.max_head_bytes);
+          checkAgainstReference(type, in.substr(first, offset - first), request ? d.request().headers : d.response().headers);
           // No body byte before a final head: a 1xx has none (RFC 9112 §6.3).
           FUZZ_CHECK(body.empty());
           if (request) {

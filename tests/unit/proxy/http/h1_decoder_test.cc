@@ -304,6 +304,55 @@ TEST(H1Request, UnderscoreNamesAreMarkedForPolicy) {
   EXPECT_TRUE(d.request().headers.underscore(1));
 }
 
+TEST(H1Request, UnderscoresAreFoundAnywhereInNamesOfEveryLength) {
+  for (std::size_t len = 1; len <= 24; ++len) {
+    for (std::size_t at = 0; at <= len; ++at) {
+      // A name of `len` bytes with '_' at `at` (none when at == len).
+      std::string name(len, 'a');
+      if (at < len) name[at] = '_';
+      H1Decoder d(Type::kRequest, {});
+      std::string in = "GET / HTTP/1.1\r\nHost: a\r\n" + name + ": v\r\n\r\n";
+      std::size_t used = 0;
+      ASSERT_EQ(d.execute(in.data(), in.size(), &used), H1Decoder::Event::kHead) << name;
+      ASSERT_EQ(d.request().headers.size(), 2u);
+      EXPECT_EQ(d.request().headers.underscore(1), at < len) << name;
+    }
+  }
+}
+
+// The kept lines go upstream as they arrived (one copy of a run), whatever
+// the cut: in particular a cut between a line's CR and its LF, or inside the
+// blank line, neither of which a field value may keep.
+TEST(H1Request, FieldLinesAreWrittenAsTheyArrivedWhateverTheCut) {
+  const std::string lines = "Host: a\r\nX-Spaced:  v  \r\nY:\r\nZ:\t\r\nLast: w\r\n";
+  const std::string in = "\r\nGET / HTTP/1.1\r\n" + lines + "\r\nGET /next HTTP/1.1\r\nHost: b\r\n\r\n";
+  for (std::size_t cut = 0; cut < in.size(); ++cut) {
+    H1Decoder d(Type::kRequest, {});
+    std::size_t used = 0, off = 0;
+    std::vector<std::string> pieces = {in.substr(0, cut), in.substr(cut)};
+    H1Decoder::Event ev = H1Decoder::Event::kNeedMore;
+    for (const std::string& piece : pieces) {
+      ev = d.execute(piece.data(), piece.size(), &used);
+      if (ev == H1Decoder::Event::kHead) {
+        off += used;
+        break;
+      }
+      ASSERT_EQ(ev, H1Decoder::Event::kNeedMore) << "cut " << cut;
+      off += used;
+    }
+    ASSERT_EQ(ev, H1Decoder::Event::kHead) << "cut " << cut;
+    const HeaderList& h = d.request().headers;
+    ASSERT_EQ(h.size(), 5u) << "cut " << cut;
+    EXPECT_EQ(h.value(1), "v");
+    EXPECT_EQ(h.value(2), "");
+    EXPECT_EQ(h.value(3), "");
+    EXPECT_EQ(h.value(4), "w");
+    std::string out(h.lineBytes(), '\0');
+    ASSERT_EQ(h.writeLines(out.data()), lines.size()) << "cut " << cut;
+    EXPECT_EQ(out, lines) << "cut " << cut;
+  }
+}
+
 TEST(H1Request, MidMessageAndFinish) {
   H1Decoder d(Type::kRequest, {});
   std::string in = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc";
