@@ -540,7 +540,10 @@ void H1Decoder::nextMessage() {
   llhttp_reset(&parser_->p);
   parser_->upgraded = false;
   state_ = State::kIdle;
-  complete_pending_ = head_pending_ = false;
+  // The last message's trailer section is over: the bytes before the next
+  // head (blank lines a peer may send) are held to the head's bound, not to
+  // the trailers', whatever the cut.
+  complete_pending_ = head_pending_ = in_trailers_ = last_chunk_ = false;
   message_start_ = base_offset_;
   request_method_ = kMethodGet;
   upgrade_requested_ = false;
