@@ -65,7 +65,7 @@ struct Callbacks {
 
   static int onMessageBegin(llhttp_t* p) {
     H1Decoder& s = d(p);
-    p->settings = const_cast<llhttp_settings_t*>(headSettings());
+    use(p, headSettings());
     s.state_ = H1Decoder::State::kHead;
     if (s.type_ == H1Decoder::Type::kRequest) {
       s.request_.clear();
@@ -142,8 +142,9 @@ struct Callbacks {
   static int onHeaderField(llhttp_t* p, const char* at, std::size_t len) {
     H1Decoder& s = d(p);
     s.cb_at_ = at;
-    // A piece that does not continue the name in progress (a field with an
-    // empty value has no value piece) begins the next field.
+    // A piece that does not continue the name in progress begins the next
+    // field. (llhttp hands over a value piece, an empty one too, after every
+    // name, so this only guards the order of pieces.)
     if (s.in_name_ && s.offsetOf(at) != s.name_end_) s.in_name_ = false;
     if (!s.in_name_) {
       if (endTrailer(s)) return -1;
@@ -200,7 +201,7 @@ struct Callbacks {
     if (p->content_length == 0) {
       s.last_chunk_ = true;
       s.in_trailers_ = true;
-      p->settings = trailerSettings();  // llhttp reads it at each callback
+      use(p, trailerSettings());  // llhttp reads it at each callback
     }
     s.parser_->pause = Pause::kChunkHeader;
     return HPE_PAUSED;
@@ -259,10 +260,12 @@ struct Callbacks {
     static const llhttp_settings_t st = settings(false);
     return &st;
   }
-  static llhttp_settings_t* trailerSettings() {
-    static llhttp_settings_t st = settings(true);
+  static const llhttp_settings_t* trailerSettings() {
+    static const llhttp_settings_t st = settings(true);
     return &st;
   }
+  // llhttp keeps its table as a void*; it never writes through it.
+  static void use(llhttp_t* p, const llhttp_settings_t* table) { p->settings = const_cast<llhttp_settings_t*>(table); }
 };
 
 H1Decoder::H1Decoder(Type type, const Limits& limits)
