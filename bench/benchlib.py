@@ -631,18 +631,36 @@ hosts:
         proxy.reverse.url: http://%(host)s:%(up)d/
 """
 
+# WebSocket (bench/ws.sh): `proxy.websocket: ON`, which h2o 2.2's proxy directives document
+# (off by default there, "experimental"): when the upstream answers a handshake with 101, the
+# connection becomes a tunnel; `proxy.websocket.timeout` (ms, default 300000, 5 min) set to
+# 1 h, as the others' tunnel timeouts.
+H2O_URL = "        proxy.reverse.url: http://%(host)s:%(up)d/\n"
+H2O_WS_URL = H2O_URL + """\
+        proxy.websocket: ON
+        proxy.websocket.timeout: 3600000
+"""
+H2O_WS_CONF = H2O_CONF.replace(H2O_URL, H2O_WS_URL)
+
+# Idle keep-alive connections (bench/conns.sh): `http1-request-timeout: 75` (its HTTP/1
+# directives: the time it waits for a request, 10 s by default, after which it closes an
+# idle keep-alive connection), so that idle connections live as long as at the other
+# proxies (75 s).
+H2O_IDLE_CONF = H2O_CONF.replace("num-threads: 1\n", "num-threads: 1\nhttp1-request-timeout: 75\n")
+
 # Caddy's reverse_proxy; flush_interval -1 flushes each write to the client at once (its
 # documented setting for streaming; it does so for text/event-stream by itself too).
 # No admin endpoint, no automatic HTTPS, no access log (none without a `log` directive),
 # its own log at ERROR.
-CADDYFILE = """{
+CADDY_GLOBAL = """{
   admin off
   auto_https off
   log {
     level ERROR
   }
 }
-http://%(host)s:%(port)d {
+"""
+CADDYFILE = CADDY_GLOBAL + """http://%(host)s:%(port)d {
   reverse_proxy %(host)s:%(up)d {
     flush_interval -1
   }
@@ -691,6 +709,9 @@ H2O_TLS_CONF = H2O_CONF.replace("""  port: %(port)d
     minimum-version: TLSv1.2
 http2-idle-timeout: 75
 """)
+# WebSocket over TLS (bench/ws.sh --tls): that listener, proxy.websocket as in H2O_WS_CONF
+# (the node clients offer no ALPN: HTTP/1.1 and its Upgrade).
+H2O_TLS_WS_CONF = H2O_TLS_CONF.replace(H2O_URL, H2O_WS_URL)
 
 # HTTP/2 over TLS (bench/h2.sh): an https:// site with `tls <cert> <key>` (the tls directive's
 # own certificate files; no automatic HTTPS, no redirects); HTTP/2 is Caddy's default over
@@ -744,17 +765,25 @@ def prod_extra(prod, name):
             "backends": " ".join(prod.backends)}
 
 
-def start_h2o(wd, upstream_port, prod=None, tls=None):
-    """tls: HTTPS (and so HTTP/2) on its listener, H2O_TLS_CONF (not with prod)."""
-    conf = H2O_TLS_CONF if tls is not None else H2O_PROD_CONF if prod else H2O_CONF
+def start_h2o(wd, upstream_port, prod=None, tls=None, websocket=False, idle_conns=False):
+    """tls: HTTPS (and so HTTP/2) on its listener, H2O_TLS_CONF (not with prod).
+    websocket: H2O_WS_CONF (with tls, H2O_TLS_WS_CONF); idle_conns: H2O_IDLE_CONF."""
+    if tls is not None:
+        conf = H2O_TLS_WS_CONF if websocket else H2O_TLS_CONF
+    else:
+        conf = (H2O_PROD_CONF if prod else H2O_WS_CONF if websocket else
+                H2O_IDLE_CONF if idle_conns else H2O_CONF)
     return start_configured(wd, "h2o", "h2o.conf", conf,
                             ["h2o", "-c"], upstream_port,
                             extra=prod_extra(prod, "h2o") if prod else None, tls=tls)
 
 
-def start_caddy(wd, upstream_port, prod=None, tls=None):
+def start_caddy(wd, upstream_port, prod=None, tls=None, websocket=False, idle_conns=False):
     """Caddy with GOMAXPROCS=1: one thread running Go code, as the others' one worker.
-    tls: HTTPS (and so HTTP/2) on its listener, CADDYFILE_TLS (not with prod)."""
+    tls: HTTPS (and so HTTP/2) on its listener, CADDYFILE_TLS (not with prod).
+    websocket and idle_conns change nothing: reverse_proxy proxies WebSockets by itself
+    (Caddy 2.6 has no timeout on an upgraded connection; stream_timeout came in 2.7), and
+    its idle_timeout for keep-alive connections is 5 min by default."""
     conf = CADDYFILE_TLS if tls is not None else CADDYFILE_PROD if prod else CADDYFILE
     return start_configured(wd, "caddy", "Caddyfile", conf,
                             ["caddy", "run", "--adapter", "caddyfile", "--config"],
@@ -768,10 +797,11 @@ PEERS = ("haproxy", "nginx") + tuple(OPTIONAL_PEERS)
 
 
 def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
-                  streaming=False, prod=None, h2=False, tether_extra=""):
-    """The proxies named in wanted ("tether", "haproxy", "nginx"; "h2o" and "caddy" plain
-    only, when installed), in that order, in front of upstream_port. tether is skipped,
-    with a line in notes, when it does not run; so are h2o and Caddy when absent.
+                  streaming=False, prod=None, h2=False, tether_extra="", idle_conns=False):
+    """The proxies named in wanted ("tether", "haproxy", "nginx"; "h2o" and "caddy" when
+    installed, over TLS only with h2 or websocket), in that order, in front of
+    upstream_port. tether is skipped, with a line in notes, when it does not run; so are
+    h2o and Caddy when absent.
     With tls (a Tls), each terminates TLS on its listener with that certificate.
     streaming (event streams): nginx `proxy_buffering off`, HAProxy `option
     http-no-delay`; "haproxy-default" is HAProxy without it. prod (a Prod): each in
@@ -779,6 +809,10 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
     prod). h2 (with tls; bench/h2.sh): every proxy offers HTTP/2 by ALPN on its TLS
     listener (nginx `listen ... ssl http2`, HAProxy `alpn h2,http/1.1`, tether by default),
     and h2o and Caddy are started too, over TLS (H2O_TLS_CONF, CADDYFILE_TLS).
+    websocket: nginx with the Upgrade/Connection map, h2o with proxy.websocket
+    (H2O_WS_CONF), with or without tls (h2o and Caddy then over TLS as for h2,
+    H2O_TLS_WS_CONF and CADDYFILE_TLS). idle_conns (bench/conns.sh): h2o keeps idle
+    keep-alive connections 75 s (H2O_IDLE_CONF).
     tether_extra: more top-level YAML keys for tether (and tether-base)."""
     if h2 and tls is None:
         raise ValueError("h2 needs tls")
@@ -810,14 +844,12 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
     for name, start in OPTIONAL_PEERS.items():
         if name not in wanted:
             continue
-        if (tls is not None and not h2) or shutil.which(name) is None:
+        if (tls is not None and not (h2 or websocket)) or shutil.which(name) is None:
             notes.append("%s skipped: %s" % (name, "plain HTTP only here" if tls else
                                              "not installed (apt-get install %s)" % name))
             continue
-        if h2:
-            proxies.append(start(wd, upstream_port, prod, tls=tls))
-        else:
-            proxies.append(start(wd, upstream_port, prod))
+        proxies.append(start(wd, upstream_port, prod, tls=tls, websocket=websocket,
+                             idle_conns=idle_conns))
     return proxies
 
 

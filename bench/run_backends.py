@@ -6,8 +6,8 @@ What it measures, in one run:
     measured run, divided by the requests wrk completed) with 2 backends and with 500,
     for round_robin, least_conn, p2c and consistent_hash, and the ratio 500 / 2 (the goal
     of issue 17: within 1.15x for every algorithm);
-  - the same for nginx and HAProxy with 500 backends (and with 2 with --peers-at-2), each
-    with its documented equivalent of the algorithm:
+  - the same for nginx, HAProxy and Caddy with 500 backends (and with 2 with --peers-at-2),
+    each with its documented equivalent of the algorithm:
         round_robin      nginx default (weighted round robin)  HAProxy balance roundrobin
         least_conn       nginx least_conn                      HAProxy balance leastconn
         p2c              nginx random two least_conn           HAProxy balance random(2)
@@ -16,18 +16,35 @@ What it measures, in one run:
                                                                hash-balance-factor 125
     (tether's consistent_hash without an affinity key hashes the client's address, with a
     load bound of 1.25 x the mean: HAProxy's hash-balance-factor 125 is the same bound);
+    Caddy 2.6, reverse_proxy with the 500 upstreams in `to` and its `lb_policy`:
+        round_robin      lb_policy round_robin
+        least_conn       lb_policy least_conn (fewest current requests)
+        p2c              lb_policy random_choose 2 (the less loaded of two taken at random)
+        consistent_hash  lb_policy ip_hash (the client's address, as nginx's $remote_addr
+                         and HAProxy's source; 2.6 has no client_ip_hash, which came in
+                         2.7, and no load bound, so with one client address, as nginx,
+                         every request goes to one backend; it hashes the key with each
+                         upstream, rendezvous hashing, a pass over the list per pick)
+    with GOMAXPROCS=1 (one thread running Go code), no admin endpoint, no automatic HTTPS,
+    no access log (none without a `log` directive), active health checks `health_uri
+    /health`, `health_interval 5s`, and its transport's default keep-alive (32 idle
+    connections per upstream);
+  - no h2o: h2o 2.2 (Debian's package) takes one URL in proxy.reverse.url (a sequence is
+    refused: "argument cannot be a sequence"; several backends came with 2.3), so it has no
+    balancing over backends to measure;
   - the CPU tether's active health checks cost with 500 backends and no traffic, as a
     percentage of one core over --idle seconds (goal: under 2 %).
 
 Set-up, all on loopback: the backends are one nginx (1 worker) listening on port P of
 500 addresses 127.0.1.1 ... 127.0.2.244 (a backend is an address: 500 distinct ones);
 the 2-backend runs use the first two. Each proxy has one worker, upstream keep-alive,
-access log off; tether and HAProxy check /health every 5 s (nginx open source has no
-active checks); nginx keeps max(64, 2 x backends) idle upstream connections (its
+access log off; tether, HAProxy and Caddy check /health every 5 s (nginx open source has
+no active checks); nginx keeps max(64, 2 x backends) idle upstream connections (its
 keepalive cache is shared by all servers of the upstream block, so 64 would miss with
-500), tether 64 per backend (its default), HAProxy http-reuse safe. wrk -t1 -c50 from
-127.0.0.1: consistent_hash therefore sees one client address (one key), which the load
-bound spreads; the cost of a pick is what is measured.
+500), tether 64 per backend (its default), HAProxy http-reuse safe, Caddy 32 per backend
+(its default). wrk -t1 -c50 from 127.0.0.1: consistent_hash therefore sees one client
+address (one key), which the load bound of tether and HAProxy spreads; the cost of a pick
+is what is measured.
 
 Every configuration is started just before its measured run (then warmed for 1 s) and
 stopped after it, so that no idle proxy's health checks run during another's
@@ -39,19 +56,19 @@ With --two-serving, tether also runs with the 500 backends listed (and health-ch
 only 2 of weight above 0: the same working set as with 2 backends (two upstreams' sockets,
 connections and metrics warm in the caches), so what remains of the ratio is the pick's own
 cost in the length of the list. With 500 serving, each request goes to another backend's
-cold upstream connection; --peers-at-2 shows that nginx and HAProxy pay for that too.
+cold upstream connection; --peers-at-2 shows that nginx, HAProxy and Caddy pay for that too.
 
 Usage: bench/backends.sh [--rounds 3] [--duration 5] [--connections 50] [--backends 500]
                          [--algos round_robin,least_conn,p2c,consistent_hash]
-                         [--proxies tether,nginx,haproxy] [--peers-at-2] [--two-serving]
-                         [--idle 20]
+                         [--proxies tether,nginx,haproxy,caddy] [--peers-at-2]
+                         [--two-serving] [--idle 20]
 tether-base in --proxies (with $TETHER_BASE_BIN) measures an earlier build in the same run.
 The markdown is printed and saved under bench/results/backends-*.md.
 """
 import argparse
 import json
 import os
-import subprocess
+import shutil
 import sys
 import time
 import urllib.request
@@ -67,6 +84,21 @@ HAPROXY_ALGO = {"round_robin": "balance roundrobin", "least_conn": "balance leas
                 "p2c": "balance random(2)",
                 "consistent_hash":
                     "balance source\n  hash-type consistent\n  hash-balance-factor 125"}
+CADDY_ALGO = {"round_robin": "round_robin", "least_conn": "least_conn",
+              "p2c": "random_choose 2", "consistent_hash": "ip_hash"}
+# As bench/benchlib.py CADDYFILE (no admin, no automatic HTTPS, no access log, its own log
+# at ERROR), the upstreams in `to`, checked as tether and HAProxy are.
+CADDYFILE = B.CADDY_GLOBAL + """http://%(host)s:%(port)d {
+  reverse_proxy {
+    to %(upstreams)s
+    lb_policy %(policy)s
+    health_uri /health
+    health_interval 5s
+  }
+}
+"""
+NO_H2O = ("h2o is not in this scenario: h2o 2.2's proxy.reverse.url takes one URL (several "
+          "backends came with 2.3), so it has no balancing over backends")
 
 
 def address(i):
@@ -226,6 +258,16 @@ def start_haproxy(wd, algo, n, up_port):
     return B.start_on_free_port("haproxy; see %s/haproxy.log" % wd, launch)
 
 
+def start_caddy(wd, algo, n, up_port):
+    """Caddy (GOMAXPROCS=1) with CADDYFILE over the first n backends; (proc, port)."""
+    upstreams = " ".join("%s:%d" % (address(i), up_port) for i in range(n))
+    p = B.start_configured(wd, "caddy-%s-%d" % (algo, n), "Caddyfile", CADDYFILE,
+                           ["caddy", "run", "--adapter", "caddyfile", "--config"], up_port,
+                           env={"GOMAXPROCS": "1"},
+                           extra={"upstreams": upstreams, "policy": CADDY_ALGO[algo]})
+    return p.proc, p.port
+
+
 def start(wd, cfg, up_port):
     if cfg.proxy == "tether":
         return start_tether(wd, B.TETHER_BIN, "tether", cfg.algo, cfg.n, up_port, cfg.serving)
@@ -234,6 +276,8 @@ def start(wd, cfg, up_port):
                             cfg.serving)
     if cfg.proxy == "nginx":
         return start_nginx(wd, cfg.algo, cfg.n, up_port)
+    if cfg.proxy == "caddy":
+        return start_caddy(wd, cfg.algo, cfg.n, up_port)
     return start_haproxy(wd, cfg.algo, cfg.n, up_port)
 
 
@@ -253,9 +297,9 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--backends", type=int, default=500, help="the large fleet (max 1000)")
     ap.add_argument("--algos", default=",".join(ALGOS))
-    ap.add_argument("--proxies", default="tether,nginx,haproxy")
+    ap.add_argument("--proxies", default="tether,nginx,haproxy,caddy")
     ap.add_argument("--peers-at-2", action="store_true",
-                    help="also measure nginx and HAProxy with 2 backends")
+                    help="also measure nginx, HAProxy and Caddy with 2 backends")
     ap.add_argument("--two-serving", action="store_true",
                     help="also tether with the large fleet listed but only 2 of weight > 0: "
                          "the cost of the pick itself, without the larger working set")
@@ -272,7 +316,16 @@ def main():
         if a not in ALGOS:
             raise SystemExit("unknown algorithm %s (one of %s)" % (a, ", ".join(ALGOS)))
     wanted = [p for p in args.proxies.split(",") if p]
-    notes = []
+    notes = [NO_H2O]
+    for p in list(wanted):
+        if p == "h2o":
+            wanted.remove(p)
+            B.log(NO_H2O)
+        elif p == "caddy" and not shutil.which("caddy"):
+            wanted.remove(p)
+            notes.append("caddy skipped: not installed (apt-get install caddy)")
+        elif p not in ("tether", "tether-base", "nginx", "haproxy", "caddy"):
+            raise SystemExit("unknown proxy %s" % p)
     for t, binary in (("tether", B.TETHER_BIN), ("tether-base", B.TETHER_BASE_BIN)):
         if t in wanted:
             ok, info = B.tether_available(binary)
@@ -332,7 +385,7 @@ def main():
         headers += ["%s µs/req, 2" % t, "%s µs/req, %d" % (t, big), "%s %d / 2" % (t, big)]
         if args.two_serving:
             headers += ["%s µs/req, 2 of %d" % (t, big), "%s 2 of %d / 2" % (t, big)]
-    peers = [p for p in ("nginx", "haproxy") if p in wanted]
+    peers = [p for p in ("nginx", "haproxy", "caddy") if p in wanted]
     for p in peers:
         if args.peers_at_2:
             headers.append("%s µs/req, 2" % p)
@@ -370,11 +423,13 @@ def main():
              "over the measured run / requests completed; one worker each; access logs off; "
              "upstream keep-alive on; %d cores shared by wrk, the proxy and the backends"
              % (B.CLK_TCK, os.cpu_count()),
-             "- backends: one nginx, 1 worker, on %d loopback addresses; tether and HAProxy "
-             "health-check /health every 5 s (part of the measured CPU); nginx keepalive "
-             "max(64, 2 x backends)" % big,
+             "- backends: one nginx, 1 worker, on %d loopback addresses; tether, HAProxy and "
+             "Caddy health-check /health every 5 s (part of the measured CPU); nginx keepalive "
+             "max(64, 2 x backends); Caddy GOMAXPROCS=1, lb_policy round_robin, least_conn, "
+             "random_choose 2 (p2c), ip_hash (consistent_hash; no load bound)" % big,
              "- non-2xx answers over all runs: %d" % errors,
-             "- versions: %s; %s; %s" % (v["haproxy"], v["nginx"], v["wrk"])]
+             "- versions: %s; %s; caddy %s; %s" % (v["haproxy"], v["nginx"], v["caddy"],
+                                                   v["wrk"])]
     text += ["- " + n for n in notes]
     text += ["", "requests/s (medians):", "", B.table(rps_headers, rps_rows)]
     B.report("backends", text)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Many connections: memory per idle keep-alive HTTP/1.1 connection, and how much of it
-each proxy gives back once they close (issue 17, goal 5). tether vs HAProxy vs nginx, one
-worker each, in front of the same upstream (bench/benchlib.py).
+each proxy gives back once they close (issue 17, goal 5). tether vs HAProxy, nginx, h2o
+and Caddy, one worker each, in front of the same upstream (bench/benchlib.py).
 
 For each proxy in turn: its resident set (VmRSS summed over its processes, settled), then
 N client connections opened one after another, each sending one GET / and reading the
@@ -10,7 +10,17 @@ closed, and the resident set once more. Reported per connection: (idle - before)
 (after close - before) / N. One request at a time, so the proxies hold one upstream
 connection each: what is measured is the client side of a connection.
 
-Usage: bench/conns.sh [--connections 4000] [--proxies tether,haproxy,nginx]
+Set-up, all on loopback, access logs off, each as bench/http.sh has it (its documented
+reverse proxy with upstream keep-alive), every one keeping an idle client connection open
+at least 75 s: tether (timeouts.downstream_idle 75s), HAProxy 2.6 (timeout
+http-keep-alive 75s), nginx (keepalive_timeout 75s), h2o 2.2 (num-threads 1,
+proxy.reverse.url, and `http1-request-timeout: 75`: by default it closes an HTTP/1
+connection idle for 10 s, its HTTP/1 directives' default, sooner than a run of 4000 takes)
+and Caddy 2.6 (GOMAXPROCS=1, reverse_proxy, its default idle_timeout of 5 min; no admin
+endpoint, no automatic HTTPS), h2o and Caddy when installed (the Debian packages;
+bench/benchlib.py H2O_IDLE_CONF, CADDYFILE).
+
+Usage: bench/conns.sh [--connections 4000] [--proxies tether,haproxy,nginx,h2o,caddy]
 The markdown is printed and saved under bench/results/.
 """
 import argparse
@@ -95,14 +105,14 @@ def run_idle(proxy, n):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=4000)
-    ap.add_argument("--proxies", default="tether,haproxy,nginx")
+    ap.add_argument("--proxies", default="tether,haproxy,nginx,h2o,caddy")
     args = ap.parse_args()
     args.connections = max(1, min(args.connections, 9000))  # the client's fds + the proxy's
     wanted = [p for p in args.proxies.split(",") if p]
     notes = []
     wd = B.workdir()
     _, upstream_port = B.start_nginx_upstream(wd)
-    proxies = B.start_proxies(wd, wanted, upstream_port, notes)
+    proxies = B.start_proxies(wd, wanted, upstream_port, notes, idle_conns=True)
     if not proxies:
         raise SystemExit("nothing to measure")
     rows, res = [], {}
@@ -118,7 +128,7 @@ def main():
             "", B.table(["proxy", "opened", "errors", "RSS before KiB", "RSS idle KiB",
                          "RSS after close KiB", "KiB per idle connection",
                          "KiB per connection kept after close"], rows), ""]
-    peers = [n for n in res if n in ("haproxy", "nginx")]
+    peers = [n for n in res if n in B.PEERS]
     if "tether" in res and peers:
         lean = min(peers, key=lambda n: res[n]["per_conn"])
         text.append("- tether / leanest peer KiB per idle connection (%s): **%.2f**"

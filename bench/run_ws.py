@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""WebSocket scenarios: tether vs HAProxy vs nginx (one worker each), same echo upstream.
+"""WebSocket scenarios: tether vs HAProxy, nginx, h2o and Caddy (one worker each), one echo upstream.
 
 1. Echo load: bench/ws_load.js opens C WebSockets through the proxy to a node `ws` echo
    upstream (bench/ws_echo_server.js); each sends a 64-byte message and waits for the echo,
@@ -11,19 +11,30 @@
    summed over the proxy's processes (/proc/<pid>/status). The client needs N fds and the
    proxy 2N: bench/ws.sh raises `ulimit -n` to the hard limit.
 
-Set-up, all on loopback: tether (-b the echo upstream, access log off, health checks on
-/health), HAProxy 2.6 (mode http, timeout tunnel 1h, nbthread 1, no log), nginx
-(proxy_http_version 1.1, Upgrade/Connection map, worker_processes 1, access_log off).
+Set-up, all on loopback, each as its documentation shows for proxying WebSockets: tether
+(-b the echo upstream, access log off, health checks on /health, timeouts.tunnel_idle 1h),
+HAProxy 2.6 (mode http, timeout tunnel 1h, nbthread 1, no log), nginx (proxy_http_version
+1.1, the Upgrade/Connection map of its WebSocket proxying page, proxy_read_timeout and
+proxy_send_timeout 1h, worker_processes 1, access_log off), h2o 2.2 (num-threads 1,
+proxy.reverse.url, `proxy.websocket: ON` as its proxy directives document, WebSocket being
+off by default in 2.2, and `proxy.websocket.timeout: 3600000`, 1 h in ms; no access log) and
+Caddy 2.6 (GOMAXPROCS=1, reverse_proxy, which proxies WebSockets by itself, with no timeout
+on an upgraded connection in 2.6; no admin endpoint, no automatic HTTPS, no access log),
+h2o and Caddy when installed (the Debian packages; bench/benchlib.py H2O_WS_CONF, CADDYFILE).
 
 With --tls, each proxy terminates TLS on its listener and the clients connect with wss://
 (the echo upstream stays plain ws://): the same ECDSA P-256 self-signed certificate for all,
 made with the openssl CLI in the run's temporary directory, TLS 1.2 and 1.3 allowed (node
 negotiates 1.3); set-up as for bench/http.sh --tls. The clients verify the proxy's
 certificate against it ($BENCH_CA). Idle memory then includes each proxy's TLS state per
-connection. Saved as ws-tls-*.md.
+connection. h2o and Caddy terminate TLS as for bench/h2.sh (benchlib H2O_TLS_WS_CONF: a
+`listen:` with `ssl: {certificate-file, key-file, minimum-version: TLSv1.2}` and
+proxy.websocket as above; CADDYFILE_TLS: an https:// site with `tls <cert> <key>`); the node
+clients offer no ALPN, so both speak HTTP/1.1 and its Upgrade. Saved as ws-tls-*.md.
 
 Usage: bench/ws.sh [--rounds 3] [--duration 10] [--connections 50] [--idle 4000]
-                   [--proxies tether,haproxy,nginx] [--skip-load] [--skip-idle] [--tls]
+                   [--proxies tether,haproxy,nginx,h2o,caddy] [--skip-load] [--skip-idle]
+                   [--tls]
 tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
 The markdown is printed and saved under bench/results/.
 """
@@ -110,7 +121,7 @@ def run_idle(proxy, n, tls=None):
 
 
 def main():
-    ap = B.scenario_args(__doc__)
+    ap = B.scenario_args(__doc__, proxies="tether,haproxy,nginx,h2o,caddy")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--idle", type=int, default=4000)
     ap.add_argument("--skip-load", action="store_true")
@@ -179,7 +190,7 @@ def main():
         text += ["## %s: %d through each proxy" % (title, args.idle), "",
                  B.table(["proxy", "opened", "errors", "RSS before KiB", "RSS after KiB",
                           "KiB per WebSocket"], rows), ""]
-        peers = [n for n in idle if n in ("haproxy", "nginx")]
+        peers = [n for n in idle if n in B.PEERS]
         if "tether" in idle and peers:
             lean = min(peers, key=lambda n: idle[n]["per_conn"])
             text.append("- tether / leanest peer KiB per idle %sWebSocket (%s): **%.2f**" % (
@@ -191,9 +202,18 @@ def main():
              "client, proxy and upstream; access logs off" % (v["node"], os.cpu_count()),
              "- CPU: utime+stime of the proxy's process tree (/proc/<pid>/stat, %d Hz ticks); "
              "RSS: VmRSS summed over the proxy's processes" % B.CLK_TCK,
-             "- versions: %s; %s" % (v["haproxy"], v["nginx"])]
+             "- versions: %s; %s; %s; caddy %s" % (v["haproxy"], v["nginx"], v["h2o"],
+                                                  v["caddy"])]
     if tls:
         text += ["- " + n for n in tls_notes]
+        names = [p.name for p in proxies]
+        if "h2o" in names:
+            text.append("- h2o TLS: `listen: {ssl: {certificate-file, key-file, "
+                        "minimum-version: TLSv1.2}}` (its base directives), proxy.websocket ON, "
+                        "proxy.websocket.timeout 3600000")
+        if "caddy" in names:
+            text.append("- Caddy TLS: a site `https://127.0.0.1:<port>` with `tls <cert> <key>` "
+                        "(its tls directive), `servers { protocols h1 h2 }`, reverse_proxy")
         text.append("- %s; node's TLS client (OpenSSL %s) verifies the proxy's certificate"
                     % (v["openssl"], node_openssl()))
     text += ["- " + n for n in notes]

@@ -1,5 +1,6 @@
 #!/bin/sh
-# WebSocket benchmark: tether vs HAProxy vs nginx, one worker each, same node `ws` echo upstream.
+# WebSocket benchmark: tether vs HAProxy, nginx, h2o and Caddy, one worker each, same node `ws`
+# echo upstream (h2o with proxy.websocket ON; Caddy's reverse_proxy as it is).
 #
 # 1. echo load: round trips/s, p50/p99 round-trip latency, proxy CPU per round trip (/proc)
 # 2. idle memory: (RSS after - RSS before) / N for N idle WebSockets (default 4000) per proxy
@@ -14,10 +15,12 @@
 # --tls: each proxy terminates TLS on its listener, the clients connect with wss:// (and
 # verify the certificate), the echo upstream stays plain ws://. One ECDSA P-256
 # self-signed certificate (made with `openssl req` in the run's temporary directory) for
-# all; TLS 1.2 and 1.3 allowed, 1.3 negotiated; set-up as for bench/http.sh --tls.
+# all; TLS 1.2 and 1.3 allowed, 1.3 negotiated; set-up as for bench/http.sh --tls (h2o and
+# Caddy as for bench/h2.sh).
 #
 # Needs: node with the ws module (Debian's node-ws, or `npm install` in bench/), haproxy,
-# nginx (sh packaging/install-deps.sh), openssl for --tls, and a built tether (skipped if
+# nginx, and h2o and caddy for those peers (sh packaging/install-deps.sh; a peer that is not
+# installed is skipped with a note), openssl for --tls, and a built tether (skipped if
 # $TETHER_BIN, default build/proxy/tether, does not run).
 set -eu
 cd "$(dirname "$0")"
