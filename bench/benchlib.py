@@ -844,9 +844,8 @@ def start_proxies(wd, wanted, upstream_port, notes, websocket=False, tls=None,
     for name, start in OPTIONAL_PEERS.items():
         if name not in wanted:
             continue
-        if (tls is not None and not (h2 or websocket)) or shutil.which(name) is None:
-            notes.append("%s skipped: %s" % (name, "plain HTTP only here" if tls else
-                                             "not installed (apt-get install %s)" % name))
+        if shutil.which(name) is None:
+            notes.append("%s skipped: not installed (apt-get install %s)" % (name, name))
             continue
         proxies.append(start(wd, upstream_port, prod, tls=tls, websocket=websocket,
                              idle_conns=idle_conns))
@@ -872,8 +871,9 @@ def tls_summary(proxies, tls):
              "TLS set-up: nginx `listen ... ssl`, ssl_protocols TLSv1.2 TLSv1.3, "
              "ssl_session_cache shared:SSL:10m; HAProxy `bind ... ssl crt cert+key.pem "
              "ssl-min-ver TLSv1.2` (default session cache), X-Forwarded-Proto https; tether "
-             "`listeners: [{address, tls: {certificates: [{cert, key}]}}]`; the upstream is "
-             "plain HTTP for all"]
+             "`listeners: [{address, tls: {certificates: [{cert, key}]}}]`; h2o `listen: ssl: "
+             "{certificate-file, key-file}` and Caddy `tls cert key` (H2O_TLS_CONF, "
+             "CADDYFILE_TLS); the upstream is plain HTTP for all"]
     return label, notes
 
 

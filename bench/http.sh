@@ -1,12 +1,13 @@
 #!/bin/sh
-# HTTP/1.1 keep-alive benchmark: tether vs HAProxy vs nginx, one worker each, same upstream.
+# HTTP/1.1 keep-alive benchmark: tether vs HAProxy, nginx, h2o and Caddy, one worker each,
+# same upstream.
 #
 # Measures requests/s, p50/p99 latency (wrk --latency) and CPU time per request of each
 # proxy (from /proc/<pid>/stat). Access logs are OFF for every proxy (but with --profile prod); upstream keep-alive
 # is ON for every proxy. Everything binds 127.0.0.1; each run is bounded by --duration.
 # Details and set-up: bench/run_http.py.
 #
-#   bench/http.sh                                   3 rounds x 10 s x 3 proxies (~100 s)
+#   bench/http.sh                                   3 rounds x 10 s x 5 proxies (~160 s)
 #   bench/http.sh --rounds 1 --duration 3           a quick look
 #   TETHER_BIN=/path/to/tether bench/http.sh --proxies tether,haproxy
 #   bench/http.sh --tls                             the same over HTTPS (saved as http-tls-*)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""HTTP/1.1 keep-alive throughput of tether, HAProxy and nginx in front of one upstream.
+"""HTTP/1.1 keep-alive throughput of tether, HAProxy, nginx, h2o and Caddy in front of one upstream.
 
 What it measures: requests/s, p50 and p99 latency (wrk --latency), and CPU time per
 request of each proxy (utime+stime of its whole process tree, from /proc/<pid>/stat,
@@ -7,8 +7,9 @@ over the measured run, divided by the requests wrk completed).
 
 Set-up, all on loopback: one upstream (a separate nginx, 1 worker, 200 with a ~100-byte
 body, /health too); each proxy with one worker (tether --workers 1, HAProxy nbthread 1,
-nginx worker_processes 1), configured as its own documentation recommends for reverse
-proxying with upstream keep-alive on; access logging OFF for all three; active health
+nginx worker_processes 1, h2o num-threads 1, Caddy GOMAXPROCS=1), configured as its own
+documentation recommends for reverse proxying with upstream keep-alive on (benchlib.py has
+each configuration, with where it comes from); access logging OFF for all; active health
 checks on /health every 5s for tether and HAProxy (nginx open source has none). Runs are
 interleaved (the order rotates each round) and the median of the rounds is reported.
 
@@ -17,7 +18,8 @@ plain HTTP): the same ECDSA P-256 self-signed certificate for all, made with the
 in the run's temporary directory; TLS 1.2 and 1.3 allowed (a default OpenSSL client, wrk
 too, negotiates 1.3); nginx `listen ... ssl` with ssl_session_cache shared:SSL:10m, HAProxy
 `bind ... ssl crt` with ssl-min-ver TLSv1.2, tether a `listeners:` entry with `tls:` in its
-config file. wrk does not verify the certificate; the readiness check does. wrk keeps its
+config file; h2o and Caddy as for bench/h2.sh (wrk offers no ALPN, so they answer in
+HTTP/1.1 too). wrk does not verify the certificate; the readiness check does. wrk keeps its
 connections, so the run is mostly record encryption, not handshakes (one per connection).
 --baseline stays plain HTTP to the upstream. Saved as http-tls-*.md.
 
@@ -31,7 +33,7 @@ configurations it changes). The log files' line counts are reported against the 
 wrk completed, and tether's ratios against the goal of issue 17. Saved as http-prod-*.md.
 
 Usage: bench/http.sh [--rounds 3] [--duration 10] [--connections 50] [--threads 1]
-                     [--proxies tether,haproxy,nginx] [--baseline] [--tls]
+                     [--proxies tether,haproxy,nginx,h2o,caddy] [--baseline] [--tls]
                      [--profile plain|prod]
 tether is skipped, with a note, when $TETHER_BIN (default build/proxy/tether) does not run.
 The markdown is printed and saved under bench/results/.
@@ -171,7 +173,7 @@ def main():
     ap.set_defaults(proxies=None)
     args = B.parse_scenario(ap)
     if args.proxies is None:
-        args.wanted = (PROD_PROXIES if args.profile == "prod" else "tether,haproxy,nginx").split(",")
+        args.wanted = PROD_PROXIES.split(",")
     if args.profile == "prod" and (args.tls or args.baseline):
         raise SystemExit("--profile prod is plain HTTP to the proxies, without --baseline")
     notes, prod = [], None
@@ -241,7 +243,8 @@ def main():
              "- CPU: utime+stime of the proxy's process tree (/proc/<pid>/stat, %d Hz ticks) "
              "over the measured runs / requests; user is the proxy's own code, kernel is the "
              "system calls and TCP work done on its behalf" % B.CLK_TCK,
-             "- versions: %s; %s; %s" % (v["haproxy"], v["nginx"], v["wrk"])]
+             "- versions: %s; %s; %s; caddy %s; %s" % (v["haproxy"], v["nginx"], v["h2o"], v["caddy"],
+                                                   v["wrk"])]
     if tls:
         text += ["- " + n for n in tls_notes]
         text.append("- %s" % v["openssl"])
