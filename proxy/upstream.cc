@@ -3,6 +3,7 @@
 #include "proxy/log.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
+#include "proxy/write_req.h"
 
 namespace tether::proxy {
 
@@ -11,11 +12,12 @@ UpstreamConn::UpstreamConn(UpstreamPool& pool, balancer::Backend& backend,
     : pool_(pool), backend_(backend), tls_ctx_(std::move(tls)) {
   uv_tcp_init(pool.worker().loop(), &tcp_);
   tcp_.data = this;
-  write_req_.data = this;
   backend.connections.fetch_add(1, std::memory_order_relaxed);
 }
 
-UpstreamConn::~UpstreamConn() = default;
+UpstreamConn::~UpstreamConn() {
+  if (cipher_write_) cipher_write_->ctx = nullptr;  // a late completion only returns it to the pool
+}
 
 // The connect request lives only while connecting: a pooled or tunnelled
 // connection does not carry it.
@@ -153,14 +155,12 @@ void UpstreamConn::plainAdded(std::size_t n) {
 
 int UpstreamConn::socketWrite(uv_buf_t* bufs, unsigned n) {
   if (closing_) return UV_EPIPE;
-  unsigned i = 0;
-  if (int r = writeWhatFits(stream(), bufs, n, &i); r != 1) return r;
-  if (uv_write(&write_req_, stream(), bufs + i, n - i, onSocketWritten) != 0) return UV_EPIPE;
-  return 1;
+  return pool_.worker().send(stream(), cipher_write_, onSocketWritten, this, bufs, n);
 }
 
-void UpstreamConn::onSocketWritten(uv_write_t* req, int status) {
-  auto* c = static_cast<UpstreamConn*>(req->data);
+void UpstreamConn::onSocketWritten(void* ctx, int status) {
+  auto* c = static_cast<UpstreamConn*>(ctx);
+  c->cipher_write_ = nullptr;
   if (status == UV_ECANCELED || c->closing_) return;
   c->tls_->socketWritten(status);
   if (c->failed_ && !c->closing_) c->onTls({});

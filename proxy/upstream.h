@@ -55,6 +55,8 @@ class UpstreamOwner {
   ~UpstreamOwner() = default;
 };
 
+struct WriteReq;
+
 class UpstreamConn final : public ListHook<>, private TransportOwner {
  public:
   // `tls`: the backend's TLS (https://), or nullptr for plain TCP.
@@ -109,7 +111,7 @@ class UpstreamConn final : public ListHook<>, private TransportOwner {
   void startTls();
   void onTls(Transport::Result r);
   void handshakeFailed(const std::string& why);
-  static void onSocketWritten(uv_write_t* req, int status);
+  static void onSocketWritten(void* ctx, int status);
   static void onConnect(uv_connect_t* req, int status);
   static void onClose(uv_handle_t* h);
   static void onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf);
@@ -129,7 +131,7 @@ class UpstreamConn final : public ListHook<>, private TransportOwner {
   std::shared_ptr<const TlsClientContext> tls_ctx_;
   std::unique_ptr<TlsTransport> tls_;
   SSL* ssl_ = nullptr;        // owned by tls_; for the handshake's failure reason
-  uv_write_t write_req_;      // the one queued ciphertext write (TlsTransport keeps one at a time)
+  WriteReq* cipher_write_ = nullptr;  // the one queued ciphertext write, from the worker's pool
   std::string failure_;       // set by transportFailed: what went wrong, for the log
   bool handshook_ = false;
   bool failed_ = false;

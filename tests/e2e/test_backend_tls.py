@@ -14,7 +14,9 @@ configuration whose CA or key cannot be read refused at start with its path.
 Run: cd tests/e2e && TETHER_BIN=... python3 -m unittest -v test_backend_tls
 """
 
+import hashlib
 import http.client
+import json
 import os
 import tempfile
 import unittest
@@ -169,6 +171,21 @@ class BackendTls(E2ETestCase):
         self.assertEqual(t.metric(HANDSHAKES, session="resumed"), 1)
         self.assertEqual(t.metric(HANDSHAKES, session="new"), 1)
         self.assertEqual(t.metric(CONNECT_ERRORS), 0)
+        self.assertEqual(t.stop(), 0)
+
+    def test_a_large_upload_reaches_the_tls_backend_whole(self):
+        # 16 MiB is more than a socket takes at once: ciphertext writes queue behind
+        # each other, and every byte must still arrive, in order.
+        b = self.start_backend()
+        t = self.start_proxy(b)
+        self.wait_up(t)
+        body = hashlib.sha256(b"seed").digest() * (16 * 1024 * 1024 // 32)
+        conn = http.client.HTTPConnection("127.0.0.1", t.proxy_port, timeout=30)
+        conn.request("POST", "/digest", body=body, headers={"Content-Type": "application/octet-stream"})
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(json.loads(r.read()), {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+        conn.close()
         self.assertEqual(t.stop(), 0)
 
     def test_event_stream_is_streamed(self):

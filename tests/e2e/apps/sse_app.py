@@ -17,12 +17,14 @@ Routes (GET or POST; a POST body is read and ignored):
   /ndjson?n=5&interval_ms=100&first_delay_ms=0
                 application/x-ndjson: n lines {"i": k, "done": false} then {"done": true}.
                 Also at /ollama/api/chat and /ollama/api/generate.
+  /digest       {"bytes": n, "sha256": hex} of the request body read
   /stats        JSON counters: streams started, completed, cancelled (client went away)
 Each frame is sent as its own ASGI body message, so a proxy that buffers shows up
 as frames arriving late (compare "t" with the arrival time).
 """
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -136,6 +138,17 @@ async def app(scope, receive, send):
             return
         return await _stream(send, receive, b"application/x-ndjson", _ndjson_line,
                              json.dumps({"done": True}).encode() + b"\n", q)
+    if path == "/digest":
+        h, n = hashlib.sha256(), 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            h.update(msg.get("body", b""))
+            n += len(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        return await _send_simple(send, 200, json.dumps({"bytes": n, "sha256": h.hexdigest()}).encode())
     await _drain_body(receive)
     if path == "/health":
         return await _send_simple(send, 200, b'{"status": true}\n')
