@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace tether::balancer {
@@ -91,72 +92,153 @@ std::optional<std::string_view> findCookie(std::span<const HeaderField> headers,
 }
 
 // --- base64url and a small JSON scanner -----------------------------------
+//
+// Both run on every request of a jwt key, over a token of up to kMaxJwtBytes:
+// each character class is one table load, a payload is decoded onto the
+// stack, and the scanner hands out views into it. Nothing is allocated but
+// the unescaped text of a found string that has escapes.
 
-int base64UrlValue(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
+constexpr std::uint8_t kNotBase64 = 0xFF;
+
+constexpr std::array<std::uint8_t, 256> kBase64UrlValues = [] {
+  std::array<std::uint8_t, 256> t{};
+  t.fill(kNotBase64);
+  for (int i = 0; i < 26; ++i) {
+    t['A' + i] = static_cast<std::uint8_t>(i);
+    t['a' + i] = static_cast<std::uint8_t>(26 + i);
+  }
+  for (int i = 0; i < 10; ++i) t['0' + i] = static_cast<std::uint8_t>(52 + i);
+  t['-'] = 62;
+  t['_'] = 63;
+  return t;
+}();
+
+std::uint8_t base64UrlValue(char c) { return kBase64UrlValues[static_cast<unsigned char>(c)]; }
+
+// What a payload of a token within kMaxJwtBytes decodes to, at most: its
+// 4n+2 or 4n+3 characters give fewer than 3/4 of their count in bytes.
+constexpr std::size_t kMaxJwtPayloadBytes = kMaxJwtBytes / 4 * 3;
+static_assert((kMaxJwtBytes - 3) / 4 * 3 + 2 <= kMaxJwtPayloadBytes,
+              "a payload (a token less its header and two dots) fits the buffer");
+
+// Unpadded or padded base64url (any '=' at the end is dropped, and only
+// there); anything else is malformed, as is a length no encoding has (4n+1
+// characters leave 6 bits, not a byte). Bits after the last whole byte are
+// not checked. Returns the decoded size, or nullopt when malformed or when
+// it would not fit `out`.
+std::optional<std::size_t> base64UrlDecode(std::string_view in, std::span<char> out) {
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  const std::size_t tail = in.size() % 4;
+  if (tail == 1) return std::nullopt;
+  const std::size_t size = in.size() / 4 * 3 + (tail ? tail - 1 : 0);
+  if (size > out.size()) return std::nullopt;
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  const auto* end = p + (in.size() - tail);
+  char* o = out.data();
+  for (; p != end; p += 4, o += 3) {
+    const std::uint32_t a = kBase64UrlValues[p[0]], b = kBase64UrlValues[p[1]],
+                        c = kBase64UrlValues[p[2]], d = kBase64UrlValues[p[3]];
+    if ((a | b | c | d) > 63) return std::nullopt;
+    const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+    o[0] = static_cast<char>(v >> 16);
+    o[1] = static_cast<char>(v >> 8);
+    o[2] = static_cast<char>(v);
+  }
+  if (tail >= 2) {
+    const std::uint32_t a = kBase64UrlValues[p[0]], b = kBase64UrlValues[p[1]];
+    const std::uint32_t c = tail == 3 ? kBase64UrlValues[p[2]] : 0;
+    if ((a | b | c) > 63) return std::nullopt;
+    const std::uint32_t v = (a << 12) | (b << 6) | c;  // 18 bits, the last 2 or 10 unused
+    o[0] = static_cast<char>(v >> 10);
+    if (tail == 3) o[1] = static_cast<char>(v >> 2);
+  }
+  return size;
 }
 
-// Unpadded or padded base64url; anything else is malformed.
-bool base64UrlDecode(std::string_view in, std::string* out) {
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  if (in.size() % 4 == 1) return false;
-  out->clear();
-  out->reserve(in.size() / 4 * 3 + 2);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = base64UrlValue(c);
-    if (v < 0) return false;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((acc >> bits) & 0xFF));
-    }
-  }
-  return true;
+// Character classes of the JSON scanner, one table for all of them.
+enum : std::uint8_t {
+  kStringStop = 1,  // ends a run of plain string bytes: '"', '\\' or a control
+  kWhitespace = 2,  // JSON whitespace
+  kScalarEnd = 4,   // ends a skipped number or literal: ',', '}', ']' or whitespace
+  kNesting = 8,     // counts inside a skipped object or array: '"', brackets, braces
+};
+
+constexpr std::array<std::uint8_t, 256> kJsonClasses = [] {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] |= kStringStop;
+  t['"'] |= kStringStop | kNesting;
+  t['\\'] |= kStringStop;
+  for (unsigned char c : {' ', '\t', '\n', '\r'}) t[c] |= kWhitespace | kScalarEnd;
+  for (unsigned char c : {',', '}', ']'}) t[c] |= kScalarEnd;
+  for (unsigned char c : {'{', '[', '}', ']'}) t[c] |= kNesting;
+  return t;
+}();
+
+bool isJson(char c, std::uint8_t classes) {
+  return (kJsonClasses[static_cast<unsigned char>(c)] & classes) != 0;
 }
 
 enum class JsonResult { kFound, kAbsent, kWrongType, kMalformed, kTruncated };
 
+// A string as it stands between its quotes. When escaped (it holds a
+// backslash) its text is not its value: JsonScanner::unescape gives that.
+struct JsonString {
+  std::string_view raw;
+  bool escaped = false;
+};
+
 // Scans a JSON object for the first top-level member `name` whose value is a
-// string (unescaped into *out) or, when numbers is set, a number (copied as
-// written). Never recursive: nested values are skipped with a depth count,
-// so deep nesting costs nothing but time linear in the input. kTruncated
-// means the input ended before the answer was known.
+// string or, when numbers is set, a number (taken as written). Never
+// recursive: nested values are skipped with a depth count, so deep nesting
+// costs nothing but time linear in the input. kTruncated means the input
+// ended before the answer was known. Member names are compared as they
+// stand when they have no escapes, and unescaped on the fly otherwise.
 class JsonScanner {
  public:
   explicit JsonScanner(std::string_view s) : s_(s) {}
 
-  JsonResult findMember(std::string_view name, bool numbers, std::string* out) {
+  // On kFound, *value is a view into the input, or into *scratch when the
+  // string has escapes (it is unescaped there).
+  JsonResult findMember(std::string_view name, bool numbers, std::string* scratch,
+                        std::string_view* value) {
     skipWs();
     if (atEnd()) return JsonResult::kTruncated;
     if (s_[i_++] != '{') return JsonResult::kMalformed;
     skipWs();
     if (atEnd()) return JsonResult::kTruncated;
     if (s_[i_] == '}') return JsonResult::kAbsent;
-    std::string key;
     for (;;) {
       skipWs();
       if (atEnd()) return JsonResult::kTruncated;
       if (s_[i_] != '"') return JsonResult::kMalformed;
+      JsonString key;
       if (JsonResult r = readString(&key); r != JsonResult::kFound) return r;
       skipWs();
       if (atEnd()) return JsonResult::kTruncated;
       if (s_[i_++] != ':') return JsonResult::kMalformed;
       skipWs();
       if (atEnd()) return JsonResult::kTruncated;
-      if (key == name) {
+      if (equals(key, name)) {
         char c = s_[i_];
-        if (c == '"') return readString(out);
+        if (c == '"') {
+          JsonString v;
+          if (JsonResult r = readString(&v); r != JsonResult::kFound) return r;
+          if (!v.escaped) {
+            *value = v.raw;
+            return JsonResult::kFound;
+          }
+          scratch->clear();
+          scratch->reserve(v.raw.size());  // unescaping never lengthens
+          unescape(v.raw, [scratch](std::string_view piece) {
+            scratch->append(piece);
+            return true;
+          });
+          *value = *scratch;
+          return JsonResult::kFound;
+        }
         if (c == '-' || (c >= '0' && c <= '9')) {
           if (!numbers) return JsonResult::kWrongType;
-          return readNumber(out);
+          return readNumber(value);
         }
         return JsonResult::kWrongType;
       }
@@ -171,8 +253,21 @@ class JsonScanner {
 
  private:
   bool atEnd() const { return i_ >= s_.size(); }
+
+  // The hot loops, over local pointers: a store through i_ on every byte
+  // could alias the input for the compiler.
   void skipWs() {
-    while (!atEnd() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+    const char* p = s_.data() + i_;
+    const char* end = s_.data() + s_.size();
+    while (p != end && isJson(*p, kWhitespace)) ++p;
+    i_ = static_cast<std::size_t>(p - s_.data());
+  }
+  // Steps over the bytes of none of `classes`.
+  void skipUntil(std::uint8_t classes) {
+    const char* p = s_.data() + i_;
+    const char* end = s_.data() + s_.size();
+    while (p != end && !isJson(*p, classes)) ++p;
+    i_ = static_cast<std::size_t>(p - s_.data());
   }
 
   static int hexValue(char c) {
@@ -182,78 +277,137 @@ class JsonScanner {
     return -1;
   }
 
-  static void appendUtf8(std::uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
+  // Four hex digits at p, known to be there.
+  static std::uint32_t hex4(const char* p) {
+    std::uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) v = v * 16 + static_cast<std::uint32_t>(hexValue(p[k]));
+    return v;
   }
 
   // Four hex digits at i_; -1 malformed, -2 truncated.
   long readHex4() {
     if (s_.size() - i_ < 4) return -2;
-    long v = 0;
     for (int k = 0; k < 4; ++k) {
-      int h = hexValue(s_[i_ + k]);
-      if (h < 0) return -1;
-      v = v * 16 + h;
+      if (hexValue(s_[i_ + k]) < 0) return -1;
     }
+    long v = hex4(s_.data() + i_);
     i_ += 4;
     return v;
   }
 
-  // At '"'. Reads the string, unescaped, into *out (nullptr: just skip it).
-  JsonResult readString(std::string* out) {
-    if (out) out->clear();
-    ++i_;
-    while (!atEnd()) {
-      char c = s_[i_++];
-      if (c == '"') return JsonResult::kFound;
-      if (static_cast<unsigned char>(c) < 0x20) return JsonResult::kMalformed;
-      if (c != '\\') {
-        if (out) out->push_back(c);
-        continue;
-      }
-      if (atEnd()) return JsonResult::kTruncated;
-      char e = s_[i_++];
-      if (e == 'u') {
-        long hi = readHex4();
-        if (hi < 0) return hi == -2 ? JsonResult::kTruncated : JsonResult::kMalformed;
-        std::uint32_t cp = static_cast<std::uint32_t>(hi);
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          // A high surrogate needs "\uDC00".."\uDFFF" right after it.
-          if (s_.size() - i_ < 2) return JsonResult::kTruncated;
-          if (s_[i_] != '\\' || s_[i_ + 1] != 'u') return JsonResult::kMalformed;
-          i_ += 2;
-          long lo = readHex4();
-          if (lo < 0) return lo == -2 ? JsonResult::kTruncated : JsonResult::kMalformed;
-          if (lo < 0xDC00 || lo > 0xDFFF) return JsonResult::kMalformed;
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (static_cast<std::uint32_t>(lo) - 0xDC00);
-        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-          return JsonResult::kMalformed;
-        }
-        if (out) appendUtf8(cp, out);
-        continue;
-      }
-      static constexpr std::string_view kEscaped = "\"\\/bfnrt";
-      static constexpr std::string_view kPlain = "\"\\/\b\f\n\r\t";
-      std::size_t k = kEscaped.find(e);
-      if (k == std::string_view::npos) return JsonResult::kMalformed;
-      char plain = kPlain[k];
-      if (out) out->push_back(plain);
+  static constexpr std::string_view kEscaped = "\"\\/bfnrt";
+  static constexpr std::string_view kPlain = "\"\\/\b\f\n\r\t";
+
+  // Just after a backslash: checks one escape and steps over it.
+  JsonResult skipEscape() {
+    if (atEnd()) return JsonResult::kTruncated;
+    char e = s_[i_++];
+    if (e != 'u')
+      return kEscaped.find(e) == std::string_view::npos ? JsonResult::kMalformed
+                                                        : JsonResult::kFound;
+    long hi = readHex4();
+    if (hi < 0) return hi == -2 ? JsonResult::kTruncated : JsonResult::kMalformed;
+    if (hi >= 0xD800 && hi <= 0xDBFF) {
+      // A high surrogate needs "\uDC00".."\uDFFF" right after it.
+      if (s_.size() - i_ < 2) return JsonResult::kTruncated;
+      if (s_[i_] != '\\' || s_[i_ + 1] != 'u') return JsonResult::kMalformed;
+      i_ += 2;
+      long lo = readHex4();
+      if (lo < 0) return lo == -2 ? JsonResult::kTruncated : JsonResult::kMalformed;
+      if (lo < 0xDC00 || lo > 0xDFFF) return JsonResult::kMalformed;
+    } else if (hi >= 0xDC00 && hi <= 0xDFFF) {
+      return JsonResult::kMalformed;
     }
-    return JsonResult::kTruncated;
+    return JsonResult::kFound;
+  }
+
+  // At '"'. Steps over the string, checking its escapes; *out (unless
+  // nullptr) gets its raw text.
+  JsonResult readString(JsonString* out) {
+    const std::size_t start = ++i_;
+    bool escaped = false;
+    for (;;) {
+      skipUntil(kStringStop);
+      if (atEnd()) return JsonResult::kTruncated;
+      char c = s_[i_++];
+      if (c == '"') break;
+      if (c != '\\') return JsonResult::kMalformed;  // a control character
+      escaped = true;
+      if (JsonResult r = skipEscape(); r != JsonResult::kFound) return r;
+    }
+    if (out) *out = {s_.substr(start, i_ - 1 - start), escaped};
+    return JsonResult::kFound;
+  }
+
+  static std::size_t encodeUtf8(std::uint32_t cp, char* out) {
+    if (cp < 0x80) {
+      out[0] = static_cast<char>(cp);
+      return 1;
+    }
+    if (cp < 0x800) {
+      out[0] = static_cast<char>(0xC0 | (cp >> 6));
+      out[1] = static_cast<char>(0x80 | (cp & 0x3F));
+      return 2;
+    }
+    if (cp < 0x10000) {
+      out[0] = static_cast<char>(0xE0 | (cp >> 12));
+      out[1] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out[2] = static_cast<char>(0x80 | (cp & 0x3F));
+      return 3;
+    }
+    out[0] = static_cast<char>(0xF0 | (cp >> 18));
+    out[1] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = static_cast<char>(0x80 | (cp & 0x3F));
+    return 4;
+  }
+
+  // The value of a string readString accepted, in non-empty pieces to
+  // emit(piece), which returns false to stop early. Returns false when
+  // stopped.
+  template <class Emit>
+  static bool unescape(std::string_view raw, Emit&& emit) {
+    std::size_t i = 0;
+    while (i < raw.size()) {
+      std::size_t backslash = raw.find('\\', i);
+      std::size_t end = backslash == std::string_view::npos ? raw.size() : backslash;
+      if (end > i && !emit(raw.substr(i, end - i))) return false;
+      if (end == raw.size()) break;
+      char e = raw[backslash + 1];
+      i = backslash + 2;
+      char bytes[4];
+      std::size_t n = 1;
+      if (e == 'u') {
+        std::uint32_t cp = hex4(raw.data() + i);
+        i += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {  // "\uDC00".."\uDFFF" follows
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (hex4(raw.data() + i + 2) - 0xDC00);
+          i += 6;
+        }
+        n = encodeUtf8(cp, bytes);
+      } else {
+        bytes[0] = kPlain[kEscaped.find(e)];
+      }
+      if (!emit(std::string_view(bytes, n))) return false;
+    }
+    return true;
+  }
+
+  // Is the value of s the text `name`?
+  static bool equals(const JsonString& s, std::string_view name) {
+    if (!s.escaped) return s.raw == name;
+    if (s.raw.size() < name.size()) return false;  // unescaping never lengthens
+    std::size_t at = 0;
+    return unescape(s.raw,
+                    [&](std::string_view piece) {
+                      if (piece.size() > name.size() - at ||
+                          std::memcmp(name.data() + at, piece.data(), piece.size()) != 0) {
+                        return false;
+                      }
+                      at += piece.size();
+                      return true;
+                    }) &&
+           at == name.size();
   }
 
   static bool isNumberChar(char c) {
@@ -262,11 +416,11 @@ class JsonScanner {
 
   // At '-' or a digit. Taken as written; the JSON grammar of numbers is not
   // checked beyond the character set (a key only has to be stable).
-  JsonResult readNumber(std::string* out) {
+  JsonResult readNumber(std::string_view* out) {
     std::size_t start = i_;
     while (!atEnd() && isNumberChar(s_[i_])) ++i_;
     if (atEnd()) return JsonResult::kTruncated;
-    out->assign(s_.substr(start, i_ - start));
+    *out = s_.substr(start, i_ - start);
     return JsonResult::kFound;
   }
 
@@ -276,15 +430,14 @@ class JsonScanner {
     if (c == '"') return readString(nullptr);
     if (c != '{' && c != '[') {
       std::size_t start = i_;
-      while (!atEnd() && s_[i_] != ',' && s_[i_] != '}' && s_[i_] != ']' && s_[i_] != ' ' &&
-             s_[i_] != '\t' && s_[i_] != '\n' && s_[i_] != '\r') {
-        ++i_;
-      }
+      skipUntil(kScalarEnd);
       if (atEnd()) return JsonResult::kTruncated;
       return i_ > start ? JsonResult::kFound : JsonResult::kMalformed;
     }
     std::size_t depth = 0;
-    while (!atEnd()) {
+    for (;;) {
+      skipUntil(kNesting);
+      if (atEnd()) return JsonResult::kTruncated;
       c = s_[i_];
       if (c == '"') {
         if (JsonResult r = readString(nullptr); r != JsonResult::kFound) return r;
@@ -293,18 +446,22 @@ class JsonScanner {
       ++i_;
       if (c == '{' || c == '[') {
         ++depth;
-      } else if (c == '}' || c == ']') {
-        if (--depth == 0) return JsonResult::kFound;
+      } else if (--depth == 0) {
+        return JsonResult::kFound;
       }
     }
-    return JsonResult::kTruncated;
   }
 
   std::string_view s_;
   std::size_t i_ = 0;
 };
 
-bool jwtClaim(std::string_view token, std::string_view claim, std::string* out) {
+// Calls use(value) with the value of `claim` in the payload of JWT `token`
+// and returns what it returns; returns false without calling it when the
+// token has no such claim. The value lives only during the call: it is a
+// view into this frame's decoded payload or into *scratch.
+template <class Use>
+bool withJwtClaim(std::string_view token, std::string_view claim, std::string* scratch, Use&& use) {
   if (token.size() > kMaxJwtBytes) return false;
   std::size_t dot1 = token.find('.');
   if (dot1 == std::string_view::npos) return false;
@@ -312,15 +469,24 @@ bool jwtClaim(std::string_view token, std::string_view claim, std::string* out) 
   if (dot2 == std::string_view::npos) return false;
   if (token.find('.', dot2 + 1) != std::string_view::npos) return false;  // JWE or junk
   std::string_view jose = token.substr(0, dot1);
-  if (jose.empty() || !std::all_of(jose.begin(), jose.end(),
-                                   [](char c) { return base64UrlValue(c) >= 0 || c == '='; })) {
+  if (jose.empty() || !std::all_of(jose.begin(), jose.end(), [](char c) {
+        return base64UrlValue(c) != kNotBase64 || c == '=';
+      })) {
     return false;  // no JOSE header, or another auth scheme ("Token x.y.z")
   }
   std::string_view payload = token.substr(dot1 + 1, dot2 - dot1 - 1);
-  std::string json;
-  if (payload.empty() || !base64UrlDecode(payload, &json)) return false;
-  JsonScanner scanner(json);
-  return scanner.findMember(claim, /*numbers=*/true, out) == JsonResult::kFound;
+  if (payload.empty()) return false;
+  // 48 KiB of a worker thread's stack (std::thread's, megabytes), left
+  // uninitialized: only the decoded bytes are read.
+  char json[kMaxJwtPayloadBytes];
+  std::optional<std::size_t> size = base64UrlDecode(payload, json);
+  if (!size) return false;
+  JsonScanner scanner(std::string_view(json, *size));
+  std::string_view value;
+  if (scanner.findMember(claim, /*numbers=*/true, scratch, &value) != JsonResult::kFound) {
+    return false;
+  }
+  return use(value);
 }
 
 // "Bearer <token>", scheme in any case, one or more spaces or tabs after it.
@@ -405,29 +571,67 @@ std::optional<KeySpec> parseKeySpec(std::string_view spec, std::string* why) {
               "query:NAME, jwt:cookie:NAME:CLAIM or jwt:header:NAME:CLAIM");
 }
 
-std::string keySpecText(const KeySpec& spec) {
+namespace {
+
+// keySpecText(spec) appended to *out, with room made for `extra` more bytes:
+// makeKey builds a key in one allocation.
+void appendKeySpecText(const KeySpec& spec, std::size_t extra, std::string* out) {
+  std::string_view head = "?";
+  bool named = false;
+  bool jwt = false;
   switch (spec.source) {
     case Source::kEngineIoSid:
-      return "engineio_sid";
+      head = "engineio_sid";
+      break;
     case Source::kClientIp:
-      return "client_ip";
+      head = "client_ip";
+      break;
     case Source::kCookie:
-      return "cookie:" + spec.name;
+      head = "cookie:";
+      named = true;
+      break;
     case Source::kHeader:
-      return "header:" + spec.name;
+      head = "header:";
+      named = true;
+      break;
     case Source::kQuery:
-      return "query:" + spec.name;
+      head = "query:";
+      named = true;
+      break;
     case Source::kJwtCookie:
-      return "jwt:cookie:" + spec.name + ":" + spec.claim;
+      head = "jwt:cookie:";
+      named = jwt = true;
+      break;
     case Source::kJwtHeader:
-      return "jwt:header:" + spec.name + ":" + spec.claim;
+      head = "jwt:header:";
+      named = jwt = true;
+      break;
   }
-  return "?";
+  out->reserve(out->size() + head.size() + (named ? spec.name.size() : 0) +
+               (jwt ? 1 + spec.claim.size() : 0) + extra);
+  out->append(head);
+  if (named) out->append(spec.name);
+  if (jwt) out->append(":").append(spec.claim);
+}
+
+// The end of extractKey: is `value` a key's, and then the key.
+bool setKey(const KeySpec& spec, std::string_view value, std::string* out) {
+  if (value.empty() || value.size() > kMaxKeyValueBytes) return false;
+  *out = makeKey(spec, value);
+  return true;
+}
+
+}  // namespace
+
+std::string keySpecText(const KeySpec& spec) {
+  std::string text;
+  appendKeySpecText(spec, 0, &text);
+  return text;
 }
 
 std::string makeKey(const KeySpec& spec, std::string_view value) {
-  std::string key = keySpecText(spec);
-  key.reserve(key.size() + 1 + value.size());
+  std::string key;
+  appendKeySpecText(spec, 1 + value.size(), &key);
   key.push_back('=');
   key.append(value);
   return key;
@@ -447,7 +651,7 @@ std::optional<std::string_view> queryParam(std::string_view query, std::string_v
 }
 
 bool extractKey(const KeySpec& spec, const RequestView& req, std::string* out) {
-  std::string value_buf;  // for values that are decoded, not views into req
+  std::string value_buf;  // for a claim that is unescaped, not a view into req
   std::optional<std::string_view> value;
   switch (spec.source) {
     case Source::kEngineIoSid:
@@ -469,17 +673,15 @@ bool extractKey(const KeySpec& spec, const RequestView& req, std::string* out) {
                                                   : findHeader(req.headers, spec.name);
       if (!token) return false;
       if (spec.source == Source::kJwtHeader) token = stripBearer(*token);
-      if (!jwtClaim(*token, spec.claim, &value_buf)) return false;
-      value = value_buf;
-      break;
+      // The claim may be a view into withJwtClaim's frame: the key is made there.
+      return withJwtClaim(*token, spec.claim, &value_buf,
+                          [&](std::string_view claim) { return setKey(spec, claim, out); });
     }
     case Source::kClientIp:
       value = req.client_ip;
       break;
   }
-  if (!value || value->empty() || value->size() > kMaxKeyValueBytes) return false;
-  *out = makeKey(spec, *value);
-  return true;
+  return value && setKey(spec, *value, out);
 }
 
 bool isEngineIoHandshake(const RequestView& req) {
@@ -562,14 +764,15 @@ void EngineIoSidSniffer::scan() {
     state_ = kNotHandshake;
     return;
   }
-  std::string sid;
+  std::string scratch;
+  std::string_view sid;
   JsonScanner scanner(s.substr(pos));
-  switch (scanner.findMember("sid", /*numbers=*/false, &sid)) {
+  switch (scanner.findMember("sid", /*numbers=*/false, &scratch, &sid)) {
     case JsonResult::kTruncated:
       return;
     case JsonResult::kFound:
       if (!sid.empty() && sid.size() <= kMaxKeyValueBytes) {
-        sid_ = std::move(sid);
+        sid_.assign(sid);
         state_ = kFound;
         return;
       }
@@ -625,5 +828,36 @@ std::string pinStoreKey(std::string_view key) {
   }
   return "tether:pin:" + hex(md, 16);
 }
+
+// --- test hooks ----------------------------------------------------------------
+
+namespace detail {
+
+std::optional<std::string> base64UrlDecodeForTest(std::string_view in) {
+  std::string out(in.size() / 4 * 3 + 2, '\0');
+  std::optional<std::size_t> size = base64UrlDecode(in, out);
+  if (!size) return std::nullopt;
+  out.resize(*size);
+  return out;
+}
+
+bool jwtClaimForTest(std::string_view token, std::string_view claim, std::string* out) {
+  std::string scratch;
+  return withJwtClaim(token, claim, &scratch, [out](std::string_view value) {
+    out->assign(value);
+    return true;
+  });
+}
+
+int jsonFindMemberForTest(std::string_view json, std::string_view name, bool numbers,
+                          std::string* out) {
+  std::string scratch;
+  std::string_view value;
+  JsonResult r = JsonScanner(json).findMember(name, numbers, &scratch, &value);
+  if (r == JsonResult::kFound) out->assign(value);
+  return static_cast<int>(r);
+}
+
+}  // namespace detail
 
 }  // namespace tether::balancer

@@ -149,4 +149,22 @@ std::string setCookieHeader(std::string_view name, std::string_view value, std::
 // Empty if OpenSSL fails (treat as no key).
 std::string pinStoreKey(std::string_view key);
 
+namespace detail {
+
+// Test hooks: tests/fuzz/fuzz_affinity_key.cc holds them, input for input, to
+// the code they replaced (tests/fuzz/jwt_reference.h). Not for the proxy.
+//
+// The payload decoder of jwt keys: the bytes, or nullopt when malformed.
+std::optional<std::string> base64UrlDecodeForTest(std::string_view in);
+// The claim of a JWT as extractKey reads it, before its checks of the value's
+// length: false when there is none, else *out is the value (maybe empty).
+bool jwtClaimForTest(std::string_view token, std::string_view claim, std::string* out);
+// The JSON scanner of jwt keys and EngineIoSidSniffer on `json`, for the
+// top-level member `name`: 0 found (*out is the value), 1 absent, 2 of
+// another type, 3 malformed, 4 truncated.
+int jsonFindMemberForTest(std::string_view json, std::string_view name, bool numbers,
+                          std::string* out);
+
+}  // namespace detail
+
 }  // namespace tether::balancer
