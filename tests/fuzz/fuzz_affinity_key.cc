@@ -19,7 +19,15 @@
 //     being what the header says for that source (cookie, header, query,
 //     engineio_sid and client_ip from a plain reading of the contract; a JWT
 //     claim as a JSON parser reads the payload, when it reads it as JSON);
-//   - pinStoreKey is "tether:pin:" and 32 hex characters.
+//   - pinStoreKey is "tether:pin:" and 32 hex characters;
+//   - the JWT reader is the one it replaced (tests/fuzz/jwt_reference.h),
+//     result for result: for every jwt spec, extractKey gives the key the old
+//     reader gives; the base64url decoder, the JSON scanner (its verdict:
+//     found, absent, wrong type, malformed, truncated) and the claim reader
+//     agree with theirs on the whole input and on each line of it as a
+//     payload, the lines and the input also wrapped into valid JWTs so that
+//     the scanner sees fuzzer-made JSON whole.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -32,10 +40,12 @@
 #include "balancer/affinity_key.h"
 #include "conf/loader.h"
 #include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/jwt_reference.h"
 
 namespace {
 
 namespace b = tether::balancer;
+namespace ref = tether::balancer::reference;
 using Source = b::KeySpec::Source;
 
 std::string base64Url(std::string_view in) {
@@ -303,6 +313,16 @@ void checkSpec(const b::KeySpec& spec, Request& r) {
           isOws(t[6]))
         t = trimOws(t.substr(7));
       want = jwtClaim(t, spec.claim, &comparable);
+      // Exactly what the reader tether had before gives.
+      std::string old_value;
+      bool old_found = ref::jwtClaim(t, spec.claim, &old_value);
+      old_found = old_found && !old_value.empty() && old_value.size() <= b::kMaxKeyValueBytes;
+      if (found != old_found || (found && value != old_value)) {
+        std::fprintf(stderr, "%s: extractKey %s \"%s\", the old reader %s \"%s\"\n", prefix.c_str(),
+                     found ? "found" : "found no key", value.c_str(),
+                     old_found ? "found" : "found no key", old_value.c_str());
+        __builtin_trap();
+      }
       break;
     }
   }
@@ -313,6 +333,46 @@ void checkSpec(const b::KeySpec& spec, Request& r) {
                  found ? "found" : "found no key", value.c_str(), want ? "a key" : "none",
                  want ? want->c_str() : "");
     __builtin_trap();
+  }
+}
+
+// The new decoder, scanner and claim reader against the old ones on `text`,
+// for each name in `claims`; `text` is also wrapped into a JWT as its payload.
+void checkAgainstReference(std::string_view text, const std::vector<std::string>& claims) {
+  std::optional<std::string> got = b::detail::base64UrlDecodeForTest(text);
+  std::string want;
+  const bool want_ok = ref::base64UrlDecode(text, &want);
+  if (got.has_value() != want_ok || (got && *got != want)) {
+    std::fprintf(stderr, "base64url \"%.*s\": %s, the old decoder %s\n",
+                 static_cast<int>(text.size()), text.data(), got ? "decoded" : "refused",
+                 want_ok ? "decoded" : "refused");
+    __builtin_trap();
+  }
+  const std::string token = "eyJhbGciOiJIUzI1NiJ9." + base64Url(text) + ".c2ln";
+  for (const std::string& claim : claims) {
+    for (bool numbers : {true, false}) {
+      std::string got_value = "\x01unset", want_value = "\x01unset";
+      const int got_r = b::detail::jsonFindMemberForTest(text, claim, numbers, &got_value);
+      const int want_r =
+          static_cast<int>(ref::JsonScanner(text).findMember(claim, numbers, &want_value));
+      if (got_r != want_r || (got_r == 0 && got_value != want_value)) {
+        std::fprintf(stderr,
+                     "JSON member \"%s\" (numbers %d): %d \"%s\", the old scanner %d \"%s\"\n",
+                     claim.c_str(), numbers, got_r, got_value.c_str(), want_r, want_value.c_str());
+        __builtin_trap();
+      }
+    }
+    for (std::string_view t : {text, std::string_view(token)}) {
+      std::string got_value, want_value;
+      const bool got_ok = b::detail::jwtClaimForTest(t, claim, &got_value);
+      const bool want_ok = ref::jwtClaim(t, claim, &want_value);
+      if (got_ok != want_ok || (got_ok && got_value != want_value)) {
+        std::fprintf(stderr, "JWT claim \"%s\": %s \"%s\", the old reader %s \"%s\"\n",
+                     claim.c_str(), got_ok ? "found" : "none", got_value.c_str(),
+                     want_ok ? "found" : "none", want_value.c_str());
+        __builtin_trap();
+      }
+    }
   }
 }
 
@@ -353,6 +413,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
   for (const b::KeySpec& spec : specs) checkSpec(spec, r);
+
+  // The JWT reader against the old one, on the input and each of its lines
+  // taken as a token and as a payload (the sniffer's "sid" too).
+  std::vector<std::string> claims = {"sid"};
+  for (const b::KeySpec& spec : specs) {
+    if (!spec.claim.empty() && std::find(claims.begin(), claims.end(), spec.claim) == claims.end())
+      claims.push_back(spec.claim);
+  }
+  const std::string_view input(reinterpret_cast<const char*>(data), size);
+  checkAgainstReference(input, claims);
+  for (std::size_t at = 0; at < input.size();) {
+    std::size_t nl = input.find('\n', at);
+    if (nl == std::string_view::npos) nl = input.size();
+    std::string_view line = input.substr(at, nl - at);
+    if (std::size_t colon = line.find(':'); colon != std::string_view::npos) {
+      checkAgainstReference(line.substr(colon + 1), claims);  // a header's value
+    }
+    checkAgainstReference(line, claims);
+    at = nl + 1;
+  }
 
   const b::RequestView view = r.view();
   const bool handshake = b::isEngineIoHandshake(view);
