@@ -500,6 +500,142 @@ TEST(ExtractKey, JwtClaimValueTooLongIsNoKey) {
   EXPECT_EQ(extract("jwt:cookie:token:id", r), std::nullopt);
 }
 
+TEST(ExtractKey, JwtEscapedMemberNamesMatchTheirValue) {
+  Req r;
+  r.headers = {{"Cookie", "token=" + jwt(R"({"\u0069d":"x"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=x");
+  r.headers = {{"Cookie", "token=" + jwt(R"({"\u0069\u0044":"no","\u0069\u0064":"yes"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=yes");
+  // Escaped names that only begin or end like the claim are other members.
+  r.headers = {
+      {"Cookie", "token=" + jwt(R"({"\u0069dx":"a","x\u0069d":"b","\u0069":"c","id":"d"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=d");
+  // Every simple escape: in a name (parseKeySpec refuses controls in a claim) and a value.
+  r.headers = {{"Cookie", "token=" + jwt(R"({"a\"\\\/b":"\t\"\\\/\b\f\n\r","id":"-"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:a\"\\/b", r), "jwt:cookie:token:a\"\\/b=\t\"\\/\b\f\n\r");
+  // A claim written in UTF-8, its member name as a surrogate pair (either case of hex).
+  r.headers = {{"Cookie", "token=" + jwt(R"({"\uD83D\ude00":"smile","\u00e9":"e"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:\xF0\x9F\x98\x80", r),
+            "jwt:cookie:token:\xF0\x9F\x98\x80=smile");
+  EXPECT_EQ(extract("jwt:cookie:token:\xC3\xA9", r), "jwt:cookie:token:\xC3\xA9=e");
+}
+
+TEST(ExtractKey, JwtEscapedValuesAndSurrogatePairs) {
+  Req r;
+  r.headers = {
+      {"Cookie", "token=" + jwt(R"({"id":"\ud83d\ude00x\uD834\uDD1E\u0041\u07ff\uffff"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r),
+            "jwt:cookie:token:id=\xF0\x9F\x98\x80x\xF0\x9D\x84\x9E"
+            "A\xDF\xBF\xEF\xBF\xBF");
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":"\udbff\udfff"})")}};  // the last code point
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=\xF4\x8F\xBF\xBF");
+  // A bad escape anywhere before the answer makes the payload malformed,
+  // in a member name as in a skipped value.
+  for (std::string_view bad :
+       {R"({"\ud800":1,"id":"x"})", R"({"\ud83dx":1,"id":"x"})", R"({"a":"\ud83d\u0041","id":"x"})",
+        R"({"a":["\x"],"id":"x"})", R"({"id":"\ud83d\ud83d"})", R"({"id":"\uDC00\ud83d"})"}) {
+    r.headers = {{"Cookie", "token=" + jwt(bad)}};
+    EXPECT_EQ(extract("jwt:cookie:token:id", r), std::nullopt) << bad;
+  }
+}
+
+TEST(ExtractKey, JwtClaimAfterALargeNestedValue) {
+  std::string big = R"({"profile":{"groups":[)";
+  for (int i = 0; i < 600; ++i) {
+    big +=
+        R"({"id":"g)" + std::to_string(i) + R"(","name":"a \"}]\" b","tags":[[1,2],{"x":null}]},)";
+  }
+  big += R"("last"]},"roles":["a","b"],"id":"after"})";
+  ASSERT_GT(big.size(), 30000u);
+  Req r;
+  r.headers = {{"Cookie", "token=" + jwt(big)}};
+  ASSERT_LE(jwt(big).size(), kMaxJwtBytes);
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=after");
+  EXPECT_EQ(extract("jwt:cookie:token:name", r), std::nullopt);
+}
+
+TEST(ExtractKey, JwtOfExactlyTheMaximumSize) {
+  // "h." + payload + ".s": 65532 base64url characters, 49149 bytes of JSON.
+  const std::size_t payload_chars = kMaxJwtBytes - 4;
+  const std::size_t json_bytes = payload_chars / 4 * 3;
+  std::string json = R"({"id":"max","pad":")";
+  json += std::string(json_bytes - json.size() - 2, 'p') + "\"}";
+  ASSERT_EQ(json.size(), json_bytes);
+  std::string token = "h." + base64Url(json) + ".s";
+  ASSERT_EQ(token.size(), kMaxJwtBytes);
+  Req r;
+  r.headers = {{"Authorization", "Bearer " + token}};
+  EXPECT_EQ(extract("jwt:header:authorization:id", r), "jwt:header:authorization:id=max");
+  // The claim last, read from the end of the buffer.
+  json = R"({"pad":")" + std::string(json_bytes - 21, 'p') + R"(","id":"end"})";
+  ASSERT_EQ(json.size(), json_bytes);
+  r.headers = {{"Authorization", "Bearer h." + base64Url(json) + ".s"}};
+  EXPECT_EQ(extract("jwt:header:authorization:id", r), "jwt:header:authorization:id=end");
+  // One byte more is not decoded.
+  r.headers = {{"Authorization", "Bearer " + token + "s"}};
+  EXPECT_EQ(extract("jwt:header:authorization:id", r), std::nullopt);
+}
+
+TEST(ExtractKey, JwtPaddingVariants) {
+  // {"id":"p"} is 10 bytes: 14 characters, 4n+2, so two '=' make it whole.
+  const std::string bare = base64Url(R"({"id":"p"})");
+  ASSERT_EQ(bare.size() % 4, 2u);
+  // {"id":"pq"} is 11 bytes: 15 characters, 4n+3.
+  const std::string bare3 = base64Url(R"({"id":"pq"})");
+  ASSERT_EQ(bare3.size() % 4, 3u);
+  Req r;
+  for (std::string payload : {bare, bare + "=", bare + "==", bare + "===", bare + "====="}) {
+    r.headers = {{"Cookie", "token=h=." + payload + ".s"}};
+    EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=p") << payload;
+  }
+  for (std::string payload : {bare3, bare3 + "=", bare3 + "=="}) {
+    r.headers = {{"Cookie", "token=h." + payload + ".s"}};
+    EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=pq") << payload;
+  }
+  // '=' anywhere but at the end, a payload of padding only, or padding that
+  // leaves 4n+1 characters: malformed.
+  for (std::string payload : {bare.substr(0, 4) + "=" + bare.substr(4), "=" + bare,
+                              std::string("===="), bare + "=A", bare.substr(0, 13) + "=="}) {
+    r.headers = {{"Cookie", "token=h." + payload + ".s"}};
+    EXPECT_EQ(extract("jwt:cookie:token:id", r), std::nullopt) << payload;
+  }
+  // Unused bits after the last byte are not checked: the next character ends it alike.
+  std::string odd = bare;
+  odd.back() = static_cast<char>(odd.back() + 1);
+  r.headers = {{"Cookie", "token=h." + odd + ".s"}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=p");
+}
+
+TEST(ExtractKey, JwtNumericClaimsAsWritten) {
+  Req r;
+  r.headers = {
+      {"Cookie", "token=" + jwt(R"({"a":1,"uid":9007199254740993,"f":1.50E+2 ,"w":1-2})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:uid", r), "jwt:cookie:token:uid=9007199254740993");
+  EXPECT_EQ(extract("jwt:cookie:token:f", r), "jwt:cookie:token:f=1.50E+2");
+  EXPECT_EQ(extract("jwt:cookie:token:w", r), "jwt:cookie:token:w=1-2");  // not judged
+  // A number that ends the payload may not be complete.
+  r.headers = {{"Cookie", "token=" + jwt(R"({"uid":42)")}};
+  EXPECT_EQ(extract("jwt:cookie:token:uid", r), std::nullopt);
+  r.headers = {{"Cookie", "token=" + jwt(R"({"uid":42})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:uid", r), "jwt:cookie:token:uid=42");
+}
+
+TEST(ExtractKey, JwtFirstDuplicateWins) {
+  Req r;
+  r.headers = {{"Cookie", "token=" + jwt(R"({"\u0069d":"first","id":"second"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=first");
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":7,"\u0069d":"second"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=7");
+  // The first decides even when it gives no key.
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":true,"id":"second"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), std::nullopt);
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":"","id":"second"})")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), std::nullopt);
+  // What follows the first is not read, broken or not.
+  r.headers = {{"Cookie", "token=" + jwt(R"({"id":"first","id":"\q" ]]] )")}};
+  EXPECT_EQ(extract("jwt:cookie:token:id", r), "jwt:cookie:token:id=first");
+}
+
 // --- client_ip and collisions -------------------------------------------
 
 TEST(ExtractKey, ClientIp) {
@@ -592,6 +728,13 @@ TEST(EngineIoSidSniffer, SidAfterOtherMembersAndEscaped) {
   expectSidAtEverySplit(R"(0{ "upgrades" : ["websocket", "x\"]"], "nested":{"sid":"no"},)"
                         R"( "sid" : "a\/b\u0063" })",
                         "a/bc");
+}
+
+TEST(EngineIoSidSniffer, EscapedSidNameAndNumericSid) {
+  expectSidAtEverySplit(R"(0{"s\u0069d":"esc\u0061ped","sid":"second"})", "escaped");
+  EngineIoSidSniffer s;
+  s.feed(R"(0{"sid":12345,"upgrades":[]})");
+  EXPECT_EQ(s.state(), EngineIoSidSniffer::kNotHandshake);  // a sid is a string
 }
 
 TEST(EngineIoSidSniffer, NeedsMoreUntilTheSidIsComplete) {
