@@ -377,6 +377,23 @@ def affinity_seeds():
         "jwt-duplicate": 'GET /\n10.0.0.1\nCookie: token=b64({}).b64({"id":"a","id":"b"}).s\n',
         "jwt-nested": 'GET /\n10.0.0.1\nCookie: token=b64({}).b64({"x":{"id":"inner"},"id":"outer"}).s\n',
         "jwt-other-scheme": "GET /\n10.0.0.1\nAuthorization: Token a.b.c\n",
+        # The JWT reader against the old one (jwt_reference.h): escapes in names and values,
+        # padding, a number the payload ends in, a realistic token among a browser's cookies,
+        # and a bare JSON payload (each line is also read as one).
+        "jwt-escaped-name": "GET /\n10.0.0.1\nCookie: token=%s\n" % jwt('{"\\u0069dx":1,"\\u0069d":"x","id":"y"}'),
+        "jwt-escaped-value": "GET /\n10.0.0.1\nCookie: token=%s\n"
+                             % jwt('{"id":"\\ud83d\\ude00\\u00e9\\n\\/\\"","sub":"\\uDBFF\\uDFFF"}'),
+        "jwt-padded": "GET /\n10.0.0.1\nCookie: token=eyJhbGciOiJub25lIn0=.%s==.\n"
+                      % base64.urlsafe_b64encode(b'{"id":"p"}').rstrip(b"=").decode(),
+        "jwt-number-truncated": "GET /\n10.0.0.1\nCookie: token=%s\n" % jwt('{"sub":"s","id":12'),
+        "jwt-realistic": "GET /api/v1/chats\n198.51.100.7\nHost: chat.example.com\n"
+                         "Cookie: _ga=GA1.1.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; "
+                         "csrftoken=Zq8n3V0yXkR2mT5wL9pB4cF7hJ1sD6gA; theme=dark; token=%s; last=1\n"
+                         % jwt('{"iss":"https://auth.example.com","sub":"user-8c1f42","aud":"webui",'
+                               '"exp":1900000000,"iat":1700000000,"jti":"5d1f0e2a-9b7c",'
+                               '"email":"jane@example.com","id":"6f1c2d7e-aaaa-bbbb-cccc-0123456789ab"}'),
+        "json-payload": '{"a":[{"id":1},"}"],"s\\u0069d":"eio","\\u0069d":"x\\u0041","sub":-1.5e3}\n'
+                        '{ "sub" : 7 , "id" : true }\n',
         "specs": "GET /p?q=1\n10.0.0.1\nCookie: a=1\n\ncookie:a\nheader:X-Forwarded-For\nquery:q\njwt:cookie:a:b\n"
                  "jwt:header:authorization:sub\nengineio_sid\nclient_ip\n",
         "specs-bad": "GET /\n1.2.3.4\n\ncookie:\njwt:cookie:a\nfoo:bar\nclient_ip:x\n",
