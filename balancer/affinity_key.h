@@ -84,7 +84,10 @@ inline constexpr std::size_t kMaxJwtBytes = 64 * 1024;
 //     is not a JWT); the payload is base64url-decoded (padding optional)
 //     and must be a JSON object; the claim is looked up at its top level only; a string value
 //     is unescaped, a number is taken as written; other types give no key.
-//     The signature is never verified: a key only chooses a backend.
+//     The signature is never verified: a key only chooses a backend. The
+//     payload is decoded on the caller's stack (up to 48 KiB, for a token of
+//     kMaxJwtBytes); nothing is allocated but the key, and the claim's
+//     unescaped text when it has escapes.
 //   client_ip: the client's address.
 bool extractKey(const KeySpec& spec, const RequestView& req, std::string* out);
 
