@@ -69,24 +69,40 @@ std::optional<std::string_view> findHeader(std::span<const HeaderField> headers,
   return std::nullopt;
 }
 
+// The first pair named `name` in one Cookie value: pair by pair (memchr to
+// each ';'), the name compared where the pair starts. A cookie name is a
+// token, so it holds neither blanks nor '=': the pair's name is `name` when
+// only blanks stand between it and the pair's first '='.
+std::optional<std::string_view> cookieIn(std::string_view v, std::string_view name) {
+  const char* p = v.data();
+  const char* const end = p + v.size();
+  while (p < end) {
+    const char* semi = static_cast<const char*>(std::memchr(p, ';', static_cast<std::size_t>(end - p)));
+    const char* const pair_end = semi ? semi : end;
+    while (p < pair_end && isOws(*p)) ++p;
+    if (static_cast<std::size_t>(pair_end - p) > name.size() && (name.empty() || *p == name[0]) &&
+        std::memcmp(p, name.data(), name.size()) == 0) {
+      const char* eq = p + name.size();
+      while (eq < pair_end && isOws(*eq)) ++eq;
+      if (eq < pair_end && *eq == '=') {
+        std::string_view value = trimOws(std::string_view(eq + 1, static_cast<std::size_t>(pair_end - eq - 1)));
+        if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+          value = value.substr(1, value.size() - 2);
+        }
+        return value;
+      }
+    }
+    if (!semi) break;
+    p = semi + 1;
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string_view> findCookie(std::span<const HeaderField> headers,
                                            std::string_view name) {
   for (const HeaderField& h : headers) {
     if (!iequals(h.name, "cookie")) continue;
-    std::string_view rest = h.value;
-    while (!rest.empty()) {
-      std::size_t semi = rest.find(';');
-      std::string_view pair = rest.substr(0, semi);
-      rest = semi == std::string_view::npos ? std::string_view{} : rest.substr(semi + 1);
-      std::size_t eq = pair.find('=');
-      if (eq == std::string_view::npos) continue;  // no name=value: ignored
-      if (trimOws(pair.substr(0, eq)) != name) continue;
-      std::string_view value = trimOws(pair.substr(eq + 1));
-      if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
-        value = value.substr(1, value.size() - 2);
-      }
-      return value;
-    }
+    if (std::optional<std::string_view> v = cookieIn(h.value, name)) return v;
   }
   return std::nullopt;
 }

@@ -276,6 +276,18 @@ TEST(ExtractKey, CookieNamesMatchExactly) {
   EXPECT_EQ(extract("cookie:tether_affinity", r), std::nullopt);
 }
 
+// The name inside another pair's value, or a pair without '=' before the
+// one that counts, is no match: the pair's own name is.
+TEST(ExtractKey, CookieNameInValuesOrWithoutEqualsIsPassedOver) {
+  Req r;
+  r.headers = {{"Cookie", "x=tether_affinity=1; tether_affinity; y=a tether_affinity=2;tether_affinity\t =3"}};
+  EXPECT_EQ(extract("cookie:tether_affinity", r), "cookie:tether_affinity=3");
+  r.headers = {{"Cookie", "tether_affinity"}, {"Cookie", "tether_affinity=4"}};
+  EXPECT_EQ(extract("cookie:tether_affinity", r), "cookie:tether_affinity=4");
+  r.headers = {{"Cookie", "tether_affinit=5; tether_affinity= 6 "}};
+  EXPECT_EQ(extract("cookie:tether_affinity", r), "cookie:tether_affinity=6");
+}
+
 TEST(ExtractKey, EmptyCookieIsNoKey) {
   Req r;
   r.headers = {{"Cookie", "tether_affinity=; other=1"}, {"Cookie", "tether_affinity=late"}};
