@@ -765,30 +765,36 @@ def prod_extra(prod, name):
             "backends": " ".join(prod.backends)}
 
 
-def start_h2o(wd, upstream_port, prod=None, tls=None, websocket=False, idle_conns=False):
+def start_h2o(wd, upstream_port, prod=None, tls=None, websocket=False, idle_conns=False,
+              conf=None, extra=None):
     """tls: HTTPS (and so HTTP/2) on its listener, H2O_TLS_CONF (not with prod).
-    websocket: H2O_WS_CONF (with tls, H2O_TLS_WS_CONF); idle_conns: H2O_IDLE_CONF."""
-    if tls is not None:
+    websocket: H2O_WS_CONF (with tls, H2O_TLS_WS_CONF); idle_conns: H2O_IDLE_CONF.
+    conf: a scenario's own configuration instead (as start_configured's conf_text, extra
+    its further keys; bench/run_compress.py)."""
+    if conf is None and tls is not None:
         conf = H2O_TLS_WS_CONF if websocket else H2O_TLS_CONF
-    else:
+    elif conf is None:
         conf = (H2O_PROD_CONF if prod else H2O_WS_CONF if websocket else
                 H2O_IDLE_CONF if idle_conns else H2O_CONF)
     return start_configured(wd, "h2o", "h2o.conf", conf,
                             ["h2o", "-c"], upstream_port,
-                            extra=prod_extra(prod, "h2o") if prod else None, tls=tls)
+                            extra=prod_extra(prod, "h2o") if prod else extra, tls=tls)
 
 
-def start_caddy(wd, upstream_port, prod=None, tls=None, websocket=False, idle_conns=False):
+def start_caddy(wd, upstream_port, prod=None, tls=None, websocket=False, idle_conns=False,
+                conf=None, extra=None):
     """Caddy with GOMAXPROCS=1: one thread running Go code, as the others' one worker.
     tls: HTTPS (and so HTTP/2) on its listener, CADDYFILE_TLS (not with prod).
     websocket and idle_conns change nothing: reverse_proxy proxies WebSockets by itself
     (Caddy 2.6 has no timeout on an upgraded connection; stream_timeout came in 2.7), and
-    its idle_timeout for keep-alive connections is 5 min by default."""
-    conf = CADDYFILE_TLS if tls is not None else CADDYFILE_PROD if prod else CADDYFILE
+    its idle_timeout for keep-alive connections is 5 min by default.
+    conf: a scenario's own Caddyfile instead (extra: its further keys; bench/run_compress.py)."""
+    if conf is None:
+        conf = CADDYFILE_TLS if tls is not None else CADDYFILE_PROD if prod else CADDYFILE
     return start_configured(wd, "caddy", "Caddyfile", conf,
                             ["caddy", "run", "--adapter", "caddyfile", "--config"],
                             upstream_port, env={"GOMAXPROCS": "1"},
-                            extra=prod_extra(prod, "caddy") if prod else None, tls=tls)
+                            extra=prod_extra(prod, "caddy") if prod else extra, tls=tls)
 
 
 # Peers beyond HAProxy and nginx, started only when installed (the Debian packages).
