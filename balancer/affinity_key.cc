@@ -836,10 +836,21 @@ std::string setCookieHeader(std::string_view name, std::string_view value, std::
   return h;
 }
 
+// SHA-256 fetched from its provider once, and one digest context per
+// thread: EVP_Digest with EVP_sha256() fetches the implementation (under a
+// lock) and allocates a context on every call, and this runs per request.
 std::string pinStoreKey(std::string_view key) {
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  struct Ctx {
+    EVP_MD_CTX* p = EVP_MD_CTX_new();
+    ~Ctx() { EVP_MD_CTX_free(p); }
+  };
+  thread_local Ctx ctx;
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
-  if (EVP_Digest(key.data(), key.size(), md, &md_len, EVP_sha256(), nullptr) != 1 || md_len < 16) {
+  if (!sha256 || !ctx.p || EVP_DigestInit_ex2(ctx.p, sha256, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.p, key.data(), key.size()) != 1 || EVP_DigestFinal_ex(ctx.p, md, &md_len) != 1 ||
+      md_len < 16) {
     return {};
   }
   return "tether:pin:" + hex(md, 16);

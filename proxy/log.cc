@@ -28,16 +28,27 @@ const char* levelName(conf::LogLevel l) {
 
 }  // namespace
 
+// The date and time to the second are formatted once per second (per
+// thread: each worker logs on its own); only the milliseconds are written
+// for each line.
 void appendTime(std::string& out) {
   timeval tv;
   gettimeofday(&tv, nullptr);
-  tm t;
-  gmtime_r(&tv.tv_sec, &t);
-  char buf[40];
-  int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900,
-                        t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
-                        static_cast<int>(tv.tv_usec / 1000));
-  out.append(buf, static_cast<std::size_t>(n));
+  thread_local time_t cached_sec = -1;
+  thread_local char cached[24];  // "YYYY-MM-DDTHH:MM:SS."
+  thread_local int cached_len = 0;
+  if (tv.tv_sec != cached_sec) {
+    tm t;
+    gmtime_r(&tv.tv_sec, &t);
+    cached_len = std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", t.tm_year + 1900,
+                               t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
+    cached_sec = tv.tv_sec;
+  }
+  const int ms = static_cast<int>(tv.tv_usec / 1000);
+  const char digits[4] = {static_cast<char>('0' + ms / 100), static_cast<char>('0' + ms / 10 % 10),
+                          static_cast<char>('0' + ms % 10), 'Z'};
+  out.append(cached, static_cast<std::size_t>(cached_len));
+  out.append(digits, 4);
 }
 
 bool needsQuotes(std::string_view s) {
@@ -64,26 +75,28 @@ static void appendValue(std::string& line, const Field& f, bool quote) {
   }
 }
 
+// Runs of bytes that need no escape are appended whole.
 void appendJsonEscaped(std::string& out, std::string_view s) {
   static const char* kHex = "0123456789abcdef";
-  for (char c : s) {
-    unsigned char u = static_cast<unsigned char>(c);
-    switch (c) {
+  std::size_t plain = 0;  // start of the run not yet appended
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const unsigned char u = static_cast<unsigned char>(s[i]);
+    if (u >= 0x20 && u != '"' && u != '\\' && u != 0x7f) continue;
+    out.append(s.data() + plain, i - plain);
+    plain = i + 1;
+    switch (u) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
-      default:
-        if (u < 0x20 || u == 0x7f) {
-          out += "\\u00";
-          out += kHex[u >> 4];
-          out += kHex[u & 15];
-        } else {
-          out += c;
-        }
+      default: {
+        const char esc[6] = {'\\', 'u', '0', '0', kHex[u >> 4], kHex[u & 15]};
+        out.append(esc, 6);
+      }
     }
   }
+  out.append(s.data() + plain, s.size() - plain);
 }
 
 void init(conf::LogLevel level, conf::LogFormat format) {

@@ -91,6 +91,28 @@ TEST(AccessLine, JsonIsOneTypedObjectPerLine) {
   EXPECT_NE(s.find("\"upstream_connect\":0.000250,"), std::string::npos) << s;
 }
 
+// Every byte below 0x20, 0x7f, '"' and '\\' escaped, wherever it stands in
+// a run of plain bytes; the rest (UTF-8 included) as it is.
+TEST(AccessLine, JsonEscapesEveryControlByteAndKeepsTheRest) {
+  std::string raw;
+  for (int c = 0; c < 0x80; ++c) raw += std::string("ab") + static_cast<char>(c);
+  raw += "\xc3\xa9";
+  std::string s = line(conf::LogFormat::kJson, {{"path", raw}, AccessField::seconds("duration", 12'000'000'000)});
+  nlohmann::json j = nlohmann::json::parse(s, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded()) << s;
+  EXPECT_EQ(j["path"].get<std::string>(), raw);
+  EXPECT_NE(s.find("ab\\u001fab ab!ab\\\"ab#"), std::string::npos) << s;
+  EXPECT_NE(s.find("ab\\u007f"), std::string::npos) << s;
+  EXPECT_NE(s.find("\"duration\":12000.000000"), std::string::npos) << s;
+  // The time: YYYY-MM-DDTHH:MM:SS.mmmZ.
+  std::string t = j["time"].get<std::string>();
+  ASSERT_EQ(t.size(), 24u) << t;
+  EXPECT_EQ(t[4], '-');
+  EXPECT_EQ(t[10], 'T');
+  EXPECT_EQ(t[19], '.');
+  EXPECT_EQ(t[23], 'Z');
+}
+
 TEST(AccessLine, TextQuotesOnlyWhatNeedsIt) {
   std::string s = line(conf::LogFormat::kText, {{"method", "GET"},
                                                 {"path", "/a b"},
