@@ -274,7 +274,7 @@ http {
 """ % {"d": d, "body": http_body}
 
 
-def scenario_args(doc, proxies="tether,haproxy,nginx"):
+def scenario_args(doc, proxies="tether,haproxy,nginx,h2o,caddy"):
     """An ArgumentParser with the options every scenario has: --rounds (default 3, at most
     10), --duration (seconds per run, default 10, at most 60), --proxies."""
     import argparse
