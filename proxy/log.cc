@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <ctime>
@@ -35,13 +36,14 @@ void appendTime(std::string& out) {
   timeval tv;
   gettimeofday(&tv, nullptr);
   thread_local time_t cached_sec = -1;
-  thread_local char cached[24];  // "YYYY-MM-DDTHH:MM:SS."
+  thread_local char cached[40];  // "YYYY-MM-DDTHH:MM:SS." (a year of up to 11 digits fits)
   thread_local int cached_len = 0;
   if (tv.tv_sec != cached_sec) {
     tm t;
     gmtime_r(&tv.tv_sec, &t);
-    cached_len = std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", t.tm_year + 1900,
-                               t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
+    int n = std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d.", t.tm_year + 1900,
+                          t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
+    cached_len = n < 0 ? 0 : std::min(n, static_cast<int>(sizeof cached) - 1);
     cached_sec = tv.tv_sec;
   }
   const int ms = static_cast<int>(tv.tv_usec / 1000);
