@@ -442,23 +442,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       up_sent_ += static_cast<std::uint32_t>(took);
       if (up_sent_ == up_in_.end) up_in_.release(c_.worker_.buffers());
     }
-    if (bm) {
-      std::uint32_t m = tunnel_->from_client.messages();
-      if (m != tunnel_->counted[0]) {
-        bm->websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - tunnel_->counted[0]);
-        tunnel_->counted[0] = m;
-      }
-      m = tunnel_->from_backend.messages();
-      if (m != tunnel_->counted[1]) {
-        bm->websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - tunnel_->counted[1]);
-        tunnel_->counted[1] = m;
-      }
-    }
-    if (tunnel_->from_client.closeSeen()) {
-      tunnel_->noteCloser(metrics::ClosedBy::kClient, tunnel_->from_client.closeCode());
-    } else if (tunnel_->from_backend.closeSeen()) {
-      tunnel_->noteCloser(metrics::ClosedBy::kBackend, tunnel_->from_backend.closeCode());
-    }
+    if (bm) tunnel_->account(*bm);
     if (up_ && !up_->closing()) up_->setReading(pending_backend() == 0 && !tunnel_->backend_half_closed);
     // Either side's end (EOF, END_STREAM) passed on once its bytes are.
     bool backend_drained = tunnel_->backend_half_closed && pending_backend() == 0;

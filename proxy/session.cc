@@ -1168,16 +1168,7 @@ void Session::pumpTunnel() {
       releaseBuffer(up_in_);
     }
   }
-  std::uint32_t m = tunnel_->from_client.messages();
-  if (m != tunnel_->counted[0]) {
-    bm.websocket_messages[static_cast<int>(metrics::Direction::kUpstream)].inc(m - tunnel_->counted[0]);
-    tunnel_->counted[0] = m;
-  }
-  m = tunnel_->from_backend.messages();
-  if (m != tunnel_->counted[1]) {
-    bm.websocket_messages[static_cast<int>(metrics::Direction::kDownstream)].inc(m - tunnel_->counted[1]);
-    tunnel_->counted[1] = m;
-  }
+  tunnel_->account(bm);
   // Nothing pending on a side (e.g. the upgrade request and the 101, already
   // forwarded): an idle tunnel holds no buffer.
   if (!up_writing_ && in_.data && tunnel_->in_sent == in_.end) {
@@ -1187,11 +1178,6 @@ void Session::pumpTunnel() {
   if (!down_writing_ && up_in_.data && tunnel_->up_in_sent == up_in_.end) {
     tunnel_->up_in_sent = 0;
     releaseBuffer(up_in_);
-  }
-  if (tunnel_->from_client.closeSeen()) {
-    tunnel_->noteCloser(metrics::ClosedBy::kClient, tunnel_->from_client.closeCode());
-  } else if (tunnel_->from_backend.closeSeen()) {
-    tunnel_->noteCloser(metrics::ClosedBy::kBackend, tunnel_->from_backend.closeCode());
   }
   updateReading();
 }

@@ -33,6 +33,11 @@ struct Tunnel {
     close_code = code;
   }
 
+  // Once the observers have been fed: the messages they saw since the last
+  // call are added to `bm` (the tunnel's backend), and a close frame seen is
+  // noted as the close (the client's, when both sides sent one).
+  void account(metrics::BackendMetrics& bm);
+
   // in_ [0, in_sent) is written or queued to the backend; up_in_
   // [0, up_in_sent) to the client.
   std::uint32_t in_sent = 0;
