@@ -315,14 +315,26 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
 
   // --- RFC 8441 tunnel ------------------------------------------------------
   bool tunneling() const { return tunnel_ != nullptr; }
-  // timeouts.tunnel_idle, as for an HTTP/1.1 tunnel: no byte either way.
-  std::int64_t idleSince() const { return tunnel_ && !tunnel_done_ ? tunnel_last_ : -1; }
-  void idleOut() {
+  // As for an HTTP/1.1 tunnel (Session::deadline): timeouts.tunnel_idle
+  // after its last byte either way, timeouts.websocket_close after our
+  // 1001; -1 once it is over.
+  std::int64_t tunnelDeadline(const conf::Timeouts& t) const {
+    if (!tunnel_ || tunnel_done_) return -1;
+    return tunnel_->going_away ? goaway_ms_ + t.websocket_close : tunnel_last_ + t.tunnel_idle;
+  }
+  // Its deadline passed: an idle tunnel is reset; one whose peers did not
+  // finish the close handshake in time ends as one that did (its HTTP/1.1
+  // counterpart's connection is closed then, not reset).
+  void expire() {
     if (!tunnel_ || tunnel_done_) return;
     tunnel_->noteCloser(metrics::ClosedBy::kTether);
-    finishTunnel(true);
+    finishTunnel(!tunnel_->going_away);
   }
-  bool tunnelTo(const balancer::Backend* b) const { return tunnel_ && !tunnel_->going_away && (!b || b == backend_); }
+  bool tunnelTo(const balancer::Backend* b) const {
+    return tunnel_ && !tunnel_done_ && !tunnel_->going_away && (!b || b == backend_);
+  }
+  bool markGoAway(const balancer::Backend* b) { return tunnelTo(b) && tunnel_->markGoAway(); }
+  bool goAwayDue() const { return tunnel_ && !tunnel_done_ && tunnel_->goAwayDue(); }
 
   // The client reset the stream, or the connection is closing.
   void endTunnel(metrics::ClosedBy by) {
@@ -332,7 +344,8 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   }
 
   // Drain: close frames 1001 both ways, between frames, then the tunnel
-  // ends when both have answered (or with the connection).
+  // ends when both have answered, or when timeouts.websocket_close has
+  // passed (expire).
   void goAway() {
     if (!tunnel_ || tunnel_->going_away || tunnel_done_) return;
     tunnel_->going_away = true;
@@ -349,6 +362,8 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       up_->writeOwn(frame, n);
     }
     tunnel_->noteCloser(metrics::ClosedBy::kTether, 1001);
+    goaway_ms_ = c_.worker_.now();
+    c_.link_.h2Rearm();  // timeouts.websocket_close
     c_.flushSoon();
   }
 
@@ -483,9 +498,16 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     up_in_.release(c_.worker_.buffers());
     if (cut) {
       c_.codec_.resetStream(id_, kInternalError);
-    } else if (!end_sent_) {
-      end_sent_ = true;
-      c_.codec_.sendBody(id_, nullptr, 0, true);
+    } else {
+      if (!end_sent_) {
+        end_sent_ = true;
+        c_.codec_.sendBody(id_, nullptr, 0, true);
+      }
+      // A client that has not ended its side (its close frame sent, or none
+      // within websocket_close) gets RST_STREAM NO_ERROR after our
+      // END_STREAM: nothing it sends is wanted, and its stream's slot, which
+      // a drain waits for, frees now rather than whenever it ends.
+      if (!ended_) c_.codec_.stopRequestBody(id_);
     }
     c_.tunnelOver(*this);
   }
@@ -545,6 +567,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool shut_ = false;
   bool tunnel_done_ = false;
   std::int64_t tunnel_last_ = 0;  // the tunnel's last byte, either way
+  std::int64_t goaway_ms_ = 0;    // our 1001 went out then
 };
 
 H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)
@@ -652,17 +675,23 @@ void H2Connection::resumeStreams() {
 }
 
 void H2Connection::abortAll() {
+  abortRequests();
   std::vector<H2Stream*> tunnels;
-  for (auto& [id, hs] : streams_) {
-    if (hs->stream && !hs->stream->done()) hs->stream->abort();
+  for (auto& [id, hs] : streams_)
     if (!hs->stream && hs->tunneling()) tunnels.push_back(hs.get());
-  }
   for (H2Stream* hs : tunnels) hs->endTunnel(metrics::ClosedBy::kClient);
 }
 
+void H2Connection::abortRequests() {
+  for (auto& [id, hs] : streams_)
+    if (hs->stream && !hs->stream->done()) hs->stream->abort();
+}
+
+// Tunnels are not told here: the worker's drainTunnels sends their 1001s
+// (spread over websocket_close_spread) when it does for HTTP/1.1 tunnels,
+// which a hand-over lets run until shutdown_grace.
 void H2Connection::shutdownNotice() {
   if (codec_.goingAway()) return;
-  drainTunnels(nullptr);
   codec_.shutdownNotice();
   exportCounters();
   pump();
@@ -820,34 +849,53 @@ void H2Connection::tunnelOver(H2Stream& hs) {
   if (!hs.stream) release(hs);
 }
 
-std::int64_t H2Connection::tunnelIdleSince() const {
+std::int64_t H2Connection::tunnelDeadline() const {
   if (tunnels_ == 0) return -1;
-  std::int64_t since = -1;
+  const conf::Timeouts& t = worker_.config().timeouts;
+  std::int64_t d = -1;
   for (const auto& [id, hs] : streams_) {
-    std::int64_t t = hs->idleSince();
-    if (t >= 0 && (since < 0 || t < since)) since = t;
+    std::int64_t at = hs->tunnelDeadline(t);
+    if (at >= 0 && (d < 0 || at < d)) d = at;
   }
-  return since;
+  return d;
 }
 
-void H2Connection::expireTunnels(std::int64_t before) {
+void H2Connection::expireTunnels(std::int64_t now) {
   if (tunnels_ == 0) return;
+  const conf::Timeouts& t = worker_.config().timeouts;
   std::vector<std::int32_t> ids;
   for (const auto& [id, hs] : streams_) {
-    std::int64_t t = hs->idleSince();
-    if (t >= 0 && t <= before) ids.push_back(id);
+    std::int64_t at = hs->tunnelDeadline(t);
+    if (at >= 0 && at <= now) ids.push_back(id);
   }
   for (std::int32_t id : ids)
-    if (H2Stream* hs = find(id)) hs->idleOut();
+    if (H2Stream* hs = find(id)) hs->expire();
   flushSoon();
 }
 
+// Ending a tunnel may release its stream (erased from streams_): here and
+// below, the ids are collected first.
 void H2Connection::drainTunnels(const balancer::Backend* b) {
   std::vector<std::int32_t> ids;
   for (auto& [id, hs] : streams_)
     if (hs->tunnelTo(b)) ids.push_back(id);
   for (std::int32_t id : ids)
     if (H2Stream* hs = find(id)) hs->goAway();
+}
+
+std::size_t H2Connection::markTunnels(const balancer::Backend* b) {
+  std::size_t n = 0;
+  for (auto& [id, hs] : streams_) n += hs->markGoAway(b);
+  return n;
+}
+
+std::size_t H2Connection::drainMarked(std::size_t n) {
+  std::vector<std::int32_t> ids;
+  for (auto& [id, hs] : streams_)
+    if (ids.size() < n && hs->goAwayDue()) ids.push_back(id);
+  for (std::int32_t id : ids)
+    if (H2Stream* hs = find(id)) hs->goAway();
+  return ids.size();
 }
 
 void H2Connection::release(H2Stream& hs) {

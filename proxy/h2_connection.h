@@ -88,14 +88,25 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   // upstream connection, the queue, the store); none is destroyed here.
   void abortAll();
   // Drain (SIGTERM, reload): the two-step GOAWAY; streams in flight finish.
+  // RFC 8441 tunnels get their 1001 from drainTunnels, as HTTP/1.1 ones do.
   void shutdownNotice();
   void finalGoAway();
-  // RFC 8441 tunnels to `b` (any backend: nullptr) get close frames 1001.
+  // RFC 8441 tunnels to `b` (any backend: nullptr) get close frames 1001
+  // now; or, spread over timeouts.websocket_close_spread
+  // (Worker::drainTunnels), are marked (markTunnels: how many were) and get
+  // them in their turn (drainMarked: up to `n` of them, how many did).
   void drainTunnels(const balancer::Backend* b);
-  // The oldest last byte of an RFC 8441 tunnel (timeouts.tunnel_idle), or
-  // -1 without one; those idle since `before` or earlier end (reset).
-  std::int64_t tunnelIdleSince() const;
-  void expireTunnels(std::int64_t before);
+  std::size_t markTunnels(const balancer::Backend* b);
+  std::size_t drainMarked(std::size_t n);
+  // The earliest deadline of an RFC 8441 tunnel (timeouts.tunnel_idle, or
+  // timeouts.websocket_close once its 1001 is out), or -1 without one; those
+  // whose deadline is `now` or earlier end (expireTunnels).
+  std::int64_t tunnelDeadline() const;
+  void expireTunnels(std::int64_t now);
+  // RFC 8441 tunnels open.
+  int tunnels() const { return tunnels_; }
+  // shutdown_grace is over: streams other than tunnels are reset.
+  void abortRequests();
   // Streams with a Stream still at work.
   std::size_t active() const { return streams_.size(); }
   // A stream waits for the client's window (a slow or stalled reader):

@@ -226,6 +226,36 @@ bool Session::tunnelTo(const balancer::Backend* b) const {
   return state_ == State::kTunnel && (b == nullptr || backend_ == b);
 }
 
+void Session::drainTunnels(const balancer::Backend* b) {
+  if (state_ == State::kH2) {
+    h2_->drainTunnels(b);
+  } else if (tunnelTo(b)) {
+    sendGoingAway();
+  }
+}
+
+std::size_t Session::markGoAway(const balancer::Backend* b) {
+  if (state_ == State::kH2) return h2_->markTunnels(b);
+  return tunnelTo(b) && tunnel_->markGoAway() ? 1 : 0;
+}
+
+std::size_t Session::goAwayMarked(std::size_t n) {
+  if (n == 0) return 0;
+  if (state_ == State::kH2) return h2_->drainMarked(n);
+  if (state_ != State::kTunnel || !tunnel_->goAwayDue()) return 0;
+  sendGoingAway();
+  return 1;
+}
+
+void Session::graceOver() {
+  if (state_ == State::kTunnel) return;
+  if (state_ == State::kH2 && h2_->tunnels() > 0) {
+    h2_->abortRequests();
+    return;
+  }
+  close();
+}
+
 // Every edge of the diagram in session.h; anything else is our bug.
 void Session::transition(State to) {
   State from = state_;
@@ -271,7 +301,7 @@ std::int64_t Session::deadline() const {
       if (goaway_notice_ms_ >= 0 && !goaway_final_) d = goaway_notice_ms_ + kGoAwayStepMs;
       if (h2_->active() == 0) d = std::min(d, last_activity_ + t.downstream_idle);
       if (std::int64_t b = h2_->blockedSince(); b >= 0) d = std::min(d, b + t.downstream_idle);
-      if (std::int64_t w = h2_->tunnelIdleSince(); w >= 0) d = std::min(d, w + t.tunnel_idle);
+      if (std::int64_t w = h2_->tunnelDeadline(); w >= 0) d = std::min(d, w);
       return d;
     }
     case State::kClosing: return timer_deadline_ + kLingerMs;
@@ -336,7 +366,7 @@ void Session::onTimeout() {
         h2_->finalGoAway();
         if (closing_ || state_ == State::kClosing) return;
       }
-      h2_->expireTunnels(now - t.tunnel_idle);
+      h2_->expireTunnels(now);
       if (closing_ || state_ == State::kClosing) return;
       bool idle_over = h2_->active() == 0 && now >= last_activity_ + t.downstream_idle;
       std::int64_t b = h2_->blockedSince();

@@ -80,17 +80,20 @@ class Session final : public ListHook<>,
   // (or still waiting for its first) closes when the response is done, a
   // tunnel gets close frames 1001.
   void goAway();
-  // A backend went away: tunnels to it get close frames 1001.
+  // An HTTP/1.1 tunnel to `b` (nullptr: any backend).
   bool tunnelTo(const balancer::Backend* b) const;
-  // HTTP/2: its RFC 8441 tunnels to `b` (nullptr: any) get close frames 1001.
-  void drainH2Tunnels(const balancer::Backend* b) {
-    if (h2_ && state_ == State::kH2) h2_->drainTunnels(b);
-  }
-  // A going-away close waiting for its turn in a spread window.
-  void markGoAway() {
-    if (tunnel_) tunnel_->goaway_marked = true;
-  }
-  bool goAwayMarked() const { return tunnel_ && tunnel_->goaway_marked && !tunnel_->going_away; }
+  // Drain (Worker::drainTunnels): the tunnels to `b` (nullptr: any), this
+  // HTTP/1.1 one or the RFC 8441 streams of an HTTP/2 connection, get close
+  // frames 1001 now (drainTunnels); or, spread over
+  // timeouts.websocket_close_spread, are marked (markGoAway: how many were)
+  // and get them in their turn (goAwayMarked: up to `n`, how many did).
+  void drainTunnels(const balancer::Backend* b);
+  std::size_t markGoAway(const balancer::Backend* b);
+  std::size_t goAwayMarked(std::size_t n);
+  // shutdown_grace is over (after a hand-over): closes now, unless it holds
+  // tunnels, whose close handshakes (their 1001 sent) get
+  // timeouts.websocket_close; an HTTP/2 connection's other streams are reset.
+  void graceOver();
   void close();
 
   // The deadline armTimer() scheduled has come (Worker::onDeadlines).

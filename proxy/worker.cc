@@ -329,9 +329,7 @@ void Worker::beginStop() {
 
 void Worker::graceOver() {
   beginStop();
-  sessions_.forEach([](Session* s) {
-    if (!s->tunnelTo(nullptr)) s->close();
-  });
+  sessions_.forEach([](Session* s) { s->graceOver(); });
 }
 
 void Worker::forceStop() {
@@ -343,13 +341,10 @@ void Worker::drainTunnels(std::int64_t backend_id) {
   std::int64_t spread = config_->timeouts.websocket_close_spread;
   std::size_t marked = 0;
   sessions_.forEach([&](Session* s) {
-    s->drainH2Tunnels(b);
-    if (!s->tunnelTo(b)) return;
     if (spread <= 0) {
-      s->goAway();
+      s->drainTunnels(b);
     } else {
-      s->markGoAway();
-      ++marked;
+      marked += s->markGoAway(b);
     }
   });
   if (marked == 0) return;
@@ -365,12 +360,7 @@ void Worker::drainTunnels(std::int64_t backend_id) {
 void Worker::onSpread(uv_timer_t* t) {
   Worker* w = static_cast<Worker*>(t->data);
   std::size_t n = 0;
-  w->sessions_.forEach([&](Session* s) {
-    if (n < w->goaway_batch_ && s->goAwayMarked()) {
-      s->goAway();
-      ++n;
-    }
-  });
+  w->sessions_.forEach([&](Session* s) { n += s->goAwayMarked(w->goaway_batch_ - n); });
   w->goaway_left_ = n >= w->goaway_left_ ? 0 : w->goaway_left_ - n;
   if (n == 0 || w->goaway_left_ == 0) {
     w->goaway_left_ = 0;

@@ -38,6 +38,16 @@ struct Tunnel {
   // noted as the close (the client's, when both sides sent one).
   void account(metrics::BackendMetrics& bm);
 
+  // A going-away close spread over timeouts.websocket_close_spread
+  // (Worker::drainTunnels) is marked, then sent in its turn. markGoAway:
+  // false when it was marked already or our 1001 is out.
+  bool markGoAway() {
+    if (going_away || goaway_marked) return false;
+    goaway_marked = true;
+    return true;
+  }
+  bool goAwayDue() const { return goaway_marked && !going_away; }
+
   // in_ [0, in_sent) is written or queued to the backend; up_in_
   // [0, up_in_sent) to the client.
   std::uint32_t in_sent = 0;
