@@ -8,8 +8,9 @@ frame by frame, HEAD, 204 and 304, response trailers, RST_STREAM cancelling
 the upstream request, a backend dying mid-response resetting its stream only,
 HTTP/1-only request headers refused as a stream error, the two-step GOAWAY on
 SIGTERM with streams in flight answered, the idle close, the access log and
-the tether_http2_* metrics. WebSockets over HTTP/1.1 keep working beside an
-h2 listener. Attacks on the HTTP/2 layer are in test_http2_attacks.py.
+the tether_http2_* metrics. RFC 8441 WebSockets close on SIGTERM and on a
+drain as HTTP/1.1 ones do (websocket_close, websocket_close_spread, the close
+metrics). WebSockets over HTTP/1.1 keep working beside an h2 listener. Attacks on the HTTP/2 layer are in test_http2_attacks.py.
 
 Run: cd tests/e2e && TETHER_BIN=... python3 -m unittest -v test_http2
 """
@@ -487,8 +488,8 @@ class Tls(H2TestCase):
         self.assertNotIn(8, h.remote_settings)  # SETTINGS_ENABLE_CONNECT_PROTOCOL
 
 
-class WebSocketsOverH2(H2TestCase):
-    """RFC 8441 extended CONNECT, with http2.websockets: true."""
+class H2WsTestCase(H2TestCase):
+    """RFC 8441 extended CONNECT streams, and the WebSocket frames they carry."""
 
     def ws_stream(self, c, path="/", extra=()):
         sid = c.request("CONNECT", path, headers=[(":protocol", "websocket"),
@@ -510,6 +511,10 @@ class WebSocketsOverH2(H2TestCase):
                 raise AssertionError("no WebSocket frame (%d bytes, reset %r)" % (len(r.body) - have, r.reset))
             now = len(r.body)
             c.until(lambda: len(r.body) > now or r.ended or r.reset is not None, 0.5)
+
+
+class WebSocketsOverH2(H2WsTestCase):
+    """RFC 8441 extended CONNECT, with http2.websockets: true."""
 
     def test_off_by_default_not_advertised_and_refused(self):
         ws = self.start_ws_echo()
@@ -643,6 +648,170 @@ class WebSocketsOverH2(H2TestCase):
         self.assertEqual(t.metric("tether_upstream_connections", state="active"), 0)
         sid = c.request("GET", "/id")
         self.assertEqual(c.response(sid).status, 200)
+
+
+class WebSocketsOverH2Closing(H2WsTestCase):
+    """The going-away closes of RFC 8441 tunnels, as of HTTP/1.1 ones: after the
+    1001, timeouts.websocket_close bounds the close handshake; the 1001s are
+    spread over timeouts.websocket_close_spread; tether_websocket_closes_total
+    counts them."""
+
+    def ws_config(self, **timeouts):
+        return {"http2": {"websockets": True}, "timeouts": timeouts}
+
+    def open_tunnels(self, c, n):
+        """n tunnel streams on c, each past one echoed message: [(sid, r, used)]."""
+        from wsutil import OP_TEXT, frame
+        out = []
+        for _ in range(n):
+            sid, r = self.ws_stream(c)
+            self.assertEqual((r.status, r.reset), (200, None))
+            c.send_data(sid, frame(OP_TEXT, b"x", mask=True), end=False)
+            f, used = self.recv_ws(c, r, 0)
+            self.assertEqual(f.payload, b"x")
+            out.append((sid, r, used))
+        return out
+
+    def assert_going_away(self, c, r, used):
+        from wsutil import OP_CLOSE
+        f, used = self.recv_ws(c, r, used)
+        self.assertEqual((f.opcode, f.payload[:2]), (OP_CLOSE, b"\x03\xe9"))  # 1001 Going Away
+        return used
+
+    def silent_backend(self):
+        """A WebSocket backend that never answers a close frame; .results gets
+        (frames it read, when tether closed its connection)."""
+        from wsutil import RawWsBackend, read_frames_from_socket
+        def script(conn, rest):
+            fs, _ = read_frames_from_socket(conn, rest, 1, timeout=15)
+            conn.settimeout(30)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+            b.results.append((fs, time.monotonic()))
+        b = RawWsBackend(script)
+        self.addCleanup(b.stop)
+        return b
+
+    def sigterm_one_tunnel(self, up, **timeouts):
+        """tether on `up` with `timeouts`, a tunnel stream through it, then SIGTERM
+        and the stream's 1001: (tether, client, stream id, response, time of the
+        signal)."""
+        t = self.start([up], config=self.ws_config(shutdown_grace="20s", **timeouts))
+        c = self.client(t.proxy_port)
+        sid, r = self.ws_stream(c)
+        self.assertEqual((r.status, r.reset), (200, None))
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 1, 5)
+        t0 = time.monotonic()
+        t.signal(SIGTERM)
+        self.assert_going_away(c, r, 0)
+        return t, c, sid, r, t0
+
+    def test_an_unanswered_1001_ends_the_tunnel_after_websocket_close(self):
+        # Neither peer answers the 1001: at websocket_close the stream ends
+        # (END_STREAM, then RST_STREAM NO_ERROR for the client's open side),
+        # the upstream connection closes, and tether exits long before
+        # shutdown_grace.
+        up = self.silent_backend()
+        t, c, sid, r, t0 = self.sigterm_one_tunnel(up, websocket_close="1s")
+        self.assertFalse(r.ended or r.reset is not None, "the tunnel waits for the close handshake")
+        self.assertTrue(c.until(lambda: r.ended and r.reset is not None, 10), "the stream ends")
+        took = time.monotonic() - t0
+        self.assertGreater(took, 0.7)
+        self.assertLess(took, 3.0)
+        self.assertEqual(r.reset, 0)  # NO_ERROR: an end, not a failure
+        self.assertTrue(c.wait_closed(5), "the connection closes once its tunnel is over")
+        self.assertEqual(t.wait_exit(5), 0)
+        wait_until(lambda: up.results, 5, msg="tether closed the upstream connection")
+        frames, closed_at = up.results[0]
+        self.assertEqual([(f.opcode, f.payload[:2], f.masked) for f in frames], [(8, b"\x03\xe9", True)])
+        self.assertLess(closed_at - t0, 3.0)
+
+    def test_a_client_that_never_answers_is_closed_after_websocket_close(self):
+        # The backend answers the 1001 (and leaves); the client does not.
+        t, c, sid, r, t0 = self.sigterm_one_tunnel(self.start_ws_echo(), websocket_close="1s")
+        self.assertTrue(c.wait_closed(10), "the connection closes")
+        took = time.monotonic() - t0
+        self.assertGreater(took, 0.7)
+        self.assertLess(took, 3.0)
+        self.assertTrue(r.ended)
+        self.assertIn(r.reset, (None, 0))
+        self.assertEqual(t.wait_exit(5), 0)
+
+    def test_a_client_that_answers_1001_ends_at_once(self):
+        # websocket_close is long: the stream, the connection and tether end
+        # when the handshake does, not when the wait would.
+        from wsutil import OP_CLOSE, close_payload, frame
+        t, c, sid, r, t0 = self.sigterm_one_tunnel(self.start_ws_echo(), websocket_close="10s")
+        c.send_data(sid, frame(OP_CLOSE, close_payload(1001), mask=True), end=False)
+        self.assertTrue(c.until(lambda: r.ended, 5), "the stream ends")
+        self.assertIn(r.reset, (None, 0))
+        self.assertTrue(c.wait_closed(5), "the connection closes")
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertEqual(t.wait_exit(5), 0)
+
+    def test_sigterm_spreads_the_1001s_over_websocket_close_spread(self):
+        ws = self.start_ws_echo()
+        t = self.start([ws], config=self.ws_config(websocket_close_spread="1s", websocket_close="1s"))
+        conns = [self.client(t.proxy_port) for _ in range(2)]
+        tunnels = [self.open_tunnels(c, 10) for c in conns]
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 20, 5)
+        arrived = [[None] * 10 for _ in conns]
+
+        def watch(i):
+            c = conns[i]
+            marks = [(r, len(r.body), len(r.data_times)) for _, r, _ in tunnels[i]]
+            c.until(lambda: all(len(r.body) > n for r, n, _ in marks), 10)
+            for k, (r, n, k0) in enumerate(marks):
+                if len(r.body) > n:
+                    arrived[i][k] = r.data_times[k0][0]
+
+        watchers = [threading.Thread(target=watch, args=(i,)) for i in range(2)]
+        t0 = time.monotonic()
+        t.signal(SIGTERM)
+        for w in watchers:
+            w.start()
+        for w in watchers:
+            w.join(15)
+        for i, c in enumerate(conns):
+            for _, r, used in tunnels[i]:
+                self.assert_going_away(c, r, used)
+        times = sorted(x - t0 for row in arrived for x in row)
+        # Not all at once: over most of the window, the streams of one
+        # connection too, and within it.
+        self.assertGreater(times[-1] - times[0], 0.5, times)
+        self.assertLess(times[-1], 2.0, times)
+        for row in arrived:
+            self.assertGreater(max(row) - min(row), 0.2, row)
+        self.assertEqual(t.wait_exit(10), 0)
+
+    def test_a_drain_closes_and_counts_them_as_http_1_1_tunnels(self):
+        # The backend's drain deadline: 1001s spread over the window, then the
+        # unanswered ones end after websocket_close, each counted once as
+        # tether's 1001.
+        ws = self.start_ws_echo()
+        t = self.start([ws], config=self.ws_config(websocket_close_spread="500ms", websocket_close="1s"))
+        c = self.client(t.proxy_port)
+        tunnels = self.open_tunnels(c, 4)
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 4, 5)
+        bid = t.backends_state()[0]["id"]
+        t0 = time.monotonic()
+        self.assertEqual(t.admin_post("/admin/backends/%s/drain?deadline=100ms" % bid).status, 200)
+        for sid, r, used in tunnels:
+            self.assert_going_away(c, r, used)
+        self.assertTrue(c.until(lambda: all(r.reset is not None for _, r, _ in tunnels), 10),
+                        "the tunnels end")
+        took = time.monotonic() - t0
+        self.assertGreater(took, 1.0)
+        self.assertLess(took, 4.0)
+        self.assertEqual([r.reset for _, r, _ in tunnels], [0] * 4)
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 0, 5)
+        self.assertEqual(t.metric("tether_websocket_closes_total", code="1001", by="tether"), 4)
+        self.assertEqual(sum(v for (n, _), v in t.metrics().items() if n == "tether_websocket_closes_total"), 4)
+        self.assertEqual(t.metric("tether_websocket_duration_seconds_count"), 4)
+        self.assertFalse(c.closed, "the connection itself stays")
 
 
 class Drain(H2TestCase):

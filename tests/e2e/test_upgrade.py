@@ -403,6 +403,46 @@ class Upgrade(UpgradeBase):
         self.assertGreater(load.ok, 300)
         self.assertEqual(t.find_logs("upgrade failed: the running process keeps serving"), [])
 
+    def test_rfc_8441_tunnels_run_until_the_grace_then_close_as_http_1_1_ones(self):
+        # As the old process's HTTP/1.1 WebSockets: carried until shutdown_grace,
+        # then a 1001, then websocket_close for the close handshake (the
+        # client here never answers) before the stream ends.
+        from h2util import H2Client, require_h2
+        require_h2()
+        t = self.start(config=self.config(http2={"websockets": True}))
+        c = H2Client(t.proxy_port)
+        self.addCleanup(c.close)
+        sid = c.request("CONNECT", "/ws", headers=[(":protocol", "websocket"),
+                                                   ("sec-websocket-version", "13")], end=False)
+        r = c.responses[sid]
+        self.assertTrue(c.until(lambda: r.status is not None or r.reset is not None, 10))
+        self.assertEqual((r.status, r.reset), (200, None))
+        have = [0]
+
+        def next_frame(timeout):
+            def parsed():
+                return _parse(bytes(r.body[have[0]:]))[0] is not None
+            c.until(lambda: parsed() or r.reset is not None, timeout)
+            f, used = _parse(bytes(r.body[have[0]:]))
+            self.assertIsNotNone(f, "a WebSocket frame (reset %r, closed %r)" % (r.reset, c.closed))
+            have[0] += used
+            return f
+
+        c.send_data(sid, frame(OP_TEXT, "before"), end=False)
+        self.assertEqual(next_frame(5).payload, b"before")
+        new_pid, mark = self.upgrade(t)
+        handed_at = time.monotonic()
+        c.send_data(sid, frame(OP_TEXT, "during"), end=False)
+        self.assertEqual(next_frame(5).payload, b"during")
+        f = next_frame(GRACE_S + 5)
+        self.assertEqual((f.opcode, f.payload[:2]), (OP_CLOSE, b"\x03\xe9"))  # 1001
+        told_at = time.monotonic()
+        self.assertGreaterEqual(told_at - handed_at, GRACE_S - 0.5)
+        self.assertTrue(c.until(lambda: r.reset is not None or c.closed, 10), "the stream ends")
+        self.assertGreater(time.monotonic() - told_at, 0.7)  # websocket_close: 1s
+        self.assertIn(r.reset, (None, 0))
+        self.assertEqual(t.proc.wait(timeout=10), 0, "the old process's exit code")
+
     def test_sighup_with_a_new_listener_and_workers_hands_over(self):
         cfg = self.config(listeners=[{"address": "127.0.0.1:0"}])
         t = self.start(config=cfg, listen=[])
