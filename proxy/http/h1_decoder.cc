@@ -128,12 +128,23 @@ struct Callbacks {
   }
 
   // A head's fields are mirrored (h1_decoder.h: the head's bytes copied once
-  // per read) and found in the copy when the head is complete: all a head
-  // needs of llhttp's field pieces is how far they reach. llhttp hands over
-  // a value piece for every field, an empty one included, so the value
-  // pieces alone say it; names are not reported at all (headSettings).
+  // per read); llhttp's name and value pieces only say where each field lies
+  // in that copy, and how far the copy must reach.
+  static std::uint32_t copyOffset(const H1Decoder& s, const char* at) {
+    return static_cast<std::uint32_t>(s.offsetOf(at) - s.message_start_);
+  }
+
+  // Flattened: the field's push_back inlined, once per field.
+  [[gnu::flatten]] static int onHeadName(llhttp_t* p, const char* at, std::size_t len) {
+    H1Decoder& s = d(p);
+    s.heads().noteName(copyOffset(s, at), static_cast<std::uint32_t>(len));
+    return 0;
+  }
+
   static int onHeadValue(llhttp_t* p, const char* at, std::size_t len) {
-    d(p).last_end_ = at + len;
+    H1Decoder& s = d(p);
+    s.heads().noteValue(copyOffset(s, at), static_cast<std::uint32_t>(len));
+    s.last_end_ = at + len;
     return 0;
   }
 
@@ -189,10 +200,10 @@ struct Callbacks {
 
   static int onHeadersComplete(llhttp_t* p) {
     H1Decoder& s = d(p);
-    // Every name and value byte into the copy, then the fields found in it,
+    // Every name and value byte into the copy, then its fields finished,
     // before the head is judged.
     s.mirrorTo(s.last_end_);
-    if (const char* why = s.heads().scanMirrored()) return badField(s, why);
+    if (const char* why = s.heads().sealFields()) return badField(s, why);
     return s.onHeadersComplete();
   }
 
@@ -245,7 +256,7 @@ struct Callbacks {
     x.on_url = onUrl;
     x.on_status = onStatus;
     x.on_version = onVersion;
-    x.on_header_field = trailers ? onHeaderField : nullptr;
+    x.on_header_field = trailers ? onHeaderField : onHeadName;
     x.on_header_value = trailers ? onHeaderValue : onHeadValue;
     x.on_headers_complete = onHeadersComplete;
     x.on_chunk_header = onChunkHeader;
@@ -254,8 +265,9 @@ struct Callbacks {
     x.on_message_complete = onMessageComplete;
     return x;
   }
-  // Two tables: a head's fields are found in its copy, a trailer's are
-  // taken piece by piece (onMessageBegin and onChunkHeader switch).
+  // Two tables: a head's fields are noted as offsets into its copy, a
+  // trailer's are copied piece by piece (onMessageBegin and onChunkHeader
+  // switch).
   static const llhttp_settings_t* headSettings() {
     static const llhttp_settings_t st = settings(false);
     return &st;
@@ -601,8 +613,7 @@ bool validAuthority(std::string_view a) {
     }
     i = e + 1;
   } else {
-    for (; i < a.size() && a[i] != ':'; ++i)
-      if (!kRegName[static_cast<unsigned char>(a[i])]) return false;
+    while (i < a.size() && kRegName[static_cast<unsigned char>(a[i])]) ++i;  // ':' is not a reg-name byte
     if (i == 0) return false;
   }
   if (i == a.size()) return true;

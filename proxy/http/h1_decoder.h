@@ -148,15 +148,15 @@ class H1Decoder {
   std::uint64_t base_offset_ = 0;
   std::uint64_t message_start_ = 0;  // stream offset where the current message began
   std::uint64_t line_start_ = 0;     // stream offset where the current chunk line began
-  std::uint64_t line_mark_ = 0;
-  std::uint64_t size_end_ = 0;
+  std::uint64_t line_mark_ = 0;      // request line: where the last method/target piece ended
+  std::uint64_t size_end_ = 0;       // chunk line: where its first extension began, if any
   std::uint64_t mirror_upto_ = 0;    // the head's bytes before this stream offset are in heads()
   const char* last_end_ = nullptr;   // end of the last value piece of a head in the current input
-  const char* cb_at_ = nullptr;      // the piece the last data callback was handed       // chunk line: where its first extension began, if any      // request line: where the last method/target piece ended
+  const char* cb_at_ = nullptr;      // the piece the last data callback was handed
   std::uint64_t body_bytes_ = 0;
   std::uint64_t trailer_start_ = 0;  // stream offset where the trailer section began (after the last chunk)
   char prev_last_ = '\n';  // last non-blank byte of the previous input (obs-fold check)
-  // A trailer field by pieces (a head's fields are found in its copy).
+  // A trailer field by pieces (a head's fields are noted in its copy).
   bool in_name_ = false;   // a field name is being received
   bool field_open_ = false;  // a field has begun and not been closed
   bool name_done_ = false;   // the open field's name is complete (a value piece came)

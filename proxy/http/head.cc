@@ -1,33 +1,39 @@
 #include "proxy/http/head.h"
 
+#include <bit>
 #include <cstring>
 
 namespace tether::http {
 namespace {
 
 // '_' anywhere in a name, eight bytes at a time (names are short; memchr's
-// call costs more than the scan).
-bool hasUnderscore(std::string_view n) {
+// call costs more than the scan). `avail` is how many bytes from the name's
+// start are in the buffer: a short name is read as one word when they are
+// there, the bytes past it masked off.
+static_assert(std::endian::native == std::endian::little, "the word scans read the lowest byte first");
+
+bool hasUnderscore(std::string_view n, std::size_t avail) {
   constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
   constexpr std::uint64_t kPattern = 0x5f * kOnes;
-  std::size_t i = 0;
-  for (; i + 8 <= n.size(); i += 8) {
+  // The high bit of each byte equal to '_'; a byte above a match may be
+  // marked too, never one below the lowest match.
+  auto matches = [&](std::size_t at) {
     std::uint64_t w;
-    std::memcpy(&w, n.data() + i, 8);
+    std::memcpy(&w, n.data() + at, 8);
     w ^= kPattern;
-    if ((w - kOnes) & ~w & kHighs) return true;
-  }
-  if (i == n.size()) return false;
+    return (w - kOnes) & ~w & kHighs;
+  };
   if (n.size() < 8) {
-    for (; i < n.size(); ++i)
-      if (n[i] == '_') return true;
+    if (avail >= 8) return (matches(0) & ((1ull << (8 * n.size())) - 1)) != 0;  // little-endian: low bytes first
+    for (char c : n)
+      if (c == '_') return true;
     return false;
   }
+  std::size_t i = 0;
+  for (; i + 8 <= n.size(); i += 8)
+    if (matches(i)) return true;
   // The last 1 to 7 bytes: the name's last word, which overlaps the one before.
-  std::uint64_t w;
-  std::memcpy(&w, n.data() + n.size() - 8, 8);
-  w ^= kPattern;
-  return ((w - kOnes) & ~w & kHighs) != 0;
+  return i != n.size() && matches(n.size() - 8) != 0;
 }
 
 }  // namespace
@@ -36,53 +42,46 @@ void HeaderList::endName() {
   Field& f = fields_.back();
   std::string_view n(arena_.data() + f.off, f.name_len);
   f.kind = classifyHeader(n);
-  f.underscore = f.kind == HeaderKind::kOther && hasUnderscore(n);
+  f.underscore = f.kind == HeaderKind::kOther && hasUnderscore(n, arena_.size() - f.off);
   arena_.append(": ", 2);
   f.value_off = static_cast<std::uint32_t>(arena_.size());
 }
 
-const char* HeaderList::scanMirrored() {
+const char* HeaderList::sealFields() {
+  if (folded_) return "obsolete line folding";
   const char* base = arena_.data();
   const std::size_t end = arena_.size();
-  // The start line, after the CR and LF bytes that may precede a message.
-  std::size_t i = 0;
-  while (i < end && (base[i] == '\r' || base[i] == '\n')) ++i;
-  const void* nl = i < end ? std::memchr(base + i, '\n', end - i) : nullptr;
-  if (!nl) return nullptr;  // no field line in the copy: a head without fields
-  i = static_cast<std::size_t>(static_cast<const char*>(nl) - base) + 1;
-  while (i < end) {
-    const char c = base[i];
-    if (c == '\r' || c == '\n') break;  // the blank line that ends the head
-    // RFC 9112 §5.2: obs-fold is refused, a fold after an empty first line
-    // ("Transfer-Encoding:\r\n chunked") too.
-    if (c == ' ' || c == '\t') return "obsolete line folding";
-    if (c == ':') return "empty field name";
-    nl = std::memchr(base + i, '\n', end - i);
-    const std::size_t line_end = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - base) + 1 : end;
-    // The line's content: without its CRLF, or, for a last line the copy
-    // cuts, without the CR a value never holds.
-    std::size_t content_end = nl ? line_end - 1 : end;
-    if (content_end > i && base[content_end - 1] == '\r') --content_end;
-    const void* colon = std::memchr(base + i, ':', content_end - i);
-    const std::size_t name_end = colon ? static_cast<std::size_t>(static_cast<const char*>(colon) - base) : content_end;
-    std::size_t v = colon ? name_end + 1 : name_end;
-    while (v < content_end && (base[v] == ' ' || base[v] == '\t')) ++v;
-    std::size_t v_end = content_end;
-    // Trailing blanks are not part of the value (RFC 9112 §5).
-    while (v_end > v && (base[v_end - 1] == ' ' || base[v_end - 1] == '\t')) --v_end;
-    Field f;
-    f.off = static_cast<std::uint32_t>(i);
-    f.name_len = static_cast<std::uint16_t>(name_end - i);
-    // An empty value has its offset at the colon: an empty view in the line.
-    f.value_off = static_cast<std::uint32_t>(v_end > v ? v : name_end);
-    f.value_len = static_cast<std::uint32_t>(v_end - v);
-    std::string_view n(base + i, f.name_len);
+  auto blank = [](char c) { return c == ' ' || c == '\t'; };
+  for (Field& f : fields_) {
+    if (f.name_len == 0) return "empty field name";
+    const std::size_t colon = f.off + f.name_len;
+    // Only blanks between the colon and the value: a line break there is a
+    // fold after an empty first line ("Transfer-Encoding:\r\n chunked"),
+    // which llhttp reads as blanks before the value.
+    std::size_t after = colon + 1;
+    if (f.value_len) {
+      if (f.value_off != after + 1 || base[after] != ' ') {  // not the one space most senders write
+        for (std::size_t k = after; k < f.value_off; ++k)
+          if (!blank(base[k])) return "obsolete line folding";
+      }
+      after = f.value_off + f.value_len;
+    }
+    // Trailing blanks are not part of the value (RFC 9112 §5); an empty
+    // value has its offset at the colon: an empty view in the line.
+    while (f.value_len && blank(base[f.value_off + f.value_len - 1])) --f.value_len;
+    if (f.value_len == 0) f.value_off = static_cast<std::uint32_t>(colon);
+    std::string_view n(base + f.off, f.name_len);
     f.kind = classifyHeader(n);
-    f.underscore = f.kind == HeaderKind::kOther && hasUnderscore(n);  // no name tether knows has one
-    if (nl) closeLine(f, static_cast<std::uint32_t>(line_end));
-    last_open_ = !nl;
-    fields_.push_back(f);
-    i = line_end;
+    f.underscore = f.kind == HeaderKind::kOther && hasUnderscore(n, end - f.off);  // no name tether knows has one
+    // The line: name ':' OWS value OWS CRLF, kept as it arrived when whole.
+    while (after < end && blank(base[after])) ++after;
+    if (after + 2 > end) {
+      last_open_ = true;  // the last line, whose break the copy does not hold yet
+      continue;
+    }
+    const bool whole = colon < end && base[colon] == ':' && base[after] == '\r' && base[after + 1] == '\n';
+    f.line_len = whole ? static_cast<std::uint32_t>(after + 2 - f.off) : 0;
+    live_bytes_ += whole ? f.line_len : f.name_len + f.value_len + 4u;
   }
   return nullptr;
 }

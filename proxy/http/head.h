@@ -95,17 +95,48 @@ class HeaderList {
   }
 
   // Mirrored: the codec appends the head's bytes with mirror() as they are
-  // consumed; scanMirrored() then finds every field in that copy in one pass
-  // (names classified, '_' noted, lines closed), and sealMirror() closes the
-  // last field's line once its line break is in too (end: where that line
-  // ends, before the blank line).
+  // consumed, and notes where llhttp found each name and value piece
+  // (offsets into that copy) with noteName() and noteValue(). sealFields()
+  // then finishes every field once the copy reaches the last value (names
+  // classified, '_' noted, values trimmed, lines closed), and sealMirror()
+  // closes the last field's line once its line break is in too (end: where
+  // that line ends, before the blank line).
   void mirror(const char* p, std::size_t n) { arena_.append(p, n); }
   void mirrorFill(std::size_t n, char c) { arena_.append(n, c); }
+  // A name piece at `off`: the next field, or more of the open name when it
+  // continues it (a name cut between two reads).
+  void noteName(std::uint32_t off, std::uint32_t len) {
+    if (note_ == Note::kName && off == note_end_) {
+      fields_.back().name_len = static_cast<std::uint16_t>(fields_.back().name_len + len);
+    } else {
+      Field f;
+      f.off = off;
+      f.name_len = static_cast<std::uint16_t>(len);
+      f.value_off = off + len;  // the colon: an empty value until one comes
+      fields_.push_back(f);
+      note_ = Note::kName;
+    }
+    note_end_ = off + len;
+  }
+  // A value piece: the field's value, or more of it when it continues it.
+  // Any other piece (a second value, a value with no name before it) is a
+  // line folded onto the one before (obs-fold), refused by sealFields().
+  void noteValue(std::uint32_t off, std::uint32_t len) {
+    if (note_ == Note::kName || (note_ == Note::kValue && off == note_end_)) {
+      Field& f = fields_.back();
+      if (f.value_len == 0 && len) f.value_off = off;
+      f.value_len += len;
+      note_ = Note::kValue;
+      note_end_ = off + len;
+    } else {
+      folded_ = true;
+    }
+  }
   // The copy holds a head that llhttp (strict mode) accepted up to its last
-  // field's value: a start line, then lines of a token name, ':', OWS, a
+  // field's value, every piece noted: lines of a token name, ':', OWS, a
   // value, OWS, CRLF; the copy may stop inside the last of them. Returns why
   // tether refuses the head (an empty name, obs-fold), or nullptr.
-  const char* scanMirrored();
+  const char* sealFields();
   void sealMirror(std::uint32_t end);
 
   // The first field of `k` not dropped; -1 if none.
@@ -119,14 +150,16 @@ class HeaderList {
     arena_.clear();
     fields_.clear();
     live_bytes_ = 0;
-    last_open_ = false;
+    last_open_ = folded_ = false;
+    note_ = Note::kNone;
   }
   // Gives the storage back (a pooled codec after a burst of large heads).
   void shrink() {
     std::string().swap(arena_);
     std::vector<Field>().swap(fields_);
     live_bytes_ = 0;
-    last_open_ = false;
+    last_open_ = folded_ = false;
+    note_ = Note::kNone;
   }
 
  private:
@@ -136,6 +169,12 @@ class HeaderList {
   std::vector<Field> fields_;
   std::size_t live_bytes_ = 0;
   bool last_open_ = false;  // the last mirrored field's line break is not in the copy yet
+  // Noting pieces: what the last one was, where it ended, and whether a
+  // line was folded.
+  enum class Note : std::uint8_t { kNone, kName, kValue };
+  Note note_ = Note::kNone;
+  bool folded_ = false;
+  std::uint32_t note_end_ = 0;
 };
 
 // Fields policy adds to a head for one write, as views into storage that

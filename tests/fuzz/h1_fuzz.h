@@ -145,7 +145,7 @@ inline std::string headText(const ResponseHead& r) {
 
 // A head's fields as llhttp hands them over piece by piece (strict mode, as
 // tether builds it), from the head's bytes in one piece: the reference the
-// decoder's own reading of its copy of the head (HeaderList::scanMirrored)
+// decoder's own reading of its copy of the head (HeaderList::sealFields)
 // must agree with. A second value piece for one field is an obs-fold.
 struct ReferenceHead {
   std::vector<std::pair<std::string, std::string>> fields;
