@@ -71,57 +71,38 @@ bool hopByHop(HeaderKind k) {
   }
 }
 
-// Field names lower-cased into one arena, then the nghttp2 name/value pairs
-// pointing into it (nghttp2 copies them on submit).
+// The nghttp2 name/value pairs of a head, pointing at the head's own bytes:
+// nghttp2 copies every pair on submit and lowers the names as it does
+// (nghttp2_submit_response and friends), so the views need only outlive the
+// submit call.
 class NvList {
  public:
-  void clear() {
-    arena_.clear();
-    offs_.clear();
-  }
-  void reserve(std::size_t fields, std::size_t bytes) {
-    arena_.reserve(bytes);
-    offs_.reserve(fields);
-  }
-  void add(std::string_view name, std::string_view value) {
-    Off o;
-    o.name = arena_.size();
-    o.name_len = name.size();
-    o.value = o.name + name.size();
-    o.value_len = value.size();
-    arena_.resize(o.value + value.size());
-    char* p = arena_.data() + o.name;
-    for (char c : name) *p++ = c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
-    std::memcpy(p, value.data(), value.size());
-    offs_.push_back(o);
+  void clear() { nv_.clear(); }
+  void reserve(std::size_t fields) { nv_.reserve(fields); }
+  // `no_index`: a value unique to its message (X-Request-Id) is sent as a
+  // literal never indexed (RFC 7541 §6.2.3): in the dynamic table it would
+  // only evict the fields that repeat, and nghttp2's table keeps the entries
+  // of one name in one chain, which every later lookup of that name walks.
+  void add(std::string_view name, std::string_view value, bool no_index = false) {
+    nghttp2_nv nv;
+    // nghttp2 writes through neither: it reads them into its copy.
+    nv.name = reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data()));
+    nv.namelen = name.size();
+    nv.value = reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data()));
+    nv.valuelen = value.size();
+    nv.flags = no_index ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE;
+    nv_.push_back(nv);
   }
   void addFields(const HeaderList& h, bool trailers) {
     for (std::size_t i = 0; i < h.size(); ++i) {
       if (h.dropped(i) || hopByHop(h.kind(i))) continue;
       if (trailers && (h.kind(i) == HeaderKind::kContentLength || h.kind(i) == HeaderKind::kTe)) continue;
-      add(h.name(i), h.value(i));
+      add(h.name(i), h.value(i), h.kind(i) == HeaderKind::kXRequestId);
     }
   }
-  std::vector<nghttp2_nv>& build() {
-    nv_.clear();
-    for (const Off& o : offs_) {
-      nghttp2_nv nv;
-      nv.name = reinterpret_cast<std::uint8_t*>(arena_.data() + o.name);
-      nv.namelen = o.name_len;
-      nv.value = reinterpret_cast<std::uint8_t*>(arena_.data() + o.value);
-      nv.valuelen = o.value_len;
-      nv.flags = NGHTTP2_NV_FLAG_NONE;
-      nv_.push_back(nv);
-    }
-    return nv_;
-  }
+  std::vector<nghttp2_nv>& build() { return nv_; }
 
  private:
-  struct Off {
-    std::size_t name, name_len, value, value_len;
-  };
-  std::string arena_;
-  std::vector<Off> offs_;
   std::vector<nghttp2_nv> nv_;
 };
 
@@ -623,13 +604,14 @@ bool H2ServerCodec::submitResponse(std::int32_t stream, const ResponseHead& head
   char digits[4];
   auto r = std::to_chars(digits, digits + sizeof digits, status);
   NvList& nv = scratchNv();
-  nv.reserve(head.headers.size() + 1, head.headers.bytes() + 16);
+  nv.reserve(head.headers.size() + 1 + (extra ? extra->count : 0));
   nv.add(":status", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
   nv.addFields(head.headers, false);
   if (extra) {
     for (int i = 0; i < extra->count; ++i) {
       const ExtraFields::Field& f = extra->items[i];
-      if (!hopByHop(classifyHeader(f.name))) nv.add(f.name, f.value);
+      HeaderKind k = classifyHeader(f.name);
+      if (!hopByHop(k)) nv.add(f.name, f.value, k == HeaderKind::kXRequestId);
     }
   }
   auto& v = nv.build();

@@ -54,6 +54,36 @@ struct H2Server : ::testing::Test {
   }
 };
 
+// An HTTP/1.1 backend's names in any case reach the client lowercase (the
+// client's nghttp2 refuses any other), whatever their length; a value unique
+// to its response (X-Request-Id, the backend's or tether's) is never indexed.
+TEST_F(H2Server, ResponseNamesAreLoweredAndRequestIdsNeverIndexed) {
+  make();
+  const Fields sent = {{"Content-Type", "text/plain"}, {"SERVER", "up"}, {"A", "1"}, {"Ab-Z", "2"},
+                       {"Abc-Defgh-Ijk_^`|~Z", "3"}, {"X-Longer-Than-Sixteen-BYTES-AtAll", "4"},
+                       {"X-Request-Id", "from-backend"}};
+  for (int round = 0; round < 3; ++round) {
+    std::int32_t id = client.request(getRequest("/"));
+    pump(client, *codec);
+    const std::string rid = "rid-" + std::to_string(round);  // ExtraFields holds views
+    ExtraFields extra;
+    extra.add("X-Request-Id", rid);
+    ASSERT_TRUE(codec->submitResponse(id, response(200, sent), true, &extra));
+    pump(client, *codec);
+    const auto& r = client.resps[id];
+    EXPECT_TRUE(r.ended);
+    Fields want;
+    for (const auto& [n, v] : sent) {
+      std::string lower;
+      for (char c : n) lower += c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+      want.emplace_back(lower, v);
+    }
+    want.emplace_back("x-request-id", rid);
+    EXPECT_EQ(r.headers, want);
+    EXPECT_EQ(r.never_indexed, (std::vector<std::string>{"x-request-id", "x-request-id"}));
+  }
+}
+
 TEST_F(H2Server, RequestHeadIsTheNeutralHeadAnHttp1RequestGets) {
   make();
   Fields f = getRequest("/api/chats?page=2");

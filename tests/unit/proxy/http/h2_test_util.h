@@ -118,6 +118,7 @@ class Client {
   struct Resp {
     std::vector<std::string> statuses;  // 1xx heads first
     Fields headers, trailers;
+    std::vector<std::string> never_indexed;  // names sent as literals never indexed (RFC 7541 §6.2.3)
     std::string body;
     bool ended = false;
     long closed = -1;  // the stream's close code
@@ -211,9 +212,10 @@ class Client {
     return 0;
   }
   static int onHeader(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* n, std::size_t nl,
-                      const std::uint8_t* v, std::size_t vl, std::uint8_t, void* ud) {
+                      const std::uint8_t* v, std::size_t vl, std::uint8_t flags, void* ud) {
     Resp& r = me(ud).resps[f->hd.stream_id];
     std::string name(reinterpret_cast<const char*>(n), nl), value(reinterpret_cast<const char*>(v), vl);
+    if (flags & NGHTTP2_NV_FLAG_NO_INDEX) r.never_indexed.push_back(name);
     if (name == ":status") r.statuses.push_back(value);
     else if (f->headers.cat == NGHTTP2_HCAT_HEADERS && !r.statuses.empty() && r.statuses.back()[0] != '1')
       r.trailers.emplace_back(name, value);
