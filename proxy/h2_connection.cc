@@ -356,7 +356,9 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     char frame[forward::kMaxCloseFrameBytes];
     std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
     c_.codec_.sendBody(id_, frame, n, false);
-    if (up_ && tunnel_->from_client.frameBoundary() && !up_writing_) {
+    // Behind a write in flight is fine: it ends where the client's bytes
+    // fed so far do, and writes to a connection keep their order.
+    if (up_ && tunnel_->from_client.frameBoundary()) {
       std::uint32_t key = static_cast<std::uint32_t>(c_.worker_.now() * 2654435761u) ^ 0x5a5a1001u;
       n = forward::buildCloseFrame(1001, "", true, key, frame);
       up_->writeOwn(frame, n);
@@ -421,6 +423,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   // and the client's window take it; ends the tunnel once both sides have.
   void pumpTunnel() {
     if (!tunnel_ || tunnel_done_) return;
+    if (tunnel_->going_away) return pumpGoingAway();
     metrics::BackendMetrics* bm = backend_ ? &c_.worker_.metrics().backend(backend_->id) : nullptr;
     // Client -> backend: the DATA bytes, then END_STREAM as a half-close.
     if (up_ && !up_writing_ && !body_.empty()) {
@@ -471,9 +474,34 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       auto* req = new uv_shutdown_t;
       if (up_->shutdown(req, [](uv_shutdown_t* r, int) { delete r; }) != 0) delete req;
     }
-    bool answered = tunnel_->going_away && tunnel_->from_client.closeSeen() &&
-                    (tunnel_->from_backend.closeSeen() || tunnel_->backend_half_closed);
-    if ((backend_drained && client_drained) || answered) {
+    if (backend_drained && client_drained) {
+      finishTunnel(false);
+      return;
+    }
+    c_.flushSoon();
+  }
+
+  // After our close frames, as over HTTP/1.1 (Session::pumpTunnel): what
+  // the peers send is read and dropped, but watched. Each has had our close
+  // frame, which a frame of the other side's must not follow (RFC 6455
+  // §5.5.1); once the client has answered (and the backend has, or has
+  // gone), the handshake is over and the tunnel ends without waiting out
+  // websocket_close.
+  void pumpGoingAway() {
+    if (!up_writing_ && !body_.empty()) {
+      tunnel_->from_client.feed(body_.data(), body_.size());
+      c_.codec_.consumed(id_, body_.size());
+      body_.clear();
+    }
+    if (std::uint32_t len = pending_backend(); len > 0) {
+      tunnel_->from_backend.feed(up_in_.data + up_sent_, len);
+      up_sent_ = up_in_.end;
+      up_in_.release(c_.worker_.buffers());
+    }
+    if (up_ && !up_->closing()) up_->setReading(!tunnel_->backend_half_closed);
+    bool client_done = tunnel_->from_client.closeSeen() || tunnel_->client_half_closed;
+    bool backend_done = tunnel_->from_backend.closeSeen() || tunnel_->backend_half_closed || !up_;
+    if (client_done && backend_done) {
       finishTunnel(false);
       return;
     }

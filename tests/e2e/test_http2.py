@@ -730,7 +730,9 @@ class WebSocketsOverH2Closing(H2WsTestCase):
         self.assertLess(closed_at - t0, 3.0)
 
     def test_a_client_that_never_answers_is_closed_after_websocket_close(self):
-        # The backend answers the 1001 (and leaves); the client does not.
+        # The backend answers the 1001 (and leaves); the client does not. The
+        # client gets one close frame, ours: not the backend's answer after it.
+        from wsutil import _parse
         t, c, sid, r, t0 = self.sigterm_one_tunnel(self.start_ws_echo(), websocket_close="1s")
         self.assertTrue(c.wait_closed(10), "the connection closes")
         took = time.monotonic() - t0
@@ -738,6 +740,9 @@ class WebSocketsOverH2Closing(H2WsTestCase):
         self.assertLess(took, 3.0)
         self.assertTrue(r.ended)
         self.assertIn(r.reset, (None, 0))
+        f, used = _parse(bytes(r.body))
+        self.assertEqual((f.opcode, f.payload[:2]), (8, b"\x03\xe9"))
+        self.assertEqual(bytes(r.body[used:]), b"", "nothing after our close frame")
         self.assertEqual(t.wait_exit(5), 0)
 
     def test_a_client_that_answers_1001_ends_at_once(self):
