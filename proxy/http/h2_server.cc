@@ -24,11 +24,10 @@
 
 namespace tether::http {
 
-struct H2ServerCodec::Stream {
+// A stream's state, reset as a whole when its entry is used again
+// (Stream::recycle); its storage is the Stream's own.
+struct H2StreamState {
   std::int32_t id = 0;
-  RequestHead head;
-  HeaderList trailers;
-  std::string method, path, authority, cookies;
   bool has_authority = false, has_protocol = false;
   std::size_t header_bytes = 0;
   bool oversized = false;   // the header list passed its bound: 431
@@ -47,13 +46,36 @@ struct H2ServerCodec::Stream {
   bool blocked = false;     // sendBody took less than offered: onStreamWritable is due
   bool closed = false;
   bool released = false;
-  std::string body;         // queued response body, at most per_stream_buffer bytes
   std::size_t body_off = 0;
-  std::vector<std::pair<std::string, std::string>> response_trailers;
   bool has_trailers = false;
   std::size_t unconsumed = 0;  // request body bytes delivered and not yet consumed()
+};
+
+struct H2ServerCodec::Stream : H2StreamState {
+  RequestHead head;
+  HeaderList trailers;
+  std::string method, path, authority, cookies;
+  std::string body;         // queued response body, at most per_stream_buffer bytes
+  std::vector<std::pair<std::string, std::string>> response_trailers;
 
   std::size_t queued() const { return body.size() - body_off; }
+
+  // As new, keeping its storage (a small body queue's too) for the next
+  // stream: a connection opens streams without allocating once its worker
+  // has spares (H2ServerCodec::open).
+  static constexpr std::size_t kKeptBody = 4096;
+  void recycle() {
+    static_cast<H2StreamState&>(*this) = H2StreamState{};
+    head.clear();
+    trailers.clear();
+    method.clear();
+    path.clear();
+    authority.clear();
+    cookies.clear();
+    body.clear();
+    if (body.capacity() > kKeptBody) std::string().swap(body);
+    response_trailers.clear();
+  }
 };
 
 namespace {
@@ -134,9 +156,7 @@ struct H2Callbacks {
       return c.glitch() ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     if (c.streams_seen_ == c.settings_.max_streams_per_connection) c.last_stream_ = id;
-    auto s = std::make_unique<H2ServerCodec::Stream>();
-    s->id = id;
-    c.streams_.emplace(id, std::move(s));
+    c.open(id);
     return 0;
   }
 
@@ -407,9 +427,31 @@ H2ServerCodec::Stream* H2ServerCodec::find(std::int32_t id) const {
   return last_;
 }
 
+// At most kSpareStreams spares a thread, each holding a few hundred bytes
+// and at most Stream::kKeptBody of body queue.
+constexpr std::size_t kSpareStreams = 64;
+thread_local std::vector<H2ServerCodec::StreamMap::node_type> H2ServerCodec::spare_streams_;
+
+void H2ServerCodec::open(std::int32_t id) {
+  if (spare_streams_.empty()) {
+    auto s = std::make_unique<Stream>();
+    s->id = id;
+    streams_.emplace(id, std::move(s));
+    return;
+  }
+  StreamMap::node_type n = std::move(spare_streams_.back());
+  spare_streams_.pop_back();
+  n.key() = id;
+  n.mapped()->id = id;
+  streams_.insert(std::move(n));
+}
+
 void H2ServerCodec::drop(std::int32_t id) {
   if (id == last_id_) last_ = nullptr;
-  streams_.erase(id);
+  StreamMap::node_type n = streams_.extract(id);
+  if (!n || spare_streams_.size() >= kSpareStreams) return;
+  n.mapped()->recycle();
+  spare_streams_.push_back(std::move(n));
 }
 
 bool H2ServerCodec::glitch() {

@@ -84,6 +84,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "proxy/http/head.h"
 
@@ -208,6 +209,7 @@ class H2ServerCodec {
 
  private:
   struct Stream;
+  using StreamMap = std::unordered_map<std::int32_t, std::unique_ptr<Stream>>;
   friend struct H2Callbacks;
 
   Stream* find(std::int32_t id) const;
@@ -217,6 +219,7 @@ class H2ServerCodec {
   void checkResets();
   void onHeadersDone(Stream& s, bool end_stream);
   void answerLocally(Stream& s, std::uint16_t status);
+  void open(std::int32_t id);
   void drop(std::int32_t id);
   void resume(Stream& s);
   void noteWritable();
@@ -224,7 +227,11 @@ class H2ServerCodec {
   Callbacks& cb_;
   Settings settings_;
   nghttp2_session* session_ = nullptr;
-  std::unordered_map<std::int32_t, std::unique_ptr<Stream>> streams_;
+  StreamMap streams_;
+  // Closed streams' entries (map node and Stream), per worker thread, for
+  // any connection of that worker to open its next stream with (a codec
+  // lives on one loop): open() and drop().
+  static thread_local std::vector<StreamMap::node_type> spare_streams_;
   mutable std::int32_t last_id_ = 0;  // find()'s last answer
   mutable Stream* last_ = nullptr;
   std::string out_;

@@ -84,6 +84,55 @@ TEST_F(H2Server, ResponseNamesAreLoweredAndRequestIdsNeverIndexed) {
   }
 }
 
+// A closed stream's entry serves the next stream, on this connection or
+// another of the thread: nothing of the first stream (fields, cookies,
+// trailers, body queue, flags) shows in the second.
+TEST_F(H2Server, AReusedStreamEntryStartsAsNew) {
+  make();
+  Fields f = getRequest("/first?x=1", "POST");
+  f.emplace_back("cookie", "a=1");
+  f.emplace_back("x-first", "1");
+  const std::string body = "first body";
+  const Fields trailers = {{"x-trailer", "t"}};
+  std::int32_t id = client.request(f, &body, &trailers);
+  pump(client, *codec);
+  ASSERT_TRUE(rec.reqs[id].had_trailers);
+  ASSERT_TRUE(codec->submitResponse(id, response(200, {{"X-Sent", "1"}}), false));
+  ASSERT_EQ(codec->sendBody(id, "partial", 7, false), 7u);
+  codec->resetStream(id);  // closed with its body queue and flags set
+  pump(client, *codec);
+  codec->released(id);
+  pump(client, *codec);
+
+  Client other;
+  Client* clients[2] = {&client, &other};
+  for (int conn = 0; conn < 2; ++conn) {
+    if (conn) {
+      make();  // another connection of this thread, whose stream 1 is new too
+      rec.reqs.clear();
+    }
+    Client& cl = *clients[conn];
+    std::int32_t next = cl.request(getRequest("/second"));
+    pump(cl, *codec);
+    ASSERT_EQ(rec.reqs.count(next), 1u);
+    const auto& r = rec.reqs[next];
+    EXPECT_EQ(r.head.method, kMethodGet);
+    EXPECT_EQ(r.head.target, "/second");
+    EXPECT_EQ(field(r.head, HeaderKind::kCookie), "<none>");
+    for (std::size_t i = 0; i < r.head.headers.size(); ++i) EXPECT_NE(r.head.headers.name(i), "x-first");
+    EXPECT_EQ(r.head.framing, Framing::kNone);
+    EXPECT_TRUE(r.end_stream_at_head);
+    EXPECT_FALSE(r.had_trailers);
+    answer(next, 200, "second");
+    pump(cl, *codec);
+    EXPECT_EQ(cl.resps[next].statuses, std::vector<std::string>{"200"});
+    EXPECT_EQ(cl.resps[next].body, "second");
+    EXPECT_TRUE(cl.resps[next].ended);
+    codec->released(next);
+    pump(cl, *codec);
+  }
+}
+
 TEST_F(H2Server, RequestHeadIsTheNeutralHeadAnHttp1RequestGets) {
   make();
   Fields f = getRequest("/api/chats?page=2");
