@@ -163,6 +163,7 @@ struct Callbacks {
       s.in_name_ = s.field_open_ = true;
     }
     s.name_end_ = s.offsetOf(at + len);
+    if (s.trailers_.lastNameLength() + len > HeaderList::kMaxNameBytes) return badField(s, "field name too long");
     s.trailers_.appendName(std::string_view(at, len));
     return 0;
   }
@@ -313,10 +314,10 @@ void H1Decoder::mirrorTo(const char* upto) {
 
 // The head ended at `p`: its copy is complete up to there, every field's
 // line is known (the last one ends before the blank line).
-void H1Decoder::sealHead(const char* p) {
+const char* H1Decoder::sealHead(const char* p) {
   mirrorTo(p);
   std::uint64_t end = offsetOf(p) - message_start_;
-  heads().sealMirror(static_cast<std::uint32_t>(end >= 2 ? end - 2 : 0));
+  return heads().sealMirror(static_cast<std::uint32_t>(end >= 2 ? end - 2 : 0));
 }
 
 void H1Decoder::shrink() {
@@ -437,7 +438,12 @@ H1Decoder::Event H1Decoder::execute(const char* data, std::size_t len, std::size
         ev = fail(request ? 431 : 502, request ? "request header fields too large" : "response head too large");
         break;
       }
-      if (why == Pause::kHead || head_pending_) sealHead(p);
+      if (why == Pause::kHead || head_pending_) {
+        if (const char* bad = sealHead(p)) {
+          ev = fail(request ? 400 : 502, bad);
+          break;
+        }
+      }
       if (why == Pause::kHead && request && requestHeadersComplete() != 0) {
         ev = fail(error_status_, error_reason_);
         break;

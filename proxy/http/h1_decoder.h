@@ -122,7 +122,7 @@ class H1Decoder {
   bool foldAt(const char* at) const;
   HeaderList& heads() { return type_ == Type::kRequest ? request_.headers : response_.headers; }
   void mirrorTo(const char* upto);
-  void sealHead(const char* p);
+  const char* sealHead(const char* p);  // why the head is refused, or nullptr
   int onHeadersComplete();
   int requestHeadersComplete();
   int responseHeadersComplete();

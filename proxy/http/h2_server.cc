@@ -60,21 +60,33 @@ struct H2ServerCodec::Stream : H2StreamState {
 
   std::size_t queued() const { return body.size() - body_off; }
 
-  // As new, keeping its storage (a small body queue's too) for the next
-  // stream: a connection opens streams without allocating once its worker
-  // has spares (H2ServerCodec::open).
-  static constexpr std::size_t kKeptBody = 4096;
+  // As new, keeping its storage for the next stream while it is small (what
+  // an ordinary request needs): a connection opens streams without
+  // allocating once its worker has spares (H2ServerCodec::open), and no spare
+  // holds more than about kKeptBytes of what a large one left.
+  static constexpr std::size_t kKeptBytes = 4096;
+  static void clearSmall(std::string& s) {
+    s.clear();
+    if (s.capacity() > kKeptBytes) std::string().swap(s);
+  }
+  static void clearSmall(HeaderList& h) {
+    h.clear();
+    if (h.capacityBytes() > kKeptBytes) h.shrink();
+  }
   void recycle() {
     static_cast<H2StreamState&>(*this) = H2StreamState{};
     head.clear();
-    trailers.clear();
-    method.clear();
-    path.clear();
-    authority.clear();
-    cookies.clear();
-    body.clear();
-    if (body.capacity() > kKeptBody) std::string().swap(body);
-    response_trailers.clear();
+    clearSmall(head.headers);
+    clearSmall(head.target);
+    clearSmall(head.authority);
+    clearSmall(head.protocol);
+    clearSmall(trailers);
+    clearSmall(method);
+    clearSmall(path);
+    clearSmall(authority);
+    clearSmall(cookies);
+    clearSmall(body);
+    std::vector<std::pair<std::string, std::string>>().swap(response_trailers);
   }
 };
 
@@ -428,7 +440,7 @@ H2ServerCodec::Stream* H2ServerCodec::find(std::int32_t id) const {
 }
 
 // At most kSpareStreams spares a thread, each holding a few hundred bytes
-// and at most Stream::kKeptBody of body queue.
+// (at most Stream::kKeptBytes in any one of its buffers).
 constexpr std::size_t kSpareStreams = 64;
 thread_local std::vector<H2ServerCodec::StreamMap::node_type> H2ServerCodec::spare_streams_;
 

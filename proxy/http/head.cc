@@ -47,24 +47,24 @@ void HeaderList::endName() {
   f.value_off = static_cast<std::uint32_t>(arena_.size());
 }
 
+namespace {
+bool blank(char c) { return c == ' ' || c == '\t'; }
+}  // namespace
+
 const char* HeaderList::sealFields() {
   if (folded_) return "obsolete line folding";
+  if (name_too_long_) return "field name too long";
   const char* base = arena_.data();
   const std::size_t end = arena_.size();
-  auto blank = [](char c) { return c == ' ' || c == '\t'; };
   for (Field& f : fields_) {
     if (f.name_len == 0) return "empty field name";
     const std::size_t colon = f.off + f.name_len;
     // Only blanks between the colon and the value: a line break there is a
     // fold after an empty first line ("Transfer-Encoding:\r\n chunked"),
     // which llhttp reads as blanks before the value.
-    std::size_t after = colon + 1;
-    if (f.value_len) {
-      if (f.value_off != after + 1 || base[after] != ' ') {  // not the one space most senders write
-        for (std::size_t k = after; k < f.value_off; ++k)
-          if (!blank(base[k])) return "obsolete line folding";
-      }
-      after = f.value_off + f.value_len;
+    if (f.value_len && (f.value_off != colon + 2 || base[colon + 1] != ' ')) {  // not the one space most senders write
+      for (std::size_t k = colon + 1; k < f.value_off; ++k)
+        if (!blank(base[k])) return "obsolete line folding";
     }
     // Trailing blanks are not part of the value (RFC 9112 §5); an empty
     // value has its offset at the colon: an empty view in the line.
@@ -73,34 +73,32 @@ const char* HeaderList::sealFields() {
     std::string_view n(base + f.off, f.name_len);
     f.kind = classifyHeader(n);
     f.underscore = f.kind == HeaderKind::kOther && hasUnderscore(n, end - f.off);  // no name tether knows has one
-    // The line: name ':' OWS value OWS CRLF, kept as it arrived when whole.
-    while (after < end && blank(base[after])) ++after;
-    if (after + 2 > end) {
-      last_open_ = true;  // the last line, whose break the copy does not hold yet
-      continue;
-    }
-    const bool whole = colon < end && base[colon] == ':' && base[after] == '\r' && base[after + 1] == '\n';
-    f.line_len = whole ? static_cast<std::uint32_t>(after + 2 - f.off) : 0;
-    live_bytes_ += whole ? f.line_len : f.name_len + f.value_len + 4u;
   }
   return nullptr;
 }
 
-// A line kept as it arrived, when it is whole: name ':' OWS value OWS CRLF;
-// else (a bare LF ends it) written again from name and value (writeLines).
-void HeaderList::closeLine(Field& f, std::uint32_t next) {
+// The whole head is in the copy now, its blank line at `end`. Each field's
+// line is name ':' OWS value OWS CRLF (llhttp, strict, has checked that),
+// kept as it arrived; and the lines follow one another up to the blank
+// line: a line between them that no field began is a fold, which llhttp
+// reads, when it holds only blanks after an empty value, as that value.
+const char* HeaderList::sealMirror(std::uint32_t end) {
   const char* base = arena_.data();
-  f.line_len = next > f.off ? next - f.off : 0;
-  bool whole = f.line_len >= f.name_len + 3u && next <= arena_.size() && base[next - 2] == '\r' &&
-               base[next - 1] == '\n' && base[f.off + f.name_len] == ':';
-  if (!whole) f.line_len = 0;
-  live_bytes_ += whole ? f.line_len : f.name_len + f.value_len + 4u;
-}
-
-void HeaderList::sealMirror(std::uint32_t end) {
-  if (!last_open_) return;
-  last_open_ = false;
-  closeLine(fields_.back(), end);
+  const std::size_t size = arena_.size();
+  for (std::size_t i = 0; i < fields_.size(); ++i) {
+    Field& f = fields_[i];
+    const std::size_t colon = f.off + f.name_len;
+    std::size_t after = f.value_len ? f.value_off + f.value_len : colon + 1;
+    while (after < size && blank(base[after])) ++after;
+    if (colon >= size || base[colon] != ':' || after + 2 > size || base[after] != '\r' || base[after + 1] != '\n') {
+      return "malformed field line";
+    }
+    const std::size_t next = after + 2;
+    if (next != (i + 1 < fields_.size() ? fields_[i + 1].off : end)) return "obsolete line folding";
+    f.line_len = static_cast<std::uint32_t>(next - f.off);
+    live_bytes_ += f.line_len;
+  }
+  return nullptr;
 }
 
 std::size_t HeaderList::writeLines(char* out) const {

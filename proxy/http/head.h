@@ -98,17 +98,21 @@ class HeaderList {
   // consumed, and notes where llhttp found each name and value piece
   // (offsets into that copy) with noteName() and noteValue(). sealFields()
   // then finishes every field once the copy reaches the last value (names
-  // classified, '_' noted, values trimmed, lines closed), and sealMirror()
-  // closes the last field's line once its line break is in too (end: where
-  // that line ends, before the blank line).
+  // classified, '_' noted, values trimmed), and sealMirror() closes every
+  // line once the whole head is in (end: where its blank line starts).
+  // Both return why tether refuses the head, or nullptr.
+  static constexpr std::uint32_t kMaxNameBytes = 0xffff;  // Field::name_len
   void mirror(const char* p, std::size_t n) { arena_.append(p, n); }
   void mirrorFill(std::size_t n, char c) { arena_.append(n, c); }
   // A name piece at `off`: the next field, or more of the open name when it
   // continues it (a name cut between two reads).
   void noteName(std::uint32_t off, std::uint32_t len) {
     if (note_ == Note::kName && off == note_end_) {
-      fields_.back().name_len = static_cast<std::uint16_t>(fields_.back().name_len + len);
+      Field& f = fields_.back();
+      if (f.name_len + len > kMaxNameBytes) name_too_long_ = true;
+      f.name_len = static_cast<std::uint16_t>(f.name_len + len);
     } else {
+      if (len > kMaxNameBytes) name_too_long_ = true;
       Field f;
       f.off = off;
       f.name_len = static_cast<std::uint16_t>(len);
@@ -134,10 +138,10 @@ class HeaderList {
   }
   // The copy holds a head that llhttp (strict mode) accepted up to its last
   // field's value, every piece noted: lines of a token name, ':', OWS, a
-  // value, OWS, CRLF; the copy may stop inside the last of them. Returns why
-  // tether refuses the head (an empty name, obs-fold), or nullptr.
+  // value, OWS, CRLF; the copy may stop inside the last of them. Refused: an
+  // empty name, a name past kMaxNameBytes, obs-fold.
   const char* sealFields();
-  void sealMirror(std::uint32_t end);
+  const char* sealMirror(std::uint32_t end);
 
   // The first field of `k` not dropped; -1 if none.
   long find(HeaderKind k) const {
@@ -150,30 +154,31 @@ class HeaderList {
     arena_.clear();
     fields_.clear();
     live_bytes_ = 0;
-    last_open_ = folded_ = false;
+    folded_ = name_too_long_ = false;
     note_ = Note::kNone;
   }
+  // The storage held, used or not.
+  std::size_t capacityBytes() const { return arena_.capacity() + fields_.capacity() * sizeof(Field); }
   // Gives the storage back (a pooled codec after a burst of large heads).
   void shrink() {
     std::string().swap(arena_);
     std::vector<Field>().swap(fields_);
     live_bytes_ = 0;
-    last_open_ = folded_ = false;
+    folded_ = name_too_long_ = false;
     note_ = Note::kNone;
   }
 
  private:
-  void closeLine(Field& f, std::uint32_t next);
 
   std::string arena_;
   std::vector<Field> fields_;
   std::size_t live_bytes_ = 0;
-  bool last_open_ = false;  // the last mirrored field's line break is not in the copy yet
   // Noting pieces: what the last one was, where it ended, and whether a
   // line was folded.
   enum class Note : std::uint8_t { kNone, kName, kValue };
   Note note_ = Note::kNone;
   bool folded_ = false;
+  bool name_too_long_ = false;  // a name past kMaxNameBytes (Field::name_len's range)
   std::uint32_t note_end_ = 0;
 };
 

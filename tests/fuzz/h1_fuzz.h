@@ -146,7 +146,8 @@ inline std::string headText(const ResponseHead& r) {
 // A head's fields as llhttp hands them over piece by piece (strict mode, as
 // tether builds it), from the head's bytes in one piece: the reference the
 // decoder's own reading of its copy of the head (HeaderList::sealFields)
-// must agree with. A second value piece for one field is an obs-fold.
+// must agree with. A second value piece for one field, or any line that starts
+// with a blank, is an obs-fold.
 struct ReferenceHead {
   std::vector<std::pair<std::string, std::string>> fields;
   bool complete = false;    // llhttp reached the end of the head
@@ -184,6 +185,10 @@ inline ReferenceHead referenceHead(H1Decoder::Type type, std::string_view head) 
   llhttp_init(&p, type == H1Decoder::Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &st);
   p.data = &r;
   llhttp_execute(&p, head.data(), head.size());
+  // A line that starts with a blank is a fold, whatever llhttp hands over
+  // for it (a fold of blanks after an empty value comes as that value).
+  for (std::size_t i = 0; i + 1 < head.size(); ++i)
+    if (head[i] == '\n' && (head[i + 1] == ' ' || head[i + 1] == '\t')) r.fold = true;
   for (auto& [name, value] : r.fields)
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
   return r;

@@ -169,6 +169,13 @@ INSTANTIATE_TEST_SUITE_P(
         Refused{"ObsFoldEmptyFirstLineCl", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 5\r\n\r\nhello", 400},
         Refused{"ObsFoldDouble", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\tc\r\n\r\n", 400},
         Refused{"ObsFoldTab", "GET / HTTP/1.1\r\nHost: a\r\nX:\r\n\tb\r\n\r\n", 400},
+        // A fold of blanks only, after an empty value: llhttp hands it over
+        // as that empty value, on the next line.
+        Refused{"ObsFoldBlankAfterEmptyValue", "GET / HTTP/1.1\r\nHost: a\r\nX:\r\n \r\n\r\n", 400},
+        Refused{"ObsFoldTabAfterEmptyValue", "GET / HTTP/1.1\r\nHost: a\r\nX:\r\n\t\r\n\r\n", 400},
+        Refused{"ObsFoldBlankAfterBlankValue", "GET / HTTP/1.1\r\nHost: a\r\nX: \r\n \r\n\r\n", 400},
+        Refused{"ObsFoldBlanksTwiceThenField", "GET / HTTP/1.1\r\nHost: a\r\nX:\r\n \r\n \r\nY: z\r\n\r\n", 400},
+        Refused{"ObsFoldBlankBeforeHost", "GET / HTTP/1.1\r\nX:\r\n \r\nHost: a\r\n\r\n", 400},
         Refused{"TeIdentityChunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 400},
         Refused{"TeGzipChunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400},
         Refused{"TeCowChunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: cow, chunked\r\n\r\n0\r\n\r\n", 400},
@@ -468,8 +475,30 @@ TEST(H1Response, RefusedShapes) {
   EXPECT_EQ(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n").error, 502);
   EXPECT_EQ(resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab").error, 502);
   EXPECT_EQ(resp("HTTP/1.1 200 OK\r\n: x\r\nContent-Length: 0\r\n\r\n").error, 502);
+  EXPECT_EQ(resp("HTTP/1.1 200 OK\r\nX:\r\n \r\nContent-Length: 1\r\n\r\nx").error, 502);
+  EXPECT_EQ(resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX:\r\n\t\r\n\r\nx").error, 502);
+  EXPECT_EQ(resp("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nX:\r\n \r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").error, 502);
   EXPECT_EQ(resp("HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n").error, 502);
   EXPECT_EQ(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;" + std::string(5000, 'e') + "\r\nx\r\n0\r\n\r\n").error, 502);
+}
+
+// A name longer than a field's length can say (65,535 bytes, reachable only
+// with a head bound raised past it) is refused, never read as a shorter one
+// ("Content-Length" + 65,536 bytes wrapped to "Content-Length").
+TEST(H1Request, ANameLongerThanAFieldCanHoldIsRefused) {
+  H1Decoder::Limits lim;
+  lim.max_head_bytes = 1 << 20;
+  const std::string name = "Content-Length" + std::string(65536, 'a');
+  const std::string in = "POST / HTTP/1.1\r\nHost: a\r\n" + name + ":\r\nContent-Length: 3\r\n\r\nabc";
+  for (const auto& pieces : {whole(in), splitAt(in, 4096), splitAt(in, 65536 + 20), randomCuts(in, 7)}) {
+    Decoded r = decode(Type::kRequest, pieces, lim);
+    EXPECT_EQ(r.error, 400) << r.transcript.substr(0, 200);
+    EXPECT_EQ(r.messages, 0u);
+  }
+  const std::string longest = "X" + std::string(65534, 'a');  // 65,535 bytes: still a field
+  Decoded ok = decode(Type::kRequest, whole("GET / HTTP/1.1\r\nHost: a\r\n" + longest + ": v\r\n\r\n"), lim);
+  EXPECT_EQ(ok.error, 0);
+  EXPECT_EQ(ok.messages, 1u);
 }
 
 TEST(H1Response, ConnectionNamingFramingFieldsKeepsThem) {
