@@ -328,7 +328,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   void expire() {
     if (!tunnel_ || tunnel_done_) return;
     tunnel_->noteCloser(metrics::ClosedBy::kTether);
-    finishTunnel(!tunnel_->going_away);
+    finishTunnel(!tunnel_->going_away || !close_rest_.empty());
   }
   bool tunnelTo(const balancer::Backend* b) const {
     return tunnel_ && !tunnel_done_ && !tunnel_->going_away && (!b || b == backend_);
@@ -355,7 +355,10 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     }
     char frame[forward::kMaxCloseFrameBytes];
     std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
-    c_.codec_.sendBody(id_, frame, n, false);
+    // What the client's window does not take now goes when it opens
+    // (pumpGoingAway): never half a close frame.
+    std::size_t took = c_.codec_.sendBody(id_, frame, n, false);
+    close_rest_.assign(frame + took, n - took);
     // Behind a write in flight is fine: it ends where the client's bytes
     // fed so far do, and writes to a connection keep their order.
     if (up_ && tunnel_->from_client.frameBoundary()) {
@@ -488,6 +491,10 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   // gone), the handshake is over and the tunnel ends without waiting out
   // websocket_close.
   void pumpGoingAway() {
+    if (!close_rest_.empty()) {
+      std::size_t took = c_.codec_.sendBody(id_, close_rest_.data(), close_rest_.size(), false);
+      close_rest_.erase(0, took);
+    }
     if (!up_writing_ && !body_.empty()) {
       tunnel_->from_client.feed(body_.data(), body_.size());
       c_.codec_.consumed(id_, body_.size());
@@ -502,7 +509,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     bool client_done = tunnel_->from_client.closeSeen() || tunnel_->client_half_closed;
     bool backend_done = tunnel_->from_backend.closeSeen() || tunnel_->backend_half_closed || !up_;
     if (client_done && backend_done) {
-      finishTunnel(false);
+      finishTunnel(!close_rest_.empty());  // our close frame cut short: a reset, not an end
       return;
     }
     c_.flushSoon();
@@ -596,6 +603,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   bool tunnel_done_ = false;
   std::int64_t tunnel_last_ = 0;  // the tunnel's last byte, either way
   std::int64_t goaway_ms_ = 0;    // our 1001 went out then
+  std::string close_rest_;        // the part of our 1001 the client's window has not taken yet
 };
 
 H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)

@@ -73,7 +73,7 @@ class Response:
 
 class H2Client:
     def __init__(self, port, host="127.0.0.1", tls_ctx=None, sni=None, settings=None,
-                 connect_timeout=5.0, authority=None):
+                 connect_timeout=5.0, authority=None, auto_ack=True):
         if not HAVE_H2:
             raise RuntimeError("python3-h2 is not installed")
         raw = socket.create_connection((host, port), timeout=connect_timeout)
@@ -100,6 +100,7 @@ class H2Client:
         self.remote_settings = {}
         self.closed = False       # the server closed the connection
         self.events = []
+        self.auto_ack = auto_ack  # False: DATA is not acknowledged, the windows stay as they are
         self.flush()
 
     # ---- sending -----------------------------------------------------------
@@ -206,7 +207,8 @@ class H2Client:
             if r is not None:
                 r.body += ev.data
                 r.data_times.append((now, len(ev.data)))
-            self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            if self.auto_ack:
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
         elif isinstance(ev, h2.events.TrailersReceived):
             r.trailers = list(ev.headers)
         elif isinstance(ev, h2.events.StreamEnded):

@@ -757,6 +757,35 @@ class WebSocketsOverH2Closing(H2WsTestCase):
         self.assertLess(time.monotonic() - t0, 3.0)
         self.assertEqual(t.wait_exit(5), 0)
 
+    def test_a_1001_the_client_window_cannot_take_goes_whole_when_it_opens(self):
+        # The client's stream window is 2 bytes and stays shut: the 4-byte 1001
+        # goes out as far as it opens, the rest once it does, never cut short.
+        import h2.settings
+        from wsutil import OP_CLOSE, _parse, close_payload, frame
+        t = self.start([self.start_ws_echo()],
+                       config=self.ws_config(shutdown_grace="20s", websocket_close="10s"))
+        c = self.client(t.proxy_port, auto_ack=False,
+                        settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2})
+        sid, r = self.ws_stream(c)
+        self.assertEqual((r.status, r.reset), (200, None))
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 1, 5)
+        t0 = time.monotonic()
+        t.signal(SIGTERM)
+        self.assertTrue(c.until(lambda: len(r.body) >= 2, 5), "the first two bytes of the 1001")
+        self.assertFalse(c.until(lambda: len(r.body) > 2 or r.ended or r.reset is not None, 0.5),
+                         "nothing past the client's window, and the stream still open")
+        c.conn.increment_flow_control_window(64, stream_id=sid)
+        c.flush()
+        self.assertTrue(c.until(lambda: len(r.body) >= 4, 5), "the rest of the 1001")
+        f, used = _parse(bytes(r.body))
+        self.assertEqual((f.opcode, f.payload[:2]), (OP_CLOSE, b"\x03\xe9"))
+        self.assertEqual(bytes(r.body[used:]), b"")
+        c.send_data(sid, frame(OP_CLOSE, close_payload(1001), mask=True), end=False)
+        self.assertTrue(c.until(lambda: r.ended, 5), "the stream ends")
+        self.assertIn(r.reset, (None, 0))
+        self.assertLess(time.monotonic() - t0, 8.0)
+        self.assertEqual(t.wait_exit(10), 0)
+
     def test_sigterm_spreads_the_1001s_over_websocket_close_spread(self):
         ws = self.start_ws_echo()
         t = self.start([ws], config=self.ws_config(websocket_close_spread="1s", websocket_close="1s"))
