@@ -39,8 +39,6 @@ namespace {
 // Why llhttp paused: one reason per pause.
 enum class Pause : std::uint8_t { kNone, kHead, kMessage, kChunkHeader };
 
-bool blank(char c) { return c == ' ' || c == '\t'; }
-
 }  // namespace
 
 struct H1Decoder::Parser {

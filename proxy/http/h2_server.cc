@@ -736,10 +736,9 @@ bool H2ServerCodec::submitTrailers(std::int32_t stream, const HeaderList& traile
   s->response_trailers.clear();
   for (std::size_t i = 0; i < trailers.size(); ++i) {
     if (trailers.dropped(i) || hopByHop(trailers.kind(i))) continue;
-    std::string name(trailers.name(i));
-    for (char& c : name)
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-    s->response_trailers.emplace_back(std::move(name), std::string(trailers.value(i)));
+    // Copied: they go out when the body has (readBody), and nghttp2 lowers
+    // the names as it submits them.
+    s->response_trailers.emplace_back(std::string(trailers.name(i)), std::string(trailers.value(i)));
   }
   s->has_trailers = !s->response_trailers.empty();
   s->body_end = true;

@@ -47,10 +47,6 @@ void HeaderList::endName() {
   f.value_off = static_cast<std::uint32_t>(arena_.size());
 }
 
-namespace {
-bool blank(char c) { return c == ' ' || c == '\t'; }
-}  // namespace
-
 const char* HeaderList::sealFields() {
   if (folded_) return "obsolete line folding";
   if (name_too_long_) return "field name too long";

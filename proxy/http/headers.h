@@ -9,6 +9,9 @@
 
 namespace tether::http {
 
+// OWS (RFC 9110 §5.6.3): the blanks around a field value.
+inline bool blank(char c) { return c == ' ' || c == '\t'; }
+
 // ASCII case-insensitive comparison (header names, DNS names).
 inline bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
