@@ -36,7 +36,13 @@ class TwoTethersMixin:
     """redis-server, instances, and two tethers using that Redis as their pin store."""
 
     def start_two_tethers(self, backends, **cfg_kw):
-        cfg = tether_config(store=self.redis.redis_url, **cfg_kw)
+        # These tests assert what a healthy shared store gives: every pin written and
+        # found. The 5 ms default lookup_timeout is a bound for production, where a
+        # late answer falls back to a local pick (test_affinity_redis covers that); on a
+        # loaded 2-core CI machine a Redis round trip can take longer than 5 ms.
+        extra = dict(cfg_kw.pop("extra_affinity", None) or {})
+        extra.setdefault("lookup_timeout", "2s")
+        cfg = tether_config(store=self.redis.redis_url, extra_affinity=extra, **cfg_kw)
         self.tethers = [self.start_tether(config=cfg, backends=[b.url for b in backends])
                         for _ in range(2)]
         self.ports = [t.proxy_port for t in self.tethers]
