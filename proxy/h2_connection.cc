@@ -11,6 +11,7 @@
 #include "proxy/h2_settings.h"
 #include "proxy/http/h1_encoder.h"
 #include "proxy/http/status.h"
+#include "proxy/io/sanitizer.h"
 #include "proxy/log.h"
 #include "proxy/stream.h"
 #include "proxy/upstream.h"
@@ -44,7 +45,45 @@ std::string webSocketKey(std::uint64_t a, std::uint64_t b) {
   return out;
 }
 
+// A worker keeps what its closed streams leave, so that the next stream of
+// any of its connections allocates nothing: H2Stream blocks, map nodes, and
+// request heads with their storage (at most kSpares each, and no head that
+// grew past kKeptBytes). None under AddressSanitizer, so that a pointer kept
+// to a closed stream is reported instead of aliasing the next one.
+#ifdef TETHER_ASAN
+constexpr std::size_t kSpares = 0;
+#else
+constexpr std::size_t kSpares = 64;
+#endif
+constexpr std::size_t kKeptBytes = 4096;
+
+struct SpareBlocks {
+  std::vector<void*> blocks;
+  ~SpareBlocks() {
+    for (void* b : blocks) ::operator delete(b);
+  }
+};
+thread_local SpareBlocks spare_blocks;
+thread_local std::vector<std::unique_ptr<http::RequestHead>> spare_heads;
+
+std::unique_ptr<http::RequestHead> spareHead() {
+  if (spare_heads.empty()) return std::make_unique<http::RequestHead>();
+  std::unique_ptr<http::RequestHead> h = std::move(spare_heads.back());
+  spare_heads.pop_back();
+  return h;
+}
+
+void keepHead(std::unique_ptr<http::RequestHead> h) {
+  if (!h || spare_heads.size() >= kSpares) return;
+  std::size_t bytes = h->headers.capacityBytes() + h->target.capacity() + h->authority.capacity() + h->protocol.capacity();
+  if (bytes > kKeptBytes) return;
+  h->clear();
+  spare_heads.push_back(std::move(h));
+}
+
 }  // namespace
+
+thread_local std::vector<H2Connection::StreamMap::node_type> H2Connection::spare_nodes_;
 
 // One request stream of the connection, as its Stream sees its downstream.
 // The request body waits here, framed for HTTP/1.1 as the upstream head says
@@ -52,16 +91,27 @@ std::string webSocketKey(std::uint64_t a, std::uint64_t b) {
 // the response goes to the codec as the client's window allows.
 class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
  public:
-  H2Stream(H2Connection& c, std::int32_t id) : c_(c), id_(id), last_byte_ms_(c.worker_.now()) {}
+  H2Stream(H2Connection& c, std::int32_t id) : head(spareHead()), c_(c), id_(id), last_byte_ms_(c.worker_.now()) {}
   ~H2Stream() {
     setPending(0);
     up_in_.release(c_.worker_.buffers());
     if (up_write_) up_write_->ctx = nullptr;
+    keepHead(std::move(head));
+  }
+  static void* operator new(std::size_t n) {
+    if (n != sizeof(H2Stream) || spare_blocks.blocks.empty()) return ::operator new(n);
+    void* b = spare_blocks.blocks.back();
+    spare_blocks.blocks.pop_back();
+    return b;
+  }
+  static void operator delete(void* p, std::size_t n) {
+    if (n != sizeof(H2Stream) || spare_blocks.blocks.size() >= kSpares) return ::operator delete(p);
+    spare_blocks.blocks.push_back(p);
   }
 
   std::int32_t id() const { return id_; }
   Stream* stream = nullptr;
-  http::RequestHead head;
+  std::unique_ptr<http::RequestHead> head;  // never null
   bool resume_pending = false;
 
   void body(const char* data, std::size_t len) {
@@ -90,7 +140,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
       return;
     }
     last_byte_ms_ = c_.worker_.now();
-    if (head.framing != http::Framing::kChunked || !trailers) return;
+    if (head->framing != http::Framing::kChunked || !trailers) return;
     trailers_ = *trailers;
     forward::filterTrailers(trailers_);
   }
@@ -114,13 +164,13 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   std::int64_t blockedSince() const { return pending_len_ ? blocked_since_ : -1; }
 
   // Downstream.
-  http::RequestHead& request() override { return head; }
+  http::RequestHead& request() override { return *head; }
   const Peer& peer() const override { return c_.peer_; }
   std::string_view protocolName() const override { return "HTTP/2"; }
 
   unsigned takeRequestBody(uv_buf_t* bufs, unsigned max) override {
     if (max == 0 || taken_ || upgrade) return 0;  // an upgrade's DATA is the tunnel's
-    bool chunked = head.framing == http::Framing::kChunked;
+    bool chunked = head->framing == http::Framing::kChunked;
     if (!body_.empty()) {
       if (!chunked) {
         bufs[0] = uv_buf_init(body_.data(), static_cast<unsigned>(body_.size()));
@@ -159,7 +209,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   }
   bool requestBodyReady() const override {
     if (taken_ || upgrade) return false;
-    return !body_.empty() || (head.framing == http::Framing::kChunked && ended_ && !end_taken_);
+    return !body_.empty() || (head->framing == http::Framing::kChunked && ended_ && !end_taken_);
   }
   bool requestSent() const override { return upgrade || (ended_ && !taken_ && !requestBodyReady()); }
   bool requestComplete() const override { return upgrade || ended_; }
@@ -170,12 +220,12 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   // sends it; some applications do not read chunked request bodies.
   void rewindRequestBody() override {
     if (released_) return;
-    if (ended_ && head.framing == http::Framing::kChunked && trailers_.lineBytes() == 0 && !upgrade) {
-      head.framing = http::Framing::kLength;
-      head.content_length = body_.size();
+    if (ended_ && head->framing == http::Framing::kChunked && trailers_.lineBytes() == 0 && !upgrade) {
+      head->framing = http::Framing::kLength;
+      head->content_length = body_.size();
       char digits[24];
       auto r = std::to_chars(digits, digits + sizeof digits, body_.size());
-      head.headers.add("content-length", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
+      head->headers.add("content-length", std::string_view(digits, static_cast<std::size_t>(r.ptr - digits)));
     }
     taken_ = 0;
     end_taken_ = false;
@@ -773,36 +823,44 @@ void H2Connection::exportCounters() {
 // ---------------------------------------------------------------------------
 // The codec's events
 
-void H2Connection::onRequestHead(std::int32_t id, http::RequestHead& head, bool end_stream) {
+void H2Connection::onRequestHead(std::int32_t id, std::unique_ptr<http::RequestHead>& head, bool end_stream) {
   auto owned = std::make_unique<H2Stream>(*this, id);
   H2Stream& hs = *owned;
-  streams_.emplace(id, std::move(owned));
-  hs.head = std::move(head);
+  if (spare_nodes_.empty()) {
+    streams_.emplace(id, std::move(owned));
+  } else {
+    StreamMap::node_type n = std::move(spare_nodes_.back());
+    spare_nodes_.pop_back();
+    n.key() = id;
+    n.mapped() = std::move(owned);
+    streams_.insert(std::move(n));
+  }
+  hs.head.swap(head);  // the codec's entry keeps a spare's storage for its next stream
   if (end_stream) hs.end(nullptr);
-  Stream* s = worker_.makeStream(hs, hs.head.headers.bytes() + hs.head.target.size() + 16);
+  Stream* s = worker_.makeStream(hs, hs.head->headers.bytes() + hs.head->target.size() + 16);
   hs.stream = s;
   forward::Exchange& ex = s->ex();
-  ex.method = hs.head.method;
+  ex.method = hs.head->method;
   ex.head_done = true;
   link_.h2Rearm();
-  if (hs.head.upgrade) {
+  if (hs.head->upgrade) {
     // RFC 8441 (advertised only with http2.websockets): the extended CONNECT
     // becomes an HTTP/1.1 upgrade to the backend, GET with Upgrade and a key
     // of our own; its 101 is answered 200 and the stream becomes a tunnel.
-    if (!http::iequals(hs.head.protocol, "websocket")) {
+    if (!http::iequals(hs.head->protocol, "websocket")) {
       s->answerLocally(501, "tether: only the websocket protocol is served over extended CONNECT\n");
       return;
     }
     hs.upgrade = true;
-    hs.head.method = http::kMethodGet;
-    hs.head.framing = http::Framing::kNone;
-    hs.head.headers.add("upgrade", "websocket");
-    hs.head.headers.add("sec-websocket-key", webSocketKey(uv_hrtime() ^ reinterpret_cast<std::uintptr_t>(&hs),
+    hs.head->method = http::kMethodGet;
+    hs.head->framing = http::Framing::kNone;
+    hs.head->headers.add("upgrade", "websocket");
+    hs.head->headers.add("sec-websocket-key", webSocketKey(uv_hrtime() ^ reinterpret_cast<std::uintptr_t>(&hs),
                                                           worker_.now() * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(id)));
     ex.method = http::kMethodGet;
     ex.upgrade = true;
   }
-  if (!forward::applyUnderscorePolicy(hs.head.headers, worker_.config().limits.headers_with_underscores)) {
+  if (!forward::applyUnderscorePolicy(hs.head->headers, worker_.config().limits.headers_with_underscores)) {
     s->answerLocally(400, "tether: header field name with an underscore\n");
     return;
   }
@@ -938,8 +996,9 @@ void H2Connection::release(H2Stream& hs) {
   std::int32_t id = hs.id();
   auto it = streams_.find(id);
   if (it != streams_.end()) {
-    dead_.push_back(std::move(it->second));
-    streams_.erase(it);
+    StreamMap::node_type n = streams_.extract(it);
+    dead_.push_back(std::move(n.mapped()));
+    if (spare_nodes_.size() < kSpares) spare_nodes_.push_back(std::move(n));
   }
   codec_.released(id);
   exportCounters();

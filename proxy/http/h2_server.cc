@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "proxy/io/sanitizer.h"
+
 namespace tether::http {
 
 // A stream's state, reset as a whole when its entry is used again
@@ -29,6 +31,7 @@ namespace tether::http {
 struct H2StreamState {
   std::int32_t id = 0;
   bool has_authority = false, has_protocol = false;
+  bool head_request = false;  // HEAD: the response has no body
   std::size_t header_bytes = 0;
   bool oversized = false;   // the header list passed its bound: 431
   bool malformed = false;   // a connection-specific field: PROTOCOL_ERROR
@@ -52,7 +55,7 @@ struct H2StreamState {
 };
 
 struct H2ServerCodec::Stream : H2StreamState {
-  RequestHead head;
+  std::unique_ptr<RequestHead> head = std::make_unique<RequestHead>();  // never null but in onRequestHead
   HeaderList trailers;
   std::string method, path, authority, cookies;
   std::string body;         // queued response body, at most per_stream_buffer bytes
@@ -75,11 +78,12 @@ struct H2ServerCodec::Stream : H2StreamState {
   }
   void recycle() {
     static_cast<H2StreamState&>(*this) = H2StreamState{};
-    head.clear();
-    clearSmall(head.headers);
-    clearSmall(head.target);
-    clearSmall(head.authority);
-    clearSmall(head.protocol);
+    if (!head) head = std::make_unique<RequestHead>();  // the caller kept it
+    head->clear();
+    clearSmall(head->headers);
+    clearSmall(head->target);
+    clearSmall(head->authority);
+    clearSmall(head->protocol);
     clearSmall(trailers);
     clearSmall(method);
     clearSmall(path);
@@ -192,7 +196,7 @@ struct H2Callbacks {
       if (n == ":method") s->method.assign(v);
       else if (n == ":path") s->path.assign(v);
       else if (n == ":authority") s->authority.assign(v), s->has_authority = true;
-      else if (n == ":protocol") s->head.protocol.assign(v), s->has_protocol = true;
+      else if (n == ":protocol") s->head->protocol.assign(v), s->has_protocol = true;
       return 0;  // :scheme: the listener knows whether it is TLS
     }
     HeaderKind k = classifyHeader(n);
@@ -206,7 +210,7 @@ struct H2Callbacks {
       s->cookies.append(v);
       return 0;
     }
-    s->head.headers.add(n, v);
+    s->head->headers.add(n, v);
     return 0;
   }
 
@@ -353,7 +357,7 @@ struct H2Callbacks {
     auto* s = static_cast<H2ServerCodec::Stream*>(source->ptr);
     std::size_t n = std::min(length, s->queued());
     if (n) {
-      std::copy_n(s->body.data() + s->body_off, n, buf);
+      std::memcpy(buf, s->body.data() + s->body_off, n);  // copy_n from char to uint8_t is a byte loop
       s->body_off += n;
       if (s->body_off == s->body.size()) {
         s->body.clear();
@@ -443,14 +447,7 @@ H2ServerCodec::Stream* H2ServerCodec::find(std::int32_t id) const {
 // (at most Stream::kKeptBytes in any one of its buffers). None under
 // AddressSanitizer: there every closed stream is freed, so that a pointer
 // kept to one is reported rather than aliasing the next stream.
-#if defined(__SANITIZE_ADDRESS__)
-#define TETHER_H2_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TETHER_H2_ASAN 1
-#endif
-#endif
-#ifdef TETHER_H2_ASAN
+#ifdef TETHER_ASAN
 constexpr std::size_t kSpareStreams = 0;
 #else
 constexpr std::size_t kSpareStreams = 64;
@@ -532,7 +529,7 @@ void H2ServerCodec::answerLocally(Stream& s, std::uint16_t status) {
 void H2ServerCodec::onHeadersDone(Stream& s, bool end_stream) {
   s.head_done = true;
   s.request_ended = end_stream;
-  RequestHead& h = s.head;
+  RequestHead& h = *s.head;
   auto refuse = [&](std::uint16_t status) {
     glitch();
     answerLocally(s, status);
@@ -584,8 +581,9 @@ void H2ServerCodec::onHeadersDone(Stream& s, bool end_stream) {
   } else {
     h.framing = end_stream ? Framing::kNone : Framing::kChunked;
   }
+  s.head_request = h.method == kMethodHead;
   s.announced = true;
-  cb_.onRequestHead(s.id, h, end_stream);
+  cb_.onRequestHead(s.id, s.head, end_stream);  // the head is the caller's from here on
   if (end_stream && find(s.id) == &s && !s.closed) cb_.onRequestEnd(s.id, nullptr);
 }
 
@@ -664,7 +662,7 @@ bool H2ServerCodec::submitResponse(std::int32_t stream, const ResponseHead& head
   if (!s || s->closed || s->local || s->final_head || s->reset_by_us || error_ != Error::kNone) return false;
   std::uint16_t status = head.status;
   if (status == 101) {
-    if (!s->head.upgrade) return false;
+    if (!s->has_protocol) return false;  // only an extended CONNECT is answered 101 (200)
     status = 200;  // RFC 8441 §5: extended CONNECT's success is a 200
   }
   if (status < 100 || status > 999) return false;
@@ -686,7 +684,7 @@ bool H2ServerCodec::submitResponse(std::int32_t stream, const ResponseHead& head
     return nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream, nullptr, v.data(), v.size(), nullptr) >= 0;
   }
   s->final_head = true;
-  s->bodyless = end_stream || s->head.method == kMethodHead || status == 204 || status == 304;
+  s->bodyless = end_stream || s->head_request || status == 204 || status == 304;
   if (s->bodyless) {
     s->body_end = true;
     return nghttp2_submit_response(session_, stream, v.data(), v.size(), nullptr) == 0;

@@ -137,8 +137,11 @@ class H2ServerCodec {
   class Callbacks {
    public:
     virtual ~Callbacks() = default;
-    // A request head is complete (end_stream: no body follows).
-    virtual void onRequestHead(std::int32_t stream, RequestHead& head, bool end_stream) = 0;
+    // A request head is complete (end_stream: no body follows). The head is
+    // the callee's to take: it may swap the pointer for one to a cleared head
+    // of its own, whose storage the codec then reuses for a later stream. The
+    // codec does not read the stream's head again.
+    virtual void onRequestHead(std::int32_t stream, std::unique_ptr<RequestHead>& head, bool end_stream) = 0;
     virtual void onRequestBody(std::int32_t stream, const char* data, std::size_t len) = 0;
     // The request ended; `trailers` is null without a trailer section.
     virtual void onRequestEnd(std::int32_t stream, const HeaderList* trailers) = 0;

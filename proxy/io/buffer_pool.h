@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "proxy/io/free_list.h"
+#include "proxy/io/sanitizer.h"
 
 namespace tether::proxy {
 
@@ -49,7 +50,7 @@ class BufferPool {
   // Never null: an exhausted address space throws std::bad_alloc, as new does.
   char* get() {
     demand_.take();
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef TETHER_ASAN
     // Under AddressSanitizer each buffer is its own heap block, with redzones.
     if (void* b = std::malloc(kSize)) return static_cast<char*>(b);
     throw std::bad_alloc();
@@ -78,7 +79,7 @@ class BufferPool {
 
   void put(char* b) {
     demand_.give();
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef TETHER_ASAN
     std::free(b);
 #else
     if (demand_.keeps(warm_count_, max_warm_)) {
@@ -96,7 +97,7 @@ class BufferPool {
   // the list, but any will do: their pages are all resident).
   void tick() {
     demand_.tick();
-#if !defined(__SANITIZE_ADDRESS__)
+#ifndef TETHER_ASAN
     while (warm_ && demand_.excess(warm_count_, max_warm_)) {
       --warm_count_;
       makeCold(std::exchange(warm_, next(warm_)));

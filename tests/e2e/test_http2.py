@@ -105,6 +105,33 @@ class PriorKnowledge(H2TestCase):
         wait_until(lambda: t.metric("tether_http2_connections_active") == 0, 5,
                    msg="the connection is no longer counted")
 
+    def test_streams_that_reuse_closed_entries_carry_only_their_own_fields(self):
+        # A closed stream's entry, head and storage are reused by the next stream of any
+        # connection of the worker: nothing of one request may reach the next.
+        up = self.start_http_upstream(name="a")
+        t = self.start([up])
+        conns = [self.client(t.proxy_port), self.client(t.proxy_port)]
+        for n in range(120):
+            c = conns[n % 2]
+            mine = [("x-n%d-%d" % (n, i), "v%d" % (n * 7 + i)) for i in range(n % 5)]
+            if n % 9 == 0:
+                mine.append(("x-big-%d" % n, "b" * (5000 + n)))  # past what a spare keeps
+            path = "/echo?n=%d%s" % (n, "&q=" + "q" * n if n % 3 == 0 else "")
+            method = "HEAD" if n % 11 == 5 else "GET"
+            sid = c.request(method, path, headers=mine)
+            r = c.response(sid)
+            self.assertEqual(r.status, 200, (n, bytes(r.body)[:200]))
+            if method == "HEAD":
+                self.assertEqual(bytes(r.body), b"", n)
+                continue
+            e = json.loads(bytes(r.body))
+            self.assertEqual(e["method"], "GET")
+            self.assertEqual(e["path"], "/echo")
+            self.assertEqual(e["query"], path.split("?", 1)[1])
+            seen = {k.lower(): v for k, v in echo_headers(bytes(r.body))
+                    if k.lower().startswith("x-n") or k.lower().startswith("x-big")}
+            self.assertEqual(seen, dict(mine), n)
+
     def test_a_small_body_without_content_length_goes_with_one(self):
         # HEADERS and DATA(END_STREAM) in one flight: the body has arrived before the
         # upstream head is written (a fresh tether connects first), so the backend gets

@@ -37,7 +37,8 @@ struct Driver : H2ServerCodec::Callbacks {
   };
   std::map<std::int32_t, S> streams;
 
-  void onRequestHead(std::int32_t id, RequestHead& h, bool) override {
+  void onRequestHead(std::int32_t id, std::unique_ptr<RequestHead>& head, bool) override {
+    RequestHead& h = *head;
     FUZZ_CHECK(streams.count(id) == 0);
     FUZZ_CHECK(h.headers.bytes() <= 2 * static_cast<std::size_t>(settings.max_header_list_bytes) + 64);
     FUZZ_CHECK(!h.target.empty());

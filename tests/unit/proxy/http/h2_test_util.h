@@ -91,8 +91,8 @@ struct Recorder : H2ServerCodec::Callbacks {
   std::vector<std::int32_t> order;
   std::function<void(std::int32_t)> on_head, on_writable, on_reset;
 
-  void onRequestHead(std::int32_t id, RequestHead& h, bool end_stream) override {
-    reqs[id].head = h;
+  void onRequestHead(std::int32_t id, std::unique_ptr<RequestHead>& h, bool end_stream) override {
+    reqs[id].head = *h;
     reqs[id].end_stream_at_head = end_stream;
     order.push_back(id);
     if (on_head) on_head(id);

@@ -1,5 +1,6 @@
 // The buffer pool: reuse newest first, a bound on what it keeps, counts.
 #include "proxy/io/buffer_pool.h"
+#include "proxy/io/sanitizer.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +11,7 @@
 namespace tether::proxy {
 namespace {
 
-#if !defined(__SANITIZE_ADDRESS__)  // under ASan every buffer is a heap block
+#ifndef TETHER_ASAN  // under ASan every buffer is a heap block
 TEST(BufferPool, ReusesTheNewestFreeBufferFirst) {
   BufferPool pool(4);
   char* a = pool.get();
