@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "proxy/http/h2_memory.h"
 #include "proxy/io/sanitizer.h"
 
 namespace tether::http {
@@ -405,7 +406,7 @@ H2ServerCodec::H2ServerCodec(Callbacks& callbacks, const Settings& settings) : c
   // No closed streams kept for RFC 7540 priorities (deprecated by RFC 9113):
   // less bookkeeping per stream.
   nghttp2_option_set_no_closed_streams(opt, 1);
-  int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
+  int rv = nghttp2_session_server_new3(&session_, cbs, this, opt, h2Memory());
   nghttp2_session_callbacks_del(cbs);
   nghttp2_option_del(opt);
   if (rv != 0) {
