@@ -374,11 +374,12 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   }
   // Its deadline passed: an idle tunnel is reset; one whose peers did not
   // finish the close handshake in time ends as one that did (its HTTP/1.1
-  // counterpart's connection is closed then, not reset).
+  // counterpart's connection is closed then, not reset), unless its 1001
+  // never went out whole (a frame in flight that never ended).
   void expire() {
     if (!tunnel_ || tunnel_done_) return;
     tunnel_->noteCloser(metrics::ClosedBy::kTether);
-    finishTunnel(!tunnel_->going_away || !close_rest_.empty());
+    finishTunnel(!tunnel_->going_away || !close_rest_.empty() || tunnel_->close_to_client_due);
   }
   bool tunnelTo(const balancer::Backend* b) const {
     return tunnel_ && !tunnel_done_ && !tunnel_->going_away && (!b || b == backend_);
@@ -393,33 +394,23 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     finishTunnel(false);
   }
 
-  // Drain: close frames 1001 both ways, between frames, then the tunnel
-  // ends when both have answered, or when timeouts.websocket_close has
-  // passed (expire).
+  // Drain: close frames 1001 both ways, each between two frames of the
+  // bytes it joins (a frame in flight that way is forwarded to its end
+  // first: sendDueCloses), then the tunnel ends when both have answered, or
+  // when timeouts.websocket_close has passed (expire).
   void goAway() {
     if (!tunnel_ || tunnel_->going_away || tunnel_done_) return;
     tunnel_->going_away = true;
-    if (!tunnel_->from_backend.frameBoundary() || pending_backend() > 0) {
-      finishTunnel(true);  // a frame cut in half is worse than a reset
+    if (tunnel_->from_backend.invalid()) {
+      finishTunnel(true);  // where its frames end is unknown: a reset, not a cut frame
       return;
     }
-    char frame[forward::kMaxCloseFrameBytes];
-    std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
-    // What the client's window does not take now goes when it opens
-    // (pumpGoingAway): never half a close frame.
-    std::size_t took = c_.codec_.sendBody(id_, frame, n, false);
-    close_rest_.assign(frame + took, n - took);
-    // Behind a write in flight is fine: it ends where the client's bytes
-    // fed so far do, and writes to a connection keep their order.
-    if (up_ && tunnel_->from_client.frameBoundary()) {
-      std::uint32_t key = static_cast<std::uint32_t>(c_.worker_.now() * 2654435761u) ^ 0x5a5a1001u;
-      n = forward::buildCloseFrame(1001, "", true, key, frame);
-      up_->writeOwn(frame, n);
-    }
+    tunnel_->close_to_client_due = true;
+    tunnel_->close_to_backend_due = up_ && !tunnel_->from_client.invalid();
     tunnel_->noteCloser(metrics::ClosedBy::kTether, 1001);
     goaway_ms_ = c_.worker_.now();
     c_.link_.h2Rearm();  // timeouts.websocket_close
-    c_.flushSoon();
+    pumpGoingAway();
   }
 
   void onUpstreamConnected(int) override {}
@@ -541,27 +532,100 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
   // gone), the handshake is over and the tunnel ends without waiting out
   // websocket_close.
   void pumpGoingAway() {
+    sendDueCloses();
+    if (!tunnel_ || tunnel_done_) return;
     if (!close_rest_.empty()) {
       std::size_t took = c_.codec_.sendBody(id_, close_rest_.data(), close_rest_.size(), false);
       close_rest_.erase(0, took);
     }
-    if (!up_writing_ && !body_.empty()) {
+    if (!up_writing_ && !body_.empty() && !tunnel_->close_to_backend_due) {
       tunnel_->from_client.feed(body_.data(), body_.size());
       c_.codec_.consumed(id_, body_.size());
       body_.clear();
     }
-    if (std::uint32_t len = pending_backend(); len > 0) {
+    if (std::uint32_t len = pending_backend(); len > 0 && !tunnel_->close_to_client_due) {
       tunnel_->from_backend.feed(up_in_.data + up_sent_, len);
       up_sent_ = up_in_.end;
       up_in_.release(c_.worker_.buffers());
     }
-    if (up_ && !up_->closing()) up_->setReading(!tunnel_->backend_half_closed);
+    // While a frame in flight waits for the client's window, the backend is
+    // not read further.
+    if (up_ && !up_->closing())
+      up_->setReading(!tunnel_->backend_half_closed && !(tunnel_->close_to_client_due && pending_backend() > 0));
     bool client_done = tunnel_->from_client.closeSeen() || tunnel_->client_half_closed;
     bool backend_done = tunnel_->from_backend.closeSeen() || tunnel_->backend_half_closed || !up_;
     if (client_done && backend_done) {
       finishTunnel(!close_rest_.empty());  // our close frame cut short: a reset, not an end
       return;
     }
+    c_.flushSoon();
+  }
+
+  // Going away: a due 1001 goes as soon as its side is between frames, the
+  // rest of a frame in flight that way forwarded first (to the client as its
+  // window allows: the close frame follows the frame's last byte).
+  void sendDueCloses() {
+    char frame[forward::kMaxCloseFrameBytes];
+    metrics::BackendMetrics* bm = backend_ ? &c_.worker_.metrics().backend(backend_->id) : nullptr;
+    if (!up_) tunnel_->close_to_backend_due = false;
+    if (tunnel_->close_to_backend_due && !up_writing_) {
+      if (!body_.empty()) {
+        std::size_t n = tunnel_->from_client.feedToBoundary(body_.data(), body_.size());
+        if (n) {
+          if (bm) bm->bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(n);
+          uv_buf_t b = uv_buf_init(body_.data(), static_cast<unsigned>(n));
+          up_taken_ = n;
+          int r = up_->tls() ? up_->write(&b, 1) : c_.worker_.send(up_->stream(), up_write_, onTunnelWritten, this, &b, 1);
+          if (r < 0) {
+            tunnel_->noteCloser(metrics::ClosedBy::kBackend);
+            finishTunnel(true);
+            return;
+          }
+          if (r == 1) {
+            up_writing_ = true;
+          } else {
+            c_.codec_.consumed(id_, up_taken_);
+            body_.erase(0, up_taken_);
+            up_taken_ = 0;
+          }
+        }
+      }
+      if (tunnel_->from_client.frameBoundary()) {
+        // Behind a write in flight is fine: writes to a connection keep their order.
+        std::uint32_t key = static_cast<std::uint32_t>(c_.worker_.now() * 2654435761u) ^ 0x5a5a1001u;
+        std::size_t n = forward::buildCloseFrame(1001, "", true, key, frame);
+        up_->writeOwn(frame, n);
+        tunnel_->close_to_backend_due = false;
+      } else if (tunnel_->from_client.invalid()) {
+        tunnel_->close_to_backend_due = false;
+      }
+    }
+    if (tunnel_->close_to_client_due) {
+      if (std::uint32_t len = pending_backend(); len > 0 && !tunnel_->from_backend.frameBoundary()) {
+        const char* p = up_in_.data + up_sent_;
+        forward::FrameObserver probe = tunnel_->from_backend;
+        std::size_t want = probe.feedToBoundary(p, len);
+        std::size_t took = c_.codec_.sendBody(id_, p, want, false);
+        if (took) {
+          tunnel_->from_backend.feed(p, took);
+          if (bm) bm->bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(took);
+          up_sent_ += static_cast<std::uint32_t>(took);
+          if (up_sent_ == up_in_.end) up_in_.release(c_.worker_.buffers());
+        }
+      }
+      if (tunnel_->from_backend.frameBoundary()) {
+        // What the client's window does not take now goes when it opens:
+        // never half a close frame.
+        std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
+        std::size_t took = c_.codec_.sendBody(id_, frame, n, false);
+        close_rest_.assign(frame + took, n - took);
+        tunnel_->close_to_client_due = false;
+      } else if (tunnel_->from_backend.invalid()) {
+        finishTunnel(true);
+        return;
+      }
+    }
+    if (bm) tunnel_->account(*bm);
     c_.flushSoon();
   }
 

@@ -1152,16 +1152,18 @@ void Session::pumpTunnel() {
   if (closing_) return;
   metrics::BackendMetrics& bm = worker_.metrics().backend(backend_->id);
   if (tunnel_->going_away) {
+    sendDueCloses(bm);
+    if (closing_) return;
     // After our close frames, the peers' answers are read and dropped, but
     // watched: once the client has answered (and the backend has answered or
     // gone), the handshake is over and we, its server, close the TCP
     // connection first (RFC 6455 7.1.1) instead of waiting out websocket_close.
-    if (in_.data && !up_writing_) {
+    if (in_.data && !up_writing_ && !tunnel_->close_to_backend_due) {
       tunnel_->from_client.feed(in_.data + tunnel_->in_sent, in_.end - tunnel_->in_sent);
       in_.end = tunnel_->in_sent = 0;
       releaseBuffer(in_);
     }
-    if (up_in_.data && !down_writing_) {
+    if (up_in_.data && !down_writing_ && !tunnel_->close_to_client_due) {
       tunnel_->from_backend.feed(up_in_.data + tunnel_->up_in_sent, up_in_.end - tunnel_->up_in_sent);
       up_in_.end = tunnel_->up_in_sent = 0;
       releaseBuffer(up_in_);
@@ -1251,28 +1253,79 @@ void Session::tunnelEof(bool from_client) {
 
 void Session::sendGoingAway() {
   if (tunnel_->going_away || closing_) return;
-  // 1001 Going Away to both peers: unmasked to the client, masked to the backend
-  // (RFC 6455 §5.3). Injected only between frames; otherwise once the frame in
-  // flight has passed (checked again on the next pump).
+  // 1001 Going Away to both peers: unmasked to the client, masked to the
+  // backend (RFC 6455 §5.3), each between two frames of the bytes it joins.
+  // A frame in flight that way is forwarded to its end first, then the 1001
+  // follows it (pumpTunnel); websocket_close bounds the wait as it bounds the
+  // whole close. A direction whose frames cannot be followed gets no 1001:
+  // towards the client, closing the TCP connection is then the honest end
+  // (it sees an abnormal closure, 1006).
   tunnel_->going_away = true;
-  char frame[forward::kMaxCloseFrameBytes];
-  if (!tunnel_->from_backend.frameBoundary()) {
-    // The client would see a frame cut in half: closing the TCP connection is
-    // the honest end (it still sees an abnormal closure, 1006).
+  if (tunnel_->from_backend.invalid()) {
     close();
     return;
   }
-  std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
-  writeRaw(reinterpret_cast<uv_stream_t*>(&client_), frame, n);
-  if (upstream_ && tunnel_->from_client.frameBoundary()) {
-    std::uint32_t key = static_cast<std::uint32_t>(worker_.now() * 2654435761u) ^ 0x5a5a1001u;
-    n = forward::buildCloseFrame(1001, "", true, key, frame);
-    writeRaw(upstream_->stream(), frame, n);
-  }
+  tunnel_->close_to_client_due = true;
+  tunnel_->close_to_backend_due = upstream_ && !tunnel_->from_client.invalid();
   tunnel_->noteCloser(metrics::ClosedBy::kTether, 1001);
   timer_deadline_ = worker_.now();
   armTimer();
-  updateReading();
+  pumpTunnel();
+}
+
+// Going away: a due 1001 goes as soon as its side is between frames, the
+// rest of a frame in flight that way forwarded first.
+void Session::sendDueCloses(metrics::BackendMetrics& bm) {
+  char frame[forward::kMaxCloseFrameBytes];
+  if (!upstream_) tunnel_->close_to_backend_due = false;
+  if (tunnel_->close_to_backend_due && !up_writing_) {
+    if (in_.data && in_.end > tunnel_->in_sent) {
+      std::size_t n = tunnel_->from_client.feedToBoundary(in_.data + tunnel_->in_sent, in_.end - tunnel_->in_sent);
+      if (n) {
+        bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(n);
+        uv_buf_t b = uv_buf_init(in_.data + tunnel_->in_sent, static_cast<unsigned>(n));
+        tunnel_->in_sent += static_cast<std::uint32_t>(n);
+        if (!writeTunnelUpstream(&b, 1)) return;
+        if (!up_writing_ && tunnel_->in_sent == in_.end) {
+          tunnel_->in_sent = 0;
+          releaseBuffer(in_);
+        }
+      }
+    }
+    if (tunnel_->from_client.frameBoundary()) {
+      std::uint32_t key = static_cast<std::uint32_t>(worker_.now() * 2654435761u) ^ 0x5a5a1001u;
+      std::size_t n = forward::buildCloseFrame(1001, "", true, key, frame);
+      writeRaw(upstream_->stream(), frame, n);  // behind a write in flight: writes keep their order
+      tunnel_->close_to_backend_due = false;
+    } else if (tunnel_->from_client.invalid()) {
+      tunnel_->close_to_backend_due = false;
+    }
+  }
+  if (tunnel_->close_to_client_due && !down_writing_) {
+    if (up_in_.data && up_in_.end > tunnel_->up_in_sent) {
+      std::size_t n = tunnel_->from_backend.feedToBoundary(up_in_.data + tunnel_->up_in_sent,
+                                                           up_in_.end - tunnel_->up_in_sent);
+      if (n) {
+        bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(n);
+        uv_buf_t b = uv_buf_init(up_in_.data + tunnel_->up_in_sent, static_cast<unsigned>(n));
+        tunnel_->up_in_sent += static_cast<std::uint32_t>(n);
+        if (!writeDownstream(&b, 1)) return;
+        if (!down_writing_ && tunnel_->up_in_sent == up_in_.end) {
+          tunnel_->up_in_sent = 0;
+          releaseBuffer(up_in_);
+        }
+      }
+    }
+    if (tunnel_->from_backend.frameBoundary()) {
+      std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
+      writeRaw(reinterpret_cast<uv_stream_t*>(&client_), frame, n);
+      tunnel_->close_to_client_due = false;
+    } else if (tunnel_->from_backend.invalid()) {
+      close();
+      return;
+    }
+  }
+  tunnel_->account(bm);
 }
 
 void Session::finishTunnelMetrics() {

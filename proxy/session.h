@@ -199,6 +199,7 @@ class Session final : public ListHook<>,
   void pumpTunnel();
   void tunnelEof(bool from_client);
   void sendGoingAway();
+  void sendDueCloses(metrics::BackendMetrics& bm);
   void finishTunnelMetrics();
   bool writeTunnelUpstream(uv_buf_t* bufs, unsigned n);
 

@@ -58,7 +58,11 @@ struct Tunnel {
   std::uint32_t counted[2] = {};  // messages already added to the metrics (upstream, downstream)
   bool client_half_closed = false;
   bool backend_half_closed = false;
-  bool going_away = false;     // our close frames 1001 are sent
+  bool going_away = false;     // our close frames 1001 are sent, or due
+  // Going away: our 1001 that way waits for the frame in flight to end (the
+  // rest of that frame is forwarded first, within websocket_close).
+  bool close_to_client_due = false;
+  bool close_to_backend_due = false;
   bool goaway_marked = false;  // a going-away close waits for its turn in a spread window
   bool close_known = false;
   std::uint16_t close_code = 0;

@@ -69,6 +69,21 @@ bool FrameObserver::lengthByte(std::uint8_t b) {
   return true;
 }
 
+std::size_t FrameObserver::feedToBoundary(const char* data, std::size_t len) {
+  std::size_t took = 0;
+  while (took < len && !invalid_ && phase_ != kFirstByte) {
+    // Payload the observer skips goes in one step; header bytes and a close
+    // frame's status code one at a time, so that nothing past the frame is fed.
+    std::size_t n = 1;
+    if (phase_ == kPayload && !(kind_ == kClose && !close_seen_ && count_ < 2) && remaining_ > 1) {
+      n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, len - took));
+    }
+    feed(data + took, n);
+    took += n;
+  }
+  return took;
+}
+
 void FrameObserver::feed(const char* data, std::size_t len) {
   const auto* p = reinterpret_cast<const std::uint8_t*>(data);
   const std::uint8_t* const end = p + len;

@@ -75,6 +75,10 @@ class FrameObserver {
   // Between frames (also before the first one). False once invalid: the
   // position in the stream is then unknown.
   bool frameBoundary() const { return !invalid_ && phase_ == kFirstByte; }
+  // Feeds the bytes that end the frame in progress and no more: how many it
+  // took (0 at a boundary, and once invalid). frameBoundary() then says
+  // whether the frame ended within len.
+  std::size_t feedToBoundary(const char* data, std::size_t len);
 
  private:
   enum Phase : std::uint8_t { kFirstByte, kSecondByte, kHeaderRest, kPayload };

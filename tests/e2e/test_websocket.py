@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import socket
+import threading
 import time
 import unittest
 from signal import SIGTERM
@@ -620,6 +621,84 @@ class Shutdown(WsTestCase):
         self.assertEqual(len(got), 1, "no close frame reached the backend")
         self.assertEqual((got[0].opcode, got[0].payload), (OP_CLOSE, close_payload(1001)))
         self.assertTrue(got[0].masked, "tether's close frame to the backend must be masked")
+
+    def test_a_client_frame_in_flight_at_sigterm_ends_before_the_1001_to_the_backend(self):
+        # The backend has half of a client frame when the drain starts: the other half
+        # is forwarded when it comes, and only then the masked 1001, between frames.
+        payload = os.urandom(20000)
+        whole = frame(OP_BINARY, payload)
+        half = threading.Event()
+        got = []
+
+        def script(conn, rest):
+            buf = rest
+            conn.settimeout(8)
+            while len(buf) < 1000:
+                buf += conn.recv(65536)
+            half.set()
+            fs, _ = read_frames_from_socket(conn, buf, 2, timeout=8)
+            got.extend(fs)
+            if len(fs) == 2 and fs[1].opcode == OP_CLOSE:
+                conn.sendall(frame(OP_CLOSE, fs[1].payload, mask=False))
+
+        b = self.raw_backend(script)
+        t = self.tether([b])
+        c, _ = self.raw_upgrade(t, "/")
+        c.send(whole[:5000])
+        self.assertTrue(half.wait(5), "the first half did not reach the backend")
+        t.signal(SIGTERM)
+        f = recv_frame(c)
+        self.assertEqual((f.opcode, f.payload) if f else None, (OP_CLOSE, close_payload(1001)))
+        c.send(whole[5000:])
+        c.send(frame(OP_CLOSE, close_payload(1001)))
+        self.assertTrue(c.is_closed(5), "tether did not close after the close handshake")
+        self.assertEqual(t.wait_exit(timeout=5), 0)
+        self.assertEqual([(g.opcode, len(g.payload)) for g in got],
+                         [(OP_BINARY, len(payload)), (OP_CLOSE, 2)])
+        self.assertEqual(got[0].payload, payload, "the frame in flight arrived whole")
+        self.assertEqual(got[1].payload, close_payload(1001))
+        self.assertTrue(got[1].masked)
+
+    def test_a_backend_frame_in_flight_at_sigterm_reaches_the_client_whole_then_the_1001(self):
+        # The client has half of a backend frame when the drain starts: it gets the
+        # rest, then tether's 1001, instead of a frame cut off by a closed connection.
+        payload = os.urandom(20000)
+        whole = frame(OP_BINARY, payload, mask=False)
+        go = threading.Event()
+        got = []
+
+        def script(conn, rest):
+            conn.sendall(whole[:5000])
+            if not go.wait(8):
+                return
+            conn.sendall(whole[5000:])
+            fs, _ = read_frames_from_socket(conn, rest, 1, timeout=8)
+            got.extend(fs)
+            if fs and fs[0].opcode == OP_CLOSE:
+                conn.sendall(frame(OP_CLOSE, fs[0].payload, mask=False))
+
+        b = self.raw_backend(script)
+        t = self.tether([b])
+        c, _ = self.raw_upgrade(t, "/")
+        while len(c.buffer) < 1000 and c._recv_some(time.monotonic() + 5):  # noqa: SLF001
+            pass
+        self.assertGreaterEqual(len(c.buffer), 1000, "the first half did not reach the client")
+        t.signal(SIGTERM)
+        t.wait_log(msg="stopping", timeout=5)
+        # The worker marks the tunnel going away right after: the rest of the frame
+        # comes behind that (sent sooner, the test is only weaker, never wrong).
+        time.sleep(0.2)
+        go.set()
+        f = recv_frame(c)
+        self.assertEqual((f.opcode, len(f.payload)) if f else None, (OP_BINARY, len(payload)))
+        self.assertEqual(f.payload, payload)
+        f = recv_frame(c)
+        self.assertEqual((f.opcode, f.payload) if f else None, (OP_CLOSE, close_payload(1001)))
+        c.send(frame(OP_CLOSE, close_payload(1001)))
+        self.assertTrue(c.is_closed(5), "tether did not close after the close handshake")
+        self.assertEqual(t.wait_exit(timeout=5), 0)
+        self.assertEqual([(g.opcode, g.payload) for g in got], [(OP_CLOSE, close_payload(1001))])
+        self.assertTrue(got[0].masked)
 
     def test_admin_drain_with_deadline_sends_1001_to_that_backends_sockets(self):
         a = self.start_ws_echo(name="a")

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -471,6 +472,50 @@ TEST(BuildCloseFrame, LongReasonIsCutTo123BytesOnAUtf8Boundary) {
   n = buildCloseFrame(1000, reason, false, 0, buf);
   EXPECT_EQ(n, 2 + 2 + 123u);
   EXPECT_EQ(std::string(buf + 4, 123), reason);
+}
+
+// feedToBoundary takes the bytes that end the frame in progress and none of
+// the next, from every position of a stream of every kind of frame, and
+// leaves the observer as feeding those bytes would.
+TEST(FrameObserver, FeedToBoundaryStopsWhereTheFrameInProgressEnds) {
+  for (bool masked : {true, false}) {
+    std::string stream;
+    std::vector<std::size_t> ends;  // where each frame ends
+    auto add = [&](const std::string& f) {
+      stream += f;
+      ends.push_back(stream.size());
+    };
+    add(frame(true, kText, "hello", masked));
+    add(frame(false, kBinary, std::string(300, 'b'), masked));
+    add(frame(true, kPing, "p", masked));
+    add(frame(true, kCont, std::string(70000, 'c'), masked));
+    add(frame(true, kPong, "", masked));
+    add(frame(true, kBinary, "", masked));
+    add(frame(true, kClose, closePayload(1001, "bye"), masked));
+    add(frame(true, kText, "after", masked));
+    for (std::size_t at = 0; at < stream.size(); at += (at < 400 || at > stream.size() - 400) ? 1 : 997) {
+      SCOPED_TRACE(testing::Message() << "masked=" << masked << " at=" << at);
+      FrameObserver a(masked), b(masked);
+      a.feed(stream.data(), at);
+      b.feed(stream.data(), at);
+      std::size_t next = *std::upper_bound(ends.begin(), ends.end(), at);
+      bool at_boundary = std::find(ends.begin(), ends.end(), at) != ends.end() || at == 0;
+      std::size_t took = a.feedToBoundary(stream.data() + at, stream.size() - at);
+      ASSERT_EQ(took, at_boundary ? 0 : next - at);
+      EXPECT_TRUE(a.frameBoundary());
+      b.feed(stream.data() + at, took);
+      EXPECT_EQ(snap(a), snap(b));
+      // In pieces: never past the frame, the same end.
+      FrameObserver c(masked);
+      c.feed(stream.data(), at);
+      std::size_t pos = at;
+      while (!c.frameBoundary() && pos < stream.size()) pos += c.feedToBoundary(stream.data() + pos, std::min<std::size_t>(7, stream.size() - pos));
+      EXPECT_EQ(pos, at + took);
+    }
+  }
+  FrameObserver bad(true);
+  feed(bad, std::string("\x83\x80", 2));  // opcode 3: invalid
+  EXPECT_EQ(bad.feedToBoundary("\x81\x80" "abcd", 6), 0u);
 }
 
 }  // namespace
