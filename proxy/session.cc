@@ -1279,19 +1279,7 @@ void Session::sendDueCloses(metrics::BackendMetrics& bm) {
   char frame[forward::kMaxCloseFrameBytes];
   if (!upstream_) tunnel_->close_to_backend_due = false;
   if (tunnel_->close_to_backend_due && !up_writing_) {
-    if (in_.data && in_.end > tunnel_->in_sent) {
-      std::size_t n = tunnel_->from_client.feedToBoundary(in_.data + tunnel_->in_sent, in_.end - tunnel_->in_sent);
-      if (n) {
-        bm.bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(n);
-        uv_buf_t b = uv_buf_init(in_.data + tunnel_->in_sent, static_cast<unsigned>(n));
-        tunnel_->in_sent += static_cast<std::uint32_t>(n);
-        if (!writeTunnelUpstream(&b, 1)) return;
-        if (!up_writing_ && tunnel_->in_sent == in_.end) {
-          tunnel_->in_sent = 0;
-          releaseBuffer(in_);
-        }
-      }
-    }
+    if (!forwardFrameRest(true, bm)) return;
     if (tunnel_->from_client.frameBoundary()) {
       std::uint32_t key = static_cast<std::uint32_t>(worker_.now() * 2654435761u) ^ 0x5a5a1001u;
       std::size_t n = forward::buildCloseFrame(1001, "", true, key, frame);
@@ -1302,20 +1290,7 @@ void Session::sendDueCloses(metrics::BackendMetrics& bm) {
     }
   }
   if (tunnel_->close_to_client_due && !down_writing_) {
-    if (up_in_.data && up_in_.end > tunnel_->up_in_sent) {
-      std::size_t n = tunnel_->from_backend.feedToBoundary(up_in_.data + tunnel_->up_in_sent,
-                                                           up_in_.end - tunnel_->up_in_sent);
-      if (n) {
-        bm.bytes[static_cast<int>(metrics::Direction::kDownstream)].inc(n);
-        uv_buf_t b = uv_buf_init(up_in_.data + tunnel_->up_in_sent, static_cast<unsigned>(n));
-        tunnel_->up_in_sent += static_cast<std::uint32_t>(n);
-        if (!writeDownstream(&b, 1)) return;
-        if (!down_writing_ && tunnel_->up_in_sent == up_in_.end) {
-          tunnel_->up_in_sent = 0;
-          releaseBuffer(up_in_);
-        }
-      }
-    }
+    if (!forwardFrameRest(false, bm)) return;
     if (tunnel_->from_backend.frameBoundary()) {
       std::size_t n = forward::buildCloseFrame(1001, "", false, 0, frame);
       writeRaw(reinterpret_cast<uv_stream_t*>(&client_), frame, n);
@@ -1326,6 +1301,26 @@ void Session::sendDueCloses(metrics::BackendMetrics& bm) {
     }
   }
   tunnel_->account(bm);
+}
+
+// Forwards the bytes that end the frame in flight from one side to the
+// other, and none of the next; false once the connection is closed.
+bool Session::forwardFrameRest(bool to_backend, metrics::BackendMetrics& bm) {
+  IoBuffer& buf = to_backend ? in_ : up_in_;
+  std::uint32_t& sent = to_backend ? tunnel_->in_sent : tunnel_->up_in_sent;
+  forward::FrameObserver& from = to_backend ? tunnel_->from_client : tunnel_->from_backend;
+  if (!buf.data || buf.end <= sent) return true;
+  std::size_t n = from.feedToBoundary(buf.data + sent, buf.end - sent);
+  if (n == 0) return true;
+  bm.bytes[static_cast<int>(to_backend ? metrics::Direction::kUpstream : metrics::Direction::kDownstream)].inc(n);
+  uv_buf_t b = uv_buf_init(buf.data + sent, static_cast<unsigned>(n));
+  sent += static_cast<std::uint32_t>(n);
+  if (!(to_backend ? writeTunnelUpstream(&b, 1) : writeDownstream(&b, 1))) return false;
+  if (!(to_backend ? up_writing_ : down_writing_) && sent == buf.end) {
+    sent = 0;
+    releaseBuffer(buf);
+  }
+  return true;
 }
 
 void Session::finishTunnelMetrics() {

@@ -200,6 +200,7 @@ class Session final : public ListHook<>,
   void tunnelEof(bool from_client);
   void sendGoingAway();
   void sendDueCloses(metrics::BackendMetrics& bm);
+  bool forwardFrameRest(bool to_backend, metrics::BackendMetrics& bm);
   void finishTunnelMetrics();
   bool writeTunnelUpstream(uv_buf_t* bufs, unsigned n);
 
