@@ -730,7 +730,7 @@ H2Connection::H2Connection(Worker& worker, Link& link, const Peer& peer)
 }
 
 H2Connection::~H2Connection() {
-  abortAll();
+  abortAll(metrics::ClosedBy::kTether);
   for (auto& [id, hs] : streams_) {
     if (hs->stream) worker_.destroyStream(std::exchange(hs->stream, nullptr));
   }
@@ -772,7 +772,8 @@ void H2Connection::pump() {
     inCodec([&] { codec_.wrote(out.size()); });
   }
   if (!writing_ && codec_.wantsClose()) {
-    abortAll();
+    // After our GOAWAY: the client's fault unless it is the end of a drain.
+    abortAll(codec_.error() == http::H2ServerCodec::Error::kNone ? metrics::ClosedBy::kTether : metrics::ClosedBy::kClient);
     link_.h2Done();
   }
 }
@@ -824,12 +825,12 @@ void H2Connection::resumeStreams() {
     if (H2Stream* hs = find(id); hs && hs->stream) hs->stream->resumeUpstream();
 }
 
-void H2Connection::abortAll() {
+void H2Connection::abortAll(metrics::ClosedBy by) {
   abortRequests();
   std::vector<H2Stream*> tunnels;
   for (auto& [id, hs] : streams_)
     if (!hs->stream && hs->tunneling()) tunnels.push_back(hs.get());
-  for (H2Stream* hs : tunnels) hs->endTunnel(metrics::ClosedBy::kClient);
+  for (H2Stream* hs : tunnels) hs->endTunnel(by);
 }
 
 void H2Connection::abortRequests() {

@@ -29,6 +29,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "proxy/downstream.h"
 #include "proxy/http/h2_server.h"
 
@@ -85,8 +86,9 @@ class H2Connection final : private http::H2ServerCodec::Callbacks {
   // The deferred pass: streams whose upstream connection holds TLS records.
   void resume();
   // The session is closing: every stream lets go of what it holds (its
-  // upstream connection, the queue, the store); none is destroyed here.
-  void abortAll();
+  // upstream connection, the queue, the store); none is destroyed here. Its
+  // tunnels end as closed `by` (unless a closer was seen before).
+  void abortAll(metrics::ClosedBy by);
   // Drain (SIGTERM, reload): the two-step GOAWAY; streams in flight finish.
   // RFC 8441 tunnels get their 1001 from drainTunnels, as HTTP/1.1 ones do.
   void shutdownNotice();

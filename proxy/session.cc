@@ -161,7 +161,7 @@ void Session::close() {
   if (down_write_) { down_write_->ctx = nullptr; down_write_ = nullptr; }
   if (up_write_) { up_write_->ctx = nullptr; up_write_ = nullptr; }
   if (stream_) stream_->abort();
-  if (h2_) h2_->abortAll();
+  if (h2_) h2_->abortAll(client_gone_ ? metrics::ClosedBy::kClient : metrics::ClosedBy::kTether);
   if (tunnel_counted_) finishTunnelMetrics();
   if (upstream_) {
     upstream_->setOwner(nullptr);
@@ -386,7 +386,7 @@ void Session::onTimeout() {
         return;
       }
       log::debug("http2: idle connection closed", {{"client", peer_.ip}});
-      h2_->abortAll();
+      h2_->abortAll(metrics::ClosedBy::kTether);
       closeGracefully();
       break;
     }
@@ -441,6 +441,7 @@ void Session::onRead(uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
     s->onTransport(s->transport().eof());
   } else {
     if (s->state_ == State::kTunnel) s->tunnel_->noteCloser(metrics::ClosedBy::kClient);
+    s->client_gone_ = true;
     s->close();
   }
 }
@@ -499,6 +500,7 @@ void Session::deferResume() { worker_.deferTlsResume(this); }
 bool Session::writeDownstream(uv_buf_t* bufs, unsigned n) {
   int r = transport().write(bufs, n);
   if (r < 0) {
+    client_gone_ = true;  // its socket failed
     close();
     return false;
   }
@@ -526,6 +528,7 @@ void Session::onUpWritten(void* ctx, int status) {
 void Session::onDownstreamWritten(int status) {
   down_writing_ = false;
   if (status != 0) {
+    client_gone_ = true;  // its socket failed
     close();
     return;
   }
@@ -638,6 +641,7 @@ void Session::onDownstreamEof() {
       tunnelEof(true);
       break;
     case State::kH2:
+      client_gone_ = true;
       close();  // streams in flight are cancelled: nobody reads their answers
       break;
     case State::kClosing:
@@ -1350,7 +1354,7 @@ void Session::feedH2() {
   if (!ok) {
     // A connection error: its GOAWAY goes out, then the connection closes
     // (h2Done); nothing more is read as HTTP/2.
-    h2_->abortAll();
+    h2_->abortAll(metrics::ClosedBy::kClient);
     h2_->pump();
     if (closing_ || state_ == State::kClosing) return;
   }

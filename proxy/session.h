@@ -246,6 +246,7 @@ class Session final : public ListHook<>,
   bool up_writing_ = false;
   bool down_reading_ = false;
   bool closing_ = false;
+  bool client_gone_ = false;  // the client ended the connection (EOF, error): what its HTTP/2 tunnels count
   bool refused_ = false;
   bool tunnel_counted_ = false;   // counted as an open tunnel
   bool served_ = false;           // a request was answered on this connection
