@@ -7,6 +7,8 @@
 //     byte, agrees after every feed with a plain reference reading of the
 //     header's contract (messages, pings, pongs, closeSeen, closeCode,
 //     invalid, frameBoundary at that point of the stream);
+//   - feedToBoundary, given every other piece, takes the bytes that end the
+//     frame in progress and none past it (checked against the same reference);
 //   - a close frame built from input bytes is read back by an observer as
 //     that close code, at a frame boundary, within kMaxCloseFrameBytes.
 #include <cstddef>
@@ -196,6 +198,42 @@ void feedAndCheck(std::string_view s, bool from_client, std::uint8_t rsv, const 
   expectState(o, ref.at(at), at);
 }
 
+// Walks `s` in the cuts' pieces, every other piece through feedToBoundary
+// (what a drain does with the rest of a frame in flight): it takes no byte
+// past the frame in progress, stops only at the frame's end, the piece's end
+// or a protocol error, and leaves the observer as feeding those bytes would.
+void feedToBoundaryAndCheck(std::string_view s, bool from_client, std::uint8_t rsv, const Reference& ref,
+                            const std::vector<std::size_t>& cuts) {
+  FrameObserver o(from_client, rsv);
+  std::size_t at = 0, k = 0;
+  while (at < s.size()) {
+    std::size_t n = cuts[k++ % cuts.size()];
+    if (n > s.size() - at) n = s.size() - at;
+    std::unique_ptr<char[]> piece(new char[n]);
+    std::copy(s.data() + at, s.data() + at + n, piece.get());
+    if (k % 2) {
+      o.feed(piece.get(), n);
+      at += n;
+      expectState(o, ref.at(at), at);
+      continue;
+    }
+    const bool was_boundary = o.frameBoundary(), was_invalid = o.invalid();
+    const std::size_t took = o.feedToBoundary(piece.get(), n);
+    FUZZ_CHECK(took <= n);
+    if (was_boundary || was_invalid) FUZZ_CHECK(took == 0);
+    at += took;
+    expectState(o, ref.at(at), at);
+    // It stopped short of the piece's end only where the frame ended (or
+    // the stream broke the protocol): the reference agrees (expectState).
+    if (took < n) FUZZ_CHECK(o.frameBoundary() || o.invalid());
+    if (took == 0) {  // at a boundary: the piece goes as usual
+      o.feed(piece.get(), n);
+      at += n;
+      expectState(o, ref.at(at), at);
+    }
+  }
+}
+
 void closeFrameRoundTrip(std::string_view s, bool from_client) {
   if (s.size() < 6) return;
   const auto* p = reinterpret_cast<const std::uint8_t*>(s.data());
@@ -255,6 +293,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   feedAndCheck(s, from_client, rsv, ref, {});
   feedAndCheck(s, from_client, rsv, ref, cutsFrom(data[1], s.size()));
   if (s.size() <= 1024 && data[1] != 0) feedAndCheck(s, from_client, rsv, ref, {1});
+  if (s.size() <= 4096) feedToBoundaryAndCheck(s, from_client, rsv, ref, cutsFrom(data[1], s.size()));
   closeFrameRoundTrip(s, from_client);
   return 0;
 }
