@@ -662,6 +662,25 @@ class WebSocketsOverH2(H2WsTestCase):
         sid = c.request("GET", "/id")
         self.assertEqual(c.response(sid).status, 200)
 
+    def test_a_client_that_drops_its_connection_ends_its_tunnels_as_their_closer(self):
+        # The client's connection ends under its tunnels: closed by the client (the
+        # tunnels of a connection tether closes count by="tether").
+        from wsutil import OP_TEXT, frame
+        ws = self.start_ws_echo()
+        t = self.start([ws], config={"http2": {"websockets": True}})
+        c = self.client(t.proxy_port)
+        for _ in range(2):
+            sid, r = self.ws_stream(c)
+            self.assertEqual(r.status, 200)
+            c.send_data(sid, frame(OP_TEXT, b"x", mask=True), end=False)
+            self.recv_ws(c, r, 0)
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 2, 5)
+        c.close()
+        wait_until(lambda: t.metric("tether_websocket_connections_active") == 0, 5,
+                   msg="both tunnels end with their connection")
+        self.assertEqual(t.metric("tether_websocket_closes_total", by="client"), 2)
+        self.assertEqual(t.metric("tether_websocket_closes_total", by="tether", default=0.0), 0.0)
+
     def test_client_reset_closes_the_upstream_websocket(self):
         ws = self.start_ws_echo()
         t = self.start([ws], config={"http2": {"websockets": True}})
