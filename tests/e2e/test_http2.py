@@ -806,7 +806,7 @@ class WebSocketsOverH2Closing(H2WsTestCase):
     def test_frames_in_flight_at_sigterm_end_before_the_1001s(self):
         # Each side has half of the other's frame when the drain starts: the rest is
         # forwarded, then the 1001, between frames both ways (as over HTTP/1.1).
-        from wsutil import OP_BINARY, OP_CLOSE, RawWsBackend, close_payload, frame, read_frames_from_socket
+        from wsutil import OP_BINARY, OP_CLOSE, RawWsBackend, close_payload, frame, read_and_answer_close
         payload_b, payload_c = os.urandom(9000), os.urandom(9000)
         to_backend = frame(OP_BINARY, payload_b, mask=True)
         to_client = frame(OP_BINARY, payload_c, mask=False)
@@ -822,10 +822,7 @@ class WebSocketsOverH2Closing(H2WsTestCase):
             if not go.wait(8):
                 return
             conn.sendall(to_client[3000:])
-            fs, _ = read_frames_from_socket(conn, buf, 2, timeout=8)
-            got.extend(fs)
-            if len(fs) == 2 and fs[1].opcode == OP_CLOSE:
-                conn.sendall(frame(OP_CLOSE, fs[1].payload, mask=False))
+            read_and_answer_close(conn, buf, 2, got)
 
         up = RawWsBackend(script)
         self.addCleanup(up.stop)

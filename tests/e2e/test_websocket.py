@@ -21,8 +21,8 @@ import websockets
 
 from harness import E2ETestCase, header, wait_until
 from wsutil import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWsBackend,
-                    accept_for, arun, close_payload, frame, new_key, read_frames_from_socket,
-                    recv_frame, rss_kib, until_closed, upgrade_head, ws_connect)
+                    accept_for, arun, close_payload, frame, new_key, read_and_answer_close,
+                    read_frames_from_socket, recv_frame, rss_kib, until_closed, upgrade_head, ws_connect)
 
 FAST_HEALTH = {"health": {"interval": "200ms", "timeout": "1s", "rise": 1, "fall": 2}}
 
@@ -603,10 +603,7 @@ class Shutdown(WsTestCase):
         got = []
 
         def script(conn, rest):
-            fs, _ = read_frames_from_socket(conn, rest, 1, timeout=8)
-            got.extend(fs)
-            if fs and fs[0].opcode == OP_CLOSE:
-                conn.sendall(frame(OP_CLOSE, fs[0].payload, mask=False))
+            read_and_answer_close(conn, rest, 1, got)
 
         b = self.raw_backend(script)
         t = self.tether([b])
@@ -636,10 +633,7 @@ class Shutdown(WsTestCase):
             while len(buf) < 1000:
                 buf += conn.recv(65536)
             half.set()
-            fs, _ = read_frames_from_socket(conn, buf, 2, timeout=8)
-            got.extend(fs)
-            if len(fs) == 2 and fs[1].opcode == OP_CLOSE:
-                conn.sendall(frame(OP_CLOSE, fs[1].payload, mask=False))
+            read_and_answer_close(conn, buf, 2, got)
 
         b = self.raw_backend(script)
         t = self.tether([b])
@@ -672,10 +666,7 @@ class Shutdown(WsTestCase):
             if not go.wait(8):
                 return
             conn.sendall(whole[5000:])
-            fs, _ = read_frames_from_socket(conn, rest, 1, timeout=8)
-            got.extend(fs)
-            if fs and fs[0].opcode == OP_CLOSE:
-                conn.sendall(frame(OP_CLOSE, fs[0].payload, mask=False))
+            read_and_answer_close(conn, rest, 1, got)
 
         b = self.raw_backend(script)
         t = self.tether([b])

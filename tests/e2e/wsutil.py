@@ -253,6 +253,15 @@ def read_frames_from_socket(conn, buf, count, timeout=5.0):
     return out, buf
 
 
+def read_and_answer_close(conn, buf, count, got, timeout=8.0):
+    """A RawWsBackend script's end: reads `count` frames into `got`; when the last of
+    them is a close frame, answers it with the same payload (unmasked, as a server)."""
+    fs, _ = read_frames_from_socket(conn, buf, count, timeout=timeout)
+    got.extend(fs)
+    if len(fs) == count and fs[-1].opcode == OP_CLOSE:
+        conn.sendall(frame(OP_CLOSE, fs[-1].payload, mask=False))
+
+
 def arun(coro, timeout=60.0):
     """Runs a coroutine to completion in a fresh event loop, bounded by timeout."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
