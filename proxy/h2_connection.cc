@@ -471,25 +471,9 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     metrics::BackendMetrics* bm = backend_ ? &c_.worker_.metrics().backend(backend_->id) : nullptr;
     // Client -> backend: the DATA bytes, then END_STREAM as a half-close.
     if (up_ && !up_writing_ && !body_.empty()) {
-      std::size_t len = body_.size();
-      tunnel_->from_client.feed(body_.data(), len);
+      tunnel_->from_client.feed(body_.data(), body_.size());
       tunnel_last_ = c_.worker_.now();
-      if (bm) bm->bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(len);
-      uv_buf_t b = uv_buf_init(body_.data(), static_cast<unsigned>(len));
-      up_taken_ = len;
-      int r = up_->tls() ? up_->write(&b, 1) : c_.worker_.send(up_->stream(), up_write_, onTunnelWritten, this, &b, 1);
-      if (r < 0) {
-        tunnel_->noteCloser(metrics::ClosedBy::kBackend);
-        finishTunnel(true);
-        return;
-      }
-      if (r == 1) {
-        up_writing_ = true;
-      } else {
-        c_.codec_.consumed(id_, up_taken_);
-        body_.clear();
-        up_taken_ = 0;
-      }
+      if (!writeBodyUpstream(body_.size(), bm)) return;
     }
     // Backend -> client: as the client's window allows; the backend is not
     // read while the codec cannot take more.
@@ -561,6 +545,29 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     c_.flushSoon();
   }
 
+  // The first n bytes of the client's DATA to the backend; they are
+  // acknowledged (the window reopens) once written. False when the write
+  // failed and the tunnel is over.
+  bool writeBodyUpstream(std::size_t n, metrics::BackendMetrics* bm) {
+    if (bm) bm->bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(n);
+    uv_buf_t b = uv_buf_init(body_.data(), static_cast<unsigned>(n));
+    up_taken_ = n;
+    int r = up_->tls() ? up_->write(&b, 1) : c_.worker_.send(up_->stream(), up_write_, onTunnelWritten, this, &b, 1);
+    if (r < 0) {
+      tunnel_->noteCloser(metrics::ClosedBy::kBackend);
+      finishTunnel(true);
+      return false;
+    }
+    if (r == 1) {
+      up_writing_ = true;
+    } else {
+      c_.codec_.consumed(id_, up_taken_);
+      body_.erase(0, up_taken_);
+      up_taken_ = 0;
+    }
+    return true;
+  }
+
   // Going away: a due 1001 goes as soon as its side is between frames, the
   // rest of a frame in flight that way forwarded first (to the client as its
   // window allows: the close frame follows the frame's last byte).
@@ -571,24 +578,7 @@ class H2Connection::H2Stream final : public Downstream, public UpstreamOwner {
     if (tunnel_->close_to_backend_due && !up_writing_) {
       if (!body_.empty()) {
         std::size_t n = tunnel_->from_client.feedToBoundary(body_.data(), body_.size());
-        if (n) {
-          if (bm) bm->bytes[static_cast<int>(metrics::Direction::kUpstream)].inc(n);
-          uv_buf_t b = uv_buf_init(body_.data(), static_cast<unsigned>(n));
-          up_taken_ = n;
-          int r = up_->tls() ? up_->write(&b, 1) : c_.worker_.send(up_->stream(), up_write_, onTunnelWritten, this, &b, 1);
-          if (r < 0) {
-            tunnel_->noteCloser(metrics::ClosedBy::kBackend);
-            finishTunnel(true);
-            return;
-          }
-          if (r == 1) {
-            up_writing_ = true;
-          } else {
-            c_.codec_.consumed(id_, up_taken_);
-            body_.erase(0, up_taken_);
-            up_taken_ = 0;
-          }
-        }
+        if (n && !writeBodyUpstream(n, bm)) return;
       }
       if (tunnel_->from_client.frameBoundary()) {
         // Behind a write in flight is fine: writes to a connection keep their order.
