@@ -47,8 +47,8 @@ std::string webSocketKey(std::uint64_t a, std::uint64_t b) {
 
 // A worker keeps what its closed streams leave, so that the next stream of
 // any of its connections allocates nothing: H2Stream blocks, map nodes, and
-// request heads with their storage (at most kSpares each, and no head that
-// grew past kKeptBytes). None under AddressSanitizer, so that a pointer kept
+// request heads with their storage (at most kSpares each, and no buffer of
+// a head above kKeptBytes). None under AddressSanitizer, so that a pointer kept
 // to a closed stream is reported instead of aliasing the next one.
 #ifdef TETHER_ASAN
 constexpr std::size_t kSpares = 0;
@@ -75,9 +75,7 @@ std::unique_ptr<http::RequestHead> spareHead() {
 
 void keepHead(std::unique_ptr<http::RequestHead> h) {
   if (!h || spare_heads.size() >= kSpares) return;
-  std::size_t bytes = h->headers.capacityBytes() + h->target.capacity() + h->authority.capacity() + h->protocol.capacity();
-  if (bytes > kKeptBytes) return;
-  h->clear();
+  h->clearKeeping(kKeptBytes);
   spare_heads.push_back(std::move(h));
 }
 

@@ -73,19 +73,11 @@ struct H2ServerCodec::Stream : H2StreamState {
     s.clear();
     if (s.capacity() > kKeptBytes) std::string().swap(s);
   }
-  static void clearSmall(HeaderList& h) {
-    h.clear();
-    if (h.capacityBytes() > kKeptBytes) h.shrink();
-  }
   void recycle() {
     static_cast<H2StreamState&>(*this) = H2StreamState{};
     if (!head) head = std::make_unique<RequestHead>();  // the caller kept it
-    head->clear();
-    clearSmall(head->headers);
-    clearSmall(head->target);
-    clearSmall(head->authority);
-    clearSmall(head->protocol);
-    clearSmall(trailers);
+    head->clearKeeping(kKeptBytes);
+    trailers.clearKeeping(kKeptBytes);
     clearSmall(method);
     clearSmall(path);
     clearSmall(authority);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -159,6 +160,13 @@ class HeaderList {
   }
   // The storage held, used or not.
   std::size_t capacityBytes() const { return arena_.capacity() + fields_.capacity() * sizeof(Field); }
+  // As clear(), keeping the storage only while it is at most max_bytes (a
+  // reused head or codec allocates nothing for an ordinary message, and
+  // keeps nothing large that one big message left).
+  void clearKeeping(std::size_t max_bytes) {
+    clear();
+    if (capacityBytes() > max_bytes) shrink();
+  }
   // Gives the storage back (a pooled codec after a burst of large heads).
   void shrink() {
     std::string().swap(arena_);
@@ -229,6 +237,14 @@ struct RequestHead {
   std::string protocol;   // HTTP/2 extended CONNECT's :protocol (RFC 8441), e.g. "websocket"; else empty
   HeaderList headers;
 
+  // As clear(), keeping each buffer's storage only while it is at most
+  // max_bytes (HeaderList::clearKeeping).
+  void clearKeeping(std::size_t max_bytes) {
+    clear();
+    headers.clearKeeping(max_bytes);
+    for (std::string* s : {&target, &authority, &protocol})
+      if (s->capacity() > max_bytes) std::string().swap(*s);
+  }
   void clear() {
     method = 0;
     protocol.clear();
