@@ -691,6 +691,58 @@ class Shutdown(WsTestCase):
         self.assertEqual([(g.opcode, g.payload) for g in got], [(OP_CLOSE, close_payload(1001))])
         self.assertTrue(got[0].masked)
 
+    def test_frames_that_never_end_still_end_the_drain_within_websocket_close(self):
+        # Each peer starts a frame of 2^40 bytes and keeps feeding it: no 1001 can go
+        # between frames, none is put inside one, and websocket_close ends it all.
+        def endless_header(mask):
+            head = bytes([0x80 | OP_BINARY, (0x80 if mask else 0) | 127]) + (1 << 40).to_bytes(8, "big")
+            return head + (b"\x01\x02\x03\x04" if mask else b"")
+
+        stop, flowing = threading.Event(), threading.Event()
+        got = bytearray()
+
+        def script(conn, rest):
+            got.extend(rest)
+            conn.sendall(endless_header(False))
+            conn.settimeout(0.05)
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"y" * 4096)
+                    chunk = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                got.extend(chunk)
+                if len(got) > 20000:
+                    flowing.set()
+
+        b = self.raw_backend(script)
+        self.addCleanup(stop.set)
+        t = self.tether([b], config=cfg(timeouts={"websocket_close": "1s", "shutdown_grace": "10s"}))
+        c, _ = self.raw_upgrade(t, "/")
+        c.send(endless_header(True))
+
+        def feed():
+            for _ in range(20000):  # bounded: 80 MiB at most
+                if stop.is_set():
+                    return
+                try:
+                    c.send(b"x" * 4096)
+                except OSError:
+                    return
+        threading.Thread(target=feed, daemon=True).start()
+        self.assertTrue(flowing.wait(5), "both frames are flowing")
+        t0 = time.monotonic()
+        t.signal(SIGTERM)
+        self.assertEqual(t.wait_exit(timeout=8), 0)
+        self.assertLess(time.monotonic() - t0, 4.0)
+        stop.set()
+        self.assertEqual(bytes(got[:14]), endless_header(True))
+        self.assertEqual(set(got[14:]) - {ord("x")}, set(), "only the client frame's bytes reached the backend")
+
     def test_admin_drain_with_deadline_sends_1001_to_that_backends_sockets(self):
         a = self.start_ws_echo(name="a")
         b = self.start_ws_echo(name="b")
